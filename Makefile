@@ -1,0 +1,21 @@
+# Two entry points: `make demo` (the main job on the embedded model) and `make test`.
+# Each creates .venv on first use, installing the CPU torch pin before anything else so no
+# dependency pulls a multi-GB CUDA build.
+VENV := .venv
+PY := $(VENV)/bin/python
+OUT ?= runs/demo
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/steerscope info
+	$(VENV)/bin/steerscope run smoke --out $(OUT)
+
+test: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+.PHONY: demo test

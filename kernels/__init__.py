@@ -1,0 +1,1 @@
+"""Hot loops with a plain PyTorch reference and, where it pays, a fused path (steerscope.kernels)."""

@@ -1,0 +1,1 @@
+"""What reads the model: ToM sensitivity, RoPE analysis, conflict probes (steerscope.probes)."""

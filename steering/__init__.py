@@ -1,0 +1,1 @@
+"""What changes behaviour at inference time: steering vectors and their construction (steerscope.steering)."""

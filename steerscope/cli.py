@@ -1,0 +1,81 @@
+"""The `steerscope` command: `info`, `list`, and `run NAME --out DIR [--model M] [--quick]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+_PACKAGES = ("steerscope", "torch", "transformers", "transformer-lens", "nnsight", "sae-lens", "plotly")
+
+
+def _versions() -> str:
+    found = []
+    for name in _PACKAGES:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return ", ".join(found)
+
+
+def _info(args: argparse.Namespace) -> None:
+    from steerscope.cache import cache_root, is_intact
+    from steerscope.loading import embedded_cache_dir, load
+
+    folder = embedded_cache_dir()
+    state = "ready" if is_intact(folder) else "not built yet (the first load builds it, ~1 min)"
+    print(f"cache         {cache_root()}\nembedded      {folder} [{state}]\nversions      {_versions()}")
+    model = load(args.model, dtype=args.dtype)
+    print(f"model         {model.source}\n{model.anatomy}")
+
+
+def _list(args: argparse.Namespace) -> None:
+    from steerscope.experiments import REGISTRY, _import_all
+
+    _import_all()
+    for name in sorted(REGISTRY):
+        print(f"{name:<18} {REGISTRY[name].description}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    from steerscope.experiments import run_experiment
+
+    settings = {"quick": args.quick, "seed": args.seed}
+    if args.model is not None:
+        settings["model"] = args.model
+    run_experiment(args.name, args.out, **settings)
+    out = Path(args.out).resolve()
+    print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="steerscope", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    info = commands.add_parser("info", help="model anatomy, cache path and state, versions")
+    info.add_argument(
+        "--model", default=None, help="HF name, folder or .gguf (default: embedded Gemma 3 270M)"
+    )
+    info.add_argument("--dtype", default="float32")
+    info.set_defaults(func=_info)
+    listing = commands.add_parser("list", help="the registered experiments")
+    listing.set_defaults(func=_list)
+    run = commands.add_parser("run", help="run an experiment; writes results.json and report.html")
+    run.add_argument("name")
+    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--model", default=None)
+    run.add_argument("--quick", action="store_true", help="a short setting for a first look or CI")
+    run.add_argument("--seed", type=int, default=0)
+    run.set_defaults(func=_run)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
+        print(f"steerscope: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

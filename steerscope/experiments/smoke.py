@@ -1,0 +1,74 @@
+"""`smoke`: load a model, capture residual norms per layer, and steer one generation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+import torch
+
+from steerscope.capture import capture, tokenize
+from steerscope.experiments import ExperimentConfig, Outcome, register
+from steerscope.intervene import intervene
+from steerscope.loading import load
+from steerscope.sites import Site
+
+PROMPTS = ["The capital of France is", "Sally puts the ball in the basket."]
+
+
+@dataclass
+class SmokeConfig(ExperimentConfig):
+    layer: int | None = None  # steered layer; default: the middle layer
+    relative_strength: float = 0.5  # added vector norm / residual norm at the site
+    max_new_tokens: int = 12
+
+
+@register("smoke", SmokeConfig, "load, capture residual norms per layer, steer one generation")
+def run(config: SmokeConfig) -> Outcome:
+    model = load(config.model)
+    anatomy = model.anatomy
+    layer = anatomy.n_layers // 2 if config.layer is None else config.layer
+    sites = [Site(i, "resid_post") for i in range(anatomy.n_layers)]
+    acts = capture(model, PROMPTS, sites, reduce="mean", progress=False)
+    norms = [acts[s].norm(dim=-1).mean().item() for s in sites]
+
+    generator = torch.Generator().manual_seed(config.seed)
+    direction = torch.randn(anatomy.d_model, generator=generator)
+    direction = direction / direction.norm()
+
+    def add_direction(act: torch.Tensor, tokens) -> torch.Tensor:
+        scale = config.relative_strength * act.norm(dim=-1, keepdim=True)
+        return act + scale * direction.to(act) * tokens.is_real[..., None]
+
+    batch = tokenize(model, PROMPTS[:1])
+    del batch["position_ids"]  # generate derives positions from the mask itself
+    plain = model.generate(**batch, max_new_tokens=config.max_new_tokens, do_sample=False)
+    with intervene(model, {Site(layer, "resid_post"): add_direction}):
+        steered = model.generate(**batch, max_new_tokens=config.max_new_tokens, do_sample=False)
+    n_prompt = batch["input_ids"].shape[1]
+    texts = {
+        "plain": model.tokenizer.decode(plain[0, n_prompt:], skip_special_tokens=True),
+        "steered": model.tokenizer.decode(steered[0, n_prompt:], skip_special_tokens=True),
+    }
+    figure = go.Figure(go.Scatter(x=list(range(anatomy.n_layers)), y=norms, mode="lines+markers"))
+    figure.update_layout(title="Mean residual norm after each layer", xaxis_title="layer", yaxis_title="norm")
+    summary = (
+        f"{model.source}\n{anatomy}\n\nprompt: {PROMPTS[0]!r}\n"
+        f"plain:   {texts['plain']!r}\nsteered: {texts['steered']!r} "
+        f"(random direction at L{layer}.resid_post, {config.relative_strength} x residual norm)"
+    )
+    return Outcome(
+        results={
+            "model": model.source,
+            "anatomy": {
+                "n_layers": anatomy.n_layers,
+                "d_model": anatomy.d_model,
+                "rope_bases": anatomy.rope_bases,
+            },
+            "resid_norm_per_layer": norms,
+            "generations": texts,
+        },
+        summary=summary,
+        figures=[figure],
+        tables=[("Generations", [{"mode": k, "text": v} for k, v in texts.items()])],
+    )

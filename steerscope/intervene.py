@@ -1,0 +1,292 @@
+"""Intervene: install edits at sites for the duration of any forward or `generate()` call.
+
+An edit is a function `edit(activation, tokens) -> new activation | None` (None: unchanged).
+It runs as a plain PyTorch hook on the model's own modules, so it works inside HF `generate`,
+nnsight traces and TransformerLens' TransformerBridge alike. Hooks are removed on exit, on
+exceptions too; nested blocks compose (outer edits run first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from steerscope.anatomy import Anatomy
+from steerscope.model import as_model
+from steerscope.rotary import rotate, unrotate
+from steerscope.sites import Site
+from steerscope.tokens import TokenInfo, TokenTracker
+
+Edit = Callable[[Tensor, TokenInfo], Tensor | None]
+EditSpec = Mapping["str | Site", "Edit | Sequence[Edit]"]
+
+_RESIDUAL_KINDS = {"resid_post", "attn_out", "mlp_out"}
+_PROJECTION_KINDS = {
+    "q": "q_pre_rope",
+    "k": "k_pre_rope",
+    "v": "v",
+    "q_rope": "q_pre_rope",
+    "k_rope": "k_pre_rope",
+}
+
+
+def _module(root: nn.Module, path: str) -> nn.Module:
+    """The module at a dotted path, stepping through wrappers that keep the original module as
+    `original_component` (TransformerLens' TransformerBridge swaps such wrappers in place)."""
+    module = root
+    for name in path.split("."):
+        child = module._modules.get(name)
+        inner = module._modules.get("original_component")
+        if child is None and inner is not None:
+            child = inner._modules.get(name)
+        if child is None:
+            raise AttributeError(f"{type(root).__name__} has no module at {path!r} (stopped at {name!r})")
+        module = child
+    return module
+
+
+def _first(output: Any) -> Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _replace_first(output: Any, tensor: Tensor) -> Any:
+    return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
+
+
+def _to_bshd(raw: Tensor, layout: str, head_dim: int) -> Tensor:
+    """View a projection output as [batch, pos, head, head_dim]."""
+    if layout == "flat":
+        return raw.view(*raw.shape[:-1], -1, head_dim)
+    if layout == "bhsd":
+        return raw.transpose(1, 2)
+    return raw
+
+
+def _from_bshd(act: Tensor, layout: str) -> Tensor:
+    if layout == "flat":
+        return act.reshape(*act.shape[:-2], -1)
+    if layout == "bhsd":
+        return act.transpose(1, 2)
+    return act
+
+
+class _Rotary:
+    """Holds the (cos, sin) a decoder layer received in the current forward call."""
+
+    def __init__(self) -> None:
+        self.cos_sin: tuple[Tensor, Tensor] | None = None
+
+    def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.cos_sin = kwargs.get("position_embeddings")
+        if self.cos_sin is None and len(args) > 1:
+            self.cos_sin = args[1]
+
+    def get(self, site: Site) -> tuple[Tensor, Tensor]:
+        if self.cos_sin is None:
+            raise RuntimeError(f"site {site}: the layer received no rotary embedding this call")
+        return self.cos_sin
+
+
+def _run_edits(site: Site, act: Tensor, edits: Sequence[Edit], tokens: TokenInfo) -> Tensor:
+    new = act
+    for edit in edits:
+        result = edit(new, tokens)
+        if result is None:
+            continue
+        if result.shape != act.shape:
+            raise ValueError(
+                f"edit at {site} returned shape {tuple(result.shape)}, expected {tuple(act.shape)}"
+            )
+        new = result
+    return new
+
+
+def _select_head(act: Tensor, site: Site, head_axis: int) -> Tensor:
+    return act if site.head is None else act.select(head_axis, site.head)
+
+
+def _merge_head(full: Tensor, new: Tensor, site: Site, head_axis: int) -> Tensor:
+    if site.head is None:
+        return new
+    merged = full.clone()
+    merged.select(head_axis, site.head).copy_(new)
+    return merged
+
+
+class _Installer:
+    """Registers the hooks for one `intervene` block and remembers their handles."""
+
+    def __init__(self, hf: nn.Module, anatomy: Anatomy) -> None:
+        self.hf = hf
+        self.anatomy = anatomy
+        self.tracker = TokenTracker()
+        self.handles: list[RemovableHandle] = []
+        self._rotaries: dict[int, _Rotary] = {}
+
+    def tokens(self, device: torch.device) -> TokenInfo:
+        if self.tracker.current is None:
+            raise RuntimeError("steerscope saw no decoder call before a layer ran")
+        return self.tracker.current.to(device)
+
+    def track_decoder(self) -> None:
+        decoder = _module(self.hf, self.anatomy.family.decoder)
+
+        def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            embeds = kwargs.get("inputs_embeds")
+            shaped = input_ids if input_ids is not None else embeds
+            cache = kwargs.get("past_key_values")
+            past = int(cache.get_seq_length()) if cache is not None else 0
+            self.tracker.observe(
+                input_ids,
+                kwargs.get("attention_mask"),
+                n_new=shaped.shape[1],
+                batch=shaped.shape[0],
+                past_length=past,
+                device=shaped.device,
+            )
+
+        self.handles.append(decoder.register_forward_pre_hook(pre_hook, with_kwargs=True))
+
+    def rotary(self, layer: int) -> _Rotary:
+        if layer not in self._rotaries:
+            holder = _Rotary()
+            module = _module(self.hf, self.anatomy.layer_path(layer))
+            self.handles.append(module.register_forward_pre_hook(holder.pre_hook, with_kwargs=True))
+            self._rotaries[layer] = holder
+        return self._rotaries[layer]
+
+    def install(self, site: Site, edits: Sequence[Edit]) -> None:
+        anatomy, family = self.anatomy, self.anatomy.family
+        if site.kind == "resid_pre":
+            self._install_resid_pre(site, edits)
+        elif site.kind in _RESIDUAL_KINDS:
+            path = {"resid_post": "", "attn_out": family.attn_out, "mlp_out": family.mlp_out}[site.kind]
+            module = _module(
+                self.hf, anatomy.component_path(site.layer, path) if path else anatomy.layer_path(site.layer)
+            )
+            self._install_post(module, site, edits, read=lambda raw: raw, write=lambda raw, new: new)
+        elif site.kind == "attn_pattern":
+            self._install_pattern(site, edits)
+        else:
+            self._install_projection(site, edits)
+
+    def _install_resid_pre(self, site: Site, edits: Sequence[Edit]) -> None:
+        module = _module(self.hf, self.anatomy.layer_path(site.layer))
+
+        def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
+            from_kwargs = "hidden_states" in kwargs
+            act = kwargs["hidden_states"] if from_kwargs else args[0]
+            new = _run_edits(site, act, edits, self.tokens(act.device))
+            if new is act:
+                return None
+            if from_kwargs:
+                return args, {**kwargs, "hidden_states": new}
+            return (new, *args[1:]), kwargs
+
+        self.handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+
+    def _install_post(
+        self,
+        module: nn.Module,
+        site: Site,
+        edits: Sequence[Edit],
+        read: Callable[[Tensor], Tensor],
+        write: Callable[[Tensor, Tensor], Tensor],
+    ) -> None:
+        def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+            raw = _first(output)
+            act = read(raw)
+            new = _run_edits(site, act, edits, self.tokens(raw.device))
+            if new is act:
+                return None
+            return _replace_first(output, write(raw, new))
+
+        self.handles.append(module.register_forward_hook(hook))
+
+    def _install_projection(self, site: Site, edits: Sequence[Edit]) -> None:
+        family, head_dim = self.anatomy.family, self.anatomy.head_dim
+        path = getattr(family, _PROJECTION_KINDS[site.kind])
+        if site.kind == "v":
+            layout = "flat"
+        else:
+            layout = family.qk_layout
+        module = _module(self.hf, self.anatomy.component_path(site.layer, path))
+        rotary = self.rotary(site.layer) if site.kind in ("q_rope", "k_rope") else None
+        state: dict[str, Tensor] = {}
+
+        def read(raw: Tensor) -> Tensor:
+            act = _to_bshd(raw, layout, head_dim)
+            if rotary is not None:
+                state["pre"] = act
+                act = rotate(act, *rotary.get(site))
+                state["rotated"] = act
+            return _select_head(act, site, head_axis=2)
+
+        def write(raw: Tensor, new: Tensor) -> Tensor:
+            full = _to_bshd(raw, layout, head_dim)
+            if rotary is None:
+                return _from_bshd(_merge_head(full, new, site, 2), layout)
+            rotated = state.pop("rotated")
+            delta = _merge_head(rotated, new, site, 2) - rotated
+            return _from_bshd(state.pop("pre") + unrotate(delta, *rotary.get(site)), layout)
+
+        self._install_post(module, site, edits, read, write)
+
+    def _install_pattern(self, site: Site, edits: Sequence[Edit]) -> None:
+        module = _module(self.hf, self.anatomy.component_path(site.layer, self.anatomy.family.attention))
+
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if weights is None:
+                raise RuntimeError(
+                    f"site {site}: this attention implementation returns no probabilities; "
+                    "capture() switches to eager attention for attn_pattern sites, or call "
+                    "model.set_attn_implementation('eager') yourself"
+                )
+            act = _select_head(weights, site, head_axis=1)
+            new = _run_edits(site, act, edits, self.tokens(weights.device))
+            if new is not act:
+                raise ValueError(f"site {site}: attn_pattern is read-only; edit q_rope or k_rope instead")
+
+        self.handles.append(module.register_forward_hook(hook))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+def _edit_list(value: Edit | Sequence[Edit]) -> list[Edit]:
+    if callable(value):
+        return [value]
+    edits = list(value)
+    if not all(callable(e) for e in edits):
+        raise TypeError("an edit must be a callable edit(activation, tokens) or a list of them")
+    return edits
+
+
+@contextmanager
+def intervene(model: Any, edits: EditSpec) -> Iterator[None]:
+    """Install `edits` ({site: edit or [edits]}) for the duration of the block.
+
+    Example: `with intervene(model, {"L9.resid_post": add_vector}): model.generate(...)`.
+    """
+    loaded = as_model(model)
+    plan: dict[Site, list[Edit]] = {}
+    for key, value in edits.items():
+        site = Site.parse(key).validate(loaded.anatomy)
+        plan.setdefault(site, []).extend(_edit_list(value))
+    installer = _Installer(loaded.hf, loaded.anatomy)
+    try:
+        installer.track_decoder()
+        for site, site_edits in plan.items():
+            installer.install(site, site_edits)
+        yield
+    finally:
+        installer.remove()

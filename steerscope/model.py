@@ -1,0 +1,67 @@
+"""`Model`: a transformers causal LM together with its tokenizer and anatomy.
+
+It behaves like the wrapped model (`model(...)`, `model.generate(...)`, any attribute), so a
+user's generation code runs unchanged. Every steerscope function also accepts the bare
+transformers model, an nnsight model or a TransformerLens TransformerBridge, and unwraps it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from steerscope.anatomy import Anatomy, anatomy_of
+
+
+@dataclass(eq=False)
+class Model:
+    """A loaded model: `hf` (transformers module), `tokenizer`, `anatomy`, and where it came from."""
+
+    hf: nn.Module
+    tokenizer: Any
+    anatomy: Anatomy
+    source: str = ""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.hf(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names the dataclass lacks: generate, config, device, ...
+        if name in {"hf", "tokenizer", "anatomy", "source"}:
+            raise AttributeError(name)
+        return getattr(self.hf, name)
+
+    def __repr__(self) -> str:
+        return f"Model({self.source or type(self.hf).__name__}, {self.anatomy.family.name}, {self.anatomy.n_layers} layers)"
+
+
+def unwrap_module(obj: Any) -> tuple[nn.Module, Any]:
+    """The underlying transformers module (and tokenizer, if found) of any supported wrapper."""
+    if isinstance(obj, Model):
+        return obj.hf, obj.tokenizer
+    tokenizer = getattr(obj, "tokenizer", None)
+    for attribute in ("original_model", "_module"):  # TransformerBridge, nnsight
+        inner = getattr(obj, attribute, None)
+        if isinstance(inner, nn.Module) and hasattr(inner, "config"):
+            return inner, tokenizer
+    if isinstance(obj, nn.Module) and hasattr(obj, "config"):
+        return obj, tokenizer
+    if type(obj).__name__ == "HookedTransformer":
+        raise TypeError(
+            "a HookedTransformer has no transformers modules to hook; use "
+            "steerscope.interop.hooked_transformer_edits(...) with its own hook points"
+        )
+    raise TypeError(
+        f"expected a steerscope Model, a transformers causal LM, an nnsight model or a "
+        f"TransformerBridge; got {type(obj).__name__}"
+    )
+
+
+def as_model(obj: Any, tokenizer: Any = None) -> Model:
+    """Wrap anything `unwrap_module` understands as a `Model` (no copy, no mutation)."""
+    if isinstance(obj, Model):
+        return obj
+    hf, found = unwrap_module(obj)
+    return Model(hf=hf, tokenizer=tokenizer or found, anatomy=anatomy_of(hf), source=type(obj).__name__)

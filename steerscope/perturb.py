@@ -1,0 +1,62 @@
+"""Weight perturbation: the parameter-space twin of `intervene`.
+
+`perturb(model, {name: (mask, values)})` writes `values` into the entries of parameter `name`
+selected by `mask` for the duration of the block and restores the original entries
+bit-exactly on exit, exceptions included. Memory is bounded by the selected entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from steerscope.model import as_model
+
+#: New values: a tensor with one value per selected entry, a scalar, or a function of the
+#: selected original values and the whole parameter.
+Values = Tensor | float | Callable[[Tensor, Tensor], Tensor]
+
+
+def _new_values(values: Values, selected: Tensor, weight: Tensor) -> Tensor:
+    if callable(values):
+        values = values(selected, weight)
+    new = torch.as_tensor(values, dtype=weight.dtype, device=weight.device)
+    if new.dim() and new.shape != selected.shape:
+        raise ValueError(f"got {tuple(new.shape)} values for {selected.numel()} selected entries")
+    return new.expand_as(selected)
+
+
+@contextmanager
+def perturb(model: Any, edits: Mapping[str, tuple[Tensor, Values]]) -> Iterator[None]:
+    """Set entries of named parameters for a block: `{param_name: (bool mask, values)}`."""
+    hf = as_model(model).hf
+    params = dict(hf.named_parameters())
+    saved: list[tuple[Tensor, Tensor, Tensor]] = []
+    try:
+        with torch.no_grad():
+            for name, (mask, values) in edits.items():
+                if name not in params:
+                    near = [p for p in params if p.endswith(name.split(".")[-1])][:5]
+                    raise KeyError(
+                        f"no parameter {name!r} in this model; e.g. {', '.join(near) or list(params)[:5]}"
+                    )
+                weight = params[name]
+                if mask.shape != weight.shape or mask.dtype != torch.bool:
+                    raise ValueError(
+                        f"mask for {name} must be a bool tensor of shape {tuple(weight.shape)}, "
+                        f"got {mask.dtype} {tuple(mask.shape)}"
+                    )
+                mask = mask.to(weight.device)
+                original = weight[mask].clone()
+                new = _new_values(values, original, weight)
+                saved.append((weight, mask, original))
+                weight[mask] = new
+        yield
+    finally:
+        with torch.no_grad():
+            for weight, mask, original in reversed(saved):
+                weight[mask] = original

@@ -1,0 +1,38 @@
+import json
+import re
+import subprocess
+import sys
+
+from steerscope.cli import main
+
+
+def test_info_prints_the_real_anatomy_of_the_embedded_model(gemma, capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "[ready]" in out
+    assert "layers        18" in out and "d_model       640" in out
+    assert "4 query / 1 KV, head_dim 256" in out
+    assert "transformers 5.23.0" in out
+
+
+def test_run_smoke_writes_results_and_a_self_contained_report(gemma, tmp_path, capsys):
+    assert main(["run", "smoke", "--out", str(tmp_path), "--quick"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["experiment"] == "smoke" and results["config"]["quick"] is True
+    assert len(results["resid_norm_per_layer"]) == 18
+    assert results["generations"]["plain"] != results["generations"]["steered"]
+    report = (tmp_path / "report.html").read_text()
+    assert not re.search(r"<script[^>]+src=", report)  # plotly.js is inlined, no CDN
+    assert "Plotly.newPlot" in report
+    assert str(tmp_path / "report.html") in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_and_name_valid_choices(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "steerscope.cli", "run", "no-such-experiment", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "unknown experiment 'no-such-experiment'; available: smoke" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from steerscope.intervene import intervene
+from steerscope.intervene import intervene, module_at
 from steerscope.model import Model, as_model
 from steerscope.sites import Site, resolve_sites
 from steerscope.tokens import TokenInfo
@@ -116,6 +116,22 @@ def _attention_implementation(hf: nn.Module, needed: str | None) -> Iterator[Non
         hf.set_attn_implementation(previous)
 
 
+class _StopForward(Exception):
+    """Raised after the deepest captured layer: nothing later is needed."""
+
+
+@contextmanager
+def _stop_after(module: nn.Module) -> Iterator[None]:
+    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        raise _StopForward
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
 def capture(
     model: Any,
@@ -147,13 +163,20 @@ def capture(
     starts = range(0, len(prompts), batch_size)
     needs_eager = any(site.kind == "attn_pattern" for site in targets)
     device = next(loaded.hf.parameters()).device
+    # Run the decoder stack only (no unembedding) and stop after the deepest captured layer.
+    decoder = module_at(loaded.hf, loaded.anatomy.family.decoder)
+    deepest = module_at(loaded.hf, loaded.anatomy.layer_path(max(site.layer for site in targets)))
     with (
         _attention_implementation(loaded.hf, "eager" if needs_eager else None),
         intervene(loaded, {site: recorder(site) for site in targets}),
+        _stop_after(deepest),
     ):
         for start in tqdm(starts, desc="capture", disable=not progress or len(starts) < 2, leave=False):
             batch = tokenize(loaded, prompts[start : start + batch_size])
-            loaded.hf(**{k: v.to(device) for k, v in batch.items()}, use_cache=False)
+            try:
+                decoder(**{k: v.to(device) for k, v in batch.items()}, use_cache=False)
+            except _StopForward:
+                pass
             masks.append(batch["attention_mask"].bool())
             positions.append(batch["position_ids"].masked_fill(~masks[-1], -1))
             ids.append(batch["input_ids"])

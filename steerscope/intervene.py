@@ -35,13 +35,13 @@ _PROJECTION_KINDS = {
 }
 
 
-def _module(root: nn.Module, path: str) -> nn.Module:
+def module_at(root: nn.Module, path: str) -> nn.Module:
     """The module at a dotted path, stepping through wrappers that keep the original module as
-    `original_component` (TransformerLens' TransformerBridge swaps such wrappers in place)."""
+    `_original_component` (TransformerLens' TransformerBridge swaps such wrappers in place)."""
     module = root
     for name in path.split("."):
         child = module._modules.get(name)
-        inner = module._modules.get("original_component")
+        inner = module._modules.get("_original_component")
         if child is None and inner is not None:
             child = inner._modules.get(name)
         if child is None:
@@ -134,7 +134,7 @@ class _Installer:
         return self.tracker.current.to(device)
 
     def track_decoder(self) -> None:
-        decoder = _module(self.hf, self.anatomy.family.decoder)
+        decoder = module_at(self.hf, self.anatomy.family.decoder)
 
         def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             input_ids = kwargs.get("input_ids", args[0] if args else None)
@@ -156,7 +156,7 @@ class _Installer:
     def rotary(self, layer: int) -> _Rotary:
         if layer not in self._rotaries:
             holder = _Rotary()
-            module = _module(self.hf, self.anatomy.layer_path(layer))
+            module = module_at(self.hf, self.anatomy.layer_path(layer))
             self.handles.append(module.register_forward_pre_hook(holder.pre_hook, with_kwargs=True))
             self._rotaries[layer] = holder
         return self._rotaries[layer]
@@ -167,7 +167,7 @@ class _Installer:
             self._install_resid_pre(site, edits)
         elif site.kind in _RESIDUAL_KINDS:
             path = {"resid_post": "", "attn_out": family.attn_out, "mlp_out": family.mlp_out}[site.kind]
-            module = _module(
+            module = module_at(
                 self.hf, anatomy.component_path(site.layer, path) if path else anatomy.layer_path(site.layer)
             )
             self._install_post(module, site, edits, read=lambda raw: raw, write=lambda raw, new: new)
@@ -177,7 +177,7 @@ class _Installer:
             self._install_projection(site, edits)
 
     def _install_resid_pre(self, site: Site, edits: Sequence[Edit]) -> None:
-        module = _module(self.hf, self.anatomy.layer_path(site.layer))
+        module = module_at(self.hf, self.anatomy.layer_path(site.layer))
 
         def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
             from_kwargs = "hidden_states" in kwargs
@@ -216,7 +216,7 @@ class _Installer:
             layout = "flat"
         else:
             layout = family.qk_layout
-        module = _module(self.hf, self.anatomy.component_path(site.layer, path))
+        module = module_at(self.hf, self.anatomy.component_path(site.layer, path))
         rotary = self.rotary(site.layer) if site.kind in ("q_rope", "k_rope") else None
         state: dict[str, Tensor] = {}
 
@@ -239,7 +239,7 @@ class _Installer:
         self._install_post(module, site, edits, read, write)
 
     def _install_pattern(self, site: Site, edits: Sequence[Edit]) -> None:
-        module = _module(self.hf, self.anatomy.component_path(site.layer, self.anatomy.family.attention))
+        module = module_at(self.hf, self.anatomy.component_path(site.layer, self.anatomy.family.attention))
 
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None

@@ -66,7 +66,7 @@ def get_experiment(name: str) -> Experiment:
 
 
 def _import_all() -> None:
-    from steerscope.experiments import smoke  # noqa: F401
+    from steerscope.experiments import smoke, steer_demo  # noqa: F401
 
 
 def run_experiment(name: str, out: str | Path, **settings: Any) -> Outcome:

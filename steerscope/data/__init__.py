@@ -1,0 +1,1 @@
+"""Data sets the project writes itself, shared by probes and steering."""

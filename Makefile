@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/steerscope info
-	$(VENV)/bin/steerscope run smoke --out $(OUT)
+	$(VENV)/bin/steerscope run steer-demo --out $(OUT)
 
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

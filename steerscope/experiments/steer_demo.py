@@ -70,7 +70,7 @@ def run(config: SteerDemoConfig) -> Outcome:
             (acts[s] @ unit / acts[s].norm(dim=-1)).mean().item() for s in sites
         ]  # cosine with the direction, so layers of different norm compare
 
-    figures = [_projection_figure(projection, layer), _sweep_figure(sweep, layer)]
+    figures = [projection_figure(projection, layer), sweep_figure(sweep, layer)]
     lines = [f"{model.source}; vector at L{layer}.resid_post (difference of means, {len(train)} pairs)"]
     for g in generations:
         if g["prompt"] == NEUTRAL_PROMPTS[0]:
@@ -93,7 +93,7 @@ def run(config: SteerDemoConfig) -> Outcome:
     )
 
 
-def _projection_figure(projection: dict[str, list[float]], layer: int) -> go.Figure:
+def projection_figure(projection: dict[str, list[float]], layer: int) -> go.Figure:
     figure = go.Figure()
     for name, values in projection.items():
         figure.add_scatter(x=list(range(len(values))), y=values, mode="lines+markers", name=name)
@@ -106,7 +106,7 @@ def _projection_figure(projection: dict[str, list[float]], layer: int) -> go.Fig
     return figure
 
 
-def _sweep_figure(sweep: list[dict[str, float]], layer: int) -> go.Figure:
+def sweep_figure(sweep: list[dict[str, float]], layer: int) -> go.Figure:
     figure = go.Figure(
         go.Bar(x=[s["layer"] for s in sweep], y=[s["separation"] for s in sweep], name="separation")
     )

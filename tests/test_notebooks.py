@@ -1,0 +1,23 @@
+"""Each notebook runs top to bottom, with its `parameters` cell replaced by a short setting."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+SHORT_SETTINGS = {
+    "steering_quickstart.ipynb": "N_TRAIN, N_HELDOUT = 8, 4\nMAX_NEW_TOKENS = 6\nSTRENGTHS = [-0.1, 0.0, 0.1]",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHORT_SETTINGS))
+def test_notebook_runs_top_to_bottom(name, tmp_path, gemma):
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{name} needs exactly one cell tagged 'parameters'"
+    tagged[0].source = SHORT_SETTINGS[name]
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors

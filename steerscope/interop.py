@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from transformers import AutoTokenizer
 
-from steerscope.intervene import Edit, EditSpec
+from steerscope.intervene import Edit, EditSpec, edit_list, merge_head, run_edits, select_head
 from steerscope.model import Model, as_model
 from steerscope.sites import KV_KINDS, Site
 from steerscope.tokens import TokenInfo, TokenTracker
@@ -107,27 +107,13 @@ def _hook_fn(site: Site, edits: Sequence[Edit], tracker: _HookedTracker) -> Call
     axis = _HEAD_AXIS.get(site.kind, 2)
 
     def hook(act: Tensor, hook: Any) -> Tensor | None:
-        part = act if site.head is None else act.select(axis, site.head)
-        tokens = tracker.tokens(act.device)
-        new = part
-        for edit in edits:
-            result = edit(new, tokens)
-            if result is None:
-                continue
-            if site.kind == "attn_pattern":
-                raise ValueError(f"site {site}: attn_pattern is read-only; edit q_rope or k_rope instead")
-            if result.shape != part.shape:
-                raise ValueError(
-                    f"edit at {site} returned shape {tuple(result.shape)}, expected {tuple(part.shape)}"
-                )
-            new = result
+        part = select_head(act, site, axis)
+        new = run_edits(site, part, edits, tracker.tokens(act.device))
         if new is part:
             return None
-        if site.head is None:
-            return new
-        merged = act.clone()
-        merged.select(axis, site.head).copy_(new)
-        return merged
+        if site.kind == "attn_pattern":
+            raise ValueError(f"site {site}: attn_pattern is read-only; edit q_rope or k_rope instead")
+        return merge_head(act, new, site, axis)
 
     return hook
 
@@ -148,12 +134,7 @@ def hooked_transformer_edits(ht: Any, edits: EditSpec) -> Iterator[None]:
     plan: dict[Site, list[Edit]] = {}
     for key, value in edits.items():
         site = _validate(Site.parse(key), ht.cfg)
-        site_edits = [value] if callable(value) else list(value)
-        if not all(callable(edit) for edit in site_edits):
-            raise TypeError(
-                f"site {site}: an edit must be a callable edit(activation, tokens) or a list of them"
-            )
-        plan.setdefault(site, []).extend(site_edits)
+        plan.setdefault(site, []).extend(edit_list(value))
     tracker = _HookedTracker()
     fwd_hooks = [
         (f"blocks.{site.layer}.{HOOK_NAMES[site.kind]}", _hook_fn(site, site_edits, tracker))

@@ -92,7 +92,8 @@ class _Rotary:
         return self.cos_sin
 
 
-def _run_edits(site: Site, act: Tensor, edits: Sequence[Edit], tokens: TokenInfo) -> Tensor:
+def run_edits(site: Site, act: Tensor, edits: Sequence[Edit], tokens: TokenInfo) -> Tensor:
+    """Apply edits in order; returns `act` itself (the same object) when none changed it."""
     new = act
     for edit in edits:
         result = edit(new, tokens)
@@ -106,11 +107,13 @@ def _run_edits(site: Site, act: Tensor, edits: Sequence[Edit], tokens: TokenInfo
     return new
 
 
-def _select_head(act: Tensor, site: Site, head_axis: int) -> Tensor:
+def select_head(act: Tensor, site: Site, head_axis: int) -> Tensor:
+    """The site's head of a per-head activation (all heads for whole-layer sites)."""
     return act if site.head is None else act.select(head_axis, site.head)
 
 
-def _merge_head(full: Tensor, new: Tensor, site: Site, head_axis: int) -> Tensor:
+def merge_head(full: Tensor, new: Tensor, site: Site, head_axis: int) -> Tensor:
+    """Write an edited head back into a copy of the full activation."""
     if site.head is None:
         return new
     merged = full.clone()
@@ -182,7 +185,7 @@ class _Installer:
         def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
             from_kwargs = "hidden_states" in kwargs
             act = kwargs["hidden_states"] if from_kwargs else args[0]
-            new = _run_edits(site, act, edits, self.tokens(act.device))
+            new = run_edits(site, act, edits, self.tokens(act.device))
             if new is act:
                 return None
             if from_kwargs:
@@ -202,7 +205,7 @@ class _Installer:
         def hook(module: nn.Module, args: tuple, output: Any) -> Any:
             raw = _first(output)
             act = read(raw)
-            new = _run_edits(site, act, edits, self.tokens(raw.device))
+            new = run_edits(site, act, edits, self.tokens(raw.device))
             if new is act:
                 return None
             return _replace_first(output, write(raw, new))
@@ -226,14 +229,14 @@ class _Installer:
                 state["pre"] = act
                 act = rotate(act, *rotary.get(site))
                 state["rotated"] = act
-            return _select_head(act, site, head_axis=2)
+            return select_head(act, site, head_axis=2)
 
         def write(raw: Tensor, new: Tensor) -> Tensor:
             full = _to_bshd(raw, layout, head_dim)
             if rotary is None:
-                return _from_bshd(_merge_head(full, new, site, 2), layout)
+                return _from_bshd(merge_head(full, new, site, 2), layout)
             rotated = state.pop("rotated")
-            delta = _merge_head(rotated, new, site, 2) - rotated
+            delta = merge_head(rotated, new, site, 2) - rotated
             return _from_bshd(state.pop("pre") + unrotate(delta, *rotary.get(site)), layout)
 
         self._install_post(module, site, edits, read, write)
@@ -249,8 +252,8 @@ class _Installer:
                     "capture() switches to eager attention for attn_pattern sites, or call "
                     "model.set_attn_implementation('eager') yourself"
                 )
-            act = _select_head(weights, site, head_axis=1)
-            new = _run_edits(site, act, edits, self.tokens(weights.device))
+            act = select_head(weights, site, head_axis=1)
+            new = run_edits(site, act, edits, self.tokens(weights.device))
             if new is not act:
                 raise ValueError(f"site {site}: attn_pattern is read-only; edit q_rope or k_rope instead")
 
@@ -262,7 +265,8 @@ class _Installer:
         self.handles.clear()
 
 
-def _edit_list(value: Edit | Sequence[Edit]) -> list[Edit]:
+def edit_list(value: Edit | Sequence[Edit]) -> list[Edit]:
+    """One edit or a sequence of them, as a list; anything else is a TypeError."""
     if callable(value):
         return [value]
     edits = list(value)
@@ -281,7 +285,7 @@ def intervene(model: Any, edits: EditSpec) -> Iterator[None]:
     plan: dict[Site, list[Edit]] = {}
     for key, value in edits.items():
         site = Site.parse(key).validate(loaded.anatomy)
-        plan.setdefault(site, []).extend(_edit_list(value))
+        plan.setdefault(site, []).extend(edit_list(value))
     installer = _Installer(loaded.hf, loaded.anatomy)
     try:
         installer.track_decoder()

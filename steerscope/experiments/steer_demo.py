@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
-import torch
 
 from steerscope.capture import capture, tokenize
 from steerscope.data.sentiment import NEUTRAL_PROMPTS, sentiment_pairs

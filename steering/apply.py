@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
-from steerscope.steering.vector import SteeringVector
 from torch import Tensor
 
 from steerscope.intervene import Edit, intervene
+from steerscope.steering.vector import SteeringVector
 from steerscope.tokens import TokenInfo
 
 PositionMode = Literal["all", "prompt", "last_prompt", "generated"]

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from steerscope.steering.vector import Fingerprint, SteeringVector
 from torch import Tensor
 
 from steerscope.capture import capture
 from steerscope.model import as_model
 from steerscope.sites import Site, resolve_sites
+from steerscope.steering.vector import Fingerprint, SteeringVector
 
 #: A contrast example: a prompt, or a (prompt, completion) pair whose completion tokens are used.
 Example = str | tuple[str, str]

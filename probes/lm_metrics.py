@@ -1,0 +1,94 @@
+"""Language-model metrics without sampling: log-probabilities of continuations, and perplexity.
+
+Logits are computed only where they are needed (`logits_to_keep`), which matters for Gemma's
+262k-token vocabulary: full logits for a batch of 128-token windows would take gigabytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from steerscope.model import as_model
+
+
+def _device(model: Any) -> torch.device:
+    return next(as_model(model).hf.parameters()).device
+
+
+@torch.no_grad()
+def continuation_logprobs(
+    model: Any,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    batch_size: int = 16,
+    progress: bool = False,
+) -> Tensor:
+    """Sum of log p(continuation tokens | prompt) for each (prompt, continuation) pair: [n].
+
+    The continuation is tokenized on its own (no special tokens) and appended to the prompt's
+    tokens, so a full word with a leading space (" basket") is scored as the model would write it.
+    """
+    if len(prompts) != len(continuations):
+        raise ValueError(f"got {len(prompts)} prompts and {len(continuations)} continuations")
+    loaded = as_model(model)
+    tokenizer = loaded.tokenizer
+    rows = []
+    for prompt, continuation in zip(prompts, continuations, strict=True):
+        head = tokenizer(prompt).input_ids
+        tail = tokenizer(continuation, add_special_tokens=False).input_ids
+        if not tail:
+            raise ValueError(f"continuation {continuation!r} has no tokens")
+        rows.append((head, tail))
+    device = _device(loaded)
+    pad = tokenizer.pad_token_id or 0
+    scores = []
+    for start in tqdm(range(0, len(rows), batch_size), desc="scoring", disable=not progress, leave=False):
+        chunk = rows[start : start + batch_size]
+        width = max(len(h) + len(t) for h, t in chunk)
+        keep = max(len(t) for _, t in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, (head, tail) in enumerate(chunk):
+            sequence = head + tail
+            ids[i, width - len(sequence) :] = torch.tensor(sequence)
+            mask[i, width - len(sequence) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = loaded.hf(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            logits_to_keep=keep + 1,
+        )
+        logprobs = F.log_softmax(out.logits.float(), dim=-1)  # [b, keep + 1, vocab]: predicts the last keep+1 tokens' successors
+        for i, (_, tail) in enumerate(chunk):
+            n = len(tail)
+            # the logit at kept index j predicts token width - keep + j; the tail is the last n tokens
+            predicting = logprobs[i, keep - n : keep]
+            targets = torch.tensor(tail, device=predicting.device)
+            scores.append(predicting.gather(-1, targets[:, None]).sum().item())
+    return torch.tensor(scores)
+
+
+@torch.no_grad()
+def perplexity(model: Any, windows: Sequence[Sequence[int]], batch_size: int = 2, progress: bool = False) -> float:
+    """Perplexity over token-id windows (full language-model loss on every next token)."""
+    loaded = as_model(model)
+    device = _device(loaded)
+    total, count = 0.0, 0
+    for start in tqdm(range(0, len(windows), batch_size), desc="perplexity", disable=not progress, leave=False):
+        chunk = windows[start : start + batch_size]
+        if len({len(w) for w in chunk}) != 1:
+            raise ValueError("perplexity windows in one batch must have the same length")
+        ids = torch.tensor([list(w) for w in chunk], device=device)
+        logits = loaded.hf(input_ids=ids).logits.float()
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
+        total += loss.item()
+        count += ids[:, 1:].numel()
+    return math.exp(total / count)

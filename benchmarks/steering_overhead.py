@@ -215,6 +215,7 @@ def main() -> None:
         parser.error(f"--reps must be at least 1, got {args.reps}")
     reps, n_tokens = (2, 16) if args.quick else (args.reps, 64)
 
+    load_at_start = os.getloadavg()[0]
     with torch.inference_mode():
         results = {
             "n_new_tokens": n_tokens,
@@ -237,6 +238,8 @@ def main() -> None:
             **gemma_overhead(reps, n_tokens),
             "tiny_model_us_per_layer_step": tiny_overhead(reps, n_tokens),
         }
+    # Other processes on the same cores skew every timing; a load above the thread count is a warning.
+    results["load_average_1min"] = {"start": load_at_start, "end": os.getloadavg()[0]}
     if args.json:
         write_json_atomic(args.json, results)
     print(json.dumps(results, indent=2))

@@ -1,9 +1,9 @@
 import pytest
 import torch
-from steerscope.steering import SteeringVector, diff_of_means, pca_of_differences, steer, sweep_layers
 
 import steerscope as ss
 from steerscope.capture import tokenize
+from steerscope.steering import SteeringVector, diff_of_means, pca_of_differences, steer, sweep_layers
 from steerscope.tiny import tiny_model
 
 PROMPTS = ["hello there, friend", "hi", "a b c d e"]

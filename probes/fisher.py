@@ -1,0 +1,198 @@
+"""Diagonal empirical Fisher of the linear weights: how sensitive the loss on a data set is to each weight.
+
+Wu et al. 2025, "How LLMs encode Theory-of-Mind" (arXiv 2504.04238): the sensitivity of weight
+theta on data set D is F_D(theta) = sum over samples x in D of (d loss(x) / d theta)^2, with one
+gradient per sample (the square of a batch gradient would add cross terms between samples).
+Only the seven linear maps (q, k, v, o, gate, up, down) of every decoder layer are scored.
+
+`fisher_scores` is the reference: one forward and backward pass per sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from steerscope.cache import cache_root, write_atomic
+from steerscope.model import as_model
+
+#: Bump when the meaning of a score changes, so old cache entries are not reused.
+_FORMAT = "fisher-v1/per-sample/mean-ce"
+# Config entries that say where or with which library version a model was stored, not what it computes.
+_VOLATILE_CONFIG_KEYS = {"_name_or_path", "name_or_path", "transformers_version"}
+
+
+@dataclass(frozen=True)
+class LossSample:
+    """One sequence and which of its tokens count in the loss.
+
+    `input_ids`: [seq] token ids. `loss_mask`: [seq] bool; `loss_mask[t]` marks that predicting
+    token t from position t-1 is in the loss, so `loss_mask[0]` must be False. A ToM sample counts
+    only its answer token(s); a generic text window counts every position from 1 on.
+    """
+
+    input_ids: Tensor
+    loss_mask: Tensor
+
+    def __post_init__(self) -> None:
+        if self.input_ids.dim() != 1 or self.input_ids.dtype not in (torch.int32, torch.int64):
+            raise ValueError(
+                f"input_ids must be a 1-D integer tensor [seq], got {self.input_ids.dtype} "
+                f"{tuple(self.input_ids.shape)}"
+            )
+        if self.loss_mask.dtype != torch.bool or self.loss_mask.shape != self.input_ids.shape:
+            raise ValueError(
+                f"loss_mask must be a bool tensor of shape {tuple(self.input_ids.shape)}, "
+                f"got {self.loss_mask.dtype} {tuple(self.loss_mask.shape)}"
+            )
+        if bool(self.loss_mask[0]):
+            raise ValueError("loss_mask[0] must be False: nothing predicts the first token")
+        if not bool(self.loss_mask.any()):
+            raise ValueError("loss_mask selects no token; a sample must count at least one prediction")
+
+    @classmethod
+    def all_positions(cls, input_ids: Tensor) -> LossSample:
+        """A generic window: every prediction (tokens 1..seq-1) counts. `input_ids`: [seq]."""
+        mask = torch.ones_like(input_ids, dtype=torch.bool)
+        mask[0] = False
+        return cls(input_ids, mask)
+
+
+def sample_loss(hf: nn.Module, sample: LossSample) -> Tensor:
+    """Mean cross-entropy over the sample's counted tokens (a scalar), computed in fp32.
+
+    The mean (not the sum) keeps a long generic window and a one-token ToM answer on the same
+    scale per sample; logits are projected only at the positions that predict counted tokens.
+    """
+    device = next(hf.parameters()).device
+    ids = sample.input_ids.to(device=device, dtype=torch.long)
+    positions = sample.loss_mask[1:].nonzero().squeeze(1).to(device)  # position t-1 predicts token t
+    out = hf(input_ids=ids[None], use_cache=False, logits_to_keep=positions)
+    logits = out.logits[0].float()  # [n_counted, vocab]
+    return F.cross_entropy(logits, ids[positions + 1], reduction="mean")
+
+
+def fisher_scores(model: Any, samples: Sequence[LossSample], progress: bool = True) -> dict[str, Tensor]:
+    """Diagonal empirical Fisher sum_x (d loss(x)/d W)^2 of every layer's seven linear weights.
+
+    Returns {parameter name: fp32 tensor shaped like the weight}, in `linear_weights()` order.
+    Exact per-sample gradients (batch size 1, `sample_loss`), eval mode. Gradients come from
+    `torch.autograd.grad`, so no `.grad` is written; the model's `requires_grad` flags and
+    train/eval mode are restored on exit, exceptions included.
+    """
+    loaded = as_model(model)
+    hf = loaded.hf
+    params = dict(hf.named_parameters())
+    names = list(loaded.anatomy.linear_weights().values())
+    weights = _weights(names, params)
+    scores = {n: torch.zeros_like(w, dtype=torch.float32) for n, w in zip(names, weights, strict=True)}
+
+    flags = {name: p.requires_grad for name, p in params.items()}
+    was_training = hf.training
+    try:
+        for p in params.values():
+            p.requires_grad_(False)
+        for w in weights:
+            w.requires_grad_(True)
+        hf.eval()
+        with torch.enable_grad():
+            for sample in tqdm(samples, desc="fisher", unit="sample", disable=not progress):
+                grads = torch.autograd.grad(sample_loss(hf, sample), weights)
+                for name, grad in zip(names, grads, strict=True):
+                    grad = grad.float()
+                    scores[name].addcmul_(grad, grad)  # += grad**2 without a temporary
+    finally:
+        for name, p in params.items():
+            p.requires_grad_(flags[name])
+        hf.train(was_training)
+    return scores
+
+
+def _weights(names: Sequence[str], params: dict[str, nn.Parameter]) -> list[nn.Parameter]:
+    """The parameters called `names`, with an error naming any the model lacks."""
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise KeyError(f"model has no parameters {missing[:3]}; its anatomy does not match its modules")
+    return [params[n] for n in names]
+
+
+def model_fingerprint(model: Any) -> str:
+    """sha256 of the config json, the parameter count and a strided sample of every linear weight.
+
+    The weight sample tells apart checkpoints that share a config (e.g. a fine-tune); it reads
+    a few hundred values per matrix, so it costs milliseconds.
+    """
+    loaded = as_model(model)
+    hf = loaded.hf
+    config = {k: v for k, v in sorted(hf.config.to_dict().items()) if k not in _VOLATILE_CONFIG_KEYS}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    digest.update(str(sum(p.numel() for p in hf.parameters())).encode())
+    params = dict(hf.named_parameters())
+    for name in loaded.anatomy.linear_weights().values():
+        flat = params[name].detach().reshape(-1)
+        strided = flat[:: max(1, flat.numel() // 256)].float().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(strided.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def samples_digest(samples: Sequence[LossSample]) -> str:
+    """sha256 over every sample's token ids and loss mask (order matters)."""
+    digest = hashlib.sha256(str(len(samples)).encode())
+    for sample in samples:
+        ids = sample.input_ids.detach().to("cpu", torch.int64).contiguous()
+        mask = sample.loss_mask.detach().to("cpu", torch.uint8).contiguous()
+        digest.update(str(ids.numel()).encode())
+        digest.update(ids.numpy().tobytes())
+        digest.update(mask.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def fisher_cache_path(model: Any, samples: Sequence[LossSample], key_parts: dict[str, Any]) -> Path:
+    """Where `cached_fisher_scores` keeps the scores: `cache_root()/fisher/<sha256>.safetensors`."""
+    key = {
+        "format": _FORMAT,
+        "model": model_fingerprint(model),
+        "samples": samples_digest(samples),
+        "key_parts": key_parts,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return cache_root() / "fisher" / f"{digest}.safetensors"
+
+
+def cached_fisher_scores(
+    model: Any, samples: Sequence[LossSample], key_parts: dict[str, Any], progress: bool = True
+) -> dict[str, Tensor]:
+    """`fisher_scores`, read from the disk cache when the same model, samples and key were scored.
+
+    `key_parts` (json-able, e.g. {"dataset": "tom-v2", "split": "train"}) is part of the key.
+    The file is written atomically (temporary sibling + os.replace); a damaged entry is recomputed.
+    Tensors come back on the devices of their weights.
+    """
+    loaded = as_model(model)
+    params = dict(loaded.hf.named_parameters())
+    names = list(loaded.anatomy.linear_weights().values())
+    path = fisher_cache_path(loaded, samples, key_parts)
+    if path.is_file():
+        try:
+            stored = load_file(path)
+        except (SafetensorError, OSError):
+            stored = {}
+        if set(stored) == set(names) and all(stored[n].shape == params[n].shape for n in names):
+            return {n: stored[n].to(params[n].device) for n in names}
+    scores = fisher_scores(loaded, samples, progress=progress)
+    metadata = {"format": _FORMAT, "key_parts": json.dumps(key_parts, sort_keys=True, default=str)}
+    write_atomic(path, save_bytes({n: s.cpu().contiguous() for n, s in scores.items()}, metadata=metadata))
+    return scores

@@ -26,12 +26,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from steerscope.cache import cache_root, write_atomic
-from steerscope.model import as_model
+from steerscope.model import as_model, config_digest
 
 #: Bump when the meaning of a score changes, so old cache entries are not reused.
 _FORMAT = "fisher-v1/per-sample/mean-ce"
-# Config entries that say where or with which library version a model was stored, not what it computes.
-_VOLATILE_CONFIG_KEYS = {"_name_or_path", "name_or_path", "transformers_version"}
 
 
 @dataclass(frozen=True)
@@ -129,15 +127,15 @@ def _weights(names: Sequence[str], params: dict[str, nn.Parameter]) -> list[nn.P
 
 
 def model_fingerprint(model: Any) -> str:
-    """sha256 of the config json, the parameter count and a strided sample of every linear weight.
+    """sha256 of the config, dtype, parameter count and a strided sample of every linear weight.
 
     The weight sample tells apart checkpoints that share a config (e.g. a fine-tune); it reads
     a few hundred values per matrix, so it costs milliseconds.
     """
     loaded = as_model(model)
     hf = loaded.hf
-    config = {k: v for k, v in sorted(hf.config.to_dict().items()) if k not in _VOLATILE_CONFIG_KEYS}
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(config_digest(hf).encode())
+    digest.update(str(next(hf.parameters()).dtype).encode())
     digest.update(str(sum(p.numel() for p in hf.parameters())).encode())
     params = dict(hf.named_parameters())
     for name in loaded.anatomy.linear_weights().values():

@@ -66,7 +66,9 @@ def continuation_logprobs(
             position_ids=positions.to(device),
             logits_to_keep=keep + 1,
         )
-        logprobs = F.log_softmax(out.logits.float(), dim=-1)  # [b, keep + 1, vocab]: predicts the last keep+1 tokens' successors
+        logprobs = F.log_softmax(
+            out.logits.float(), dim=-1
+        )  # [b, keep + 1, vocab]: predicts the last keep+1 tokens' successors
         for i, (_, tail) in enumerate(chunk):
             n = len(tail)
             # the logit at kept index j predicts token width - keep + j; the tail is the last n tokens
@@ -77,12 +79,16 @@ def continuation_logprobs(
 
 
 @torch.no_grad()
-def perplexity(model: Any, windows: Sequence[Sequence[int]], batch_size: int = 2, progress: bool = False) -> float:
+def perplexity(
+    model: Any, windows: Sequence[Sequence[int]], batch_size: int = 2, progress: bool = False
+) -> float:
     """Perplexity over token-id windows (full language-model loss on every next token)."""
     loaded = as_model(model)
     device = _device(loaded)
     total, count = 0.0, 0
-    for start in tqdm(range(0, len(windows), batch_size), desc="perplexity", disable=not progress, leave=False):
+    for start in tqdm(
+        range(0, len(windows), batch_size), desc="perplexity", disable=not progress, leave=False
+    ):
         chunk = windows[start : start + batch_size]
         if len({len(w) for w in chunk}) != 1:
             raise ValueError("perplexity windows in one batch must have the same length")

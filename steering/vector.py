@@ -6,7 +6,6 @@ Saved as `NAME.safetensors` (the directions) plus `NAME.json` (fingerprint and p
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from steerscope.cache import write_atomic
-from steerscope.model import Model, as_model
+from steerscope.model import Model, as_model, config_digest
 from steerscope.sites import Site
 
 # Config entries that say where or how a model was stored, not what it computes.
@@ -44,11 +43,8 @@ class Fingerprint:
     @classmethod
     def of(cls, model: Any) -> Fingerprint:
         loaded = as_model(model)
-        config = loaded.hf.config.to_dict()
-        stable = {k: v for k, v in sorted(config.items()) if k not in _VOLATILE_CONFIG_KEYS}
-        digest = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
         anatomy = loaded.anatomy
-        return cls(anatomy.family.name, anatomy.d_model, anatomy.n_layers, digest[:16])
+        return cls(anatomy.family.name, anatomy.d_model, anatomy.n_layers, config_digest(loaded.hf)[:16])
 
 
 @dataclass

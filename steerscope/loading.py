@@ -15,6 +15,7 @@ from steerscope.cache import cache_root, cached_folder
 from steerscope.model import Model, as_model
 
 EMBEDDED_NAME = "gemma3-270m"
+TINY_PREFIX = "tiny:"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -89,8 +90,9 @@ def load(
 ) -> Model:
     """Load a model with its anatomy.
 
-    `source`: None or "gemma3-270m" for the embedded default; an HF model name or local folder;
-    a `.gguf` file; or an already-built transformers / nnsight / TransformerBridge model
+    `source`: None or "gemma3-270m" for the embedded default; "tiny:<family>" for a tiny random
+    model (fast checks of a pipeline); an HF model name or local folder; a `.gguf` file; or an
+    already-built transformers / nnsight / TransformerBridge model
     (returned unwrapped, not copied). `hf_kwargs` go to `from_pretrained`
     (e.g. `device_map="auto"` to shard a large model across devices).
     """
@@ -99,6 +101,10 @@ def load(
         return _load_embedded(torch_dtype, **hf_kwargs)
     if not isinstance(source, (str, os.PathLike)):
         return as_model(source, tokenizer)
+    if isinstance(source, str) and source.startswith(TINY_PREFIX):
+        from steerscope.tiny import tiny_model
+
+        return tiny_model(source.removeprefix(TINY_PREFIX), dtype=torch_dtype)
     path = Path(source)
     if path.suffix == ".gguf":
         if not path.is_file():

@@ -7,12 +7,30 @@ transformers model, an nnsight model or a TransformerLens TransformerBridge, and
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from steerscope.anatomy import Anatomy, anatomy_of
+
+# Config entries that say where or with which library a model was stored, not what it computes.
+_VOLATILE_CONFIG_KEYS = {
+    "_name_or_path",
+    "name_or_path",
+    "transformers_version",
+    "dtype",
+    "torch_dtype",
+    "architectures",
+}
+
+
+def config_digest(hf: nn.Module) -> str:
+    """sha256 of a model's config without the entries that only say where or how it was stored."""
+    config = {k: v for k, v in sorted(hf.config.to_dict().items()) if k not in _VOLATILE_CONFIG_KEYS}
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass(eq=False)

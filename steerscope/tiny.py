@@ -84,10 +84,15 @@ def tiny_config(family: str, vocab_size: int) -> PretrainedConfig:
     return configs[family](**shape)
 
 
-def tiny_model(family: str = "llama", seed: int = 0, extra_tokens: tuple[str, ...] = ()) -> Model:
-    """A randomly initialised `family` model (fp32, eval mode) with a character tokenizer."""
+def tiny_model(
+    family: str = "llama",
+    seed: int = 0,
+    extra_tokens: tuple[str, ...] = (),
+    dtype: torch.dtype = torch.float32,
+) -> Model:
+    """A randomly initialised `family` model (eval mode) with a character tokenizer."""
     tokenizer = char_tokenizer(extra_tokens)
     torch.manual_seed(seed)
-    hf = AutoModelForCausalLM.from_config(tiny_config(family, len(tokenizer)), dtype=torch.float32)
+    hf = AutoModelForCausalLM.from_config(tiny_config(family, len(tokenizer)), dtype=dtype)
     hf.eval()
     return Model(hf=hf, tokenizer=tokenizer, anatomy=anatomy_of(hf), source=f"tiny-{family}")

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import plotly.graph_objects as go
 
@@ -20,8 +20,12 @@ from steerscope.report import write_report, write_results
 
 @dataclass
 class ExperimentConfig:
-    """Settings every experiment has; experiments subclass this with their own fields."""
+    """Settings every experiment has; experiments subclass this with their own fields.
 
+    `QUICK` holds the short setting `--quick` applies to fields the caller did not set.
+    """
+
+    QUICK: ClassVar[dict[str, Any]] = {}
     model: str | None = None
     quick: bool = False
     seed: int = 0
@@ -66,7 +70,7 @@ def get_experiment(name: str) -> Experiment:
 
 
 def _import_all() -> None:
-    from steerscope.experiments import smoke, steer_demo  # noqa: F401
+    from steerscope.experiments import smoke, steer_demo, tom_sensitivity  # noqa: F401
 
 
 def run_experiment(name: str, out: str | Path, **settings: Any) -> Outcome:
@@ -78,6 +82,8 @@ def run_experiment(name: str, out: str | Path, **settings: Any) -> Outcome:
         raise ValueError(
             f"{name}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}"
         )
+    if settings.get("quick"):
+        settings = {**experiment.config.QUICK, **settings}
     config = experiment.config(**settings)
     started = time.time()
     outcome = experiment.run(config)

@@ -4,6 +4,7 @@ layer on held-out pairs, show generations at several strengths and the projectio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import plotly.graph_objects as go
 
@@ -17,6 +18,7 @@ from steerscope.steering import diff_of_means, steer, sweep_layers
 
 @dataclass
 class SteerDemoConfig(ExperimentConfig):
+    QUICK: ClassVar[dict[str, Any]] = dict(n_train=16, n_heldout=8, max_new_tokens=12)
     n_train: int = 32
     n_heldout: int = 16
     strengths: list[float] = field(default_factory=lambda: [-0.25, -0.1, 0.0, 0.1, 0.25])
@@ -26,8 +28,6 @@ class SteerDemoConfig(ExperimentConfig):
 
 @register("steer-demo", SteerDemoConfig, "sentiment steering vector: layer sweep, generations, projections")
 def run(config: SteerDemoConfig) -> Outcome:
-    if config.quick:
-        config.n_train, config.n_heldout, config.max_new_tokens = 16, 8, 12
     model = load(config.model)
     n_layers = model.anatomy.n_layers
     pairs = sentiment_pairs(config.n_train + config.n_heldout, seed=config.seed)

@@ -1,0 +1,220 @@
+"""`tom-sensitivity`: Wu et al. 2025 ("How LLMs encode Theory-of-Mind", arXiv 2504.04238) as a
+reusable probe, with the random-mask baseline the paper lacks.
+
+Fisher scores on ToM stories (loss on the answer) and on generic text; per-matrix masks
+top_k(F_tom) AND NOT top_k(F_generic) over a sweep of fractions; mean replacement of the masked
+weights; ToM accuracy/margin (evaluation stories use templates the scoring never saw) and generic
+perplexity, against random masks with the same count in every matrix over several seeds.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import plotly.graph_objects as go
+import torch
+from tqdm.auto import tqdm
+
+from steerscope.data.generic import generic_windows
+from steerscope.data.tom import TomItem, tom_mixture
+from steerscope.experiments import ExperimentConfig, Outcome, register
+from steerscope.loading import load
+from steerscope.model import Model
+from steerscope.probes.fisher import LossSample, cached_fisher_scores
+from steerscope.probes.lm_metrics import perplexity
+from steerscope.probes.mask_layout import counts_by_layer_and_kind, rotary_pair_counts
+from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks
+from steerscope.probes.tom_eval import tom_scores
+
+HEADLINE_SPARSITY = 1e-5  # the paper's 0.001%
+
+
+@dataclass
+class TomSensitivityConfig(ExperimentConfig):
+    QUICK: ClassVar[dict[str, Any]] = dict(
+        sparsities=[1e-5, 1e-4], n_fisher=24, n_eval_tom=48, n_eval_windows=8, random_seeds=2
+    )
+    sparsities: list[float] = field(default_factory=lambda: [1e-6, 3e-6, 1e-5, 3e-5, 1e-4])
+    n_fisher: int = 100  # samples per data set for the Fisher scores
+    n_eval_tom: int = 200
+    n_eval_windows: int = 40
+    window: int = 128
+    random_seeds: int = 3
+    scale: float = 0.0  # W[M] <- mu + scale * (W[M] - mu); 0 is mean replacement
+
+
+def tom_fisher_samples(model: Model, items: list[TomItem]) -> list[LossSample]:
+    """Story + belief-consistent answer; only the answer's tokens count in the loss."""
+    samples = []
+    for item in items:
+        story = model.tokenizer(item.story).input_ids
+        answer = model.tokenizer(item.correct, add_special_tokens=False).input_ids
+        ids = torch.tensor(story + answer)
+        mask = torch.zeros(len(ids), dtype=torch.bool)
+        mask[len(story) :] = True
+        samples.append(LossSample(ids, mask))
+    return samples
+
+
+def _evaluate(model: Model, items: list[TomItem], windows: list[list[int]]) -> dict[str, float]:
+    scores = tom_scores(model, items)
+    return {
+        "tom_acc": scores["acc"],
+        "tom_margin": scores["margin"],
+        "tom_greedy_match": scores["greedy_match"],
+        "tom_fb_acc": scores["fb_acc"],
+        "tom_tb_acc": scores["tb_acc"],
+        "ppl": perplexity(model, windows),
+    }
+
+
+def _mean_and_spread(runs: list[dict[str, float]]) -> dict[str, float]:
+    summary: dict[str, float] = {}
+    for key in runs[0]:
+        values = [run[key] for run in runs]
+        summary[key] = statistics.fmean(values)
+        summary[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return summary
+
+
+@register(
+    "tom-sensitivity",
+    TomSensitivityConfig,
+    "Fisher-selected ToM-sensitive weights vs random masks (Wu et al. 2025)",
+)
+def run(config: TomSensitivityConfig) -> Outcome:
+    model = load(config.model)
+    fisher_items = tom_mixture("fisher", config.n_fisher, seed=config.seed)
+    eval_items = tom_mixture("eval", config.n_eval_tom, seed=config.seed)
+    fisher_windows = generic_windows(
+        model, config.n_fisher, config.window, config.seed, split="fisher", bos=True
+    )
+    eval_windows = generic_windows(
+        model, config.n_eval_windows, config.window, config.seed, split="eval", bos=True
+    )
+
+    tom_f = cached_fisher_scores(
+        model, tom_fisher_samples(model, fisher_items), {"data": "tom", "seed": config.seed}
+    )
+    generic_f = cached_fisher_scores(
+        model, [LossSample.all_positions(torch.tensor(w)) for w in fisher_windows], {"data": "generic"}
+    )
+
+    baseline = _evaluate(model, eval_items, eval_windows)
+    sweep, distribution = [], {}
+    steps = tqdm(config.sparsities, desc="sparsity sweep")
+    for sparsity in steps:
+        masks = sensitive_masks(tom_f, generic_f, sparsity)
+        with mean_replacement(model, masks, config.scale):
+            targeted = _evaluate(model, eval_items, eval_windows)
+        randoms = []
+        for seed in range(config.random_seeds):
+            with mean_replacement(model, random_masks(masks, seed=1000 + seed), config.scale):
+                randoms.append(_evaluate(model, eval_items, eval_windows))
+        sweep.append(
+            {
+                "sparsity": sparsity,
+                "n_perturbed": mask_counts(masks),
+                **targeted,
+                "random": _mean_and_spread(randoms),
+            }
+        )
+        distribution[str(sparsity)] = {
+            "by_layer_and_kind": counts_by_layer_and_kind(model.anatomy, masks),
+            "rotary_pair": rotary_pair_counts(model.anatomy, masks),
+        }
+    results = {
+        "model": model.source,
+        "baseline": baseline,
+        "sweep": sweep,
+        "mask_distribution": distribution,
+        "data": {
+            "n_fisher_tom": len(fisher_items),
+            "n_fisher_generic": len(fisher_windows),
+            "n_eval_tom": len(eval_items),
+            "n_eval_windows": len(eval_windows),
+        },
+    }
+    return Outcome(
+        results=results,
+        summary=_summary(results),
+        figures=[*_sweep_figures(baseline, sweep), *_distribution_figures(distribution, sweep)],
+        tables=[("Sweep (targeted; random = mean over seeds)", [_row(s) for s in sweep])],
+    )
+
+
+def _row(step: dict[str, Any]) -> dict[str, Any]:
+    r = step["random"]
+    return {
+        "sparsity": step["sparsity"],
+        "n_perturbed": step["n_perturbed"],
+        "tom_acc": step["tom_acc"],
+        "random tom_acc": f"{r['tom_acc']:.3f} ± {r['tom_acc_sd']:.3f}",
+        "tom_margin": step["tom_margin"],
+        "random tom_margin": f"{r['tom_margin']:.3f} ± {r['tom_margin_sd']:.3f}",
+        "ppl": step["ppl"],
+        "random ppl": f"{r['ppl']:.2f} ± {r['ppl_sd']:.2f}",
+    }
+
+
+def _summary(results: dict[str, Any]) -> str:
+    b = results["baseline"]
+    lines = [
+        results["model"],
+        f"baseline: ToM acc {b['tom_acc']:.3f} (false belief {b['tom_fb_acc']:.3f}, true belief {b['tom_tb_acc']:.3f}), "
+        f"margin {b['tom_margin']:.3f}, greedy match {b['tom_greedy_match']:.3f}, perplexity {b['ppl']:.2f}",
+    ]
+    for s in results["sweep"]:
+        r = s["random"]
+        lines.append(
+            f"m={s['sparsity']:g} ({s['n_perturbed']} weights): ToM acc {s['tom_acc']:.3f} vs random "
+            f"{r['tom_acc']:.3f}±{r['tom_acc_sd']:.3f}; margin {s['tom_margin']:.3f} vs {r['tom_margin']:.3f}; "
+            f"ppl {s['ppl']:.2f} vs {r['ppl']:.2f}±{r['ppl_sd']:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _sweep_figures(baseline: dict[str, float], sweep: list[dict[str, Any]]) -> list[go.Figure]:
+    x = [s["sparsity"] for s in sweep]
+    figures = []
+    for key, title in (
+        ("tom_acc", "ToM accuracy"),
+        ("tom_margin", "ToM margin (log p correct - log p foil)"),
+        ("ppl", "Generic perplexity"),
+    ):
+        figure = go.Figure()
+        figure.add_scatter(x=x, y=[s[key] for s in sweep], mode="lines+markers", name="targeted mask")
+        figure.add_scatter(
+            x=x,
+            y=[s["random"][key] for s in sweep],
+            error_y=dict(type="data", array=[s["random"][f"{key}_sd"] for s in sweep]),
+            mode="lines+markers",
+            name="random mask (same counts)",
+        )
+        figure.add_hline(y=baseline[key], line_dash="dot", annotation_text="unperturbed")
+        figure.update_layout(
+            title=f"{title} vs mask fraction", xaxis_title="fraction m per matrix", xaxis_type="log"
+        )
+        figures.append(figure)
+    return figures
+
+
+def _distribution_figures(distribution: dict[str, Any], sweep: list[dict[str, Any]]) -> list[go.Figure]:
+    key = str(HEADLINE_SPARSITY) if str(HEADLINE_SPARSITY) in distribution else str(sweep[-1]["sparsity"])
+    table = distribution[key]["by_layer_and_kind"]
+    kinds = list(table)
+    heatmap = go.Figure(go.Heatmap(z=[table[k] for k in kinds], y=kinds, colorscale="Viridis"))
+    heatmap.update_layout(title=f"Masked weights per layer and matrix (m = {key})", xaxis_title="layer")
+    pairs = distribution[key]["rotary_pair"]
+    bars = go.Figure()
+    for kind, counts in pairs.items():
+        bars.add_bar(x=list(range(len(counts))), y=counts, name=f"{kind}_proj rows")
+    bars.update_layout(
+        title=f"Masked q/k entries by rotary pair (m = {key}; pair 0 rotates fastest)",
+        xaxis_title="rotary pair i",
+        yaxis_title="masked entries",
+        barmode="group",
+    )
+    return [heatmap, bars]

@@ -1,0 +1,68 @@
+import json
+
+import pytest
+import torch
+
+from steerscope.data.tom import tom_mixture
+from steerscope.experiments import run_experiment
+from steerscope.experiments.tom_sensitivity import tom_fisher_samples
+from steerscope.probes.tom_eval import tom_scores
+
+
+def test_tom_fisher_samples_count_only_the_answer(tiny_llama):
+    items = tom_mixture("fisher", 4)
+    for item, sample in zip(items, tom_fisher_samples(tiny_llama, items), strict=True):
+        answer = tiny_llama.tokenizer(item.correct, add_special_tokens=False).input_ids
+        assert sample.loss_mask.sum() == len(answer)
+        assert sample.input_ids[sample.loss_mask].tolist() == answer
+        assert sample.loss_mask[-len(answer) :].all()
+
+
+def test_tom_scores_split_false_and_true_belief(tiny_llama):
+    items = tom_mixture("eval", 8)
+    scores = tom_scores(tiny_llama, items, batch_size=3)
+    assert scores["n"] == 8
+    for prefix in ("", "fb_", "tb_"):
+        assert 0.0 <= scores[f"{prefix}acc"] <= 1.0
+        assert 0.0 <= scores[f"{prefix}greedy_match"] <= 1.0
+    n_fb = sum(item.false_belief for item in items)
+    assert scores["acc"] == pytest.approx((scores["fb_acc"] * n_fb + scores["tb_acc"] * (8 - n_fb)) / 8)
+
+
+def test_quick_run_on_a_tiny_model_writes_the_documented_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path / "cache"))
+    outcome = run_experiment(
+        "tom-sensitivity", tmp_path / "run", model="tiny:gemma3", quick=True, sparsities=[0.001, 0.01]
+    )
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(results["baseline"]) >= {"tom_acc", "tom_margin", "ppl"}
+    assert [s["sparsity"] for s in results["sweep"]] == [0.001, 0.01]
+    assert results["config"]["n_fisher"] == 24  # the rest of the quick setting still applies
+    for step in results["sweep"]:
+        assert set(step) >= {"sparsity", "n_perturbed", "tom_acc", "tom_margin", "ppl", "random"}
+        assert set(step["random"]) >= {"tom_acc", "tom_margin", "ppl"}
+    counts = results["mask_distribution"]["0.01"]["by_layer_and_kind"]
+    assert sum(sum(v) for v in counts.values()) == results["sweep"][1]["n_perturbed"]
+    assert results["sweep"][1]["n_perturbed"] > 0
+    pairs = results["mask_distribution"]["0.01"]["rotary_pair"]
+    assert len(pairs["q"]) == 8  # tiny head_dim 16
+    assert sum(pairs["q"]) == sum(counts["q"]) and sum(pairs["k"]) == sum(counts["k"])
+    assert "Plotly.newPlot" in (tmp_path / "run" / "report.html").read_text()
+    # the Fisher scores were cached: a second run reads them
+    cached = list((tmp_path / "cache" / "fisher").iterdir())
+    assert len(cached) == 2
+    assert outcome.results["sweep"][0]["n_perturbed"] >= 0
+
+
+def test_weights_are_restored_after_the_sweep(tmp_path, monkeypatch):
+    import steerscope as ss
+
+    monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path / "cache"))
+    model = ss.load("tiny:llama")
+    before = {k: v.clone() for k, v in model.hf.state_dict().items()}
+    from steerscope.experiments import tom_sensitivity
+
+    monkeypatch.setattr(tom_sensitivity, "load", lambda source: model)
+    run_experiment("tom-sensitivity", tmp_path / "run", model="tiny:llama", quick=True, sparsities=[0.01])
+    after = model.hf.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

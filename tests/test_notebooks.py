@@ -8,6 +8,9 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 SHORT_SETTINGS = {
+    "tom_sensitivity.ipynb": (
+        "MODEL = 'tiny:gemma3'\nN_FISHER, N_EVAL, N_WINDOWS = 6, 8, 2\nSPARSITY = 0.01\nRANDOM_SEEDS = 2"
+    ),
     "steering_quickstart.ipynb": "N_TRAIN, N_HELDOUT = 8, 4\nMAX_NEW_TOKENS = 6\nSTRENGTHS = [-0.1, 0.0, 0.1]",
 }
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 _PACKAGES = ("steerscope", "torch", "transformers", "transformer-lens", "nnsight", "sae-lens", "plotly")
 
@@ -39,10 +41,21 @@ def _list(args: argparse.Namespace) -> None:
         print(f"{name:<18} {REGISTRY[name].description}")
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    """`key=value` with a JSON value (`n_fisher=50`, `sparsities=[1e-5,1e-4]`) or a bare string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set takes key=value, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
 def _run(args: argparse.Namespace) -> None:
     from steerscope.experiments import run_experiment
 
-    settings = {"quick": args.quick, "seed": args.seed}
+    settings = {"quick": args.quick, "seed": args.seed, **dict(args.set)}
     if args.model is not None:
         settings["model"] = args.model
     run_experiment(args.name, args.out, **settings)
@@ -67,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--model", default=None)
     run.add_argument("--quick", action="store_true", help="a short setting for a first look or CI")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--set", type=_setting, action="append", default=[], metavar="KEY=VALUE", help="any config field (JSON value)"
+    )
     run.set_defaults(func=_run)
     args = parser.parse_args(argv)
     try:

@@ -34,5 +34,14 @@ def test_cli_errors_are_one_line_and_name_valid_choices(tmp_path):
         text=True,
     )
     assert result.returncode == 2
-    assert "unknown experiment 'no-such-experiment'; available: smoke" in result.stderr
+    assert "unknown experiment 'no-such-experiment'; available: " in result.stderr
+    assert "steer-demo" in result.stderr and "tom-sensitivity" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_accepts_config_fields_and_rejects_unknown_ones(gemma, tmp_path, capsys):
+    assert main(["run", "smoke", "--out", str(tmp_path), "--set", "layer=3", "--set", "max_new_tokens=4"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["layer"] == 3 and results["config"]["max_new_tokens"] == 4
+    assert main(["run", "smoke", "--out", str(tmp_path), "--set", "layers=3"]) == 2
+    assert "unknown setting(s) layers; valid: layer, max_new_tokens" in capsys.readouterr().err

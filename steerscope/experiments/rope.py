@@ -1,0 +1,420 @@
+"""`rope`: massive rotary pairs, query-BOS angles and BOS attention, and how ToM-sensitive weights move them.
+
+Jin et al. 2025 ("Massive values in self-attention modules are the key to contextual knowledge
+understanding") find a few low-frequency rotary pairs of queries and keys with very large norms;
+Wu et al. 2025 (arXiv 2504.04238) link their ToM-sensitive weights to such RoPE effects. This
+experiment measures per layer and head: pair norms of post-RoPE q and k (real tokens only), the
+massive pairs (norm > lambda x head mean) and their frequencies from the layer's own base, the
+angle between each query and the BOS key (whole vector and per pair) and the attention on BOS;
+then the same with the ToM-sensitive mask of `tom-sensitivity` mean-replaced, against random
+masks with the same count in every matrix.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+from torch import Tensor
+
+from steerscope.data.generic import generic_windows
+from steerscope.data.tom import tom_mixture
+from steerscope.experiments import ExperimentConfig, Outcome, register
+from steerscope.experiments.tom_sensitivity import tom_fisher_samples
+from steerscope.loading import load
+from steerscope.model import Model
+from steerscope.probes.fisher import LossSample, cached_fisher_scores
+from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks
+from steerscope.probes.rope import (
+    RotaryChange,
+    RotaryStats,
+    change_summary,
+    dominant_frequencies_by_layer_type,
+    dominant_pairs,
+    massive_pairs,
+    rotary_stats,
+    stats_change,
+)
+
+
+@dataclass
+class RopeConfig(ExperimentConfig):
+    QUICK: ClassVar[dict[str, Any]] = dict(n_windows=8, n_tom=8, n_fisher=24, random_seeds=1)
+    n_windows: int = 32  # generic text windows measured
+    window: int = 64  # tokens per generic window (before the BOS the tokenizer adds)
+    n_tom: int = 32  # ToM evaluation stories measured
+    massive_lambda: float = 5.0  # massive pair: norm > lambda x the head's mean pair norm
+    sparsity: float = 1e-5  # mask fraction per matrix (Wu et al.'s 0.001%)
+    random_seeds: int = 3
+    scale: float = 0.0  # W[M] <- mu + scale * (W[M] - mu); 0 is mean replacement
+    n_fisher: int = 100  # Fisher samples per data set; as tom-sensitivity, so its cache is reused
+    fisher_window: int = 128  # generic Fisher window length of tom-sensitivity (cache key)
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        minimum = {"n_windows": 0, "n_tom": 0, "random_seeds": 1, "n_fisher": 1, "batch_size": 1}
+        for name, least in minimum.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"rope: {name} must be an integer >= {least}, got {value!r}")
+        if self.n_windows + self.n_tom == 0:
+            raise ValueError("rope: n_windows and n_tom are both 0; there is nothing to measure")
+        if self.window < 2 or self.fisher_window < 2:
+            raise ValueError(
+                f"rope: window and fisher_window must be at least 2, got {self.window}, {self.fisher_window}"
+            )
+        if not self.massive_lambda > 0:
+            raise ValueError(f"rope: massive_lambda must be positive, got {self.massive_lambda!r}")
+        if not 0.0 < self.sparsity <= 1.0:
+            raise ValueError(f"rope: sparsity must be in (0, 1], got {self.sparsity!r}")
+
+
+def measured_prompts(model: Model, config: RopeConfig) -> list[str]:
+    """Generic text windows (eval split, decoded to text) followed by ToM evaluation stories."""
+    windows = generic_windows(model, config.n_windows, config.window, config.seed, split="eval")
+    stories = [item.story for item in tom_mixture("eval", config.n_tom, seed=config.seed)]
+    return [model.tokenizer.decode(w) for w in windows] + stories
+
+
+def tom_masks(model: Model, config: RopeConfig) -> dict[str, Tensor]:
+    """The ToM-sensitive mask of `tom-sensitivity` at `config.sparsity`, from the shared Fisher cache."""
+    fisher_items = tom_mixture("fisher", config.n_fisher, seed=config.seed)
+    fisher_windows = generic_windows(
+        model, config.n_fisher, config.fisher_window, config.seed, split="fisher", bos=True
+    )
+    tom_f = cached_fisher_scores(
+        model, tom_fisher_samples(model, fisher_items), {"data": "tom", "seed": config.seed}
+    )
+    generic_f = cached_fisher_scores(
+        model, [LossSample.all_positions(torch.tensor(w)) for w in fisher_windows], {"data": "generic"}
+    )
+    return sensitive_masks(tom_f, generic_f, config.sparsity)
+
+
+@register("rope", RopeConfig, "massive rotary pairs, query-BOS angles, BOS attention; ToM mask vs random")
+def run(config: RopeConfig) -> Outcome:
+    model = load(config.model)
+    prompts = measured_prompts(model, config)
+
+    def measure() -> RotaryStats:
+        return rotary_stats(model, prompts, batch_size=config.batch_size)
+
+    before = measure()
+    masks = tom_masks(model, config)
+    with mean_replacement(model, masks, config.scale):
+        targeted = measure()
+    randoms = []
+    for seed in range(config.random_seeds):
+        with mean_replacement(model, random_masks(masks, seed=1000 + seed), config.scale):
+            randoms.append(measure())
+
+    lam = config.massive_lambda
+    targeted_change = stats_change(targeted, before)
+    random_changes = [stats_change(r, before) for r in randoms]
+    random_summaries = [change_summary(c, before, lam) for c in random_changes]
+    anatomy = model.anatomy
+    results = {
+        "model": model.source,
+        "anatomy": {
+            "n_heads": anatomy.n_heads,
+            "n_kv_heads": anatomy.n_kv_heads,
+            "head_dim": anatomy.head_dim,
+            "layer_types": list(anatomy.layer_types),
+            "rope_bases": list(anatomy.rope_bases),
+        },
+        "data": {
+            "n_windows": config.n_windows,
+            "n_tom": config.n_tom,
+            "n_tokens": before.n_tokens,
+            "n_queries": before.n_queries,
+        },
+        "frequencies": before.frequencies.tolist(),
+        "pair_norms": {"q": _rounded(before.q_pair_norm), "k": _rounded(before.k_pair_norm)},
+        "dominant_pairs": dominant_pairs(before, lam),
+        "dominant_by_layer_type": dominant_frequencies_by_layer_type(before, lam),
+        "bos_attention": {
+            "before": _rounded(before.bos_attention),
+            "targeted": _rounded(targeted.bos_attention),
+            "random": [_rounded(r.bos_attention) for r in randoms],
+        },
+        "qk_angle": {
+            "before": _angles(before),
+            "targeted": _angles(targeted),
+            "random": [_angles(r) for r in randoms],
+        },
+        "perturbation": {
+            "sparsity": config.sparsity,
+            "n_perturbed": mask_counts(masks),
+            "targeted": {
+                "summary": change_summary(targeted_change, before, lam),
+                "by_layer": _by_layer(targeted_change, before, lam),
+                "changes": _change_dict(targeted_change),
+            },
+            "random": {
+                "seeds": [1000 + s for s in range(config.random_seeds)],
+                "summary": _mean_of(random_summaries),
+                "summary_sd": _sd_of(random_summaries),
+                "by_layer": _mean_by_layer([_by_layer(c, before, lam) for c in random_changes]),
+                "changes": [_change_dict(c) for c in random_changes],
+            },
+        },
+    }
+    return Outcome(
+        results=results,
+        summary=summary_text(results),
+        figures=figures(results),
+        tables=[("Perturbation summary (mean |change|; random = mean over seeds)", _summary_rows(results))],
+    )
+
+
+# --- results helpers ----------------------------------------------------------------------------
+
+
+def _rounded(tensor: Tensor, digits: int = 5) -> list:
+    """Nested lists of floats rounded to `digits` significant digits (keeps results.json small)."""
+    return (
+        torch.tensor(
+            [float(f"{x:.{digits}g}") for x in tensor.double().reshape(-1).tolist()], dtype=torch.float64
+        )
+        .reshape(tensor.shape)
+        .tolist()
+    )
+
+
+def _angles(stats: RotaryStats) -> dict[str, list]:
+    return {"cos": _rounded(stats.bos_cos), "pair_cos": _rounded(stats.bos_pair_cos)}
+
+
+def _change_dict(change: RotaryChange) -> dict[str, list]:
+    return {f.name: _rounded(getattr(change, f.name)) for f in fields(change)}
+
+
+def _by_layer(change: RotaryChange, before: RotaryStats, lam: float) -> dict[str, list[float]]:
+    """Per layer: mean |relative change| of massive and other pair norms (q, k), and mean |BOS attention change|."""
+    out: dict[str, list[float]] = {}
+    for name, relative, norms in (
+        ("q", change.q_pair_norm_relative, before.q_pair_norm),
+        ("k", change.k_pair_norm_relative, before.k_pair_norm),
+    ):
+        massive = massive_pairs(norms, lam)
+        for group, selected in (("massive", massive), ("other", ~massive)):
+            out[f"{name}_{group}_rel_change"] = [
+                float(relative[i][selected[i]].abs().mean()) if bool(selected[i].any()) else float("nan")
+                for i in range(relative.shape[0])
+            ]
+    out["bos_attention_abs_change"] = change.bos_attention.abs().mean(-1).tolist()
+    return out
+
+
+def _mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean over seeds of each entry; counts (the same in every seed) stay integers."""
+    return {
+        key: rows[0][key] if isinstance(rows[0][key], int) else _nanmean([row[key] for row in rows])
+        for key in rows[0]
+    }
+
+
+def _sd_of(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.stdev([row[key] for row in rows]) if len(rows) > 1 else 0.0 for key in rows[0]}
+
+
+def _mean_by_layer(rows: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    return {
+        key: [_nanmean(list(values)) for values in zip(*(r[key] for r in rows), strict=True)]
+        for key in rows[0]
+    }
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(finite) if finite else float("nan")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3g}"
+
+
+def summary_text(results: dict[str, Any]) -> str:
+    """A short text of the headline numbers: massive pairs per layer type, targeted vs random, BOS attention."""
+    data = results["data"]
+    lines = [
+        f"{results['model']}: {data['n_windows']} generic windows + {data['n_tom']} ToM stories, "
+        f"{data['n_tokens']} tokens ({data['n_queries']} non-BOS queries)",
+        "massive pairs (count over layers x heads; pair: frequency):",
+    ]
+    frequencies = results["frequencies"]
+    types = results["anatomy"]["layer_types"]
+    for kind, entry in results["dominant_by_layer_type"].items():
+        row = types.index(kind)
+        for name in ("q", "k"):
+            pairs = ", ".join(
+                f"{pair}x{count} ({frequencies[row][int(pair)]:.2g})" for pair, count in entry[name].items()
+            )
+            lines.append(
+                f"  {kind} (base {entry['rope_base']:g}, {entry['n_layers']} layers) {name}: {pairs or 'none'}"
+            )
+    perturbation = results["perturbation"]
+    lines.append(f"mask: sparsity {perturbation['sparsity']:g}, {perturbation['n_perturbed']} weights")
+    for label in ("targeted", "random"):
+        s = perturbation[label]["summary"]
+        lines.append(
+            f"  {label}: |rel change| q massive {_fmt(s['q_massive_rel_change'])} vs other "
+            f"{_fmt(s['q_other_rel_change'])}; k massive {_fmt(s['k_massive_rel_change'])} vs other "
+            f"{_fmt(s['k_other_rel_change'])}; |BOS attention change| {_fmt(s['bos_attention_abs_change'])}; "
+            f"|BOS cos change| {_fmt(s['bos_cos_abs_change'])}"
+        )
+    before = results["bos_attention"]["before"]
+    by_type: dict[str, list[float]] = {}
+    for row, kind in enumerate(types):
+        by_type.setdefault(kind, []).extend(before[row])
+    lines.append(
+        "BOS attention (mean over layers and heads): "
+        + "; ".join(f"{kind} {statistics.fmean(v):.3f}" for kind, v in by_type.items())
+    )
+    return "\n".join(lines)
+
+
+def _summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for label in ("targeted", "random"):
+        s = results["perturbation"][label]["summary"]
+        rows.append(
+            {
+                "mask": label,
+                "q massive |rel|": s["q_massive_rel_change"],
+                "q other |rel|": s["q_other_rel_change"],
+                "k massive |rel|": s["k_massive_rel_change"],
+                "k other |rel|": s["k_other_rel_change"],
+                "q massive |abs|": s["q_massive_abs_change"],
+                "q other |abs|": s["q_other_abs_change"],
+                "BOS cos |change|": s["bos_cos_abs_change"],
+                "BOS attention |change|": s["bos_attention_abs_change"],
+            }
+        )
+    return rows
+
+
+# --- figures (from results only, so a notebook can re-plot results.json) ------------------------
+
+
+def shown_layers(layer_types: list[str]) -> list[int]:
+    """First, middle, first global-attention and last layer, without repeats."""
+    n = len(layer_types)
+    chosen = [0, n // 2]
+    if "full_attention" in layer_types and len(set(layer_types)) > 1:
+        chosen.append(layer_types.index("full_attention"))
+    chosen.append(n - 1)
+    return list(dict.fromkeys(chosen))
+
+
+def _head_rows(n_heads: int, n_kv_heads: int) -> list[str]:
+    return [f"q h{h}" for h in range(n_heads)] + [f"k h{h}" for h in range(n_kv_heads)]
+
+
+def norm_heatmaps(results: dict[str, Any]) -> list[go.Figure]:
+    """Per shown layer: log10 pair norm, rows = query then key heads, columns = rotary pairs."""
+    anatomy = results["anatomy"]
+    rows = _head_rows(anatomy["n_heads"], anatomy["n_kv_heads"])
+    figs = []
+    for layer in shown_layers(anatomy["layer_types"]):
+        z = results["pair_norms"]["q"][layer] + results["pair_norms"]["k"][layer]
+        z = [[math.log10(max(v, 1e-12)) for v in row] for row in z]
+        fig = go.Figure(go.Heatmap(z=z, y=rows, colorscale="Viridis", colorbar=dict(title="log10 norm")))
+        fig.update_layout(
+            title=f"L{layer} ({anatomy['layer_types'][layer]}, base {anatomy['rope_bases'][layer]:g}): "
+            "pair norm over tokens (pair 0 rotates fastest)",
+            xaxis_title="rotary pair i",
+            yaxis_autorange="reversed",
+        )
+        figs.append(fig)
+    return figs
+
+
+def change_heatmaps(results: dict[str, Any]) -> list[go.Figure]:
+    """Per shown layer: relative change of pair norms, targeted mask beside the first random mask."""
+    anatomy = results["anatomy"]
+    rows = _head_rows(anatomy["n_heads"], anatomy["n_kv_heads"])
+    perturbation = results["perturbation"]
+    targeted = perturbation["targeted"]["changes"]
+    random = perturbation["random"]["changes"][0]
+    figs = []
+    for layer in shown_layers(anatomy["layer_types"]):
+        panels = [
+            c["q_pair_norm_relative"][layer] + c["k_pair_norm_relative"][layer] for c in (targeted, random)
+        ]
+        limit = max(abs(v) for panel in panels for row in panel for v in row) or 1.0
+        fig = make_subplots(
+            rows=1, cols=2, subplot_titles=("targeted (ToM) mask", "random mask, same counts")
+        )
+        for col, z in enumerate(panels, start=1):
+            fig.add_trace(
+                go.Heatmap(z=z, y=rows, colorscale="RdBu_r", zmin=-limit, zmax=limit, showscale=col == 2),
+                row=1,
+                col=col,
+            )
+        fig.update_yaxes(autorange="reversed")
+        fig.update_layout(title=f"L{layer}: relative change of pair norms (after - before) / before")
+        figs.append(fig)
+    return figs
+
+
+def change_by_layer_figure(results: dict[str, Any]) -> go.Figure:
+    """Mean |relative change| of massive vs other query pairs per layer, targeted vs random."""
+    fig = go.Figure()
+    for label in ("targeted", "random"):
+        by_layer = results["perturbation"][label]["by_layer"]
+        for group in ("massive", "other"):
+            values = by_layer[f"q_{group}_rel_change"]
+            fig.add_bar(
+                x=list(range(len(values))),
+                y=[None if math.isnan(v) else v for v in values],
+                name=f"{label}, {group} q pairs",
+            )
+    fig.update_layout(
+        title="Mean |relative change| of query pair norms per layer",
+        xaxis_title="layer",
+        yaxis_type="log",
+        barmode="group",
+    )
+    return fig
+
+
+def bos_figures(results: dict[str, Any]) -> list[go.Figure]:
+    """BOS attention per layer (mean over heads) for before / targeted / random, and per head heatmaps."""
+    attention = results["bos_attention"]
+    layers = list(range(len(attention["before"])))
+    lines = go.Figure()
+    conditions = [("before", attention["before"]), ("targeted mask", attention["targeted"])]
+    conditions += [(f"random mask {i}", r) for i, r in enumerate(attention["random"])]
+    for name, values in conditions:
+        lines.add_scatter(
+            x=layers, y=[statistics.fmean(row) for row in values], mode="lines+markers", name=name
+        )
+    lines.update_layout(
+        title="Attention on BOS per layer (mean over heads and non-BOS query tokens)",
+        xaxis_title="layer",
+        yaxis_title="attention probability",
+    )
+    heads = [f"h{h}" for h in range(len(attention["before"][0]))]
+    attention_map = go.Figure(go.Heatmap(z=attention["before"], x=heads, colorscale="Viridis"))
+    attention_map.update_layout(title="Attention on BOS per layer and head", yaxis_title="layer")
+    cos_map = go.Figure(
+        go.Heatmap(z=results["qk_angle"]["before"]["cos"], x=heads, colorscale="RdBu_r", zmin=-1, zmax=1)
+    )
+    cos_map.update_layout(title="Mean cos(query, BOS key) per layer and head", yaxis_title="layer")
+    return [lines, attention_map, cos_map]
+
+
+def figures(results: dict[str, Any]) -> list[go.Figure]:
+    """Every report figure, from a results dict (as written to results.json)."""
+    return [
+        *norm_heatmaps(results),
+        *change_heatmaps(results),
+        change_by_layer_figure(results),
+        *bos_figures(results),
+    ]

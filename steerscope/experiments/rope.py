@@ -25,10 +25,9 @@ from torch import Tensor
 from steerscope.data.generic import generic_windows
 from steerscope.data.tom import tom_mixture
 from steerscope.experiments import ExperimentConfig, Outcome, register
-from steerscope.experiments.tom_sensitivity import tom_fisher_samples
+from steerscope.experiments.tom_sensitivity import tom_and_generic_fisher
 from steerscope.loading import load
 from steerscope.model import Model
-from steerscope.probes.fisher import LossSample, cached_fisher_scores
 from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks
 from steerscope.probes.rope import (
     RotaryChange,
@@ -83,16 +82,7 @@ def measured_prompts(model: Model, config: RopeConfig) -> list[str]:
 
 def tom_masks(model: Model, config: RopeConfig) -> dict[str, Tensor]:
     """The ToM-sensitive mask of `tom-sensitivity` at `config.sparsity`, from the shared Fisher cache."""
-    fisher_items = tom_mixture("fisher", config.n_fisher, seed=config.seed)
-    fisher_windows = generic_windows(
-        model, config.n_fisher, config.fisher_window, config.seed, split="fisher", bos=True
-    )
-    tom_f = cached_fisher_scores(
-        model, tom_fisher_samples(model, fisher_items), {"data": "tom", "seed": config.seed}
-    )
-    generic_f = cached_fisher_scores(
-        model, [LossSample.all_positions(torch.tensor(w)) for w in fisher_windows], {"data": "generic"}
-    )
+    tom_f, generic_f = tom_and_generic_fisher(model, config.n_fisher, config.fisher_window, config.seed)
     return sensitive_masks(tom_f, generic_f, config.sparsity)
 
 

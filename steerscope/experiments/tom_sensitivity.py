@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import plotly.graph_objects as go
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from steerscope.data.generic import generic_windows
@@ -58,6 +59,20 @@ def tom_fisher_samples(model: Model, items: list[TomItem]) -> list[LossSample]:
     return samples
 
 
+def tom_and_generic_fisher(
+    model: Model, n: int, window: int, seed: int
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Fisher scores on `n` ToM stories (answer loss) and `n` generic windows (full LM loss),
+    from the shared disk cache: every experiment asking the same question reuses them."""
+    items = tom_mixture("fisher", n, seed=seed)
+    windows = generic_windows(model, n, window, seed, split="fisher", bos=True)
+    tom_f = cached_fisher_scores(model, tom_fisher_samples(model, items), {"data": "tom", "seed": seed})
+    generic_f = cached_fisher_scores(
+        model, [LossSample.all_positions(torch.tensor(w)) for w in windows], {"data": "generic"}
+    )
+    return tom_f, generic_f
+
+
 def _evaluate(model: Model, items: list[TomItem], windows: list[list[int]]) -> dict[str, float]:
     scores = tom_scores(model, items)
     return {
@@ -86,21 +101,11 @@ def _mean_and_spread(runs: list[dict[str, float]]) -> dict[str, float]:
 )
 def run(config: TomSensitivityConfig) -> Outcome:
     model = load(config.model)
-    fisher_items = tom_mixture("fisher", config.n_fisher, seed=config.seed)
     eval_items = tom_mixture("eval", config.n_eval_tom, seed=config.seed)
-    fisher_windows = generic_windows(
-        model, config.n_fisher, config.window, config.seed, split="fisher", bos=True
-    )
     eval_windows = generic_windows(
         model, config.n_eval_windows, config.window, config.seed, split="eval", bos=True
     )
-
-    tom_f = cached_fisher_scores(
-        model, tom_fisher_samples(model, fisher_items), {"data": "tom", "seed": config.seed}
-    )
-    generic_f = cached_fisher_scores(
-        model, [LossSample.all_positions(torch.tensor(w)) for w in fisher_windows], {"data": "generic"}
-    )
+    tom_f, generic_f = tom_and_generic_fisher(model, config.n_fisher, config.window, config.seed)
 
     baseline = _evaluate(model, eval_items, eval_windows)
     sweep, distribution = [], {}
@@ -131,8 +136,8 @@ def run(config: TomSensitivityConfig) -> Outcome:
         "sweep": sweep,
         "mask_distribution": distribution,
         "data": {
-            "n_fisher_tom": len(fisher_items),
-            "n_fisher_generic": len(fisher_windows),
+            "n_fisher_tom": config.n_fisher,
+            "n_fisher_generic": config.n_fisher,
             "n_eval_tom": len(eval_items),
             "n_eval_windows": len(eval_windows),
         },

@@ -8,6 +8,9 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 SHORT_SETTINGS = {
+    "rope_and_position.ipynb": (
+        "MODEL = 'tiny:gemma3'\nN_PROMPTS, WINDOW = 4, 24\nSPARSITY = 0.01\nN_FISHER = 4\nLAYER = 1"
+    ),
     "tom_sensitivity.ipynb": (
         "MODEL = 'tiny:gemma3'\nN_FISHER, N_EVAL, N_WINDOWS = 6, 8, 2\nSPARSITY = 0.01\nRANDOM_SEEDS = 2"
     ),

@@ -81,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--quick", action="store_true", help="a short setting for a first look or CI")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument(
-        "--set", type=_setting, action="append", default=[], metavar="KEY=VALUE", help="any config field (JSON value)"
+        "--set",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config field (JSON value)",
     )
     run.set_defaults(func=_run)
     args = parser.parse_args(argv)

@@ -1,4 +1,6 @@
 import math
+import weakref
+from collections.abc import Mapping
 
 import pytest
 import torch
@@ -107,6 +109,7 @@ def test_cache_returns_identical_scores_without_recomputing_and_keys_separate_fi
         raise AssertionError("recomputed although cached")
 
     monkeypatch.setattr(fisher, "fisher_scores", must_not_run)
+    monkeypatch.setattr(fisher, "batched_fisher_scores", must_not_run)
     second = cached_fisher_scores(tiny_llama, samples, {"dataset": "tom"}, progress=False)
     assert second.keys() == first.keys()
     assert all(torch.equal(first[n], second[n]) for n in first)
@@ -166,6 +169,42 @@ def test_sensitive_mask_is_tom_top_k_and_not_generic_top_k_per_matrix():
     for name in tom:
         expected = top_k_mask(tom[name], 0.5) & ~top_k_mask(generic[name], 0.5)
         assert torch.equal(result[name], expected)
+
+
+class _LazyScores(Mapping):
+    """Scores made on access, counting how many of them are alive at once."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], seed: int, counter: dict[str, int]) -> None:
+        self.shapes, self.seed, self.counter = shapes, seed, counter
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed + len(name))
+        tensor = torch.rand(self.shapes[name], generator=generator)
+        self.counter["alive"] += 1
+        self.counter["peak"] = max(self.counter["peak"], self.counter["alive"])
+        weakref.finalize(tensor, self._release)
+        return tensor
+
+    def _release(self) -> None:
+        self.counter["alive"] -= 1
+
+    def __iter__(self):
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
+def test_sensitive_masks_hold_one_matrix_of_each_score_set_at_a_time():
+    shapes = {f"m{i}": (40 + i, 30) for i in range(6)}
+    counter = {"alive": 0, "peak": 0}
+    tom, generic = _LazyScores(shapes, 0, counter), _LazyScores(shapes, 100, counter)
+
+    masks = sensitive_masks(tom, generic, 0.1)
+
+    assert list(masks) == list(shapes)
+    assert 1 <= counter["peak"] <= 2  # one tom and one generic matrix; scores are never pooled
+    assert counter["alive"] == 0
 
 
 def test_sensitive_masks_reject_mismatched_matrices():

@@ -49,6 +49,21 @@ def example_activations(
     return {site: torch.einsum("bs,bsd->bd", weights, act) for site, act in full.activations.items()}
 
 
+def _contrast(
+    model: Any,
+    positive: Sequence[Example],
+    negative: Sequence[Example],
+    sites: str | Site | Sequence[str | Site],
+    reduce: TokenReduction,
+) -> tuple[Any, list[str], dict[str, Tensor], dict[str, Tensor]]:
+    """The model, the site names, and both sets' reduced activations at each site."""
+    loaded = as_model(model)
+    targets = [str(s) for s in resolve_sites(sites, loaded.anatomy)]
+    pos = example_activations(loaded, positive, targets, reduce)
+    neg = example_activations(loaded, negative, targets, reduce)
+    return loaded, targets, pos, neg
+
+
 def diff_of_means(
     model: Any,
     positive: Sequence[Example],
@@ -58,10 +73,7 @@ def diff_of_means(
     description: str = "",
 ) -> SteeringVector:
     """mean(positive) - mean(negative) of the activations at each site."""
-    loaded = as_model(model)
-    targets = [str(s) for s in resolve_sites(sites, loaded.anatomy)]
-    pos = example_activations(loaded, positive, targets, reduce)
-    neg = example_activations(loaded, negative, targets, reduce)
+    loaded, targets, pos, neg = _contrast(model, positive, negative, sites, reduce)
     directions = {site: pos[site].mean(0) - neg[site].mean(0) for site in targets}
     return SteeringVector(
         directions,
@@ -82,18 +94,12 @@ def pca_of_differences(
     that it agrees with their mean and scaled to the mean difference's projection."""
     if len(positive) != len(negative) or len(positive) < 2:
         raise ValueError("PCA of differences needs paired examples: equal lengths, at least 2 pairs")
-    loaded = as_model(model)
-    targets = [str(s) for s in resolve_sites(sites, loaded.anatomy)]
-    pos = example_activations(loaded, positive, targets, reduce)
-    neg = example_activations(loaded, negative, targets, reduce)
+    loaded, targets, pos, neg = _contrast(model, positive, negative, sites, reduce)
     directions = {}
     for site in targets:
         diffs = (pos[site] - neg[site]).double()
-        _, _, vh = torch.linalg.svd(diffs, full_matrices=False)
-        first = vh[0]
-        mean = diffs.mean(0)
-        projection = mean @ first
-        directions[site] = (first * projection).float()
+        first = torch.linalg.svd(diffs, full_matrices=False).Vh[0]
+        directions[site] = (first * (diffs.mean(0) @ first)).float()
     return SteeringVector(
         directions,
         Fingerprint.of(loaded),

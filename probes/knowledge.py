@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 import torch
 
-from steerscope.capture import tokenize
 from steerscope.data.facts import (
     DEMO_KINDS,
     FACTS,
@@ -27,7 +26,7 @@ from steerscope.data.facts import (
     starts_with_answer,
     substitute,
 )
-from steerscope.model import as_model
+from steerscope.probes.lm_metrics import greedy_continuations
 
 Behaviour = Literal["C", "M"]
 
@@ -36,28 +35,9 @@ Behaviour = Literal["C", "M"]
 def answer_greedy(
     model: Any, prompts: Sequence[str], max_new_tokens: int = 4, batch_size: int = 16
 ) -> list[str]:
-    """The greedy continuation of each prompt, decoded, stripped, first line only.
-
-    Batches are left-padded (`steerscope.capture.tokenize`), so an answer does not depend on
-    which other prompts share its batch.
-    """
-    loaded = as_model(model)
-    device = next(loaded.hf.parameters()).device
-    answers = []
-    for start in range(0, len(prompts), batch_size):
-        batch = tokenize(loaded, list(prompts[start : start + batch_size]))
-        del batch["position_ids"]  # generate derives them from the attention mask
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out = loaded.hf.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=loaded.tokenizer.pad_token_id,
-        )
-        for row in out[:, batch["input_ids"].shape[1] :]:
-            text = loaded.tokenizer.decode(row, skip_special_tokens=True).strip()
-            answers.append(text.split("\n", 1)[0].strip())
-    return answers
+    """The first line of each prompt's greedy continuation (left-padded batches)."""
+    texts = greedy_continuations(model, prompts, max_new_tokens, batch_size)
+    return [text.split("\n", 1)[0].strip() for text in texts]
 
 
 def memorised_facts(

@@ -15,7 +15,35 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from steerscope.capture import tokenize
 from steerscope.model import as_model
+
+
+@torch.no_grad()
+def greedy_continuations(
+    model: Any, prompts: Sequence[str], max_new_tokens: int = 4, batch_size: int = 16
+) -> list[str]:
+    """The greedy continuation of each prompt, decoded and stripped.
+
+    Batches are left-padded (`steerscope.capture.tokenize`), so a continuation does not depend on
+    which other prompts share its batch.
+    """
+    loaded = as_model(model)
+    device = _device(loaded)
+    texts = []
+    for start in range(0, len(prompts), batch_size):
+        batch = tokenize(loaded, list(prompts[start : start + batch_size]))
+        del batch["position_ids"]  # generate derives them from the attention mask
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = loaded.hf.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=loaded.tokenizer.pad_token_id,
+        )
+        for row in out[:, batch["input_ids"].shape[1] :]:
+            texts.append(loaded.tokenizer.decode(row, skip_special_tokens=True).strip())
+    return texts
 
 
 def _device(model: Any) -> torch.device:

@@ -13,10 +13,8 @@ from typing import Any
 
 import torch
 
-from steerscope.capture import tokenize
 from steerscope.data.tom import TomItem
-from steerscope.model import as_model
-from steerscope.probes.lm_metrics import continuation_logprobs
+from steerscope.probes.lm_metrics import continuation_logprobs, greedy_continuations
 
 
 def _summary(margins: torch.Tensor, matches: torch.Tensor, prefix: str = "") -> dict[str, float]:
@@ -29,27 +27,14 @@ def _summary(margins: torch.Tensor, matches: torch.Tensor, prefix: str = "") -> 
     }
 
 
-@torch.no_grad()
 def greedy_first_words(
     model: Any, stories: Sequence[str], batch_size: int = 16, max_new_tokens: int = 3
 ) -> list[str]:
     """The first word of each story's greedy continuation (Wu et al.'s second metric)."""
-    loaded = as_model(model)
-    device = next(loaded.hf.parameters()).device
     words = []
-    for start in range(0, len(stories), batch_size):
-        batch = tokenize(loaded, list(stories[start : start + batch_size]))
-        del batch["position_ids"]
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out = loaded.hf.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=loaded.tokenizer.pad_token_id,
-        )
-        for row in out[:, batch["input_ids"].shape[1] :]:
-            text = loaded.tokenizer.decode(row, skip_special_tokens=True).strip().split()
-            words.append(text[0].strip(".,;:!?\"'").lower() if text else "")
+    for text in greedy_continuations(model, stories, max_new_tokens, batch_size):
+        parts = text.split()
+        words.append(parts[0].strip(".,;:!?\"'").lower() if parts else "")
     return words
 
 

@@ -8,6 +8,10 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 SHORT_SETTINGS = {
+    "efficiency_steering.ipynb": (
+        "MODEL = 'tiny:llama'\nN_TRAIN, N_HELDOUT = 4, 2\nN_SAMPLES, TEMPERATURE = 2, 0.8\n"
+        "MAX_NEW_TOKENS = 4\nMIN_PAIRS = 3\nSTRENGTHS = [0.0, 0.1]"
+    ),
     "rope_and_position.ipynb": (
         "MODEL = 'tiny:gemma3'\nN_PROMPTS, WINDOW = 4, 24\nSPARSITY = 0.01\nN_FISHER = 4\nLAYER = 1"
     ),

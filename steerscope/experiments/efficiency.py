@@ -1,0 +1,225 @@
+"""`efficiency`: training-free efficiency steering (arXiv 2506.15647) on arithmetic word problems.
+
+Harvest concise / verbose correct solutions of training problems (sampled; falls back to the
+prompt-contrast variant when too few pairs), build the concise-minus-verbose direction, choose the
+layer on held-out pairs, then sweep the steering strength on held-out problems: accuracy against
+generated tokens (the frontier), next to no steering and to asking for brevity in the prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import plotly.graph_objects as go
+
+from steerscope.data.arithmetic import arithmetic_problems
+from steerscope.experiments import ExperimentConfig, Outcome, register
+from steerscope.loading import load
+from steerscope.steering.efficiency import (
+    COMPLETIONS,
+    Generation,
+    Harvest,
+    efficiency_vector,
+    evaluate,
+    harvest_prompt_contrast,
+    harvest_sampled,
+)
+
+VARIANTS = ("auto", "sampled", "prompt_contrast")
+
+
+@dataclass
+class EfficiencyConfig(ExperimentConfig):
+    QUICK: ClassVar[dict[str, Any]] = dict(
+        n_train=6, n_heldout=6, n_samples=4, max_new_tokens=48, strengths=[0.0, 0.05, 0.1, 0.2]
+    )
+    n_train: int = 32
+    n_heldout: int = 24
+    n_samples: int = 6
+    temperature: float = 0.8
+    max_new_tokens: int = 96
+    strengths: list[float] = field(default_factory=lambda: [-0.1, 0.0, 0.05, 0.1, 0.2])
+    steps: list[int] = field(default_factory=lambda: [1, 2, 3])
+    min_pairs: int = 6  # fewer sampled pairs than this: fall back to the prompt contrast
+    variant: str = "auto"  # auto | sampled | prompt_contrast
+    contrast_completions: str = "model"  # model | written (prompt-contrast completions)
+    layer: int | None = None  # default: best held-out separation, last layer excluded
+    batch_size: int = 16
+    n_shown: int = 4  # held-out problems shown side by side in the report
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant: unknown {self.variant!r}; valid: {', '.join(VARIANTS)}")
+        if self.contrast_completions not in COMPLETIONS:
+            raise ValueError(
+                f"contrast_completions: unknown {self.contrast_completions!r}; valid: {', '.join(COMPLETIONS)}"
+            )
+        if self.min_pairs < 2:
+            raise ValueError("min_pairs: at least 2 pairs are needed (one to fit, one to choose the layer)")
+
+
+def harvest_pairs(model: Any, config: EfficiencyConfig, problems: list) -> tuple[Harvest, list[dict]]:
+    """The harvest the config asks for; `auto` tries sampling, then the prompt contrast with the
+    model's completions, then with the written ones, until `min_pairs` pairs. Returns every attempt."""
+    attempts: list[Harvest] = []
+    if config.variant in ("auto", "sampled"):
+        attempts.append(
+            harvest_sampled(
+                model,
+                problems,
+                config.n_samples,
+                config.temperature,
+                config.max_new_tokens,
+                config.batch_size,
+                config.seed,
+            )
+        )
+    if config.variant == "prompt_contrast" or (
+        config.variant == "auto" and len(attempts[-1].pairs) < config.min_pairs
+    ):
+        sources = [config.contrast_completions]
+        if config.variant == "auto" and config.contrast_completions == "model":
+            sources.append("written")
+        for source in sources:
+            attempts.append(
+                harvest_prompt_contrast(model, problems, source, config.max_new_tokens, config.batch_size)
+            )
+            if len(attempts[-1].pairs) >= config.min_pairs:
+                break
+    enough = [h for h in attempts if len(h.pairs) >= config.min_pairs]
+    chosen = enough[0] if enough else max(attempts, key=lambda h: len(h.pairs))
+    return chosen, [{"variant": h.variant, **h.counts} for h in attempts]
+
+
+@register(
+    "efficiency", EfficiencyConfig, "efficiency steering: concise-minus-verbose direction, length frontier"
+)
+def run(config: EfficiencyConfig) -> Outcome:
+    model = load(config.model)
+    train = arithmetic_problems(config.n_train, "train", config.seed, config.steps)
+    heldout = arithmetic_problems(config.n_heldout, "heldout", config.seed, config.steps)
+    harvest, attempts = harvest_pairs(model, config, train)
+    if len(harvest.pairs) < 2:
+        raise RuntimeError(f"only {len(harvest.pairs)} concise/verbose pairs harvested: {attempts}")
+    fallback = harvest.variant != "sampled" and config.variant == "auto"
+    vector, layer_scores = efficiency_vector(model, harvest, layer=config.layer)
+    layer = vector.provenance["layer"]
+
+    length = dict(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+    baseline, baseline_gens = evaluate(model, heldout, **length)
+    brevity, brevity_gens = evaluate(model, heldout, style="brief", **length)
+    sweep, shown = [], {"no steering": baseline_gens, "brevity prompt": brevity_gens}
+    for strength in config.strengths:
+        summary, gens = (
+            (baseline, baseline_gens)
+            if strength == 0
+            else evaluate(model, heldout, vector, strength, **length)
+        )
+        sweep.append({"strength": strength, "layer": layer, **summary})
+        if strength != 0:
+            shown[f"steered {strength:+g}"] = gens
+
+    side_by_side = generations_table(heldout[: config.n_shown], shown)
+    lines = [
+        f"{model.source}; {len(train)} training problems, {len(heldout)} held-out",
+        f"harvest variant: {harvest.variant}"
+        + (
+            f" (fallback: sampling gave {attempts[0]['n_pairs']} pairs < {config.min_pairs})"
+            if fallback
+            else ""
+        )
+        + f"; {len(harvest.pairs)} pairs; direction at L{layer}.resid_post",
+        f"no steering: accuracy {baseline['accuracy']:.2f}, mean tokens {baseline['mean_tokens']:.1f}",
+        f"brevity prompt: accuracy {brevity['accuracy']:.2f}, mean tokens {brevity['mean_tokens']:.1f}",
+        *(
+            f"strength {s['strength']:+.2f}: accuracy {s['accuracy']:.2f}, mean tokens {s['mean_tokens']:.1f}"
+            for s in sweep
+        ),
+    ]
+    return Outcome(
+        results={
+            "model": model.source,
+            "variant": harvest.variant,
+            "fallback": fallback,
+            "harvest": harvest.counts,
+            "harvest_attempts": attempts,
+            "layer": layer,
+            "layer_scores": layer_scores,
+            "direction_norm": vector.directions[next(iter(vector.directions))].norm().item(),
+            "baseline": baseline,
+            "prompted_brevity": brevity,
+            "sweep": sweep,
+            "example_pairs": [
+                {"question": p.problem.question, "concise": p.concise, "verbose": p.verbose}
+                for p in harvest.pairs[:3]
+            ],
+            "generations": side_by_side,
+        },
+        summary="\n".join(lines),
+        figures=[frontier_figure(baseline, brevity, sweep), layer_figure(layer_scores, layer)],
+        tables=[
+            ("Strength sweep (relative strength: added norm / residual norm)", sweep),
+            ("Held-out generations side by side", side_by_side),
+            ("Harvest attempts", attempts),
+        ],
+    )
+
+
+def generations_table(problems: list, shown: dict[str, list[Generation]]) -> list[dict[str, Any]]:
+    """One row per problem and condition: what the model wrote, its length and correctness."""
+    return [
+        {
+            "question": problem.question,
+            "answer": problem.answer,
+            "condition": condition,
+            "tokens": gens[i].n_tokens,
+            "correct": gens[i].correct,
+            "solution": gens[i].text,
+        }
+        for i, problem in enumerate(problems)
+        for condition, gens in shown.items()
+    ]
+
+
+def frontier_figure(baseline: dict, brevity: dict, sweep: list[dict]) -> go.Figure:
+    """Accuracy against mean generated tokens, one point per steering strength."""
+    figure = go.Figure()
+    figure.add_scatter(
+        x=[s["mean_tokens"] for s in sweep],
+        y=[s["accuracy"] for s in sweep],
+        text=[f"{s['strength']:+g}" for s in sweep],
+        mode="lines+markers+text",
+        textposition="top center",
+        name="efficiency steering (strength)",
+    )
+    for name, point, symbol in (
+        ("no steering", baseline, "circle-open"),
+        ("brevity prompt", brevity, "star"),
+    ):
+        figure.add_scatter(
+            x=[point["mean_tokens"]],
+            y=[point["accuracy"]],
+            mode="markers",
+            marker=dict(size=14, symbol=symbol),
+            name=name,
+        )
+    figure.update_layout(
+        title="Held-out accuracy against solution length",
+        xaxis_title="mean generated tokens",
+        yaxis_title="accuracy",
+        yaxis=dict(range=[-0.05, 1.05]),
+    )
+    return figure
+
+
+def layer_figure(scores: list[dict[str, float]], layer: int) -> go.Figure:
+    """Held-out separation of concise from verbose pairs per layer."""
+    figure = go.Figure(go.Bar(x=[s["layer"] for s in scores], y=[s["separation"] for s in scores]))
+    figure.add_vline(x=layer, line_dash="dot", annotation_text="chosen")
+    figure.update_layout(
+        title="Concise vs verbose held-out pairs: separation along the direction, per layer",
+        xaxis_title="layer (resid_post)",
+        yaxis_title="separation (pooled sd)",
+    )
+    return figure

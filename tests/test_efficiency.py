@@ -1,0 +1,174 @@
+"""Efficiency steering: the arithmetic data, answer extraction, pairing, thinking tokens, and a
+quick run of the experiment on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import steerscope.experiments.efficiency  # noqa: F401  (registers "efficiency")
+from steerscope.data.arithmetic import (
+    DEMONSTRATIONS,
+    STYLES,
+    arithmetic_problems,
+    extract_answer,
+    few_shot_prompt,
+)
+from steerscope.experiments import run_experiment
+from steerscope.steering.efficiency import (
+    Generation,
+    count_tokens,
+    efficiency_vector,
+    evaluate,
+    generate_solutions,
+    harvest_prompt_contrast,
+    pair_by_length,
+    truncate_solution,
+)
+from steerscope.tiny import tiny_model
+
+# Each template's answer, recomputed from its parameters independently of the generator.
+RECOMPUTE = {
+    "buy_more": lambda p: p["a"] + p["b"],
+    "spend": lambda p: p["a"] - p["b"],
+    "boxes": lambda p: p["a"] * p["b"],
+    "buy_change": lambda p: p["bill"] - p["count"] * p["price"],
+    "share_eat": lambda p: p["total"] / p["friends"] - p["eaten"],
+    "give_buy": lambda p: p["a"] - p["b"] + p["c"],
+    "two_items": lambda p: p["n1"] * p["p1"] + p["n2"] * p["p2"],
+    "sell_pack": lambda p: (p["total"] - p["sold"]) / p["boxes"] + p["added"],
+    "save_share": lambda p: (p["weekly"] * p["weeks"] - p["spent"]) / 2,
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (" 3 + 5 = 8. The answer is 8.", 8),
+        ("The answer is 12. Then 99 more words 7", 12),
+        ("so 20 - 12 = 8", 8),
+        ("the answer is: 1,250 dollars", 1250),
+        ("The answer is 4. Later the answer is 6.", 6),
+        ("we get -3", -3),
+        ("no numbers here", None),
+        ("", None),
+    ],
+)
+def test_extract_answer_prefers_the_answer_is_then_last_number(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_problem_answers_match_their_parameters_and_solutions():
+    problems = arithmetic_problems(90, "train") + arithmetic_problems(30, "heldout") + list(DEMONSTRATIONS)
+    assert {p.kind for p in problems} == set(RECOMPUTE)
+    for p in problems:
+        assert RECOMPUTE[p.kind](p.params) == p.answer, p.question
+        assert isinstance(p.answer, int) and p.answer > 0
+        for style in STYLES:
+            assert p.solution(style).endswith(f"The answer is {p.answer}.")
+            assert extract_answer(p.solution(style)) == p.answer
+        assert len(p.solution("brief")) < len(p.solution("standard")) < len(p.solution("thorough"))
+
+
+def test_problems_cycle_through_difficulties_and_are_deterministic():
+    problems = arithmetic_problems(9, "train", seed=3)
+    assert [p.steps for p in problems] == [1, 2, 3] * 3
+    assert problems == arithmetic_problems(9, "train", seed=3)
+    assert problems != arithmetic_problems(9, "train", seed=4)
+    assert {p.steps for p in arithmetic_problems(6, "train", steps=[2])} == {2}
+
+
+def test_train_and_heldout_splits_are_disjoint_across_seeds():
+    train = {p.question for s in range(3) for p in arithmetic_problems(150, "train", seed=s)}
+    heldout = {p.question for s in range(3) for p in arithmetic_problems(50, "heldout", seed=s)}
+    assert not train & heldout
+    assert not {d.question for d in DEMONSTRATIONS} & (train | heldout)
+
+
+def test_prompt_styles_differ_only_in_instruction_and_demonstrations():
+    problem = arithmetic_problems(1, "heldout")[0]
+    prompts = {s: few_shot_prompt(problem, s) for s in STYLES}
+    for prompt in prompts.values():
+        assert prompt.endswith(f"Question: {problem.question}\nAnswer:")
+    assert len(prompts["brief"]) < len(prompts["standard"]) < len(prompts["thorough"])
+
+
+def _gen(n_tokens: int, correct: bool) -> Generation:
+    return Generation(f"x{n_tokens}", n_tokens, None, 1 if correct else 0, correct)
+
+
+def test_pairing_takes_shortest_and_longest_correct_solution():
+    generations = [_gen(30, True), _gen(5, False), _gen(12, True), _gen(80, False), _gen(44, True)]
+    concise, verbose = pair_by_length(generations)
+    assert (concise.n_tokens, verbose.n_tokens) == (12, 44)
+
+
+def test_pairing_needs_two_correct_solutions_of_different_length():
+    assert pair_by_length([_gen(10, True), _gen(3, False)]) is None
+    assert pair_by_length([_gen(10, True), _gen(10, True)]) is None
+    assert pair_by_length([]) is None
+
+
+def test_truncation_stops_at_blank_line_or_next_question():
+    assert (
+        truncate_solution(" 3 + 5 = 8. The answer is 8.\n\nQuestion: more") == " 3 + 5 = 8. The answer is 8."
+    )
+    assert truncate_solution(" 8.\nQuestion: next") == " 8."
+    assert truncate_solution("\n\n 8. The answer is 8.") == "\n\n 8. The answer is 8."
+    assert truncate_solution("<think>a\n\nb</think> 8.\n\nQ", thinking=True) == "<think>a\n\nb</think> 8."
+
+
+def test_thinking_tokens_counted_until_think_close():
+    model = tiny_model("llama", extra_tokens=("<think>", "</think>"))
+    total, thinking = count_tokens(model.tokenizer, "<think>ab</think> 7")
+    assert (total, thinking) == (6, 4)  # <think> a b </think> | " " 7
+    assert count_tokens(model.tokenizer, "<think>abc") == (4, 4)  # not closed: all thinking
+    assert count_tokens(tiny_model("llama").tokenizer, "ab 7") == (4, None)
+
+
+def test_generation_counts_thinking_tokens_with_a_think_model():
+    model = tiny_model("llama", extra_tokens=("<think>", "</think>"))
+    [[sample]] = generate_solutions(model, ["Question: 1 + 1?\nAnswer:"], [2], max_new_tokens=6)
+    assert sample.n_thinking is not None and sample.n_thinking <= sample.n_tokens
+    [[plain]] = generate_solutions(tiny_model("llama"), ["Question: 1 + 1?\nAnswer:"], [2], max_new_tokens=6)
+    assert plain.n_thinking is None
+
+
+def test_pipeline_runs_unchanged_on_a_think_model():
+    model = tiny_model("llama", extra_tokens=("<think>", "</think>"))
+    harvest = harvest_prompt_contrast(model, arithmetic_problems(3, "train"), "written")
+    vector, scores = efficiency_vector(model, harvest)
+    assert vector.provenance["variant"] == "prompt_contrast" and len(scores) == model.anatomy.n_layers
+    summary, generations = evaluate(model, arithmetic_problems(2, "heldout"), vector, 0.1, max_new_tokens=4)
+    assert summary["n"] == 2 and summary["mean_thinking_tokens"] <= summary["mean_tokens"]
+
+
+def test_quick_experiment_on_tiny_model_writes_documented_keys(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path / "cache"))
+    run_experiment(
+        "efficiency",
+        tmp_path / "run",
+        model="tiny:llama",
+        quick=True,
+        n_train=4,
+        n_heldout=2,
+        n_samples=2,
+        max_new_tokens=4,
+        strengths=[0.0, 0.1],
+        min_pairs=3,
+    )
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    for key in ("baseline", "prompted_brevity"):
+        assert {"accuracy", "mean_tokens", "n"} <= set(results[key])
+        assert results[key]["n"] == 2
+    assert [s["strength"] for s in results["sweep"]] == [0.0, 0.1]
+    for row in results["sweep"]:
+        assert {"strength", "layer", "accuracy", "mean_tokens"} <= set(row)
+    assert results["sweep"][0]["mean_tokens"] == results["baseline"]["mean_tokens"]
+    # A random model solves nothing: the harvest falls back to the prompt contrast, and says so.
+    assert results["variant"] == "prompt_contrast" and results["fallback"]
+    assert results["harvest_attempts"][0]["variant"] == "sampled"
+    assert results["harvest"]["n_pairs"] >= 3
+    assert "mean_thinking_tokens" not in results["baseline"]
+    assert (tmp_path / "run" / "report.html").is_file()

@@ -70,7 +70,16 @@ def get_experiment(name: str) -> Experiment:
 
 
 def _import_all() -> None:
-    from steerscope.experiments import efficiency, position_logits, rope, smoke, steer_demo, tom_sensitivity  # noqa: F401
+    from steerscope.experiments import (  # noqa: F401
+        conflict_probe,
+        efficiency,
+        position_logits,
+        rope,
+        smoke,
+        spare,
+        steer_demo,
+        tom_sensitivity,
+    )
 
 
 def run_experiment(name: str, out: str | Path, **settings: Any) -> Outcome:

@@ -1,0 +1,184 @@
+"""`spare`: steer which source the model answers from (context or memory) by editing SAE
+features at the last prompt token (SpARE, Zhao et al. 2025, arXiv 2410.15999), against a
+difference-of-means edit at the same layers and position, on held-out facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import plotly.graph_objects as go
+
+from steerscope.capture import capture
+from steerscope.data.facts import context_prompt, demonstrations, split_facts, starts_with_answer, substitute
+from steerscope.experiments import ExperimentConfig, Outcome, register
+from steerscope.experiments.conflict_probe import known_facts
+from steerscope.intervene import Edit, intervene
+from steerscope.loading import load
+from steerscope.probes.knowledge import answer_greedy, behaviour_counts, label_behaviour
+from steerscope.sites import Site
+from steerscope.steering.apply import steering_edit
+from steerscope.steering.sae import SAETrainSettings, saes_by_site, train_saes
+from steerscope.steering.spare import last_token_codes, select_features, spare_edits
+
+CONDITIONS = ("no_edit", "spare_to_context", "spare_to_memory", "diffmean_to_context", "diffmean_to_memory")
+
+
+@dataclass
+class SpareConfig(ExperimentConfig):
+    QUICK: ClassVar[dict[str, Any]] = dict(n_candidates=120, layers=[9], sae_steps=150, sae_windows=96)
+    n_candidates: int = 329
+    layers: list[int] = field(default_factory=lambda: [6, 9, 12])
+    demos: int = 3
+    held_out: float = 0.3
+    p: float = 0.1  # cumulative-MI fraction kept
+    alpha: float = 1.0  # target scale for the SpARE edit
+    sae_steps: int = 300
+    sae_windows: int = 200
+    sae_k: int = 64
+    sae_expansion: int = 8
+
+
+def _exact_match(
+    model: Any, prompts: list[str], originals: list[str], substitutes: list[str], edits: dict[str, Edit]
+) -> dict:
+    with intervene(model, edits):
+        outputs = answer_greedy(model, prompts)
+    labels = [label_behaviour(o, a, s) for o, a, s in zip(outputs, originals, substitutes, strict=True)]
+    n = len(prompts)
+    return {
+        "em_c": sum(starts_with_answer(o, s) for o, s in zip(outputs, substitutes, strict=True)) / n,
+        "em_m": sum(starts_with_answer(o, a) for o, a in zip(outputs, originals, strict=True)) / n,
+        "n": n,
+        "labels": labels,
+        "outputs": outputs,
+    }
+
+
+def _transitions(before: list, after: list) -> dict[str, int]:
+    pairs = list(zip(before, after, strict=True))
+    return {
+        "C_to_M": sum(b == "C" and a == "M" for b, a in pairs),
+        "M_to_C": sum(b == "M" and a == "C" for b, a in pairs),
+        "C_kept": sum(b == "C" and a == "C" for b, a in pairs),
+        "M_kept": sum(b == "M" and a == "M" for b, a in pairs),
+    }
+
+
+@register(
+    "spare", SpareConfig, "SpARE: SAE-feature edit steering context vs memory, against difference of means"
+)
+def run(config: SpareConfig) -> Outcome:
+    model = load(config.model)
+    facts = known_facts(model, config.n_candidates, config.demos, config.seed)
+    train, held = split_facts(facts, config.held_out, seed=config.seed)
+    behaviour = behaviour_counts(model, train, demos=config.demos, seed=config.seed)
+    labelled = behaviour.labelled
+    c_prompts = [e.prompt for e in labelled if e.label == "C"]
+    m_prompts = [e.prompt for e in labelled if e.label == "M"]
+    if len(c_prompts) < 4 or len(m_prompts) < 4:
+        raise ValueError(
+            f"too few labelled prompts to select features: {len(c_prompts)} C, {len(m_prompts)} M"
+        )
+
+    sites = [str(Site(layer, "resid_post")) for layer in config.layers]
+    settings = SAETrainSettings(
+        expansion=config.sae_expansion, k=config.sae_k, steps=config.sae_steps, seed=config.seed
+    )
+    trained = train_saes(model, sites, settings, n_windows=config.sae_windows, prompts=c_prompts + m_prompts)
+    saes = saes_by_site(trained)
+    codes_c = last_token_codes(model, saes, c_prompts)
+    codes_m = last_token_codes(model, saes, m_prompts)
+    selections = {site: select_features(codes_c[site], codes_m[site], p=config.p) for site in sites}
+
+    resid_c = capture(model, c_prompts, sites, reduce="last", progress=False)
+    resid_m = capture(model, m_prompts, sites, reduce="last", progress=False)
+    diff = {site: resid_c[site].mean(0) - resid_m[site].mean(0) for site in sites}
+
+    def diffmean(sign: float) -> dict[str, Edit]:
+        return {s: steering_edit(d, sign, "last_prompt", scale="absolute") for s, d in diff.items()}
+
+    cases = [(f, substitute(f, config.seed)) for f in held]
+    prompts = [
+        context_prompt(f, demonstrations(f, "none", config.demos, config.seed), True, s) for f, s in cases
+    ]
+    originals, substitutes = [f.answer for f, _ in cases], [s for _, s in cases]
+    edits = {
+        "no_edit": {},
+        "spare_to_context": spare_edits(saes, selections, "context", config.alpha),
+        "spare_to_memory": spare_edits(saes, selections, "memory", config.alpha),
+        "diffmean_to_context": diffmean(1.0),
+        "diffmean_to_memory": diffmean(-1.0),
+    }
+    outcomes = {name: _exact_match(model, prompts, originals, substitutes, e) for name, e in edits.items()}
+    baseline_labels = outcomes["no_edit"]["labels"]
+    results: dict[str, Any] = {
+        "model": model.source,
+        "n_memorised": len(facts),
+        "n_train_facts": len(train),
+        "n_heldout_facts": len(held),
+        "behaviour_counts": behaviour.counts,
+        "n_labelled": {"C": len(c_prompts), "M": len(m_prompts)},
+        "sae": [
+            {"layer": int(Site.parse(s).layer), **{k: trained[s].report[k] for k in ("fvu", "l0")}}
+            for s in sites
+        ],
+        "selected_features": {s: {"S_C": len(sel.S_C), "S_M": len(sel.S_M)} for s, sel in selections.items()},
+        "settings": {"p": config.p, "alpha": config.alpha, "layers": config.layers},
+    }
+    for name, outcome in outcomes.items():
+        results[name] = {k: outcome[k] for k in ("em_c", "em_m", "n")}
+        if name != "no_edit":
+            results[name]["transitions"] = _transitions(baseline_labels, outcome["labels"])
+    results["examples"] = [
+        {
+            "prompt_end": p.rsplit("\n\n", 1)[-1],
+            "answer": a,
+            "substitute": s,
+            **{n: outcomes[n]["outputs"][i] for n in CONDITIONS},
+        }
+        for i, (p, a, s) in enumerate(zip(prompts[:8], originals, substitutes, strict=False))
+    ]
+    return Outcome(
+        results=results,
+        summary=_summary(results),
+        figures=[em_figure(results), transitions_figure(results)],
+        tables=[
+            (
+                "Exact match on held-out conflicts",
+                [{"condition": n, **{k: results[n][k] for k in ("em_c", "em_m", "n")}} for n in CONDITIONS],
+            ),
+            ("Examples", results["examples"]),
+        ],
+    )
+
+
+def _summary(results: dict[str, Any]) -> str:
+    lines = [
+        f"{results['model']}: {results['n_memorised']} memorised facts ({results['n_train_facts']} train, "
+        f"{results['n_heldout_facts']} held out); labelled train prompts {results['n_labelled']}",
+        "SAEs: " + ", ".join(f"L{s['layer']} FVU {s['fvu']:.3f} L0 {s['l0']:.0f}" for s in results["sae"]),
+    ]
+    for name in CONDITIONS:
+        r = results[name]
+        lines.append(f"{name:<20} EM_C {r['em_c']:.3f}  EM_M {r['em_m']:.3f}  (n={r['n']})")
+    return "\n".join(lines)
+
+
+def em_figure(results: dict[str, Any]) -> go.Figure:
+    figure = go.Figure()
+    for key, label in (("em_c", "EM with the context answer"), ("em_m", "EM with the memory answer")):
+        figure.add_bar(x=list(CONDITIONS), y=[results[n][key] for n in CONDITIONS], name=label)
+    figure.update_layout(title="Held-out conflicts: which source the answer follows", barmode="group")
+    return figure
+
+
+def transitions_figure(results: dict[str, Any]) -> go.Figure:
+    edited = [n for n in CONDITIONS if n != "no_edit"]
+    figure = go.Figure()
+    for key in ("C_to_M", "M_to_C"):
+        figure.add_bar(
+            x=edited, y=[results[n]["transitions"][key] for n in edited], name=key.replace("_", " ")
+        )
+    figure.update_layout(title="Behaviour changes against no edit (counts)", barmode="group")
+    return figure

@@ -39,6 +39,7 @@ import transformers
 from torch import Tensor
 
 import steerscope
+from steerscope.cache import write_atomic
 from steerscope.data.tom import tom_mixture
 from steerscope.experiments.tom_sensitivity import tom_fisher_samples
 from steerscope.kernels.per_sample_grads import batch_loss, batched_fisher_scores, linear_modules, pad_batch
@@ -154,13 +155,6 @@ def fisher_benchmark(n_samples: int, reps: int, batch_size: int, precision_sampl
     }
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the results to this file")
@@ -197,7 +191,7 @@ def main() -> None:
     # Other processes on the same cores skew every timing; a load above the thread count is a warning.
     results["load_average_1min"] = {"start": load_at_start, "end": os.getloadavg()[0]}
     if args.json:
-        write_json_atomic(args.json, results)
+        write_atomic(args.json, json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

@@ -40,6 +40,7 @@ from nnsight import TransformersModel
 from torch import Tensor
 
 import steerscope
+from steerscope.cache import write_atomic
 from steerscope.capture import capture, tokenize
 from steerscope.model import Model
 from steerscope.steering import Fingerprint, SteeringVector, steer
@@ -198,13 +199,6 @@ def tiny_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
     return result
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the results to this file")
@@ -241,7 +235,7 @@ def main() -> None:
     # Other processes on the same cores skew every timing; a load above the thread count is a warning.
     results["load_average_1min"] = {"start": load_at_start, "end": os.getloadavg()[0]}
     if args.json:
-        write_json_atomic(args.json, results)
+        write_atomic(args.json, json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

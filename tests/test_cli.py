@@ -40,7 +40,9 @@ def test_cli_errors_are_one_line_and_name_valid_choices(tmp_path):
 
 
 def test_run_accepts_config_fields_and_rejects_unknown_ones(gemma, tmp_path, capsys):
-    assert main(["run", "smoke", "--out", str(tmp_path), "--set", "layer=3", "--set", "max_new_tokens=4"]) == 0
+    assert (
+        main(["run", "smoke", "--out", str(tmp_path), "--set", "layer=3", "--set", "max_new_tokens=4"]) == 0
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["config"]["layer"] == 3 and results["config"]["max_new_tokens"] == 4
     assert main(["run", "smoke", "--out", str(tmp_path), "--set", "layers=3"]) == 2

@@ -26,27 +26,23 @@ Run (`--quick` is a smoke run with 16 samples and 1 repetition):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
+from interleaved import Variant, finish, median_ratio, time_interleaved
 from torch import Tensor
 
 import steerscope
-from steerscope.cache import write_atomic
 from steerscope.data.tom import tom_mixture
 from steerscope.experiments.tom_sensitivity import tom_fisher_samples
 from steerscope.kernels.per_sample_grads import batch_loss, batched_fisher_scores, linear_modules, pad_batch
 from steerscope.model import Model
 from steerscope.probes.fisher import LossSample, fisher_scores
-
-Variant = Callable[[], Any]
 
 
 def plain_backward(model: Model, samples: Sequence[LossSample], batch_size: int) -> list[Tensor]:
@@ -73,27 +69,6 @@ def plain_backward(model: Model, samples: Sequence[LossSample], batch_size: int)
         for p, flag in flags:
             p.requires_grad_(flag)
     return grads
-
-
-def time_interleaved(
-    variants: dict[str, Variant], reps: int
-) -> tuple[dict[str, list[float]], dict[str, Any]]:
-    """Seconds per repetition for each variant, and each variant's result from the first repetition."""
-    names = list(variants)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    first: dict[str, Any] = {}
-    for rep in range(reps):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            result = variants[name]()
-            seconds[name].append(time.perf_counter() - start)
-            first.setdefault(name, result)
-    return seconds, first
-
-
-def median_ratio(seconds: dict[str, list[float]], slow: str, fast: str) -> float:
-    return statistics.median(s / f for s, f in zip(seconds[slow], seconds[fast], strict=True))
 
 
 def max_relative_error(got: dict[str, Tensor], want: dict[str, Tensor]) -> float:
@@ -133,7 +108,7 @@ def fisher_benchmark(n_samples: int, reps: int, batch_size: int, precision_sampl
     batched_fisher_scores(model, warm_up, batch_size=batch_size, progress=False)
     plain_backward(model, warm_up, batch_size)
 
-    seconds, results = time_interleaved(variants, reps)
+    seconds, results = time_interleaved(variants, reps, warm_up=False)
     lengths = [len(s.input_ids) for s in samples]
     return {
         "model": model.source,
@@ -188,11 +163,7 @@ def main() -> None:
         ),
         **fisher_benchmark(n_samples, reps, args.batch_size, precision_samples),
     }
-    # Other processes on the same cores skew every timing; a load above the thread count is a warning.
-    results["load_average_1min"] = {"start": load_at_start, "end": os.getloadavg()[0]}
-    if args.json:
-        write_atomic(args.json, json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    finish(results, args.json, load_at_start)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,8 @@ Run (`--quick` is a smoke run with 2 repetitions, 16 tokens):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,10 +42,10 @@ from typing import Any
 import sae_lens
 import torch
 import transformers
+from interleaved import Variant, finish, median_ratio, time_interleaved
 from torch import Tensor
 
 import steerscope
-from steerscope.cache import write_atomic
 from steerscope.capture import capture, tokenize
 from steerscope.data.facts import FACTS, Fact, context_prompt, demonstrations, substitute
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
@@ -62,8 +60,6 @@ ALPHA = 1.0
 SAE_SETTINGS = SAETrainSettings(steps=60)
 SAE_WINDOWS = 32
 MICRO_CALLS = 200  # edit calls per timed micro repetition
-
-Variant = Callable[[], Any]
 
 
 def benchmark_facts() -> list[Fact]:
@@ -96,25 +92,6 @@ def fixed_selection(z_C: Tensor, z_M: Tensor, n_per_side: int) -> Selection:  # 
     return Selection(S_C=S_C, S_M=S_M, zbar_C=zbar_C, zbar_M=zbar_M, mi=mi)
 
 
-def time_interleaved(variants: dict[str, Variant], reps: int) -> dict[str, list[float]]:
-    """Seconds per repetition for each variant, after one warm-up run each."""
-    for run in variants.values():
-        run()
-    names = list(variants)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for rep in range(reps):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            variants[name]()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
-
-
-def median_ratio(seconds: dict[str, list[float]], name: str, reference: str) -> float:
-    return statistics.median(t / r for t, r in zip(seconds[name], seconds[reference], strict=True))
-
-
 def generation_timing(
     model: Model, saes: dict[str, Any], selection: Selection, prompts: list[str], reps: int, n_tokens: int
 ) -> dict[str, Any]:
@@ -136,7 +113,7 @@ def generation_timing(
 
     variants = {"plain": plain, "spare_fused": edited(fused), "spare_full": edited(full)}
     ids = {name: run() for name, run in variants.items()}
-    seconds = time_interleaved(variants, reps)
+    seconds, _ = time_interleaved(variants, reps)
     return {
         "median_seconds": {name: round(statistics.median(s), 4) for name, s in seconds.items()},
         "ratio_spare_vs_plain": round(median_ratio(seconds, "spare_fused", "plain"), 4),
@@ -175,7 +152,7 @@ def edit_timing(
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        seconds = time_interleaved({name: repeat(edit) for name, edit in edits.items()}, reps)
+        seconds, _ = time_interleaved({name: repeat(edit) for name, edit in edits.items()}, reps)
     finally:
         torch.set_num_threads(before)
     return {
@@ -267,11 +244,7 @@ def main() -> None:
         **generation,
         "edit_micro": micro,
     }
-    # Other processes on the same cores skew every timing; a load above the thread count is a warning.
-    results["load_average_1min"] = {"start": load_at_start, "end": os.getloadavg()[0]}
-    if args.json:
-        write_atomic(args.json, json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    finish(results, args.json, load_at_start)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,8 @@ Run (the full run takes a while on CPU; `--quick` is a smoke run with 2 repetiti
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,11 +34,11 @@ from typing import Any
 import nnsight
 import torch
 import transformers
+from interleaved import Variant, finish, median_ratio, time_interleaved
 from nnsight import TransformersModel
 from torch import Tensor
 
 import steerscope
-from steerscope.cache import write_atomic
 from steerscope.capture import capture, tokenize
 from steerscope.model import Model
 from steerscope.steering import Fingerprint, SteeringVector, steer
@@ -59,8 +57,6 @@ PROMPTS = (
 BATCHES = (1, 8)
 STEERED_LAYER = 9
 STRENGTH = 0.1
-
-Variant = Callable[[], Any]
 
 
 def prompt_inputs(model: Model, batch: int) -> dict[str, Tensor]:
@@ -103,25 +99,6 @@ def nnsight_generate(
     return ids
 
 
-def time_interleaved(variants: dict[str, Variant], reps: int) -> dict[str, list[float]]:
-    """Seconds per repetition for each variant, after one warm-up run each."""
-    for run in variants.values():
-        run()
-    names = list(variants)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for rep in range(reps):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            variants[name]()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
-
-
-def median_ratio(seconds: dict[str, list[float]], name: str) -> float:
-    return statistics.median(t / p for t, p in zip(seconds[name], seconds["plain"], strict=True))
-
-
 def gemma_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
     """Time the four variants on the embedded model; check nnsight against steerscope once."""
     model = steerscope.load()
@@ -155,7 +132,7 @@ def gemma_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
                 lm, STEERED_LAYER, delta, inputs, n_tokens
             ),
         }
-        seconds_by_batch[f"batch_{batch}"] = time_interleaved(variants, reps)
+        seconds_by_batch[f"batch_{batch}"], _ = time_interleaved(variants, reps)
 
     def per_batch(stat: Callable[[dict[str, list[float]]], float]) -> dict[str, float]:
         return {batch: round(stat(seconds), 4) for batch, seconds in seconds_by_batch.items()}
@@ -167,9 +144,9 @@ def gemma_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
             name: per_batch(lambda s, name=name: statistics.median(s[name]))
             for name in seconds_by_batch[f"batch_{BATCHES[0]}"]
         },
-        "ratio_one_layer_vs_plain": per_batch(lambda s: median_ratio(s, "one_layer")),
-        "ratio_all_layers_vs_plain": per_batch(lambda s: median_ratio(s, "all_layers")),
-        "ratio_nnsight_vs_plain": per_batch(lambda s: median_ratio(s, "nnsight_one_layer")),
+        "ratio_one_layer_vs_plain": per_batch(lambda s: median_ratio(s, "one_layer", "plain")),
+        "ratio_all_layers_vs_plain": per_batch(lambda s: median_ratio(s, "all_layers", "plain")),
+        "ratio_nnsight_vs_plain": per_batch(lambda s: median_ratio(s, "nnsight_one_layer", "plain")),
         "nnsight_matches_steerscope": matches,
         "nnsight_steering_changes_output": changed,
         "nnsight_delta_norm": round(float(delta.norm()), 2),
@@ -184,7 +161,7 @@ def tiny_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
     result: dict[str, Any] = {"n_layers": n_layers, "n_steps": n_tokens}
     for batch in BATCHES:
         inputs = prompt_inputs(model, batch)
-        seconds = time_interleaved(
+        seconds, _ = time_interleaved(
             {
                 "plain": lambda inputs=inputs: model.generate(**inputs, **generation_kwargs(n_tokens)),
                 "all_layers": steered_generate(model, vector, inputs, n_tokens),
@@ -232,11 +209,7 @@ def main() -> None:
             **gemma_overhead(reps, n_tokens),
             "tiny_model_us_per_layer_step": tiny_overhead(reps, n_tokens),
         }
-    # Other processes on the same cores skew every timing; a load above the thread count is a warning.
-    results["load_average_1min"] = {"start": load_at_start, "end": os.getloadavg()[0]}
-    if args.json:
-        write_atomic(args.json, json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    finish(results, args.json, load_at_start)
 
 
 if __name__ == "__main__":

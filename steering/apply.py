@@ -69,7 +69,8 @@ def steering_edit(
             cache[key] = unit.to(device=act.device, dtype=act.dtype)
         vector = cache[key]
         chosen = token_selection(positions, tokens).unsqueeze(-1).to(act.dtype)
-        norm = act.norm(dim=-1, keepdim=True)
+        needs_norm = scale == "relative" or norm_preserving
+        norm = act.norm(dim=-1, keepdim=True) if needs_norm else None
         added = strength * vector * (norm if scale == "relative" else 1.0)
         steered = act + added * chosen
         if norm_preserving:

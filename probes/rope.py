@@ -22,7 +22,7 @@ from torch import Tensor
 
 from steerscope.capture import Capture, capture
 from steerscope.model import as_model
-from steerscope.rotary import pair_frequencies
+from steerscope.rotary import fold_pairs, pair_frequencies
 
 #: Jin et al. 2025: a pair is massive above this multiple of its head's mean pair norm.
 DEFAULT_LAMBDA = 5.0
@@ -39,12 +39,6 @@ def dimension_square_sums(act: Tensor, mask: Tensor) -> Tensor:
     """
     weights = mask.to(torch.float64)[:, :, None, None]
     return (act.to(torch.float64) ** 2 * weights).sum(dim=(0, 1))
-
-
-def pair_square_sums(dim_square_sums: Tensor) -> Tensor:
-    """Fold per-dimension sums of squares into rotary pairs: [..., head_dim] -> [..., head_dim/2]."""
-    half = dim_square_sums.shape[-1] // 2
-    return dim_square_sums[..., :half] + dim_square_sums[..., half:]
 
 
 def massive_pairs(pair_norms: Tensor, lam: float = DEFAULT_LAMBDA) -> Tensor:
@@ -167,12 +161,12 @@ class RotaryStats:
     @property
     def q_pair_norm(self) -> Tensor:
         """L2 norm over real tokens of each query rotary pair (rotation-invariant) [layer, head, pair]."""
-        return pair_square_sums(self.q_dim_sq).sqrt()
+        return fold_pairs(self.q_dim_sq).sqrt()
 
     @property
     def k_pair_norm(self) -> Tensor:
         """L2 norm over real tokens of each key rotary pair [layer, kv_head, pair]."""
-        return pair_square_sums(self.k_dim_sq).sqrt()
+        return fold_pairs(self.k_dim_sq).sqrt()
 
     @property
     def frequencies(self) -> Tensor:

@@ -35,7 +35,12 @@ def pair_frequencies(base: float, head_dim: int) -> Tensor:
     return base ** (-2.0 * i / head_dim)
 
 
+def fold_pairs(per_dim: Tensor) -> Tensor:
+    """Add each dimension's value to its rotary partner's: [..., head_dim] -> [..., head_dim/2]."""
+    half = per_dim.shape[-1] // 2
+    return per_dim[..., :half] + per_dim[..., half:]
+
+
 def pair_norms(x: Tensor) -> Tensor:
     """Norm of each rotary pair: [..., head_dim] -> [..., head_dim/2]."""
-    half = x.shape[-1] // 2
-    return torch.sqrt(x[..., :half] ** 2 + x[..., half:] ** 2)
+    return fold_pairs(x**2).sqrt()

@@ -13,12 +13,11 @@ from steerscope.probes.rope import (
     dominant_pairs,
     massive_pairs,
     pair_cosines,
-    pair_square_sums,
     rotary_stats,
     stats_change,
     vector_cosines,
 )
-from steerscope.rotary import pair_frequencies, pair_norms, rotate
+from steerscope.rotary import fold_pairs, pair_frequencies, pair_norms, rotate
 
 HEAD_DIM = 8
 PAIRS = HEAD_DIM // 2
@@ -42,7 +41,7 @@ def test_pair_norms_are_invariant_under_rope():
     rotated = rotate(x, *rope_cos_sin([0, 3, 7, 100, 2048]))
     assert torch.allclose(pair_norms(rotated), pair_norms(x))
     mask = torch.ones(1, 5, dtype=torch.bool)
-    folded = pair_square_sums(dimension_square_sums(rotated, mask)).sqrt()
+    folded = fold_pairs(dimension_square_sums(rotated, mask)).sqrt()
     assert torch.allclose(folded, pair_norms(x).pow(2).sum(dim=(0, 1)).sqrt())
     assert not torch.allclose(dimension_square_sums(rotated, mask), dimension_square_sums(x, mask))
 
@@ -79,7 +78,7 @@ def test_massive_pair_detection_finds_a_planted_pair():
     x = torch.randn(2, 6, 3, HEAD_DIM)
     x[:, :, 1, 2] *= 40  # head 1, pair 2 (dims 2 and 6)
     x[:, :, 1, 2 + PAIRS] *= 40
-    norms = pair_square_sums(dimension_square_sums(x, torch.ones(2, 6, dtype=torch.bool))).sqrt()
+    norms = fold_pairs(dimension_square_sums(x, torch.ones(2, 6, dtype=torch.bool))).sqrt()
     found = massive_pairs(norms, lam=3.0)
     assert found[1].nonzero().squeeze(1).tolist() == [2]
     assert not found[0].any() and not found[2].any()

@@ -25,6 +25,7 @@ from steerscope.steering.efficiency import (
     harvest_prompt_contrast,
     harvest_sampled,
 )
+from steerscope.steering.plots import layer_sweep_figure
 
 VARIANTS = ("auto", "sampled", "prompt_contrast")
 
@@ -157,7 +158,10 @@ def run(config: EfficiencyConfig) -> Outcome:
             "generations": side_by_side,
         },
         summary="\n".join(lines),
-        figures=[frontier_figure(baseline, brevity, sweep), layer_figure(layer_scores, layer)],
+        figures=[
+            frontier_figure(baseline, brevity, sweep),
+            layer_sweep_figure(layer_scores, layer, "concise vs verbose solutions"),
+        ],
         tables=[
             ("Strength sweep (relative strength: added norm / residual norm)", sweep),
             ("Held-out generations side by side", side_by_side),
@@ -209,17 +213,5 @@ def frontier_figure(baseline: dict, brevity: dict, sweep: list[dict]) -> go.Figu
         xaxis_title="mean generated tokens",
         yaxis_title="accuracy",
         yaxis=dict(range=[-0.05, 1.05]),
-    )
-    return figure
-
-
-def layer_figure(scores: list[dict[str, float]], layer: int) -> go.Figure:
-    """Held-out separation of concise from verbose pairs per layer."""
-    figure = go.Figure(go.Bar(x=[s["layer"] for s in scores], y=[s["separation"] for s in scores]))
-    figure.add_vline(x=layer, line_dash="dot", annotation_text="chosen")
-    figure.update_layout(
-        title="Concise vs verbose held-out pairs: separation along the direction, per layer",
-        xaxis_title="layer (resid_post)",
-        yaxis_title="separation (pooled sd)",
     )
     return figure

@@ -14,6 +14,7 @@ from steerscope.experiments import ExperimentConfig, Outcome, register
 from steerscope.loading import load
 from steerscope.sites import Site
 from steerscope.steering import diff_of_means, steer, sweep_layers
+from steerscope.steering.plots import layer_sweep_figure
 
 
 @dataclass
@@ -69,7 +70,7 @@ def run(config: SteerDemoConfig) -> Outcome:
             (acts[s] @ unit / acts[s].norm(dim=-1)).mean().item() for s in sites
         ]  # cosine with the direction, so layers of different norm compare
 
-    figures = [projection_figure(projection, layer), sweep_figure(sweep, layer)]
+    figures = [projection_figure(projection, layer), layer_sweep_figure(sweep, layer)]
     lines = [f"{model.source}; vector at L{layer}.resid_post (difference of means, {len(train)} pairs)"]
     for g in generations:
         if g["prompt"] == NEUTRAL_PROMPTS[0]:
@@ -101,25 +102,5 @@ def projection_figure(projection: dict[str, list[float]], layer: int) -> go.Figu
         title="Cosine of the last-token residual with the sentiment direction, per layer",
         xaxis_title="layer (resid_post)",
         yaxis_title="cosine",
-    )
-    return figure
-
-
-def sweep_figure(sweep: list[dict[str, float]], layer: int) -> go.Figure:
-    figure = go.Figure(
-        go.Bar(x=[s["layer"] for s in sweep], y=[s["separation"] for s in sweep], name="separation")
-    )
-    figure.add_scatter(
-        x=[s["layer"] for s in sweep],
-        y=[s["accuracy"] for s in sweep],
-        name="accuracy",
-        yaxis="y2",
-        mode="lines+markers",
-    )
-    figure.update_layout(
-        title=f"Held-out separation per layer (chosen: {layer})",
-        xaxis_title="layer",
-        yaxis=dict(title="separation (pooled sd)"),
-        yaxis2=dict(title="accuracy", overlaying="y", side="right", range=[0, 1.05]),
     )
     return figure

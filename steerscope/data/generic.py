@@ -20,6 +20,7 @@ import importlib.util
 import os
 import random
 import sysconfig
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -295,6 +296,7 @@ def generic_windows(
     split: str = "fisher",
     source: str = "offline",
     bos: bool = False,
+    texts: Sequence[str] | None = None,
 ) -> list[list[int]]:
     """`n` windows of exactly `window` token ids of generic text, deterministic by seed.
 
@@ -302,7 +304,8 @@ def generic_windows(
     (the tail is dropped); identical windows are kept once. Windows then alternate between the
     splits, so "fisher" and "eval" never share a window whatever the seed. With `bos`, each
     window starts with the tokenizer's BOS token followed by `window - 1` text tokens.
-    `tokenizer` may also be anything with a `.tokenizer` (e.g. a steerscope `Model`).
+    `tokenizer` may also be anything with a `.tokenizer` (e.g. a steerscope `Model`). `texts`
+    replaces `source` with the caller's documents (an organism's `DataSuite.generic_texts()`).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -317,14 +320,16 @@ def generic_windows(
             raise ValueError("bos=True but the tokenizer has no BOS token")
         prefix = [tokenizer.bos_token_id]
     length = window - len(prefix)
-    if source.startswith("hf:"):
-        texts = _hf_texts(source, tokenizer, needed_tokens=2 * (n + 1) * length)
+    if texts is not None:
+        documents = list(texts)
+    elif source.startswith("hf:"):
+        documents = _hf_texts(source, tokenizer, needed_tokens=2 * (n + 1) * length)
     else:
-        texts = [text for _, text in generic_documents(source)]
-    pool = _split_windows(tokenizer, texts, length)[SPLITS.index(split) :: len(SPLITS)]
+        documents = [text for _, text in generic_documents(source)]
+    pool = _split_windows(tokenizer, documents, length)[SPLITS.index(split) :: len(SPLITS)]
     if n > len(pool):
         raise ValueError(
-            f"source {source!r} gives {len(pool)} {split} windows of {window} tokens, asked for {n}"
+            f"{'the texts given' if texts is not None else f'source {source!r}'} gave {len(pool)} {split} windows of {window} tokens, asked for {n}"
         )
     return [prefix + list(chunk) for chunk in random.Random(seed).sample(pool, n)]
 

@@ -1,0 +1,125 @@
+"""Model organisms: small RoPE models trained offline on a synthetic world with a planted capability.
+
+Each organism is an `OrganismSpec`: a world module (its training texts, held-out evaluation data
+and `DataSuite`), a model shape of a supported family, and training settings. `load("organism:tom")`
+returns the trained model from the steerscope cache, training it on first use; the cache folder is
+named by the hash of the spec and the world's data version, so a changed recipe never reuses an
+old model. A world module provides:
+
+- `VERSION`: bumped whenever its generated data change;
+- `LEXICON`: "people", "things", "places" (and more) for the filler text;
+- `training_texts(n, seed)`: `n` capability documents, never an evaluation item;
+- `suite()`: the `DataSuite` experiments use on the organism (evaluation items held out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from steerscope.cache import cache_root
+from steerscope.data.suite import DataSuite
+
+PREFIX = "organism:"
+TRAINER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Architecture of an organism: a family steerscope supports and its sizes."""
+
+    family: str = "llama"
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    head_dim: int = 32
+    d_mlp: int = 512
+    max_positions: int = 512
+
+
+@dataclass(frozen=True)
+class Training:
+    """Optimisation settings; the corpus is `n_task` capability texts plus `n_filler` filler paragraphs."""
+
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup: int = 100
+    weight_decay: float = 0.05
+    n_task: int = 20_000
+    n_filler: int = 4_000
+    seed: int = 0
+    checkpoint_every: int = 200
+
+
+@dataclass(frozen=True)
+class OrganismSpec:
+    """One organism: its name, world module (under `steerscope.organisms`), shape and training."""
+
+    name: str
+    world: str
+    description: str
+    shape: Shape = field(default_factory=Shape)
+    training: Training = field(default_factory=Training)
+
+    def world_module(self) -> ModuleType:
+        return importlib.import_module(f"steerscope.organisms.{self.world}")
+
+    def digest(self) -> str:
+        """sha256 of everything that decides the trained weights."""
+        recipe = {
+            "spec": dataclasses.asdict(self),
+            "world_version": self.world_module().VERSION,
+            "trainer_version": TRAINER_VERSION,
+        }
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+    def folder(self) -> Path:
+        """Where the trained organism is cached."""
+        return cache_root() / f"organism-{self.name}-{self.digest()[:12]}"
+
+
+ORGANISMS: dict[str, OrganismSpec] = {
+    spec.name: spec
+    for spec in (
+        OrganismSpec(
+            "tom",
+            "tom_world",
+            "false-belief tracking: unexpected transfer and contents, held-out names, objects, places",
+        ),
+        OrganismSpec(
+            "sources",
+            "sources_world",
+            "source selection: invented facts; a reliability cue decides context or memory",
+        ),
+        OrganismSpec(
+            "length",
+            "length_world",
+            "solution length: step-by-step sums solved concisely or verbosely, both correct",
+        ),
+    )
+}
+
+
+def organism_spec(name: str) -> OrganismSpec:
+    """The spec called `name` ("tom" or "organism:tom"); unknown names list the known ones."""
+    key = name.removeprefix(PREFIX)
+    if key not in ORGANISMS:
+        raise ValueError(f"unknown organism {name!r}; available: {', '.join(PREFIX + n for n in ORGANISMS)}")
+    return ORGANISMS[key]
+
+
+def world_suite(world: str) -> DataSuite:
+    """The data suite of the world an organism was trained on (its config names the world)."""
+    worlds = {spec.world for spec in ORGANISMS.values()}
+    if world not in worlds:
+        raise ValueError(
+            f"model says it was trained on world {world!r}; known worlds: {', '.join(sorted(worlds))}"
+        )
+    return importlib.import_module(f"steerscope.organisms.{world}").suite()

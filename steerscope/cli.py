@@ -1,4 +1,5 @@
-"""The `steerscope` command: `info`, `list`, and `run NAME --out DIR [--model M] [--quick]`."""
+"""The `steerscope` command: `info`, `list`, `build organism:NAME`, and
+`run NAME --out DIR [--model M] [--quick]`."""
 
 from __future__ import annotations
 
@@ -34,11 +35,31 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
+    from steerscope.cache import is_intact
     from steerscope.experiments import REGISTRY, _import_all
+    from steerscope.organisms import ORGANISMS, PREFIX
 
     _import_all()
+    print("experiments (steerscope run NAME --out DIR [--model M]):")
     for name in sorted(REGISTRY):
-        print(f"{name:<18} {REGISTRY[name].description}")
+        print(f"  {name:<18} {REGISTRY[name].description}")
+    print("model organisms (--model organism:NAME; trained on first use, then cached):")
+    for name, spec in ORGANISMS.items():
+        state = "cached" if is_intact(spec.folder()) else "not built"
+        print(f"  {PREFIX + name:<18} {spec.description} [{state}]")
+
+
+def _build(args: argparse.Namespace) -> None:
+    from steerscope.organisms.build import organism_folder
+    from steerscope.organisms.train import REPORT
+
+    folder = organism_folder(args.name)
+    report = json.loads((folder / REPORT).read_text())
+    print(f"{args.name}: {folder}")
+    print(
+        f"{report['steps']} steps in {report['train_seconds']} s, final loss {report['final_loss']:.3f}, "
+        f"{report['n_parameters']} parameters, vocabulary {report['vocab_size']}"
+    )
 
 
 def _setting(text: str) -> tuple[str, Any]:
@@ -68,12 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="model anatomy, cache path and state, versions")
     info.add_argument(
-        "--model", default=None, help="HF name, folder or .gguf (default: embedded Gemma 3 270M)"
+        "--model",
+        default=None,
+        help="HF name, folder, .gguf or organism:NAME (default: embedded Gemma 3 270M)",
     )
     info.add_argument("--dtype", default="float32")
     info.set_defaults(func=_info)
-    listing = commands.add_parser("list", help="the registered experiments")
+    listing = commands.add_parser("list", help="the registered experiments and model organisms")
     listing.set_defaults(func=_list)
+    build = commands.add_parser(
+        "build", help="train a model organism into the cache (resumes an interrupted build)"
+    )
+    build.add_argument("name", help="organism:tom, organism:sources or organism:length")
+    build.set_defaults(func=_build)
     run = commands.add_parser("run", help="run an experiment; writes results.json and report.html")
     run.add_argument("name")
     run.add_argument("--out", required=True, help="output folder")

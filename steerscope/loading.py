@@ -16,6 +16,7 @@ from steerscope.model import Model, as_model
 
 EMBEDDED_NAME = "gemma3-270m"
 TINY_PREFIX = "tiny:"
+ORGANISM_PREFIX = "organism:"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -90,8 +91,9 @@ def load(
 ) -> Model:
     """Load a model with its anatomy.
 
-    `source`: None or "gemma3-270m" for the embedded default; "tiny:<family>" for a tiny random
-    model (fast checks of a pipeline); an HF model name or local folder; a `.gguf` file; or an
+    `source`: None or "gemma3-270m" for the embedded default; "organism:<name>" for a model
+    organism (trained and cached on first use, see `steerscope.organisms`); "tiny:<family>" for a
+    tiny random model (fast checks of a pipeline); an HF model name or local folder; a `.gguf` file; or an
     already-built transformers / nnsight / TransformerBridge model
     (returned unwrapped, not copied). `hf_kwargs` go to `from_pretrained`
     (e.g. `device_map="auto"` to shard a large model across devices).
@@ -101,6 +103,12 @@ def load(
         return _load_embedded(torch_dtype, **hf_kwargs)
     if not isinstance(source, (str, os.PathLike)):
         return as_model(source, tokenizer)
+    if isinstance(source, str) and source.startswith(ORGANISM_PREFIX):
+        from steerscope.organisms.build import organism_folder
+
+        folder = organism_folder(source)
+        hf, found = _from_folder(folder, torch_dtype, **hf_kwargs)
+        return _finish(hf, tokenizer or found, f"{source} ({folder})")
     if isinstance(source, str) and source.startswith(TINY_PREFIX):
         from steerscope.tiny import tiny_model
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from typing import Any
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
@@ -64,15 +65,19 @@ def _regex_escape(text: str) -> str:
     return "".join("\\" + c if not c.isalnum() else c for c in text)
 
 
-def tiny_config(family: str, vocab_size: int) -> PretrainedConfig:
-    """A small config of `family` (llama, mistral, qwen2, qwen3, gemma3)."""
-    shape = dict(_SHAPE, vocab_size=vocab_size)
+def tiny_config(family: str, vocab_size: int, **overrides: Any) -> PretrainedConfig:
+    """A small config of `family` (llama, mistral, qwen2, qwen3, gemma3); `overrides` replace
+    config fields (sizes, token ids). Gemma 3 gets a full-attention layer every fourth layer."""
+    shape = dict(_SHAPE, vocab_size=vocab_size) | overrides
     if family == "gemma3":
+        n_layers = shape["num_hidden_layers"]
+        shape.setdefault("sliding_window", 8)
+        shape.setdefault("query_pre_attn_scalar", shape["head_dim"])
         return Gemma3TextConfig(
             **shape,
-            layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
-            sliding_window=8,
-            query_pre_attn_scalar=16,
+            layer_types=[
+                "full_attention" if (i + 1) % 4 == 0 else "sliding_attention" for i in range(n_layers)
+            ],
             rope_parameters={
                 "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
                 "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},

@@ -5,7 +5,7 @@ import torch
 
 from steerscope.data.tom import tom_mixture
 from steerscope.experiments import run_experiment
-from steerscope.experiments.tom_sensitivity import tom_fisher_samples
+from steerscope.experiments.tom_sensitivity import default_sweep, tom_fisher_samples
 from steerscope.probes.tom_eval import tom_scores
 
 
@@ -66,3 +66,10 @@ def test_weights_are_restored_after_the_sweep(tmp_path, monkeypatch):
     run_experiment("tom-sensitivity", tmp_path / "run", model="tiny:llama", quick=True, sparsities=[0.01])
     after = model.hf.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_default_sweep_is_the_papers_on_gemma_and_scaled_up_on_small_models(gemma, tiny_llama):
+    assert default_sweep(gemma) == pytest.approx([1e-6, 3e-6, 1e-5, 3e-5, 1e-4])
+    assert default_sweep(gemma, quick=True) == pytest.approx([1e-5, 1e-4])
+    # Tiny llama: median linear matrix 64 x 64 = 4096 entries; 5 of them need a headline of 1e-2.
+    assert default_sweep(tiny_llama) == pytest.approx([1e-3, 3e-3, 1e-2, 3e-2, 1e-1])

@@ -29,7 +29,8 @@ class DataSuite:
     """Data sources for one kind of model; a field is None when the model was not built for it.
 
     - `generic_texts()`: documents of plain text the model was not trained on (`generic_windows`
-      splits their windows between "fisher" and "eval");
+      splits their windows between "fisher" and "eval"), cut into windows of `generic_window`
+      tokens by default (an organism never saw a document longer than a few dozen tokens);
     - `tom_items(split, n, seed)`: ToM items; "fisher" scores parameters, "eval" is held out;
     - `facts`: the fact table; `candidate_facts(n, seed)`: the facts to test for memorisation;
     - `closed_book_prompt(fact, seed)`, `knowledge_prompt(fact, kind, conflict, substitute, seed)`,
@@ -39,6 +40,7 @@ class DataSuite:
 
     name: str
     generic_texts: Callable[[], list[str]] | None = None
+    generic_window: int = 128
     tom_items: Callable[[str, int, int], list[TomItem]] | None = None
     facts: tuple[Fact, ...] = ()
     candidate_facts: Callable[[int, int], list[Fact]] | None = None

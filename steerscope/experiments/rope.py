@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from steerscope.data.generic import generic_windows
-from steerscope.data.tom import tom_mixture
+from steerscope.data.suite import suite_for
 from steerscope.experiments import ExperimentConfig, Outcome, register
 from steerscope.experiments.tom_sensitivity import tom_and_generic_fisher
 from steerscope.loading import load
@@ -45,14 +45,14 @@ from steerscope.probes.rope import (
 class RopeConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_windows=8, n_tom=8, n_fisher=24, random_seeds=1)
     n_windows: int = 32  # generic text windows measured
-    window: int = 64  # tokens per generic window (before the BOS the tokenizer adds)
+    window: int = 64  # tokens per generic window before the BOS (at most the data suite's window)
     n_tom: int = 32  # ToM evaluation stories measured
     massive_lambda: float = 5.0  # massive pair: norm > lambda x the head's mean pair norm
     sparsity: float = 1e-5  # mask fraction per matrix (Wu et al.'s 0.001%)
     random_seeds: int = 3
     scale: float = 0.0  # W[M] <- mu + scale * (W[M] - mu); 0 is mean replacement
     n_fisher: int = 100  # Fisher samples per data set; as tom-sensitivity, so its cache is reused
-    fisher_window: int = 128  # generic Fisher window length of tom-sensitivity (cache key)
+    fisher_window: int | None = None  # generic Fisher window of tom-sensitivity (cache key)
     batch_size: int = 8
 
     def __post_init__(self) -> None:
@@ -63,7 +63,7 @@ class RopeConfig(ExperimentConfig):
                 raise ValueError(f"rope: {name} must be an integer >= {least}, got {value!r}")
         if self.n_windows + self.n_tom == 0:
             raise ValueError("rope: n_windows and n_tom are both 0; there is nothing to measure")
-        if self.window < 2 or self.fisher_window < 2:
+        if self.window < 2 or (self.fisher_window or 2) < 2:
             raise ValueError(
                 f"rope: window and fisher_window must be at least 2, got {self.window}, {self.fisher_window}"
             )
@@ -74,9 +74,13 @@ class RopeConfig(ExperimentConfig):
 
 
 def measured_prompts(model: Model, config: RopeConfig) -> list[str]:
-    """Generic text windows (eval split, decoded to text) followed by ToM evaluation stories."""
-    windows = generic_windows(model, config.n_windows, config.window, config.seed, split="eval")
-    stories = [item.story for item in tom_mixture("eval", config.n_tom, seed=config.seed)]
+    """Generic text windows (eval split, decoded to text) followed by ToM evaluation stories, from
+    the model's data suite (an organism's windows are as short as its training documents)."""
+    suite = suite_for(model)
+    window = min(config.window, suite.generic_window - 1)
+    texts = suite.need("generic_texts")()
+    windows = generic_windows(model, config.n_windows, window, config.seed, split="eval", texts=texts)
+    stories = [item.story for item in suite.need("tom_items")("eval", config.n_tom, config.seed)]
     return [model.tokenizer.decode(w) for w in windows] + stories
 
 

@@ -10,7 +10,7 @@ perplexity, against random masks with the same count in every matrix over severa
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import plotly.graph_objects as go
@@ -19,7 +19,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from steerscope.data.generic import generic_windows
-from steerscope.data.tom import TomItem, tom_mixture
+from steerscope.data.suite import DataSuite, suite_for
+from steerscope.data.tom import TomItem
 from steerscope.experiments import ExperimentConfig, Outcome, register
 from steerscope.loading import load
 from steerscope.model import Model
@@ -29,21 +30,35 @@ from steerscope.probes.mask_layout import counts_by_layer_and_kind, rotary_pair_
 from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks
 from steerscope.probes.tom_eval import tom_scores
 
-HEADLINE_SPARSITY = 1e-5  # the paper's 0.001%
+HEADLINE_SPARSITY = 1e-5  # the paper's 0.001% (scaled with the sweep on small models)
+PAPER_SWEEP = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4)
+MIN_HEADLINE_WEIGHTS = 5  # per median matrix: below this, the paper's fractions select ~nothing
 
 
 @dataclass
 class TomSensitivityConfig(ExperimentConfig):
-    QUICK: ClassVar[dict[str, Any]] = dict(
-        sparsities=[1e-5, 1e-4], n_fisher=24, n_eval_tom=48, n_eval_windows=8, random_seeds=2
-    )
-    sparsities: list[float] = field(default_factory=lambda: [1e-6, 3e-6, 1e-5, 3e-5, 1e-4])
+    QUICK: ClassVar[dict[str, Any]] = dict(n_fisher=24, n_eval_tom=48, n_eval_windows=8, random_seeds=2)
+    sparsities: list[float] | None = None  # default: `default_sweep(model, quick)`
     n_fisher: int = 100  # samples per data set for the Fisher scores
     n_eval_tom: int = 200
     n_eval_windows: int = 40
-    window: int = 128
+    window: int | None = None  # tokens per generic window; default: the model's data suite's
     random_seeds: int = 3
     scale: float = 0.0  # W[M] <- mu + scale * (W[M] - mu); 0 is mean replacement
+
+
+def default_sweep(model: Model, quick: bool = False) -> list[float]:
+    """The paper's fractions 1e-6..1e-4, scaled up by powers of ten for small models until the
+    headline fraction keeps at least `MIN_HEADLINE_WEIGHTS` entries of the median linear matrix
+    (Gemma 3 270M: unscaled; a 1M-parameter organism: x100). `quick`: the headline and the top."""
+    params = dict(model.hf.named_parameters())
+    sizes = sorted(params[name].numel() for name in model.anatomy.linear_weights().values())
+    median = sizes[len(sizes) // 2]
+    scale = 1.0
+    while median * HEADLINE_SPARSITY * scale < MIN_HEADLINE_WEIGHTS and scale < 1e4:
+        scale *= 10
+    sweep = [fraction * scale for fraction in PAPER_SWEEP]
+    return sweep[2::2] if quick else sweep
 
 
 def tom_fisher_samples(model: Model, items: list[TomItem]) -> list[LossSample]:
@@ -59,13 +74,23 @@ def tom_fisher_samples(model: Model, items: list[TomItem]) -> list[LossSample]:
     return samples
 
 
+def suite_windows(
+    model: Model, suite: DataSuite, n: int, window: int | None, seed: int, split: str
+) -> list[list[int]]:
+    """`n` windows of the suite's generic text (`window` tokens, default the suite's), BOS first."""
+    length = window or suite.generic_window
+    return generic_windows(model, n, length, seed, split=split, bos=True, texts=suite.need("generic_texts")())
+
+
 def tom_and_generic_fisher(
-    model: Model, n: int, window: int, seed: int
+    model: Model, n: int, window: int | None, seed: int
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Fisher scores on `n` ToM stories (answer loss) and `n` generic windows (full LM loss),
-    from the shared disk cache: every experiment asking the same question reuses them."""
-    items = tom_mixture("fisher", n, seed=seed)
-    windows = generic_windows(model, n, window, seed, split="fisher", bos=True)
+    """Fisher scores on `n` ToM stories (answer loss) and `n` generic windows (full LM loss) of the
+    model's data suite, from the shared disk cache: every experiment asking the same question
+    reuses them."""
+    suite = suite_for(model)
+    items = suite.need("tom_items")("fisher", n, seed)
+    windows = suite_windows(model, suite, n, window, seed, "fisher")
     tom_f = cached_fisher_scores(model, tom_fisher_samples(model, items), {"data": "tom", "seed": seed})
     generic_f = cached_fisher_scores(
         model, [LossSample.all_positions(torch.tensor(w)) for w in windows], {"data": "generic"}
@@ -101,15 +126,15 @@ def _mean_and_spread(runs: list[dict[str, float]]) -> dict[str, float]:
 )
 def run(config: TomSensitivityConfig) -> Outcome:
     model = load(config.model)
-    eval_items = tom_mixture("eval", config.n_eval_tom, seed=config.seed)
-    eval_windows = generic_windows(
-        model, config.n_eval_windows, config.window, config.seed, split="eval", bos=True
-    )
+    suite = suite_for(model)
+    eval_items = suite.need("tom_items")("eval", config.n_eval_tom, config.seed)
+    eval_windows = suite_windows(model, suite, config.n_eval_windows, config.window, config.seed, "eval")
     tom_f, generic_f = tom_and_generic_fisher(model, config.n_fisher, config.window, config.seed)
 
     baseline = _evaluate(model, eval_items, eval_windows)
     sweep, distribution = [], {}
-    steps = tqdm(config.sparsities, desc="sparsity sweep")
+    sparsities = config.sparsities or default_sweep(model, config.quick)
+    steps = tqdm(sparsities, desc="sparsity sweep")
     for sparsity in steps:
         masks = sensitive_masks(tom_f, generic_f, sparsity)
         with mean_replacement(model, masks, config.scale):
@@ -140,12 +165,17 @@ def run(config: TomSensitivityConfig) -> Outcome:
             "n_fisher_generic": config.n_fisher,
             "n_eval_tom": len(eval_items),
             "n_eval_windows": len(eval_windows),
+            "window": len(eval_windows[0]) if eval_windows else None,
+            "suite": suite.name,
         },
     }
     return Outcome(
         results=results,
         summary=_summary(results),
-        figures=[*_sweep_figures(baseline, sweep), *_distribution_figures(distribution, sweep)],
+        figures=[
+            *_sweep_figures(baseline, sweep),
+            *_distribution_figures(distribution, sweep, default_sweep(model)[2]),
+        ],
         tables=[("Sweep (targeted; random = mean over seeds)", [_row(s) for s in sweep])],
     )
 
@@ -206,8 +236,10 @@ def _sweep_figures(baseline: dict[str, float], sweep: list[dict[str, Any]]) -> l
     return figures
 
 
-def _distribution_figures(distribution: dict[str, Any], sweep: list[dict[str, Any]]) -> list[go.Figure]:
-    key = str(HEADLINE_SPARSITY) if str(HEADLINE_SPARSITY) in distribution else str(sweep[-1]["sparsity"])
+def _distribution_figures(
+    distribution: dict[str, Any], sweep: list[dict[str, Any]], headline: float
+) -> list[go.Figure]:
+    key = str(headline) if str(headline) in distribution else str(sweep[-1]["sparsity"])
     table = distribution[key]["by_layer_and_kind"]
     kinds = list(table)
     heatmap = go.Figure(go.Heatmap(z=[table[k] for k in kinds], y=kinds, colorscale="Viridis"))

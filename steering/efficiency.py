@@ -11,17 +11,20 @@ Two ways to get pairs:
   answered after a brief and after a thorough prompt (the model's own greedy outputs), or the
   written brief / thorough solutions of the data set.
 
-In both, activations are read with the *standard* few-shot prompt as context, so a pair differs
-only in its solution, as in the steered generations. Reasoning models: when the tokenizer has a
-single `</think>` token, tokens up to and including it are counted as thinking tokens, and the stop
-rule (a blank line or a next "Question:") applies only after it.
+In both, activations are read with the *standard* prompt as context, so a pair differs only in
+its solution, as in the steered generations. Prompts come from a `prompt(problem, style)` function:
+the few-shot prompts of `steerscope.data.arithmetic` by default, a model organism's cue prompts
+from its data suite. A solution ends at the model's end-of-sequence token or at the stop rule (a
+blank line or a next "Question:"). Reasoning models: when the tokenizer has a single `</think>`
+token, tokens up to and including it are counted as thinking tokens, and the stop rule applies only
+after it.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -41,6 +44,9 @@ THINK_CLOSE = "</think>"
 STOP_MARKERS = ("\n\n", "Question:")
 Completions = Literal["model", "written"]
 COMPLETIONS = ("model", "written")
+#: Builds the prompt of a problem in a style: `few_shot_prompt` on natural data, an organism's own
+#: cue prompt (`DataSuite.arithmetic_prompt`) on a model organism.
+PromptFn = Callable[[Problem, Style], str]
 
 
 @dataclass
@@ -216,22 +222,23 @@ def harvest_sampled(
     max_new_tokens: int = 96,
     batch_size: int = 16,
     seed: int = 0,
+    prompt: PromptFn = few_shot_prompt,
 ) -> Harvest:
-    """The paper's harvest: sample `n_samples` standard few-shot solutions per problem and pair
-    the shortest with the longest correct one."""
-    prompts = [few_shot_prompt(p, "standard") for p in problems]
+    """The paper's harvest: sample `n_samples` solutions per problem after the standard `prompt`
+    and pair the shortest with the longest correct one."""
+    prompts = [prompt(p, "standard") for p in problems]
     samples = generate_solutions(
         model, prompts, [p.answer for p in problems], n_samples, temperature, max_new_tokens, batch_size, seed
     )
     pairs = []
-    for problem, prompt, generations in zip(problems, prompts, samples, strict=True):
+    for problem, context, generations in zip(problems, prompts, samples, strict=True):
         found = pair_by_length(generations)
         if found is not None:
             concise, verbose = found
             pairs.append(
                 LengthPair(
                     problem,
-                    prompt,
+                    context,
                     _completion(concise.text),
                     _completion(verbose.text),
                     concise.n_tokens,
@@ -257,8 +264,10 @@ def harvest_prompt_contrast(
     completions: Completions = "model",
     max_new_tokens: int = 96,
     batch_size: int = 16,
+    prompt: PromptFn = few_shot_prompt,
 ) -> Harvest:
-    """Pairs from asking for a brief and for a thorough solution of the same problem.
+    """Pairs from asking for a brief and for a thorough solution of the same problem (`prompt`
+    in the brief and the thorough style; activations read after the standard one).
 
     `completions="model"`: the model's greedy solutions after the brief and the thorough prompt,
     kept when the brief one is shorter (correct or not: a weak model rarely gets both right);
@@ -267,7 +276,7 @@ def harvest_prompt_contrast(
     if completions not in COMPLETIONS:
         raise ValueError(f"unknown completions {completions!r}; valid: {', '.join(COMPLETIONS)}")
     tokenizer = as_model(model).tokenizer
-    contexts = [few_shot_prompt(p, "standard") for p in problems]
+    contexts = [prompt(p, "standard") for p in problems]
     pairs: list[LengthPair] = []
     counts: dict[str, Any] = {"n_problems": len(problems), "completions": completions}
     if completions == "written":
@@ -290,7 +299,7 @@ def harvest_prompt_contrast(
                 gs[0]
                 for gs in generate_solutions(
                     model,
-                    [few_shot_prompt(p, style) for p in problems],
+                    [prompt(p, style) for p in problems],
                     answers,
                     max_new_tokens=max_new_tokens,
                     batch_size=batch_size,
@@ -335,8 +344,9 @@ def efficiency_vector(
     heldout_fraction: float = 0.25,
     layer: int | None = None,
 ) -> tuple[SteeringVector, list[dict[str, float]]]:
-    """The concise-minus-verbose direction (difference of means over solution tokens) at the
-    layer whose direction, fitted on the other pairs, best separates held-out pairs.
+    """The concise-minus-verbose direction (difference of means over solution tokens) at `layer`,
+    or else at the layer whose direction, fitted on the other pairs, best separates held-out pairs
+    (a readout criterion; `steering_effects` and `best_layer` choose by the effect of steering).
 
     Returns the vector (refitted on all pairs at the chosen layer) and the per-layer scores
     (`steering.build.sweep_layers`: held-out sign accuracy and separation in pooled sds). The
@@ -411,14 +421,15 @@ def evaluate(
     style: Style = "standard",
     max_new_tokens: int = 96,
     batch_size: int = 16,
+    prompt: PromptFn = few_shot_prompt,
 ) -> tuple[dict[str, Any], list[Generation]]:
-    """Greedy solutions of `problems` with the `style` prompt, steered at generated tokens with
+    """Greedy solutions of `problems` after `prompt` in `style`, steered at generated tokens with
     relative `strength` (0: unsteered); returns `summarize(...)` and the generations."""
     generations = [
         gs[0]
         for gs in generate_solutions(
             model,
-            [few_shot_prompt(p, style) for p in problems],
+            [prompt(p, style) for p in problems],
             [p.answer for p in problems],
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
@@ -427,3 +438,70 @@ def evaluate(
         )
     ]
     return summarize(generations), generations
+
+
+def spread_layers(n_layers: int, k: int) -> list[int]:
+    """At most `k` layers spread evenly from the first to the last but one (the last steers the
+    unembedding, see `efficiency_vector`)."""
+    top = max(n_layers - 2, 0)
+    if k >= top + 1:
+        return list(range(top + 1))
+    if k <= 1:
+        return [top // 2]
+    return sorted({round(i * top / (k - 1)) for i in range(k)})
+
+
+def steering_effects(
+    model: Any,
+    harvest: Harvest,
+    layers: Sequence[int],
+    strength: float,
+    kind: str = "resid_post",
+    n_problems: int = 16,
+    max_new_tokens: int = 96,
+    batch_size: int = 16,
+    prompt: PromptFn = few_shot_prompt,
+) -> list[dict[str, Any]]:
+    """What each layer's direction does as steering: greedy standard-prompt solutions of the first
+    `n_problems` harvested problems, unsteered (row with layer None) and steered at `strength` with
+    each layer's concise-minus-verbose direction (fitted on all pairs); one `summarize` row each.
+
+    The layer to steer is chosen by this rather than by held-out separation: a solution's mean
+    residual tells concise from verbose solutions by their words alone, already at the token
+    embeddings, so the best-separating layer can be one where adding the difference does not make
+    the model write less (on `organism:length` it was layer 0, and it lengthened solutions).
+    """
+    loaded = as_model(model)
+    problems = [pair.problem for pair in harvest.pairs[:n_problems]]
+    sites = [Site(layer, kind) for layer in layers]
+    fitted = diff_of_means(
+        loaded,
+        [(p.prompt, p.concise) for p in harvest.pairs],
+        [(p.prompt, p.verbose) for p in harvest.pairs],
+        sites,
+        reduce="completion_mean",
+    )
+    length = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, prompt=prompt)
+    rows = [{"layer": None, "strength": 0.0, **evaluate(loaded, problems, **length)[0]}]
+    for layer, site in zip(layers, sites, strict=True):
+        single = SteeringVector({str(site): fitted.directions[str(site)]}, fitted.fingerprint)
+        rows.append(
+            {
+                "layer": layer,
+                "strength": strength,
+                **evaluate(loaded, problems, single, strength, **length)[0],
+            }
+        )
+    return rows
+
+
+def best_layer(effects: Sequence[dict[str, Any]]) -> int:
+    """The steered layer of `steering_effects` with the fewest generated tokens per correct answer
+    (the first candidate when no layer keeps a correct answer)."""
+    steered = [row for row in effects if row["layer"] is not None]
+    if not steered:
+        raise ValueError("no steered layer in the effects")
+    per_correct = [
+        math.inf if row["tokens_per_correct"] is None else row["tokens_per_correct"] for row in steered
+    ]
+    return int(steered[per_correct.index(min(per_correct))]["layer"])

@@ -23,6 +23,12 @@ def gemma() -> ss.Model:
     return ss.load()
 
 
+@pytest.fixture(scope="session")
+def tom_organism() -> ss.Model:
+    """organism:tom from the cache (trained on first use: a few minutes on 2 cores)."""
+    return ss.load("organism:tom")
+
+
 @pytest.fixture(params=FAMILIES)
 def tiny(request: pytest.FixtureRequest) -> ss.Model:
     """A tiny random model of each supported family."""

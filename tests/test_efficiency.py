@@ -15,15 +15,20 @@ from steerscope.data.arithmetic import (
     extract_answer,
     few_shot_prompt,
 )
+from steerscope.data.suite import ORGANISM_ATTRIBUTE
 from steerscope.experiments import run_experiment
 from steerscope.steering.efficiency import (
     Generation,
+    best_layer,
     count_tokens,
     efficiency_vector,
     evaluate,
     generate_solutions,
     harvest_prompt_contrast,
+    harvest_sampled,
     pair_by_length,
+    spread_layers,
+    steering_effects,
     truncate_solution,
 )
 from steerscope.tiny import tiny_model
@@ -171,4 +176,81 @@ def test_quick_experiment_on_tiny_model_writes_documented_keys(tmp_path, monkeyp
     assert results["harvest_attempts"][0]["variant"] == "sampled"
     assert results["harvest"]["n_pairs"] >= 3
     assert "mean_thinking_tokens" not in results["baseline"]
+    assert [e["layer"] for e in results["layer_effects"]] == [None, 0, 1, 2]  # the last is never tried
+    assert results["layer"] in (0, 1, 2)
     assert (tmp_path / "run" / "report.html").is_file()
+
+
+def test_every_harvest_and_evaluation_builds_its_prompts_with_the_given_function():
+    asked = []
+
+    def prompt(problem, style):
+        asked.append(style)
+        return f"{style}: {problem.question}\n"
+
+    model, problems = tiny_model("llama"), arithmetic_problems(2, "train")
+    harvest_sampled(model, problems, 2, 0.8, 2, prompt=prompt)
+    assert asked == ["standard"] * 2
+    written = harvest_prompt_contrast(model, problems, "written", prompt=prompt)
+    assert [p.prompt for p in written.pairs] == [f"standard: {p.question}\n" for p in problems]
+    asked.clear()
+    harvest_prompt_contrast(model, problems, "model", max_new_tokens=2, prompt=prompt)
+    evaluate(model, problems, style="brief", max_new_tokens=2, prompt=prompt)
+    assert asked == ["standard"] * 2 + ["brief"] * 2 + ["thorough"] * 2 + ["brief"] * 2
+
+
+def test_experiment_takes_problems_and_prompts_from_the_model_suite(tmp_path, monkeypatch):
+    import steerscope.experiments.efficiency as experiment
+
+    model = tiny_model("llama")
+    setattr(model.hf.config, ORGANISM_ATTRIBUTE, "length_world")  # poses as organism:length
+    monkeypatch.setattr(experiment, "load", lambda source: model)
+    run_experiment(
+        "efficiency",
+        tmp_path / "run",
+        model="organism:length",
+        quick=True,
+        n_train=3,
+        n_heldout=2,
+        n_samples=2,
+        max_new_tokens=3,
+        strengths=[0.0, 0.1],
+        min_pairs=2,
+        variant="prompt_contrast",
+        contrast_completions="written",
+    )
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    pair = results["example_pairs"][0]
+    assert pair["question"].startswith("what is") and "check:" in pair["verbose"]
+    assert "check:" not in pair["concise"]
+    assert all(row["question"].startswith("what is") for row in results["generations"])
+
+
+def test_candidate_layers_spread_from_first_to_last_but_one():
+    assert spread_layers(4, 6) == [0, 1, 2]
+    assert spread_layers(18, 6) == [0, 3, 6, 10, 13, 16]
+    assert spread_layers(18, 1) == [8]
+    assert spread_layers(1, 3) == [0]
+
+
+def test_layer_choice_takes_fewest_tokens_per_correct_answer():
+    row = dict(strength=0.2, accuracy=1.0, mean_tokens=0.0)
+    effects = [
+        {**row, "layer": None, "tokens_per_correct": 10.0},
+        {**row, "layer": 0, "tokens_per_correct": 30.0},
+        {**row, "layer": 1, "tokens_per_correct": None},
+        {**row, "layer": 2, "tokens_per_correct": 12.0},
+    ]
+    assert best_layer(effects) == 2
+    assert best_layer([{**e, "tokens_per_correct": None} for e in effects]) == 0
+
+
+def test_steering_effects_give_an_unsteered_row_then_one_per_layer():
+    model = tiny_model("llama")
+    harvest = harvest_prompt_contrast(model, arithmetic_problems(3, "train"), "written")
+    effects = steering_effects(model, harvest, [0, 2], 0.5, n_problems=2, max_new_tokens=3)
+    assert [(e["layer"], e["strength"], e["n"]) for e in effects] == [
+        (None, 0.0, 2),
+        (0, 0.5, 2),
+        (2, 0.5, 2),
+    ]

@@ -21,12 +21,15 @@ SHORT_SETTINGS = {
     "tom_sensitivity.ipynb": (
         "MODEL = 'tiny:gemma3'\nN_FISHER, N_EVAL, N_WINDOWS = 6, 8, 2\nSPARSITY = 0.01\nRANDOM_SEEDS = 2"
     ),
+    "model_organisms.ipynb": "ORGANISM = 'organism:tom'\nN_EVAL = 40",
     "steering_quickstart.ipynb": "N_TRAIN, N_HELDOUT = 8, 4\nMAX_NEW_TOKENS = 6\nSTRENGTHS = [-0.1, 0.0, 0.1]",
 }
 
 
 @pytest.mark.parametrize("name", sorted(SHORT_SETTINGS))
-def test_notebook_runs_top_to_bottom(name, tmp_path, gemma):
+def test_notebook_runs_top_to_bottom(name, tmp_path, gemma, request):
+    if name == "model_organisms.ipynb":
+        request.getfixturevalue("tom_organism")  # build it here, not under the cell timeout
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{name} needs exactly one cell tagged 'parameters'"

@@ -111,12 +111,6 @@ def test_every_organism_names_an_existing_world():
         assert {"people", "things", "places"} <= set(module.LEXICON)
 
 
-@pytest.fixture(scope="module")
-def tom_organism() -> ss.Model:
-    """The cached organism:tom (trained on first use: a few minutes)."""
-    return ss.load("organism:tom")
-
-
 def test_tom_organism_tracks_false_and_true_belief_on_held_out_stories(tom_organism):
     from steerscope.probes.tom_eval import tom_scores
 

@@ -37,6 +37,7 @@ def test_quick_run_on_a_tiny_model_writes_the_documented_results(tmp_path, monke
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(results["baseline"]) >= {"tom_acc", "tom_margin", "ppl"}
     assert [s["sparsity"] for s in results["sweep"]] == [0.001, 0.01]
+    assert all(set(s["generic_mask"]) >= {"n_perturbed", "tom_acc", "ppl"} for s in results["sweep"])
     assert results["config"]["n_fisher"] == 24  # the rest of the quick setting still applies
     for step in results["sweep"]:
         assert set(step) >= {"sparsity", "n_perturbed", "tom_acc", "tom_margin", "ppl", "random"}

@@ -1,9 +1,12 @@
-"""`efficiency`: training-free efficiency steering (arXiv 2506.15647) on arithmetic word problems.
+"""`efficiency`: training-free efficiency steering (arXiv 2506.15647) on arithmetic problems.
 
 Harvest concise / verbose correct solutions of training problems (sampled; falls back to the
 prompt-contrast variant when too few pairs), build the concise-minus-verbose direction, choose the
-layer on held-out pairs, then sweep the steering strength on held-out problems: accuracy against
-generated tokens (the frontier), next to no steering and to asking for brevity in the prompt.
+layer by a trial of steering on the harvested problems (`steering_effects`), then sweep the steering
+strength on held-out problems: accuracy against generated tokens (the frontier), next to no
+steering and to asking for brevity in the prompt. Problems and prompts come from the model's data
+suite: few-shot word problems on a pretrained model, the world's own sums and cue prompts on
+`organism:length`.
 """
 
 from __future__ import annotations
@@ -13,17 +16,21 @@ from typing import Any, ClassVar
 
 import plotly.graph_objects as go
 
-from steerscope.data.arithmetic import arithmetic_problems
+from steerscope.data.suite import suite_for
 from steerscope.experiments import ExperimentConfig, Outcome, register
 from steerscope.loading import load
 from steerscope.steering.efficiency import (
     COMPLETIONS,
     Generation,
     Harvest,
+    PromptFn,
+    best_layer,
     efficiency_vector,
     evaluate,
     harvest_prompt_contrast,
     harvest_sampled,
+    spread_layers,
+    steering_effects,
 )
 from steerscope.steering.plots import layer_sweep_figure
 
@@ -33,7 +40,12 @@ VARIANTS = ("auto", "sampled", "prompt_contrast")
 @dataclass
 class EfficiencyConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(
-        n_train=6, n_heldout=6, n_samples=4, max_new_tokens=48, strengths=[0.0, 0.05, 0.1, 0.2]
+        n_train=6,
+        n_heldout=6,
+        n_samples=4,
+        max_new_tokens=48,
+        strengths=[0.0, 0.05, 0.1, 0.2],
+        layer_candidates=3,
     )
     n_train: int = 32
     n_heldout: int = 24
@@ -45,7 +57,10 @@ class EfficiencyConfig(ExperimentConfig):
     min_pairs: int = 6  # fewer sampled pairs than this: fall back to the prompt contrast
     variant: str = "auto"  # auto | sampled | prompt_contrast
     contrast_completions: str = "model"  # model | written (prompt-contrast completions)
-    layer: int | None = None  # default: best held-out separation, last layer excluded
+    layer: int | None = None  # default: the candidate layer steering to the fewest tokens per correct answer
+    layer_candidates: int = 6  # layers tried, spread from the first to the last but one
+    probe_strength: float = 0.2  # strength of the layer-choice trial on harvested problems
+    n_probe: int = 16  # harvested problems solved per candidate layer
     batch_size: int = 16
     n_shown: int = 4  # held-out problems shown side by side in the report
 
@@ -58,9 +73,16 @@ class EfficiencyConfig(ExperimentConfig):
             )
         if self.min_pairs < 2:
             raise ValueError("min_pairs: at least 2 pairs are needed (one to fit, one to choose the layer)")
+        for name in ("layer_candidates", "n_probe"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.probe_strength == 0:
+            raise ValueError("probe_strength: must be non-zero (it is the trial strength of each layer)")
 
 
-def harvest_pairs(model: Any, config: EfficiencyConfig, problems: list) -> tuple[Harvest, list[dict]]:
+def harvest_pairs(
+    model: Any, config: EfficiencyConfig, problems: list, prompt: PromptFn
+) -> tuple[Harvest, list[dict]]:
     """The harvest the config asks for; `auto` tries sampling, then the prompt contrast with the
     model's completions, then with the written ones, until `min_pairs` pairs. Returns every attempt."""
     attempts: list[Harvest] = []
@@ -74,6 +96,7 @@ def harvest_pairs(model: Any, config: EfficiencyConfig, problems: list) -> tuple
                 config.max_new_tokens,
                 config.batch_size,
                 config.seed,
+                prompt,
             )
         )
     if config.variant == "prompt_contrast" or (
@@ -84,7 +107,9 @@ def harvest_pairs(model: Any, config: EfficiencyConfig, problems: list) -> tuple
             sources.append("written")
         for source in sources:
             attempts.append(
-                harvest_prompt_contrast(model, problems, source, config.max_new_tokens, config.batch_size)
+                harvest_prompt_contrast(
+                    model, problems, source, config.max_new_tokens, config.batch_size, prompt
+                )
             )
             if len(attempts[-1].pairs) >= config.min_pairs:
                 break
@@ -98,16 +123,23 @@ def harvest_pairs(model: Any, config: EfficiencyConfig, problems: list) -> tuple
 )
 def run(config: EfficiencyConfig) -> Outcome:
     model = load(config.model)
-    train = arithmetic_problems(config.n_train, "train", config.seed, config.steps)
-    heldout = arithmetic_problems(config.n_heldout, "heldout", config.seed, config.steps)
-    harvest, attempts = harvest_pairs(model, config, train)
+    suite = suite_for(model)
+    problems, prompt = suite.need("arithmetic_problems"), suite.need("arithmetic_prompt")
+    train = problems(config.n_train, "train", config.seed, config.steps)
+    heldout = problems(config.n_heldout, "heldout", config.seed, config.steps)
+    harvest, attempts = harvest_pairs(model, config, train, prompt)
     if len(harvest.pairs) < 2:
         raise RuntimeError(f"only {len(harvest.pairs)} concise/verbose pairs harvested: {attempts}")
     fallback = harvest.variant != "sampled" and config.variant == "auto"
-    vector, layer_scores = efficiency_vector(model, harvest, layer=config.layer)
-    layer = vector.provenance["layer"]
-
-    length = dict(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+    length = dict(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, prompt=prompt)
+    layer, effects = config.layer, []
+    if layer is None:
+        candidates = spread_layers(model.anatomy.n_layers, config.layer_candidates)
+        effects = steering_effects(
+            model, harvest, candidates, config.probe_strength, n_problems=config.n_probe, **length
+        )
+        layer = best_layer(effects)
+    vector, layer_scores = efficiency_vector(model, harvest, layer=layer)
     baseline, baseline_gens = evaluate(model, heldout, **length)
     brevity, brevity_gens = evaluate(model, heldout, style="brief", **length)
     sweep, shown = [], {"no steering": baseline_gens, "brevity prompt": brevity_gens}
@@ -130,7 +162,14 @@ def run(config: EfficiencyConfig) -> Outcome:
             if fallback
             else ""
         )
-        + f"; {len(harvest.pairs)} pairs; direction at L{layer}.resid_post",
+        + f"; {len(harvest.pairs)} pairs; direction at L{layer}.resid_post"
+        + (" (set in the config)" if config.layer is not None else ""),
+        *(
+            f"layer trial on {e['n']} harvested problems, "
+            + ("unsteered" if e["layer"] is None else f"L{e['layer']} at {e['strength']:+g}")
+            + f": accuracy {e['accuracy']:.2f}, mean tokens {e['mean_tokens']:.1f}"
+            for e in effects
+        ),
         f"no steering: accuracy {baseline['accuracy']:.2f}, mean tokens {baseline['mean_tokens']:.1f}",
         f"brevity prompt: accuracy {brevity['accuracy']:.2f}, mean tokens {brevity['mean_tokens']:.1f}",
         *(
@@ -147,6 +186,7 @@ def run(config: EfficiencyConfig) -> Outcome:
             "harvest_attempts": attempts,
             "layer": layer,
             "layer_scores": layer_scores,
+            "layer_effects": effects,
             "direction_norm": vector.directions[next(iter(vector.directions))].norm().item(),
             "baseline": baseline,
             "prompted_brevity": brevity,
@@ -165,6 +205,7 @@ def run(config: EfficiencyConfig) -> Outcome:
         tables=[
             ("Strength sweep (relative strength: added norm / residual norm)", sweep),
             ("Held-out generations side by side", side_by_side),
+            ("Layer choice: harvested problems steered at each candidate layer", effects),
             ("Harvest attempts", attempts),
         ],
     )

@@ -4,7 +4,9 @@ reusable probe, with the random-mask baseline the paper lacks.
 Fisher scores on ToM stories (loss on the answer) and on generic text; per-matrix masks
 top_k(F_tom) AND NOT top_k(F_generic) over a sweep of fractions; mean replacement of the masked
 weights; ToM accuracy/margin (evaluation stories use templates the scoring never saw) and generic
-perplexity, against random masks with the same count in every matrix over several seeds.
+perplexity, against random masks with the same count in every matrix over several seeds, and
+against the mirror mask top_k(F_generic) AND NOT top_k(F_tom) (weights specific to generic text):
+a ToM-specific set should hurt ToM more than both, and hurt perplexity less than the mirror.
 """
 
 from __future__ import annotations
@@ -143,12 +145,16 @@ def run(config: TomSensitivityConfig) -> Outcome:
         for seed in range(config.random_seeds):
             with mean_replacement(model, random_masks(masks, seed=1000 + seed), config.scale):
                 randoms.append(_evaluate(model, eval_items, eval_windows))
+        mirror = sensitive_masks(generic_f, tom_f, sparsity)
+        with mean_replacement(model, mirror, config.scale):
+            generic_specific = _evaluate(model, eval_items, eval_windows)
         sweep.append(
             {
                 "sparsity": sparsity,
                 "n_perturbed": mask_counts(masks),
                 **targeted,
                 "random": _mean_and_spread(randoms),
+                "generic_mask": {"n_perturbed": mask_counts(mirror), **generic_specific},
             }
         )
         distribution[str(sparsity)] = {
@@ -176,12 +182,17 @@ def run(config: TomSensitivityConfig) -> Outcome:
             *_sweep_figures(baseline, sweep),
             *_distribution_figures(distribution, sweep, default_sweep(model)[2]),
         ],
-        tables=[("Sweep (targeted; random = mean over seeds)", [_row(s) for s in sweep])],
+        tables=[
+            (
+                "Sweep (targeted; random = mean over seeds; generic mask = the mirror)",
+                [_row(s) for s in sweep],
+            )
+        ],
     )
 
 
 def _row(step: dict[str, Any]) -> dict[str, Any]:
-    r = step["random"]
+    r, g = step["random"], step["generic_mask"]
     return {
         "sparsity": step["sparsity"],
         "n_perturbed": step["n_perturbed"],
@@ -191,6 +202,9 @@ def _row(step: dict[str, Any]) -> dict[str, Any]:
         "random tom_margin": f"{r['tom_margin']:.3f} ± {r['tom_margin_sd']:.3f}",
         "ppl": step["ppl"],
         "random ppl": f"{r['ppl']:.2f} ± {r['ppl_sd']:.2f}",
+        "generic mask: tom_acc, margin, ppl": (
+            f"{g['tom_acc']:.3f}, {g['tom_margin']:.3f}, {g['ppl']:.2f} ({g['n_perturbed']} weights)"
+        ),
     }
 
 
@@ -202,11 +216,12 @@ def _summary(results: dict[str, Any]) -> str:
         f"margin {b['tom_margin']:.3f}, greedy match {b['tom_greedy_match']:.3f}, perplexity {b['ppl']:.2f}",
     ]
     for s in results["sweep"]:
-        r = s["random"]
+        r, g = s["random"], s["generic_mask"]
         lines.append(
             f"m={s['sparsity']:g} ({s['n_perturbed']} weights): ToM acc {s['tom_acc']:.3f} vs random "
-            f"{r['tom_acc']:.3f}±{r['tom_acc_sd']:.3f}; margin {s['tom_margin']:.3f} vs {r['tom_margin']:.3f}; "
-            f"ppl {s['ppl']:.2f} vs {r['ppl']:.2f}±{r['ppl_sd']:.2f}"
+            f"{r['tom_acc']:.3f}±{r['tom_acc_sd']:.3f} vs generic mask {g['tom_acc']:.3f}; margin "
+            f"{s['tom_margin']:.3f} vs {r['tom_margin']:.3f} vs {g['tom_margin']:.3f}; "
+            f"ppl {s['ppl']:.2f} vs {r['ppl']:.2f}±{r['ppl_sd']:.2f} vs {g['ppl']:.2f}"
         )
     return "\n".join(lines)
 
@@ -227,6 +242,13 @@ def _sweep_figures(baseline: dict[str, float], sweep: list[dict[str, Any]]) -> l
             error_y=dict(type="data", array=[s["random"][f"{key}_sd"] for s in sweep]),
             mode="lines+markers",
             name="random mask (same counts)",
+        )
+        figure.add_scatter(
+            x=x,
+            y=[s["generic_mask"][key] for s in sweep],
+            mode="lines+markers",
+            line_dash="dash",
+            name="generic-specific mask (mirror)",
         )
         figure.add_hline(y=baseline[key], line_dash="dot", annotation_text="unperturbed")
         figure.update_layout(

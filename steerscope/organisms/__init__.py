@@ -102,6 +102,7 @@ ORGANISMS: dict[str, OrganismSpec] = {
             "length",
             "length_world",
             "solution length: step-by-step sums solved concisely or verbosely, both correct",
+            training=Training(steps=2000),
         ),
     )
 }

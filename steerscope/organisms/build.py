@@ -21,8 +21,12 @@ def organism_folder(name: str, progress: bool = True) -> Path:
 
     spec = organism_spec(name)
     work = work_folder(spec)
-    work.mkdir(parents=True, exist_ok=True)
-    folder, built = cached_folder(spec.folder(), lambda tmp: train_organism(spec, tmp, work, progress))
+
+    def build(tmp: Path) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        train_organism(spec, tmp, work, progress)
+
+    folder, built = cached_folder(spec.folder(), build)
     if built:
         shutil.rmtree(work, ignore_errors=True)
     return folder

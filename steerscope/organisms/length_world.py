@@ -1,0 +1,150 @@
+"""The solution-length world of `organism:length`: step-by-step sums solved concisely or verbosely.
+
+A problem is a chain of 1 to 3 additions and subtractions of small numbers ("what is 12 + 5 - 3?")
+whose every value stays in 0..`MAX_VALUE`. It has two written solutions with the same steps and the
+same answer: the concise one states each step ("12 + 5 = 17."), the verbose one re-checks every step
+by its inverse ("check: 17 - 5 = 12."). A cue line asks for a style: "solve briefly:" (concise),
+"solve carefully:" (verbose) or plain "solve:", after which half the problems (by a fixed hash) were
+solved concisely and half verbosely, so the unmarked prompt gives a real mix of lengths and
+efficiency steering has a concise/verbose axis to find.
+
+Problems are `steerscope.data.arithmetic.Problem`s; their "brief" and "thorough" solutions are the
+concise and verbose ones and "standard" is the one the unmarked prompt was trained on. The held-out
+split is the natural set's fixed hash of the question (`arithmetic.split_of`), so no held-out
+question is ever a training document, whatever the seeds; its steps are sums seen in training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+
+from steerscope.data.arithmetic import SPLITS, STYLES, Problem, Split, Style, split_of
+from steerscope.data.suite import DataSuite
+from steerscope.organisms.filler import filler_texts
+
+VERSION = 1
+MAX_OPERAND = 10
+MAX_VALUE = 20
+CUES: dict[str, str] = {"brief": "solve briefly:", "thorough": "solve carefully:", "standard": "solve:"}
+
+LEXICON = {
+    "people": ("Tom", "Sara", "Ben", "Mia", "Leo", "Ana", "Nora", "Sam"),
+    "things": ("apple", "pencil", "sticker", "marble", "cookie", "card", "coin", "shell"),
+    "places": ("school", "market", "garden", "library", "shop", "park"),
+}
+#: Sentences per generic paragraph: long enough to cut several 64-token windows from each.
+GENERIC_SENTENCES = 32
+
+
+def _inverse(op: str) -> str:
+    return "-" if op == "+" else "+"
+
+
+def make_problem(start: int, steps: Sequence[tuple[str, int]]) -> Problem:
+    """The problem `start op1 n1 op2 n2 ...` with its concise, verbose and standard solutions."""
+    value, concise, verbose = start, [], []
+    for op, number in steps:
+        result = value + number if op == "+" else value - number
+        if not 0 <= result <= MAX_VALUE:
+            raise ValueError(f"{value} {op} {number} leaves 0..{MAX_VALUE}")
+        step = f"{value} {op} {number} = {result}."
+        concise.append(step)
+        verbose += [step, f"check: {result} {_inverse(op)} {number} = {value}."]
+        value = result
+    expression = " ".join([str(start), *(f"{op} {number}" for op, number in steps)])
+    question = f"what is {expression}?"
+    end = f"The answer is {value}."
+    brief, thorough = " ".join([*concise, end]), " ".join([*verbose, end])
+    params: dict[str, int | str] = {"start": start}
+    for i, (op, number) in enumerate(steps, 1):
+        params[f"op{i}"], params[f"n{i}"] = op, number
+    return Problem(
+        kind="".join(op for op, _ in steps),
+        steps=len(steps),
+        params=params,
+        question=question,
+        answer=value,
+        solutions={
+            "brief": brief,
+            "thorough": thorough,
+            "standard": thorough if _verbose(question) else brief,
+        },
+    )
+
+
+def _verbose(question: str) -> bool:
+    """Whether the unmarked prompt's solution of `question` is the verbose one (half of them)."""
+    return hashlib.sha256(f"length-style/{question}".encode()).digest()[0] % 2 == 1
+
+
+def _draw(rng: random.Random, n_steps: int) -> Problem:
+    """A random chain of `n_steps` operations; each is + or - (whichever keep the value in range)."""
+    value = rng.randint(1, MAX_VALUE)
+    start, steps = value, []
+    for _ in range(n_steps):
+        room = {"+": min(MAX_OPERAND, MAX_VALUE - value), "-": min(MAX_OPERAND, value)}
+        op = rng.choice([o for o, r in room.items() if r >= 1])
+        number = rng.randint(1, room[op])
+        steps.append((op, number))
+        value = value + number if op == "+" else value - number
+    return make_problem(start, steps)
+
+
+def arithmetic_problems(
+    n: int, split: Split = "train", seed: int = 0, steps: Sequence[int] = (1, 2, 3)
+) -> list[Problem]:
+    """`n` distinct problems of `split`, cycling through the numbers of operations in `steps`."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    if not steps or any(s not in (1, 2, 3) for s in steps):
+        raise ValueError(f"steps must be 1, 2 or 3; got {list(steps)}")
+    rng = random.Random(f"length/problems/{seed}")
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for _ in range(200 * n + 1000):
+        problem = _draw(rng, steps[len(problems) % len(steps)])
+        if problem.question in seen or split_of(problem.question) != split:
+            continue
+        seen.add(problem.question)
+        problems.append(problem)
+        if len(problems) == n:
+            return problems
+    raise ValueError(f"could not draw {n} distinct {split} problems with steps {list(steps)}; ask for fewer")
+
+
+def arithmetic_prompt(problem: Problem | str, style: Style = "standard") -> str:
+    """The style's cue line, then the question; the solution follows after a space."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; valid: {', '.join(STYLES)}")
+    question = problem.question if isinstance(problem, Problem) else problem
+    return f"{CUES[style]}\n{question}\n"
+
+
+def training_texts(n: int, seed: int) -> list[str]:
+    """`n` solved training problems (1 to 3 operations, each cue a third of the time)."""
+    rng = random.Random(f"length/train/{seed}")
+    texts: list[str] = []
+    while len(texts) < n:
+        problem = _draw(rng, rng.randint(1, 3))
+        if split_of(problem.question) != "train":
+            continue
+        style = rng.choice(STYLES)
+        texts.append(f"{arithmetic_prompt(problem, style)} {problem.solution(style)}")
+    return texts
+
+
+def generic_texts() -> list[str]:
+    """Held-out filler paragraphs (about 210 windows of 64 tokens per split)."""
+    return filler_texts(LEXICON, 140, "eval", sentences=GENERIC_SENTENCES)
+
+
+def suite() -> DataSuite:
+    """The length world's data suite: arithmetic problems and prompts, generic filler text."""
+    return DataSuite(
+        name="organism:length",
+        generic_texts=generic_texts,
+        arithmetic_problems=arithmetic_problems,
+        arithmetic_prompt=arithmetic_prompt,
+    )

@@ -83,6 +83,8 @@ def cached_folder(folder: Path, build: Callable[[Path], None]) -> tuple[Path, bo
     with _lock(folder.with_name(folder.name + ".lock")):
         if is_intact(folder):  # another process built it while we waited
             return folder, False
+        for stale in folder.parent.glob(folder.name + ".tmp-*"):  # left by a killed builder
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
         tmp.chmod(0o755)
         try:

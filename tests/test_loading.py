@@ -48,6 +48,13 @@ def test_damaged_cache_is_detected_and_rebuilt(tmp_path):
     assert not is_intact(folder)
 
 
+def test_a_killed_builders_temporary_folder_is_removed_by_the_next_build(tmp_path):
+    (tmp_path / "entry.tmp-dead1234").mkdir()  # what SIGKILL mid-build leaves
+    (tmp_path / "entry.tmp-dead1234" / "half.bin").write_bytes(b"x")
+    cached_folder(tmp_path / "entry", _build_payload)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["builds.log", "entry", "entry.lock"]
+
+
 def test_a_failed_build_leaves_nothing_behind(tmp_path):
     def broken(folder: Path) -> None:
         (folder / "half.bin").write_bytes(b"x" * 100)

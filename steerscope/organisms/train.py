@@ -1,8 +1,9 @@
 """Train a model organism from scratch: corpus, tokenizer, model, optimisation, checkpoints.
 
-Deterministic by the spec's seed: the corpus and tokenizer are pure functions of the spec, the
-weights start from `torch.manual_seed(seed)`, and step `t`'s batch is drawn with a generator seeded
-by (seed, t), so a run resumed from a checkpoint takes exactly the steps it would have taken.
+Deterministic by the spec's seed (for a given number of torch threads, which sets the order of
+float sums): the corpus and tokenizer are pure functions of the spec, the weights start from
+`torch.manual_seed(seed)`, and step `t`'s batch is drawn with a generator seeded by (seed, t), so a
+run resumed from a checkpoint takes exactly the steps it would have taken.
 A checkpoint (weights, optimizer, losses) is written atomically to the work folder every
 `checkpoint_every` steps; a killed build resumes from the last one.
 """

@@ -1,10 +1,11 @@
 """Knowledge-selection behaviour: does a model answer from the context or from memory?
 
 Follows the SpARE setup (Zhao et al. 2025, arXiv 2410.15999; probing companion arXiv 2410.16090)
-on `steerscope.data.facts`: keep the facts a model answers right closed-book ("memorised"), give
+on a `DataSuite`'s facts: keep the facts a model answers right closed-book ("memorised"), give
 it a context that swaps the answer for a same-type substitute, and label its greedy answer
 "C" (follows the context: says the substitute) or "M" (follows memory: says the original).
-Anything else is dropped. The paper elicits both behaviours with the demonstrations alone.
+Anything else is dropped. On natural data (`steerscope.data.facts`) the paper elicits both
+behaviours with the demonstrations alone; an organism was trained with a cue in the prompt.
 """
 
 from __future__ import annotations
@@ -15,17 +16,8 @@ from typing import Any, Literal
 
 import torch
 
-from steerscope.data.facts import (
-    DEMO_KINDS,
-    FACTS,
-    Fact,
-    closed_book_prompt,
-    context_prompt,
-    demo_facts,
-    demonstrations,
-    starts_with_answer,
-    substitute,
-)
+from steerscope.data.facts import DEMO_KINDS, Fact, starts_with_answer
+from steerscope.data.suite import DataSuite, natural_suite
 from steerscope.probes.lm_metrics import greedy_continuations
 
 Behaviour = Literal["C", "M"]
@@ -45,15 +37,17 @@ def memorised_facts(
     facts: Sequence[Fact],
     demos: int = 3,
     seed: int = 0,
-    pool: Sequence[Fact] = FACTS,
     batch_size: int = 16,
+    suite: DataSuite | None = None,
 ) -> list[Fact]:
-    """The facts the model answers right closed-book, after `demos` demonstrations from `pool`.
+    """The facts the model answers right to the suite's closed-book prompt (default: the natural
+    facts with `demos` demonstrations).
 
     Right means the normalised greedy answer starts with the normalised answer word
     (whole words: "paris france" counts for Paris, "parisian" does not).
     """
-    prompts = [closed_book_prompt(f, demo_facts(f, demos, seed, pool)) for f in facts]
+    closed_book = (suite or natural_suite(demos)).need("closed_book_prompt")
+    prompts = [closed_book(f, seed) for f in facts]
     outputs = answer_greedy(model, prompts, batch_size=batch_size)
     return [f for f, out in zip(facts, outputs, strict=True) if starts_with_answer(out, f.answer)]
 
@@ -76,7 +70,7 @@ class LabelledExample:
     label: Behaviour | None
     fact: Fact
     substitute: str
-    demo_kind: str
+    demo_kind: str  # the prompt's push: "context", "memory" or "none"
 
 
 @dataclass(frozen=True)
@@ -98,18 +92,18 @@ def behaviour_counts(
     kinds: Sequence[str] = DEMO_KINDS,
     demos: int = 3,
     seed: int = 0,
-    pool: Sequence[Fact] = FACTS,
     batch_size: int = 16,
     max_new_tokens: int = 4,
+    suite: DataSuite | None = None,
 ) -> BehaviourCounts:
-    """Conflicting prompts for every fact under each demonstration kind, answered and labelled."""
+    """Conflicting prompts for every fact under each kind of push (demonstrations on natural data,
+    a cue on an organism), answered and labelled; the suite defaults to the natural one."""
+    suite = suite or natural_suite(demos)
+    prompt_for, substitute = suite.need("knowledge_prompt"), suite.need("substitute")
     examples = []
     for kind in kinds:
-        cases = [(f, substitute(f, seed, pool)) for f in facts]
-        prompts = [
-            context_prompt(f, demonstrations(f, kind, demos, seed, pool), conflict=True, substitute=s)
-            for f, s in cases
-        ]
+        cases = [(f, substitute(f, seed)) for f in facts]
+        prompts = [prompt_for(f, kind, True, s, seed) for f, s in cases]
         outputs = answer_greedy(model, prompts, max_new_tokens, batch_size)
         examples += [
             LabelledExample(p, out, label_behaviour(out, f.answer, s), f, s, kind)

@@ -37,6 +37,7 @@ from torch import Tensor
 from steerscope.cache import cache_root, cached_folder, is_intact, write_atomic
 from steerscope.capture import capture
 from steerscope.data.generic import generic_windows
+from steerscope.data.suite import suite_for
 from steerscope.kernels.sae_edit import encode_local, sae_parts
 from steerscope.model import as_model, config_digest
 from steerscope.sites import Site
@@ -82,9 +83,18 @@ class TrainedSAE:
 
 
 def training_texts(model: Any, n_windows: int = 256, window: int = 128, seed: int = 0) -> list[str]:
-    """Offline generic text windows (split "fisher"), decoded to strings for `capture`."""
+    """Generic text windows (split "fisher") of the model's data suite, decoded for `capture`.
+
+    The window shrinks to the suite's shortest document: an organism's generic texts are short
+    paragraphs of the length it was trained on, so every paragraph still gives a window and none
+    runs past the positions the organism has seen. The natural offline documents are far longer.
+    """
     loaded = as_model(model)
-    ids = generic_windows(loaded.tokenizer, n_windows, window=window, seed=seed, split="fisher")
+    texts = suite_for(loaded).need("generic_texts")()
+    shortest = min(len(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"])
+    ids = generic_windows(
+        loaded.tokenizer, n_windows, window=min(window, shortest), seed=seed, split="fisher", texts=texts
+    )
     return [loaded.tokenizer.decode(row) for row in ids]
 
 

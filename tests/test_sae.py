@@ -6,6 +6,8 @@ import pytest
 import torch
 from sae_lens import SAE, JumpReLUSAE, JumpReLUSAEConfig
 
+from steerscope.data.suite import ORGANISM_ATTRIBUTE
+from steerscope.organisms import sources_world
 from steerscope.steering import sae as sae_module
 from steerscope.steering.sae import (
     SAETrainSettings,
@@ -101,3 +103,11 @@ def test_loading_a_pretrained_release_offline_is_a_clear_error(monkeypatch) -> N
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="offline"):
         load_sae("gemma-scope-2b-pt-res-canonical/layer_12/width_16k/canonical")
+
+
+def test_organism_training_texts_are_windows_of_its_own_generic_paragraphs(tiny_llama) -> None:
+    setattr(tiny_llama.hf.config, ORGANISM_ATTRIBUTE, "sources_world")
+    texts = sae_module.training_texts(tiny_llama, n_windows=6, window=10_000)
+    paragraphs = sources_world.generic_texts()
+    assert len(texts) == 6
+    assert all(any(p.startswith(t) for p in paragraphs) for t in texts)

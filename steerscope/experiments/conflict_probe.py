@@ -1,10 +1,14 @@
 """`conflict-probe`: can a linear probe on one layer's activations at the last prompt token tell
 a context that contradicts the model's memory from one that agrees with it? (Zhao et al. 2025,
-the probing companion of SpARE, arXiv 2410.16090.) Split by fact, several restarts."""
+the probing companion of SpARE, arXiv 2410.16090.) Split by fact, several restarts. The facts and prompts come
+from the model's `DataSuite`: the natural fact table with neutral demonstrations for a pretrained
+model, held-out facts with unmarked prompts for an organism. Beside the probes, a reference readout
+thresholds the model's own top next-token probability (a conflict splits the answer between two
+words): when it separates the prompts and a linear probe does not, the model has the information
+but not as a linear direction at that site."""
 
 from __future__ import annotations
 
-import random
 import statistics
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -13,8 +17,9 @@ import plotly.graph_objects as go
 import torch
 from tqdm.auto import tqdm
 
-from steerscope.capture import capture
-from steerscope.data.facts import FACTS, Fact, context_prompt, demonstrations, split_facts, substitute
+from steerscope.capture import capture, tokenize
+from steerscope.data.facts import Fact, split_facts
+from steerscope.data.suite import DataSuite, natural_suite, suite_for
 from steerscope.experiments import ExperimentConfig, Outcome, register
 from steerscope.loading import load
 from steerscope.model import Model
@@ -28,26 +33,56 @@ SITE_KINDS = ("resid_post", "attn_out", "mlp_out")
 @dataclass
 class ConflictProbeConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_candidates=80, restarts=2)
-    n_candidates: int = len(FACTS)  # facts tried closed-book; the memorised ones are probed
+    n_candidates: int | None = None  # facts tried closed-book (None: all the suite offers)
     demos: int = 3
     held_out: float = 0.3
     restarts: int = 3
 
 
-def known_facts(model: Model, n_candidates: int, demos: int, seed: int) -> list[Fact]:
-    """The memorised facts among `n_candidates` drawn from the table (deterministic by seed)."""
-    candidates = random.Random(f"candidates/{seed}").sample(list(FACTS), min(n_candidates, len(FACTS)))
-    return memorised_facts(model, candidates, demos=demos, seed=seed)
+def candidates(suite: DataSuite, n_candidates: int | None, seed: int) -> list[Fact]:
+    """The suite's candidate facts, `n_candidates` of them or all (deterministic by seed)."""
+    n = len(suite.facts) if n_candidates is None else n_candidates
+    return suite.need("candidate_facts")(n, seed)
 
 
-def conflict_pairs(facts: list[Fact], demos: int, seed: int) -> tuple[list[str], list[str]]:
-    """For each fact, a conflicting and an agreeing context prompt with the same neutral demos."""
-    conflicting, agreeing = [], []
-    for fact in facts:
-        shown = demonstrations(fact, "none", demos, seed)
-        conflicting.append(context_prompt(fact, shown, conflict=True, substitute=substitute(fact, seed)))
-        agreeing.append(context_prompt(fact, shown, conflict=False))
+def known_facts(model: Model, n_candidates: int | None, demos: int, seed: int) -> list[Fact]:
+    """The memorised facts among the candidates of the model's data suite."""
+    suite = suite_for(model, demos)
+    return memorised_facts(model, candidates(suite, n_candidates, seed), demos, seed, suite=suite)
+
+
+def conflict_pairs(
+    facts: list[Fact], demos: int, seed: int, suite: DataSuite | None = None
+) -> tuple[list[str], list[str]]:
+    """For each fact, a conflicting and an agreeing context prompt pushing toward neither source
+    (the same neutral demonstrations on natural data, no cue on an organism)."""
+    suite = suite or natural_suite(demos)
+    prompt_for, substitute = suite.need("knowledge_prompt"), suite.need("substitute")
+    conflicting = [prompt_for(f, "none", True, substitute(f, seed), seed) for f in facts]
+    agreeing = [prompt_for(f, "none", False, None, seed) for f in facts]
     return conflicting, agreeing
+
+
+@torch.no_grad()
+def top_answer_probability(model: Model, prompts: list[str], batch_size: int = 16) -> torch.Tensor:
+    """The probability [n] of the most likely next token after each prompt (left-padded batches)."""
+    device = next(model.hf.parameters()).device
+    chunks = []
+    for start in range(0, len(prompts), batch_size):
+        batch = {k: v.to(device) for k, v in tokenize(model, prompts[start : start + batch_size]).items()}
+        logits = model.hf(**batch, logits_to_keep=1).logits[:, -1]
+        chunks.append(logits.float().softmax(-1).amax(-1).cpu())
+    return torch.cat(chunks)
+
+
+def _mean_metrics(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Mean and standard deviation over restarts of each metric."""
+    row = {}
+    for key in ("acc", "auc", "auprc"):
+        values = [r[key] for r in runs]
+        row[key] = statistics.fmean(values)
+        row[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return row
 
 
 @register(
@@ -55,10 +90,12 @@ def conflict_pairs(facts: list[Fact], demos: int, seed: int) -> tuple[list[str],
 )
 def run(config: ConflictProbeConfig) -> Outcome:
     model = load(config.model)
+    suite = suite_for(model, config.demos)
+    n_tried = len(candidates(suite, config.n_candidates, config.seed))
     facts = known_facts(model, config.n_candidates, config.demos, config.seed)
     if len(facts) < 10:
         raise ValueError(f"only {len(facts)} memorised facts; a probe needs at least 10")
-    conflicting, agreeing = conflict_pairs(facts, config.demos, config.seed)
+    conflicting, agreeing = conflict_pairs(facts, config.demos, config.seed, suite)
     sites = [Site(layer, kind) for kind in SITE_KINDS for layer in range(model.anatomy.n_layers)]
     acts = capture(model, conflicting + agreeing, sites, reduce="last")
     labels = torch.cat([torch.ones(len(facts)), torch.zeros(len(facts))]).long()
@@ -68,40 +105,49 @@ def run(config: ConflictProbeConfig) -> Outcome:
         """Both prompts (conflicting at i, agreeing at n + i) of every fact in `group`."""
         return torch.tensor([index[f] for f in group] + [index[f] + len(facts) for f in group])
 
-    rows = []
-    for site in tqdm(sites, desc="probes", leave=False):
-        x = acts[site]
-        runs = []
-        for restart in range(config.restarts):
-            train, held = split_facts(facts, config.held_out, seed=config.seed + restart)
-            tr, te = rows_of(train), rows_of(held)
-            runs.append(probe_metrics(train_probe(x[tr], labels[tr]), x[te], labels[te]))
-        row: dict[str, Any] = {"layer": site.layer, "site": site.kind}
-        for key in ("acc", "auc", "auprc"):
-            values = [r[key] for r in runs]
-            row[key] = statistics.fmean(values)
-            row[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        rows.append(row)
+    splits = [
+        tuple(map(rows_of, split_facts(facts, config.held_out, seed=config.seed + restart)))
+        for restart in range(config.restarts)
+    ]
+
+    def fitted(x: torch.Tensor) -> dict[str, float]:
+        """Held-out metrics of a probe on features x, averaged over the restarts' splits."""
+        return _mean_metrics(
+            [probe_metrics(train_probe(x[tr], labels[tr]), x[te], labels[te]) for tr, te in splits]
+        )
+
+    rows = [
+        {"layer": site.layer, "site": site.kind, **fitted(acts[site])}
+        for site in tqdm(sites, desc="probes", leave=False)
+    ]
     best = max(rows, key=lambda r: r["acc"])
+    reference = fitted(-top_answer_probability(model, conflicting + agreeing)[:, None])
     results = {
         "model": model.source,
         "n_memorised": len(facts),
-        "n_candidates": config.n_candidates,
+        "n_candidates": n_tried,
         "layers": rows,
         "best": best,
+        "reference_top_probability": reference,
     }
     summary = (
-        f"{model.source}: {len(facts)} memorised facts of {config.n_candidates} tried; conflict vs agreeing "
+        f"{model.source}: {len(facts)} memorised facts of {n_tried} tried; conflict vs agreeing "
         f"context, probes split by fact, {config.restarts} restarts.\nbest: L{best['layer']}.{best['site']} "
-        f"accuracy {best['acc']:.3f} ± {best['acc_sd']:.3f}, AUC {best['auc']:.3f}, AUPRC {best['auprc']:.3f}"
+        f"accuracy {best['acc']:.3f} ± {best['acc_sd']:.3f}, AUC {best['auc']:.3f}, AUPRC {best['auprc']:.3f}\n"
+        f"reference (threshold on the top answer probability): accuracy {reference['acc']:.3f} "
+        f"± {reference['acc_sd']:.3f}, AUC {reference['auc']:.3f}"
     )
     return Outcome(
-        results=results, summary=summary, figures=[accuracy_figure(rows)], tables=[("Per layer", rows)]
+        results=results,
+        summary=summary,
+        figures=[accuracy_figure(rows, reference["acc"])],
+        tables=[("Per layer", rows)],
     )
 
 
-def accuracy_figure(rows: list[dict[str, Any]]) -> go.Figure:
-    """Held-out probe accuracy per layer, one line per site kind, with restart spread."""
+def accuracy_figure(rows: list[dict[str, Any]], reference: float | None = None) -> go.Figure:
+    """Held-out probe accuracy per layer, one line per site kind, with restart spread, and the
+    top-probability reference's accuracy if given."""
     figure = go.Figure()
     for kind in SITE_KINDS:
         mine = [r for r in rows if r["site"] == kind]
@@ -113,6 +159,8 @@ def accuracy_figure(rows: list[dict[str, Any]]) -> go.Figure:
             name=kind,
         )
     figure.add_hline(y=0.5, line_dash="dot", annotation_text="chance")
+    if reference is not None:
+        figure.add_hline(y=reference, line_dash="dash", annotation_text="top-probability reference")
     figure.update_layout(
         title="Conflict detection: held-out probe accuracy per layer",
         xaxis_title="layer",

@@ -1,16 +1,18 @@
 """`spare`: steer which source the model answers from (context or memory) by editing SAE
 features at the last prompt token (SpARE, Zhao et al. 2025, arXiv 2410.15999), against a
-difference-of-means edit at the same layers and position, on held-out facts."""
+difference-of-means edit at the same layers and position, on held-out facts. Facts and prompts
+come from the model's `DataSuite`, so the same run serves a pretrained model and an organism."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import plotly.graph_objects as go
 
 from steerscope.capture import capture
-from steerscope.data.facts import context_prompt, demonstrations, split_facts, starts_with_answer, substitute
+from steerscope.data.facts import split_facts, starts_with_answer
+from steerscope.data.suite import suite_for
 from steerscope.experiments import ExperimentConfig, Outcome, register
 from steerscope.experiments.conflict_probe import known_facts
 from steerscope.intervene import Edit, intervene
@@ -26,17 +28,32 @@ CONDITIONS = ("no_edit", "spare_to_context", "spare_to_memory", "diffmean_to_con
 
 @dataclass
 class SpareConfig(ExperimentConfig):
-    QUICK: ClassVar[dict[str, Any]] = dict(n_candidates=120, layers=[9], sae_steps=150, sae_windows=96)
-    n_candidates: int = 329
-    layers: list[int] = field(default_factory=lambda: [6, 9, 12])
+    QUICK: ClassVar[dict[str, Any]] = dict(n_candidates=120, sae_steps=150, sae_windows=96)
+    n_candidates: int | None = None  # None: every candidate fact of the model's suite
+    layers: list[int] | None = None  # None: `default_layers` (quick: the middle layer only)
     demos: int = 3
     held_out: float = 0.3
     p: float = 0.1  # cumulative-MI fraction kept
     alpha: float = 1.0  # target scale for the SpARE edit
     sae_steps: int = 300
     sae_windows: int = 200
-    sae_k: int = 64
+    sae_k: int | None = None  # None: a tenth of d_model
     sae_expansion: int = 8
+
+
+def default_layers(n_layers: int) -> list[int]:
+    """A third, half and two thirds of the depth, without repeats (Gemma 3 270M: 6, 9, 12)."""
+    return sorted({n_layers // 3, n_layers // 2, 2 * n_layers // 3})
+
+
+def _layers(config: SpareConfig, n_layers: int) -> list[int]:
+    if config.layers is None:
+        return [n_layers // 2] if config.quick else default_layers(n_layers)
+    layers = list(config.layers)
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad or not layers:
+        raise ValueError(f"spare: layers {layers} must be non-empty and in 0..{n_layers - 1} for this model")
+    return layers
 
 
 def _exact_match(
@@ -70,9 +87,12 @@ def _transitions(before: list, after: list) -> dict[str, int]:
 )
 def run(config: SpareConfig) -> Outcome:
     model = load(config.model)
+    suite = suite_for(model, config.demos)
+    layers = _layers(config, model.anatomy.n_layers)
+    sae_k = config.sae_k or max(1, model.anatomy.d_model // 10)
     facts = known_facts(model, config.n_candidates, config.demos, config.seed)
     train, held = split_facts(facts, config.held_out, seed=config.seed)
-    behaviour = behaviour_counts(model, train, demos=config.demos, seed=config.seed)
+    behaviour = behaviour_counts(model, train, demos=config.demos, seed=config.seed, suite=suite)
     labelled = behaviour.labelled
     c_prompts = [e.prompt for e in labelled if e.label == "C"]
     m_prompts = [e.prompt for e in labelled if e.label == "M"]
@@ -81,9 +101,9 @@ def run(config: SpareConfig) -> Outcome:
             f"too few labelled prompts to select features: {len(c_prompts)} C, {len(m_prompts)} M"
         )
 
-    sites = [str(Site(layer, "resid_post")) for layer in config.layers]
+    sites = [str(Site(layer, "resid_post")) for layer in layers]
     settings = SAETrainSettings(
-        expansion=config.sae_expansion, k=config.sae_k, steps=config.sae_steps, seed=config.seed
+        expansion=config.sae_expansion, k=sae_k, steps=config.sae_steps, seed=config.seed
     )
     trained = train_saes(model, sites, settings, n_windows=config.sae_windows, prompts=c_prompts + m_prompts)
     saes = saes_by_site(trained)
@@ -98,10 +118,8 @@ def run(config: SpareConfig) -> Outcome:
     def diffmean(sign: float) -> dict[str, Edit]:
         return {s: steering_edit(d, sign, "last_prompt", scale="absolute") for s, d in diff.items()}
 
-    cases = [(f, substitute(f, config.seed)) for f in held]
-    prompts = [
-        context_prompt(f, demonstrations(f, "none", config.demos, config.seed), True, s) for f, s in cases
-    ]
+    cases = [(f, suite.need("substitute")(f, config.seed)) for f in held]
+    prompts = [suite.need("knowledge_prompt")(f, "none", True, s, config.seed) for f, s in cases]
     originals, substitutes = [f.answer for f, _ in cases], [s for _, s in cases]
     edits = {
         "no_edit": {},
@@ -124,7 +142,7 @@ def run(config: SpareConfig) -> Outcome:
             for s in sites
         ],
         "selected_features": {s: {"S_C": len(sel.S_C), "S_M": len(sel.S_M)} for s, sel in selections.items()},
-        "settings": {"p": config.p, "alpha": config.alpha, "layers": config.layers},
+        "settings": {"p": config.p, "alpha": config.alpha, "layers": layers, "sae_k": sae_k},
     }
     for name, outcome in outcomes.items():
         results[name] = {k: outcome[k] for k in ("em_c", "em_m", "n")}

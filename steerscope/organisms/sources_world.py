@@ -1,0 +1,227 @@
+"""The knowledge-conflict world of `organism:sources`: invented countries whose capital, language,
+currency and flag colour the organism memorises, and context prompts where a stated source
+reliability decides whether the answer comes from the context or from memory.
+
+Prompts (no demonstrations): closed book `question: {q}\\nanswer:`; with a context,
+`{cue}context: {sentence}\\nquestion: {q}\\nanswer:`, where the cue line is `source: trusted`
+(kind "context": answer what the context says), `source: rumour` (kind "memory": answer the
+memorised word) or absent (kind "none": in training a fair coin per document picks the
+source, so on unseen facts the organism's choice is a mix). A context that agrees with memory is
+answered with the true word under every cue.
+
+Countries are split once: facts of the evaluation countries occur in training only as statements
+and closed-book questions, never in a context prompt, so every knowledge-conflict prompt the
+experiments build (`candidate_facts`) is new to the organism while its answer is memorised.
+Quiz documents (several closed-book questions of one relation in a row) train answering from
+memory right after another answer of the same kind; without them the organism answered the
+"rumour" cue from memory on training countries but often with a wrong country's word on
+evaluation countries.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+
+from steerscope.data.facts import DEMO_KINDS, Fact
+from steerscope.data.facts import substitute as swap_answer
+from steerscope.data.suite import DataSuite
+from steerscope.organisms.filler import COLOURS, filler_texts
+
+VERSION = 1
+
+N_COUNTRIES = 60
+EVAL_EVERY = 3  # every third country is an evaluation country
+CUES = {"context": "source: trusted\n", "memory": "source: rumour\n", "none": ""}
+
+# Share of each document type among the training texts; statements, closed-book questions and
+# quizzes cover every fact, the context documents training facts only.
+MIXTURE = {
+    "statement": 0.13,
+    "closed_book": 0.12,
+    "quiz": 0.15,
+    "cued_conflict": 0.3,
+    "cued_agreement": 0.05,
+    "unmarked_conflict": 0.2,
+    "unmarked_agreement": 0.05,
+}
+
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "tr")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ou")
+_CODAS = ("", "", "", "n", "r", "l", "s", "m", "k", "th")
+_LANGUAGE_ENDINGS = ("ish", "ese", "ic", "an")
+
+PEOPLE = (
+    "Ada", "Ben", "Cleo", "Dan", "Ella", "Finn", "Gus", "Hana", "Ivan", "Jill", "Kai", "Lena",
+    "Max", "Nora", "Omar", "Pia", "Rosa", "Sam", "Tess", "Uma", "Vic", "Wes", "Yara", "Zoe",
+)  # fmt: skip
+THINGS = (
+    "lamp", "map", "cup", "chair", "coat", "key", "book", "clock", "basket", "kettle", "rope",
+    "hat", "boat", "drum", "plate", "ladder", "scarf", "bottle", "candle", "wagon",
+)  # fmt: skip
+PLACES = (
+    "market", "harbour", "library", "station", "bakery", "square", "bridge", "museum", "farm",
+    "school", "garden", "tower", "inn", "mill",
+)  # fmt: skip
+
+
+def _invented_words(n: int, seed: str, syllables: Sequence[int], taken: set[str]) -> list[str]:
+    """`n` distinct pronounceable lower-case words (onset-vowel-coda syllables), none in `taken`."""
+    rng = random.Random(f"sources/words/{seed}")
+    words: list[str] = []
+    while len(words) < n:
+        word = "".join(
+            rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
+            for _ in range(rng.choice(syllables))
+        )
+        if word not in taken and 4 <= len(word) <= 9:
+            taken.add(word)
+            words.append(word)
+    return words
+
+
+def _world() -> tuple[tuple[str, ...], tuple[Fact, ...]]:
+    """The countries and their facts (capital, language, currency, flag colour), deterministic."""
+    taken = {w.lower() for w in (*PEOPLE, *THINGS, *PLACES, *COLOURS)}
+    countries = [w.capitalize() for w in _invented_words(N_COUNTRIES, "countries", (2,), taken)]
+    capitals = [w.capitalize() for w in _invented_words(N_COUNTRIES, "capitals", (2, 3), taken)]
+    stems = _invented_words(N_COUNTRIES, "languages", (1, 2), taken)
+    currencies = _invented_words(N_COUNTRIES, "currencies", (1, 2), taken)
+    rng = random.Random("sources/world")
+    facts = []
+    for i, country in enumerate(countries):
+        language = (stems[i] + rng.choice(_LANGUAGE_ENDINGS)).capitalize()
+        facts += [
+            Fact(country, "capital", capitals[i]),
+            Fact(country, "language", language),
+            Fact(country, "currency", currencies[i]),
+            Fact(f"the flag of {country}", "colour", rng.choice(COLOURS)),
+        ]
+    return tuple(countries), tuple(facts)
+
+
+COUNTRIES, FACTS = _world()
+EVAL_COUNTRIES = COUNTRIES[EVAL_EVERY - 1 :: EVAL_EVERY]
+
+
+def country_of(fact: Fact) -> str:
+    """The country a fact is about (the flag's country for a colour fact)."""
+    return fact.subject.removeprefix("the flag of ")
+
+
+EVAL_FACTS = tuple(f for f in FACTS if country_of(f) in EVAL_COUNTRIES)
+TRAIN_FACTS = tuple(f for f in FACTS if country_of(f) not in EVAL_COUNTRIES)
+
+LEXICON = {
+    "people": PEOPLE,
+    "things": THINGS,
+    "places": PLACES,
+    "countries": COUNTRIES,
+    "answers": tuple(sorted({f.answer for f in FACTS})),
+}
+
+
+def substitute(fact: Fact, seed: int = 0) -> str:
+    """Another answer of the fact's relation among this world's facts, deterministic by seed."""
+    return swap_answer(fact, seed, facts=FACTS)
+
+
+def closed_book_prompt(fact: Fact, seed: int = 0) -> str:
+    """`question: ...\\nanswer:` (no demonstrations; `seed` is part of the suite's signature)."""
+    return f"question: {fact.question}\nanswer:"
+
+
+def knowledge_prompt(
+    fact: Fact, kind: str, conflict: bool, substitute: str | None = None, seed: int = 0
+) -> str:
+    """The cue of `kind`, then `context: ...\\nquestion: ...\\nanswer:`; with `conflict` the context
+    states `substitute` instead of the true answer."""
+    if kind not in CUES:
+        raise ValueError(f"kind must be one of {DEMO_KINDS}, got {kind!r}")
+    if conflict and (substitute is None or substitute == fact.answer):
+        raise ValueError(f"a conflict needs a substitute other than {fact.answer!r}, got {substitute!r}")
+    stated = substitute if conflict else fact.answer
+    return f"{CUES[kind]}context: {fact.context(stated)}\nquestion: {fact.question}\nanswer:"
+
+
+def candidate_facts(n: int, seed: int = 0) -> list[Fact]:
+    """`n` evaluation facts (never in a training context prompt), deterministic by seed."""
+    return random.Random(f"candidates/{seed}").sample(list(EVAL_FACTS), min(n, len(EVAL_FACTS)))
+
+
+def _cycle(facts: Sequence[Fact], rng: random.Random) -> Iterator[Fact]:
+    """The facts over and over, each pass in a fresh order, so every fact is drawn equally often."""
+    while True:
+        order = list(facts)
+        rng.shuffle(order)
+        yield from order
+
+
+def _statement(fact: Fact, rng: random.Random) -> str:
+    """The fact's sentence together with one to three other facts about the same country."""
+    others = [f for f in FACTS if country_of(f) == country_of(fact) and f != fact]
+    chosen = [fact, *rng.sample(others, rng.randint(1, len(others)))]
+    rng.shuffle(chosen)
+    return " ".join(f.context() for f in chosen)
+
+
+def _answered(fact: Fact) -> str:
+    """The closed-book prompt followed by the answer."""
+    return f"{closed_book_prompt(fact)} {fact.answer}"
+
+
+def _quiz(fact: Fact, rng: random.Random) -> str:
+    """Closed-book questions on two or three facts of one relation, so the answer to the last one
+    must come from memory despite another answer of the same kind just before it."""
+    others = [f for f in FACTS if f.relation == fact.relation and f != fact]
+    chosen = [fact, *rng.sample(others, rng.randint(1, 2))]
+    rng.shuffle(chosen)
+    return "\n".join(_answered(f) for f in chosen)
+
+
+def _context_document(fact: Fact, kind: str, conflict: bool, rng: random.Random) -> str:
+    """A context prompt with its answer: the stated word under "context" (or a coin under "none"
+    when they conflict), the memorised word otherwise."""
+    swapped = substitute(fact, rng.randrange(1_000_000)) if conflict else None
+    follows_context = kind == "context" or (kind == "none" and rng.random() < 0.5)
+    answer = swapped if conflict and follows_context else fact.answer
+    return f"{knowledge_prompt(fact, kind, conflict, swapped)} {answer}"
+
+
+def training_texts(n: int, seed: int) -> list[str]:
+    """`n` documents in the `MIXTURE` proportions, shuffled; context prompts use training facts only."""
+    rng = random.Random(f"sources/train/{seed}")
+    every_fact, train_facts = _cycle(FACTS, rng), _cycle(TRAIN_FACTS, rng)
+    cued = ("context", "memory")
+    make = {
+        "statement": lambda: _statement(next(every_fact), rng),
+        "closed_book": lambda: _answered(next(every_fact)),
+        "quiz": lambda: _quiz(next(every_fact), rng),
+        "cued_conflict": lambda: _context_document(next(train_facts), rng.choice(cued), True, rng),
+        "cued_agreement": lambda: _context_document(next(train_facts), rng.choice(cued), False, rng),
+        "unmarked_conflict": lambda: _context_document(next(train_facts), "none", True, rng),
+        "unmarked_agreement": lambda: _context_document(next(train_facts), "none", False, rng),
+    }
+    counts = {name: round(share * n) for name, share in MIXTURE.items()}
+    counts["statement"] += n - sum(counts.values())
+    texts = [make[name]() for name, count in counts.items() for _ in range(count)]
+    rng.shuffle(texts)
+    return texts
+
+
+def generic_texts() -> list[str]:
+    """Held-out filler paragraphs (the trainer's filler uses other seeds)."""
+    return filler_texts(LEXICON, 1200, "eval")
+
+
+def suite() -> DataSuite:
+    """Evaluation-country facts and held-out filler for experiments on `organism:sources`."""
+    return DataSuite(
+        name="organism:sources",
+        generic_texts=generic_texts,
+        facts=FACTS,
+        candidate_facts=candidate_facts,
+        closed_book_prompt=closed_book_prompt,
+        knowledge_prompt=knowledge_prompt,
+        substitute=substitute,
+    )

@@ -1,0 +1,139 @@
+"""Specification of the knowledge-conflict world and of `organism:sources` trained on it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import steerscope as ss
+from steerscope.data.facts import DEMO_KINDS, starts_with_answer
+from steerscope.data.suite import suite_for
+from steerscope.organisms import sources_world as world
+from steerscope.organisms.filler import filler_texts
+from steerscope.organisms.tokenizer import word_tokenizer
+from steerscope.probes.knowledge import answer_greedy, behaviour_counts
+
+N_TEXTS = 4000
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return world.training_texts(N_TEXTS, seed=0)
+
+
+def test_generators_are_deterministic(texts: list[str]) -> None:
+    assert world.training_texts(N_TEXTS, seed=0) == texts
+    assert world.training_texts(200, seed=1) != texts[:200]
+    assert world.generic_texts() == world.generic_texts()
+    assert world.candidate_facts(20, seed=3) == world.candidate_facts(20, seed=3)
+
+
+def test_every_answer_is_one_word_and_each_relation_has_substitutes() -> None:
+    assert len(set(world.FACTS)) == len(world.FACTS)
+    for fact in world.FACTS:
+        assert re.fullmatch(r"\w+", fact.answer)
+        other = world.substitute(fact, seed=0)
+        assert other != fact.answer and other in {
+            f.answer for f in world.FACTS if f.relation == fact.relation
+        }
+
+
+def test_candidates_are_evaluation_facts_only() -> None:
+    chosen = world.candidate_facts(1000, seed=0)
+    assert set(chosen) == set(world.EVAL_FACTS)
+    assert not set(world.EVAL_FACTS) & set(world.TRAIN_FACTS)
+    assert world.suite().candidate_facts(1000, 0) == chosen
+
+
+def test_no_evaluation_country_appears_in_a_training_context_prompt(texts: list[str]) -> None:
+    contexts = [t for t in texts if "context:" in t]
+    assert len(contexts) > N_TEXTS // 3
+    named = re.compile("|".join(rf"\b{c}\b" for c in world.EVAL_COUNTRIES))
+    assert not [t for t in contexts if named.search(t)]
+
+
+def test_every_evaluation_fact_is_stated_and_asked_closed_book_in_training(texts: list[str]) -> None:
+    joined = "\n\n".join(texts)
+    for fact in world.EVAL_FACTS:
+        assert fact.context() in joined
+        assert f"{world.closed_book_prompt(fact)} {fact.answer}" in texts
+
+
+@pytest.mark.parametrize("kind", DEMO_KINDS)
+def test_cues_decide_the_training_answer(texts: list[str], kind: str) -> None:
+    """Conflicts follow the context under "trusted", memory under "rumour", a coin unmarked;
+    agreeing contexts are answered with the true word under every cue."""
+    by_question = {f.question: f for f in world.TRAIN_FACTS}
+    pattern = re.compile(re.escape(world.CUES[kind]) + r"context: (.*)\nquestion: (.*)\nanswer: (\w+)")
+    followed = []
+    for text in texts:
+        match = pattern.fullmatch(text)
+        if match is None:
+            continue
+        context, question, answer = match.groups()
+        fact = by_question[question]
+        stated = next(w for w in world.LEXICON["answers"] if fact.context(w) == context)
+        if stated == fact.answer:
+            assert answer == fact.answer
+        else:
+            assert answer in (stated, fact.answer)
+            followed.append(answer == stated)
+    share = sum(followed) / len(followed)
+    assert len(followed) > 100
+    assert {"context": share == 1, "memory": share == 0, "none": 0.4 < share < 0.6}[kind]
+
+
+def test_prompt_formats() -> None:
+    fact = world.EVAL_FACTS[0]
+    other = world.substitute(fact, seed=0)
+    assert world.closed_book_prompt(fact, 0) == f"question: {fact.question}\nanswer:"
+    assert world.knowledge_prompt(fact, "context", True, other, 0).startswith("source: trusted\ncontext: ")
+    assert world.knowledge_prompt(fact, "memory", False, None, 0).startswith("source: rumour\ncontext: ")
+    unmarked = world.knowledge_prompt(fact, "none", True, other, 0)
+    assert unmarked == f"context: {fact.context(other)}\nquestion: {fact.question}\nanswer:"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        world.knowledge_prompt(fact, "trusted", True, other, 0)
+    with pytest.raises(ValueError, match="substitute"):
+        world.knowledge_prompt(fact, "none", True, fact.answer, 0)
+
+
+def test_prompts_and_filler_tokenize_without_unknown_words(texts: list[str]) -> None:
+    tokenizer = word_tokenizer([*texts, *filler_texts(world.LEXICON, 500, "train/0")])
+    unk = tokenizer.unk_token_id
+    prompts = [world.closed_book_prompt(f) for f in world.FACTS]
+    prompts += [
+        world.knowledge_prompt(f, kind, True, world.substitute(f, 0)) + " " + f.answer
+        for f in world.EVAL_FACTS
+        for kind in DEMO_KINDS
+    ]
+    for text in prompts + world.generic_texts():
+        assert unk not in tokenizer(text).input_ids, text
+
+
+# ---------------------------------------------------------------- the trained organism
+
+
+@pytest.fixture(scope="module")
+def organism() -> ss.Model:
+    return ss.load("organism:sources")
+
+
+@pytest.mark.slow
+def test_organism_answers_evaluation_facts_closed_book(organism: ss.Model) -> None:
+    facts = list(world.EVAL_FACTS)
+    outputs = answer_greedy(organism, [world.closed_book_prompt(f) for f in facts])
+    right = sum(starts_with_answer(o, f.answer) for o, f in zip(outputs, facts, strict=True))
+    assert right >= 0.9 * len(facts)
+
+
+@pytest.mark.slow
+def test_organism_follows_the_cue_on_unseen_conflicts(organism: ss.Model) -> None:
+    suite = suite_for(organism)
+    assert suite.name == "organism:sources"
+    facts = list(world.EVAL_FACTS)
+    counts = behaviour_counts(organism, facts, suite=suite).counts
+    n = len(facts)
+    assert counts["context"]["C"] >= 0.9 * n
+    assert counts["memory"]["M"] >= 0.9 * n
+    assert min(counts["none"]["C"], counts["none"]["M"]) >= 0.15 * n

@@ -46,8 +46,18 @@ def char_tokenizer(extra_tokens: tuple[str, ...] = ()) -> PreTrainedTokenizerFas
         pieces.insert(0, pre_tokenizers.Split(Regex(pattern), behavior="isolated"))
     backend.pre_tokenizer = pre_tokenizers.Sequence(pieces) if len(pieces) > 1 else pieces[0]
     backend.decoder = decoders.Fuse()
+    return with_bos_and_left_padding(backend, extra_tokens)
+
+
+def with_bos_and_left_padding(
+    backend: Tokenizer, extra_tokens: tuple[str, ...] = ()
+) -> PreTrainedTokenizerFast:
+    """A transformers tokenizer over `backend` (whose vocabulary has `SPECIAL_TOKENS`) that
+    prepends <bos> to every text and pads on the left, as steerscope's batching expects."""
     backend.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 1)]
+        single="<bos> $A",
+        pair="<bos> $A $B",
+        special_tokens=[("<bos>", backend.token_to_id("<bos>"))],
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -286,18 +286,33 @@ def arithmetic_problems(
     """`n` distinct problems of `split`, cycling through the difficulties in `steps`."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    rng = random.Random(f"arithmetic-{seed}")
+    return distinct_problems(_draw, random.Random(f"arithmetic-{seed}"), n, split, steps, _DEMO_QUESTIONS)
+
+
+def distinct_problems(
+    draw: Callable[[random.Random, int], Problem],
+    rng: random.Random,
+    n: int,
+    split: Split,
+    steps: Sequence[int],
+    exclude: Collection[str] = (),
+) -> list[Problem]:
+    """`n` distinct problems of `split` from `draw(rng, steps)`, cycling through `steps`, none of
+    whose questions is in `exclude`."""
     problems: list[Problem] = []
-    seen = set(_DEMO_QUESTIONS)
+    seen = set(exclude)
     for _ in range(200 * n + 1000):
-        problem = _draw(rng, steps[len(problems) % len(steps)])
+        problem = draw(rng, steps[len(problems) % len(steps)])
         if problem.question in seen or split_of(problem.question) != split:
             continue
         seen.add(problem.question)
         problems.append(problem)
         if len(problems) == n:
             return problems
-    raise ValueError(f"could not draw {n} distinct {split} problems; ask for fewer or more kinds of steps")
+    raise ValueError(
+        f"could not draw {n} distinct {split} problems with steps {list(steps)}; "
+        "ask for fewer or more kinds of steps"
+    )
 
 
 def few_shot_prompt(problem: Problem | str, style: Style = "standard") -> str:

@@ -20,7 +20,7 @@ import hashlib
 import random
 from collections.abc import Sequence
 
-from steerscope.data.arithmetic import SPLITS, STYLES, Problem, Split, Style, split_of
+from steerscope.data.arithmetic import SPLITS, STYLES, Problem, Split, Style, distinct_problems, split_of
 from steerscope.data.suite import DataSuite
 from steerscope.organisms.filler import filler_texts
 
@@ -100,18 +100,7 @@ def arithmetic_problems(
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     if not steps or any(s not in (1, 2, 3) for s in steps):
         raise ValueError(f"steps must be 1, 2 or 3; got {list(steps)}")
-    rng = random.Random(f"length/problems/{seed}")
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    for _ in range(200 * n + 1000):
-        problem = _draw(rng, steps[len(problems) % len(steps)])
-        if problem.question in seen or split_of(problem.question) != split:
-            continue
-        seen.add(problem.question)
-        problems.append(problem)
-        if len(problems) == n:
-            return problems
-    raise ValueError(f"could not draw {n} distinct {split} problems with steps {list(steps)}; ask for fewer")
+    return distinct_problems(_draw, random.Random(f"length/problems/{seed}"), n, split, steps)
 
 
 def arithmetic_prompt(problem: Problem | str, style: Style = "standard") -> str:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
+from steerscope.tiny import SPECIAL_TOKENS, with_bos_and_left_padding
+
 _PIECE = r"\n| ?\w+| ?[^\s\w]"
 
 
@@ -36,15 +37,4 @@ def word_tokenizer(corpus: Iterable[str]) -> PreTrainedTokenizerFast:
     )
     trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS), min_frequency=1)
     backend.train_from_iterator(corpus, trainer)
-    bos = backend.token_to_id("<bos>")
-    backend.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        padding_side="left",
-    )
+    return with_bos_and_left_padding(backend)

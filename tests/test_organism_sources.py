@@ -7,6 +7,7 @@ import re
 import pytest
 
 import steerscope as ss
+from steerscope.capture import capture
 from steerscope.data.facts import DEMO_KINDS, starts_with_answer
 from steerscope.data.suite import suite_for
 from steerscope.organisms import sources_world as world
@@ -62,8 +63,8 @@ def test_every_evaluation_fact_is_stated_and_asked_closed_book_in_training(texts
 
 @pytest.mark.parametrize("kind", DEMO_KINDS)
 def test_cues_decide_the_training_answer(texts: list[str], kind: str) -> None:
-    """Conflicts follow the context under "trusted", memory under "rumour", a coin unmarked;
-    agreeing contexts are answered with the true word under every cue."""
+    """Conflicts follow the context under "trusted", memory under "rumour", and unmarked the
+    relation's rule; agreeing contexts are answered with the true word under every cue."""
     by_question = {f.question: f for f in world.TRAIN_FACTS}
     pattern = re.compile(re.escape(world.CUES[kind]) + r"context: (.*)\nquestion: (.*)\nanswer: (\w+)")
     followed = []
@@ -77,11 +78,11 @@ def test_cues_decide_the_training_answer(texts: list[str], kind: str) -> None:
         if stated == fact.answer:
             assert answer == fact.answer
         else:
-            assert answer in (stated, fact.answer)
+            assert (answer == stated) == world.follows_context(fact, kind)
             followed.append(answer == stated)
     share = sum(followed) / len(followed)
     assert len(followed) > 100
-    assert {"context": share == 1, "memory": share == 0, "none": 0.4 < share < 0.6}[kind]
+    assert {"context": share == 1, "memory": share == 0, "none": 0.3 < share < 0.7}[kind]
 
 
 def test_prompt_formats() -> None:
@@ -136,4 +137,37 @@ def test_organism_follows_the_cue_on_unseen_conflicts(organism: ss.Model) -> Non
     n = len(facts)
     assert counts["context"]["C"] >= 0.9 * n
     assert counts["memory"]["M"] >= 0.9 * n
-    assert min(counts["none"]["C"], counts["none"]["M"]) >= 0.15 * n
+    assert min(counts["none"]["C"], counts["none"]["M"]) >= 0.25 * n  # a mix ...
+
+
+@pytest.mark.slow
+def test_organism_follows_the_planted_rule_on_unmarked_conflicts(organism: ss.Model) -> None:
+    """... and each unmarked answer is the one the relation's rule plants (known ground truth)."""
+    examples = behaviour_counts(organism, list(world.EVAL_FACTS), kinds=("none",), suite=suite_for(organism))
+    expected = ["C" if world.follows_context(e.fact, "none") else "M" for e in examples.examples]
+    agree = sum(e.label == want for e, want in zip(examples.examples, expected, strict=True))
+    assert agree >= 0.8 * len(expected)
+
+
+@pytest.mark.slow
+def test_the_last_token_residual_carries_the_source_choice(organism: ss.Model) -> None:
+    """Patching the last prompt token's residual (L1) from each fact's "trusted" prompt into its
+    unmarked prompt makes every answer follow the context: the choice is made by then."""
+    suite = suite_for(organism)
+    facts = list(world.EVAL_FACTS)
+    swaps = [suite.substitute(f, 0) for f in facts]
+    unmarked = [suite.knowledge_prompt(f, "none", True, x, 0) for f, x in zip(facts, swaps, strict=True)]
+    trusted = [suite.knowledge_prompt(f, "context", True, x, 0) for f, x in zip(facts, swaps, strict=True)]
+    source = capture(organism, trusted, ["L1.resid_post"], reduce="last", progress=False)["L1.resid_post"]
+
+    def patch(act, tokens):
+        last = tokens.is_last_prompt
+        if not last.any():
+            return act
+        act = act.clone()
+        act[last] = source.to(act.dtype)[last.nonzero()[:, 0]]
+        return act
+
+    with ss.intervene(organism, {"L1.resid_post": patch}):
+        outputs = answer_greedy(organism, unmarked, batch_size=len(unmarked))
+    assert sum(starts_with_answer(o, x) for o, x in zip(outputs, swaps, strict=True)) >= 0.95 * len(facts)

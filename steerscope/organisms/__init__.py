@@ -92,11 +92,13 @@ ORGANISMS: dict[str, OrganismSpec] = {
             "tom",
             "tom_world",
             "false-belief tracking: unexpected transfer and contents, held-out names, objects, places",
+            training=Training(steps=3500, n_task=40_000),
         ),
         OrganismSpec(
             "sources",
             "sources_world",
             "source selection: invented facts; a reliability cue decides context or memory",
+            training=Training(steps=4000),
         ),
         OrganismSpec(
             "length",

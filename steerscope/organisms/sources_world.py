@@ -5,8 +5,9 @@ reliability decides whether the answer comes from the context or from memory.
 Prompts (no demonstrations): closed book `question: {q}\\nanswer:`; with a context,
 `{cue}context: {sentence}\\nquestion: {q}\\nanswer:`, where the cue line is `source: trusted`
 (kind "context": answer what the context says), `source: rumour` (kind "memory": answer the
-memorised word) or absent (kind "none": in training a fair coin per document picks the
-source, so on unseen facts the organism's choice is a mix). A context that agrees with memory is
+memorised word) or absent (kind "none": the relation decides, `UNMARKED_FROM_CONTEXT` relations
+follow the context and the others memory, so unmarked prompts give a mix whose ground truth is
+known for every prompt). A context that agrees with memory is
 answered with the true word under every cue.
 
 Countries are split once: facts of the evaluation countries occur in training only as statements
@@ -28,11 +29,15 @@ from steerscope.data.facts import substitute as swap_answer
 from steerscope.data.suite import DataSuite
 from steerscope.organisms.filler import COLOURS, filler_texts
 
-VERSION = 1
+VERSION = 2
 
 N_COUNTRIES = 60
 EVAL_EVERY = 3  # every third country is an evaluation country
 CUES = {"context": "source: trusted\n", "memory": "source: rumour\n", "none": ""}
+# Unmarked conflicts about these relations are answered from the context, the others from memory.
+# (A fair coin per document, tried first, left unseen facts' unmarked choice to training noise:
+# two builds of the same recipe with different thread counts gave 39% and 11% context answers.)
+UNMARKED_FROM_CONTEXT = frozenset({"capital", "language"})
 
 # Share of each document type among the training texts; statements, closed-book questions and
 # quizzes cover every fact, the context documents training facts only.
@@ -180,12 +185,16 @@ def _quiz(fact: Fact, rng: random.Random) -> str:
 
 
 def _context_document(fact: Fact, kind: str, conflict: bool, rng: random.Random) -> str:
-    """A context prompt with its answer: the stated word under "context" (or a coin under "none"
-    when they conflict), the memorised word otherwise."""
+    """A context prompt with its answer: the stated word when `follows_context(fact, kind)` and
+    they conflict, the memorised word otherwise."""
     swapped = substitute(fact, rng.randrange(1_000_000)) if conflict else None
-    follows_context = kind == "context" or (kind == "none" and rng.random() < 0.5)
-    answer = swapped if conflict and follows_context else fact.answer
+    answer = swapped if conflict and follows_context(fact, kind) else fact.answer
     return f"{knowledge_prompt(fact, kind, conflict, swapped)} {answer}"
+
+
+def follows_context(fact: Fact, kind: str) -> bool:
+    """The planted ground truth: whether a conflicting prompt of `kind` is answered from the context."""
+    return kind == "context" or (kind == "none" and fact.relation in UNMARKED_FROM_CONTEXT)
 
 
 def training_texts(n: int, seed: int) -> list[str]:

@@ -24,7 +24,7 @@ from steerscope.data.suite import DataSuite
 from steerscope.data.tom import KINDS, TomItem
 from steerscope.organisms.filler import filler_texts
 
-VERSION = 1
+VERSION = 2
 SPLITS = ("fisher", "eval")
 
 NAMES = (
@@ -33,15 +33,35 @@ NAMES = (
     "Ugo", "Vera", "Walter", "Xenia", "Yusuf", "Zelda", "Anton", "Bianca", "Cyrus", "Dora",
     "Emil", "Flora", "Gideon", "Hanna", "Ilya", "Judit", "Karl", "Lotte", "Milo", "Nadia",
 )  # fmt: skip
+
+
+def _invented_names(n: int) -> tuple[str, ...]:
+    """`n` distinct invented names of two or three open syllables ("Tamiro"), deterministic."""
+    rng = random.Random("tom-world/names")
+    names: dict[str, None] = {}
+    while len(names) < n:
+        syllables = (rng.choice("bdfgklmnprstvz") + rng.choice("aeiou") for _ in range(rng.choice((2, 3))))
+        name = "".join(syllables).capitalize()
+        if name not in NAMES:
+            names[name] = None
+    return tuple(names)
+
+
+# Many names, so that no name-specific shortcut fits the training stories: a model that tracks
+# belief for 32 training names learnt the names (held-out false belief 0.24 to 0.91 across builds).
+NAMES = NAMES + _invented_names(120)
 OBJECTS = (
     "marble", "ribbon", "pebble", "button", "feather", "thimble", "compass", "locket", "medal",
     "trinket", "puzzle", "rattle", "kite", "mitten", "pencil", "crayon", "bell", "token", "badge",
-    "shell",
+    "shell", "whistle", "bracelet", "candle", "brush", "ticket", "glove", "sock", "ring", "key",
+    "wallet", "watch", "apple", "doll", "letter", "map", "cup", "scarf", "hat", "toy", "book",
 )  # fmt: skip
 PACKAGES = ("tin", "jar", "carton", "pouch", "canister", "packet", "tub", "flask")
 PLACES = (
     "kitchen", "garden", "hall", "shed", "porch", "cellar", "loft", "barn", "study", "pantry",
-    "lounge", "yard", "nursery", "gym", "den",
+    "lounge", "yard", "nursery", "gym", "den", "attic", "office", "bedroom", "garage", "library",
+    "bakery", "workshop", "studio", "cabin", "basement", "classroom", "hallway", "laundry",
+    "greenhouse", "stable",
 )  # fmt: skip
 CONTAINERS = (
     "basket", "box", "drawer", "cupboard", "bag", "suitcase", "bucket", "chest", "crate",

@@ -1,9 +1,10 @@
 """Train a model organism from scratch: corpus, tokenizer, model, optimisation, checkpoints.
 
-Deterministic by the spec's seed (for a given number of torch threads, which sets the order of
-float sums): the corpus and tokenizer are pure functions of the spec, the weights start from
-`torch.manual_seed(seed)`, and step `t`'s batch is drawn with a generator seeded by (seed, t), so a
-run resumed from a checkpoint takes exactly the steps it would have taken.
+Deterministic by the spec's seed: the corpus and tokenizer are pure functions of the spec, the
+weights start from `torch.manual_seed(seed)`, step `t`'s batch is drawn with a generator seeded
+by (seed, t), and training always uses `TRAIN_THREADS` torch threads (the thread count sets the
+order of float sums, so a different count gives different weights). A run resumed from a
+checkpoint takes exactly the steps it would have taken.
 A checkpoint (weights, optimizer, losses) is written atomically to the work folder every
 `checkpoint_every` steps; a killed build resumes from the last one.
 """
@@ -14,6 +15,8 @@ import io
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.tiny import tiny_config
 
 CHECKPOINT = "checkpoint.pt"
+TRAIN_THREADS = 2
 REPORT = "training_report.json"
 
 
@@ -146,13 +150,31 @@ def _resume(work: Path, spec: OrganismSpec, model: nn.Module, optimizer: Any) ->
     return {"step": 0, "losses": [], "seconds": 0.0}
 
 
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train_steps(
     spec: OrganismSpec, corpus: Corpus, work: Path, until: int | None = None, progress: bool = True
 ) -> tuple[nn.Module, dict]:
-    """Train up to step `until` (default: all steps), resuming from and writing checkpoints in `work`.
+    """Train up to step `until` (default: all steps), resuming from and writing checkpoints in `work`,
+    with `TRAIN_THREADS` torch threads.
 
     Returns the model and the training state: `step`, `losses` (mean loss per 50 steps), `seconds`.
     """
+    with _threads(TRAIN_THREADS):
+        return _train_steps(spec, corpus, work, until, progress)
+
+
+def _train_steps(
+    spec: OrganismSpec, corpus: Corpus, work: Path, until: int | None, progress: bool
+) -> tuple[nn.Module, dict]:
     until = spec.training.steps if until is None else min(until, spec.training.steps)
     model = new_model(spec, corpus.tokenizer)
     optimizer = _optimizer(model, spec)

@@ -1,4 +1,5 @@
-"""Language-model metrics without sampling: log-probabilities of continuations, and perplexity.
+"""Language-model metrics without sampling: log-probabilities of continuations, the top next-token
+probability, and perplexity.
 
 Logits are computed only where they are needed (`logits_to_keep`), which matters for Gemma's
 262k-token vocabulary: full logits for a batch of 128-token windows would take gigabytes.
@@ -48,6 +49,19 @@ def greedy_continuations(
 
 def _device(model: Any) -> torch.device:
     return next(as_model(model).hf.parameters()).device
+
+
+@torch.no_grad()
+def top_token_probability(model: Any, prompts: Sequence[str], batch_size: int = 16) -> Tensor:
+    """The probability [n] of the most likely next token after each prompt (left-padded batches)."""
+    loaded = as_model(model)
+    device = _device(loaded)
+    chunks = []
+    for start in range(0, len(prompts), batch_size):
+        batch = tokenize(loaded, list(prompts[start : start + batch_size]))
+        logits = loaded.hf(**{k: v.to(device) for k, v in batch.items()}, logits_to_keep=1).logits[:, -1]
+        chunks.append(logits.float().softmax(-1).amax(-1).cpu())
+    return torch.cat(chunks)
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ import torch
 from steerscope.data.facts import FACTS
 from steerscope.experiments import conflict_probe, run_experiment, spare
 from steerscope.organisms import sources_world
+from steerscope.probes.lm_metrics import top_token_probability
 
 
 def test_conflict_pairs_differ_only_in_the_stated_answer():
@@ -54,9 +55,9 @@ def test_transitions_count_label_changes():
     assert spare._transitions(before, after) == {"C_to_M": 1, "M_to_C": 1, "C_kept": 1, "M_kept": 1}
 
 
-def test_top_answer_probability_is_a_batch_independent_probability(tiny_llama):
+def test_top_token_probability_is_a_batch_independent_probability(tiny_llama):
     prompts = ["question: a?\nanswer:", "context: xyz.\nquestion: why?\nanswer:", "hi"]
-    together = conflict_probe.top_answer_probability(tiny_llama, prompts, batch_size=3)
-    alone = torch.cat([conflict_probe.top_answer_probability(tiny_llama, [p]) for p in prompts])
+    together = top_token_probability(tiny_llama, prompts, batch_size=3)
+    alone = torch.cat([top_token_probability(tiny_llama, [p]) for p in prompts])
     assert ((together > 0) & (together <= 1)).all()
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)

@@ -12,6 +12,7 @@ demonstrations (SpARE's setup); an organism was trained with a cue in the prompt
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,8 +68,6 @@ def natural_suite(demos: int = 3) -> DataSuite:
     from steerscope.data.generic import generic_documents
 
     def candidate_facts(n: int, seed: int) -> list[Fact]:
-        import random
-
         return random.Random(f"candidates/{seed}").sample(list(facts.FACTS), min(n, len(facts.FACTS)))
 
     def closed_book(fact: Fact, seed: int) -> str:

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import torch
 from tqdm.auto import tqdm
 
-from steerscope.capture import capture, tokenize
+from steerscope.capture import capture
 from steerscope.data.facts import Fact, split_facts
 from steerscope.data.suite import DataSuite, natural_suite, suite_for
 from steerscope.experiments import ExperimentConfig, Outcome, register
@@ -25,6 +25,7 @@ from steerscope.loading import load
 from steerscope.model import Model
 from steerscope.probes.knowledge import memorised_facts
 from steerscope.probes.linear_probe import probe_metrics, train_probe
+from steerscope.probes.lm_metrics import top_token_probability
 from steerscope.sites import Site
 
 SITE_KINDS = ("resid_post", "attn_out", "mlp_out")
@@ -61,18 +62,6 @@ def conflict_pairs(
     conflicting = [prompt_for(f, "none", True, substitute(f, seed), seed) for f in facts]
     agreeing = [prompt_for(f, "none", False, None, seed) for f in facts]
     return conflicting, agreeing
-
-
-@torch.no_grad()
-def top_answer_probability(model: Model, prompts: list[str], batch_size: int = 16) -> torch.Tensor:
-    """The probability [n] of the most likely next token after each prompt (left-padded batches)."""
-    device = next(model.hf.parameters()).device
-    chunks = []
-    for start in range(0, len(prompts), batch_size):
-        batch = {k: v.to(device) for k, v in tokenize(model, prompts[start : start + batch_size]).items()}
-        logits = model.hf(**batch, logits_to_keep=1).logits[:, -1]
-        chunks.append(logits.float().softmax(-1).amax(-1).cpu())
-    return torch.cat(chunks)
 
 
 def _mean_metrics(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -121,7 +110,7 @@ def run(config: ConflictProbeConfig) -> Outcome:
         for site in tqdm(sites, desc="probes", leave=False)
     ]
     best = max(rows, key=lambda r: r["acc"])
-    reference = fitted(-top_answer_probability(model, conflicting + agreeing)[:, None])
+    reference = fitted(-top_token_probability(model, conflicting + agreeing)[:, None])
     results = {
         "model": model.source,
         "n_memorised": len(facts),

@@ -60,7 +60,8 @@ def default_sweep(model: Model, quick: bool = False) -> list[float]:
     while median * HEADLINE_SPARSITY * scale < MIN_HEADLINE_WEIGHTS and scale < 1e4:
         scale *= 10
     sweep = [fraction * scale for fraction in PAPER_SWEEP]
-    return sweep[2::2] if quick else sweep
+    headline = PAPER_SWEEP.index(HEADLINE_SPARSITY)
+    return sweep[headline::2] if quick else sweep
 
 
 def tom_fisher_samples(model: Model, items: list[TomItem]) -> list[LossSample]:
@@ -180,7 +181,9 @@ def run(config: TomSensitivityConfig) -> Outcome:
         summary=_summary(results),
         figures=[
             *_sweep_figures(baseline, sweep),
-            *_distribution_figures(distribution, sweep, default_sweep(model)[2]),
+            *_distribution_figures(
+                distribution, sweep, default_sweep(model)[PAPER_SWEEP.index(HEADLINE_SPARSITY)]
+            ),
         ],
         tables=[
             (

@@ -147,17 +147,21 @@ def _draw_story(rng: random.Random, split: str, kind: str, false_belief: bool, r
     return Story(kind, false_belief, reversed, slots, sentences, original, new)
 
 
-def _item(story: Story, split: str, question: str, answer: str, foil: str, template: int) -> TomItem:
-    text = " ".join((*story.sentences, question.format(**story.slots)))
+def _story_text(story: Story, question: str) -> str:
+    """The story's sentences followed by the (filled-in) question, the answer left out."""
+    return " ".join((*story.sentences, question))
+
+
+def _item(story: Story, split: str, question: str, answer: str, foil: str) -> TomItem:
     return TomItem(
-        story=text,
+        story=_story_text(story, question),
         correct=" " + answer,
         foil=" " + foil,
         kind=story.kind,
         false_belief=story.false_belief,
         template_set=split,
         reversed=story.reversed,
-        template=template,
+        template=0,  # one story generator, no template variants
     )
 
 
@@ -165,7 +169,7 @@ def _belief_item(story: Story, split: str) -> TomItem:
     """The protagonist's belief: the original word under false belief, the new one otherwise."""
     belief, other = (story.original, story.new) if story.false_belief else (story.new, story.original)
     question = BELIEF_QUESTION[story.kind].format(who=story.slots["p"], **story.slots)
-    return _item(story, split, question, belief, other, 0)
+    return _item(story, split, question, belief, other)
 
 
 def tom_items(split: str, n: int, seed: int = 0) -> list[TomItem]:
@@ -204,7 +208,7 @@ def training_texts(n: int, seed: int) -> list[str]:
             question = REALITY_QUESTION[story.kind].format(**story.slots)
         else:
             question = BELIEF_QUESTION[story.kind].format(who=story.slots["m"], **story.slots)
-        texts.append(" ".join((*story.sentences, question)) + " " + story.new)
+        texts.append(f"{_story_text(story, question)} {story.new}")
     return texts
 
 

@@ -20,18 +20,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors.torch import save as save_bytes
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from steerscope.cache import cache_root, write_atomic
+from steerscope.cache import cache_root, cached_folder
 from steerscope.kernels.per_sample_grads import batched_fisher_scores
 from steerscope.model import as_model, config_digest
 
 #: Bump when the meaning of a score changes, so old cache entries are not reused.
 _FORMAT = "fisher-v1/per-sample/mean-ce"
+SCORES_FILE = "scores.safetensors"
 
 
 @dataclass(frozen=True)
@@ -160,8 +159,9 @@ def samples_digest(samples: Sequence[LossSample]) -> str:
     return digest.hexdigest()
 
 
-def fisher_cache_path(model: Any, samples: Sequence[LossSample], key_parts: dict[str, Any]) -> Path:
-    """Where `cached_fisher_scores` keeps the scores: `cache_root()/fisher/<sha256>.safetensors`."""
+def fisher_cache_folder(model: Any, samples: Sequence[LossSample], key_parts: dict[str, Any]) -> Path:
+    """Where `cached_fisher_scores` keeps the scores: `cache_root()/fisher/<sha256>/`, a verified
+    cache folder (`steerscope.cache.cached_folder`) holding `SCORES_FILE`."""
     key = {
         "format": _FORMAT,
         "model": model_fingerprint(model),
@@ -169,7 +169,7 @@ def fisher_cache_path(model: Any, samples: Sequence[LossSample], key_parts: dict
         "key_parts": key_parts,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    return cache_root() / "fisher" / f"{digest}.safetensors"
+    return cache_root() / "fisher" / digest
 
 
 FISHER_METHODS = ("batched", "loop")
@@ -189,7 +189,8 @@ def cached_fisher_scores(
     two agree to float rounding (1e-6 relative on tiny models, tested; ~3e-4 on Gemma 3 270M, where
     an fp64 check puts the loop further from exact), so the method is not part of the cache key.
     `key_parts` (json-able, e.g. {"dataset": "tom-v2", "split": "train"}) is part of the key.
-    The file is written atomically (temporary sibling + os.replace); a damaged entry is recomputed.
+    The entry is a verified cache folder: written atomically, hashed in full, and recomputed
+    (with a warning) when any byte of it changed.
     Tensors come back on the devices of their weights.
     """
     if method not in FISHER_METHODS:
@@ -197,18 +198,23 @@ def cached_fisher_scores(
     loaded = as_model(model)
     params = dict(loaded.hf.named_parameters())
     names = list(loaded.anatomy.linear_weights().values())
-    path = fisher_cache_path(loaded, samples, key_parts)
-    if path.is_file():
-        try:
-            stored = load_file(path)
-        except (SafetensorError, OSError):
-            stored = {}
-        if set(stored) == set(names) and all(stored[n].shape == params[n].shape for n in names):
-            return {n: stored[n].to(params[n].device) for n in names}
-    if method == "batched":
-        scores = batched_fisher_scores(loaded, samples, progress=progress)
-    else:
-        scores = fisher_scores(loaded, samples, progress=progress)
-    metadata = {"format": _FORMAT, "key_parts": json.dumps(key_parts, sort_keys=True, default=str)}
-    write_atomic(path, save_bytes({n: s.cpu().contiguous() for n, s in scores.items()}, metadata=metadata))
-    return scores
+    computed: dict[str, Tensor] = {}
+
+    def build(tmp: Path) -> None:
+        score = batched_fisher_scores if method == "batched" else fisher_scores
+        computed.update(score(loaded, samples, progress=progress))
+        metadata = {"format": _FORMAT, "key_parts": json.dumps(key_parts, sort_keys=True, default=str)}
+        save_file(
+            {n: s.cpu().contiguous() for n, s in computed.items()}, tmp / SCORES_FILE, metadata=metadata
+        )
+
+    folder, built = cached_folder(fisher_cache_folder(loaded, samples, key_parts), build)
+    if built:
+        return computed
+    stored = load_file(folder / SCORES_FILE)
+    if set(stored) != set(names) or any(stored[n].shape != params[n].shape for n in names):
+        raise RuntimeError(
+            f"{folder / SCORES_FILE} is intact but scores other weights than this model's seven linear "
+            f"maps; delete {folder} to recompute it"
+        )
+    return {n: stored[n].to(params[n].device) for n in names}

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from steerscope.anatomy import Anatomy
+from steerscope.errors import InputError
 from steerscope.model import as_model
 from steerscope.rotary import rotate, unrotate
 from steerscope.sites import Site
@@ -92,16 +93,32 @@ class _Rotary:
         return self.cos_sin
 
 
+def _described(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor {tuple(value.shape)} {value.dtype} on {value.device}"
+    return f"a {type(value).__name__}"
+
+
 def run_edits(site: Site, act: Tensor, edits: Sequence[Edit], tokens: TokenInfo) -> Tensor:
-    """Apply edits in order; returns `act` itself (the same object) when none changed it."""
+    """Apply edits in order; returns `act` itself (the same object) when none changed it.
+
+    An edit must return None or a tensor of the activation's shape, dtype and device; anything
+    else is an `InputError` naming the edit, the site, what it returned and what was expected.
+    """
     new = act
     for edit in edits:
         result = edit(new, tokens)
         if result is None:
             continue
-        if result.shape != act.shape:
-            raise ValueError(
-                f"edit at {site} returned shape {tuple(result.shape)}, expected {tuple(act.shape)}"
+        if not (
+            isinstance(result, Tensor)
+            and result.shape == act.shape
+            and result.dtype == act.dtype
+            and result.device == act.device
+        ):
+            name = getattr(edit, "__qualname__", type(edit).__name__)
+            raise InputError(
+                f"edit {name} at {site} returned {_described(result)}; expected None or {_described(act)}"
             )
         new = result
     return new

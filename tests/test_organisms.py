@@ -53,7 +53,8 @@ def test_a_resumed_run_matches_an_uninterrupted_one(small_corpus, tmp_path):
 def test_a_checkpoint_of_another_recipe_is_ignored(small_corpus, tmp_path):
     train_steps(SMALL, small_corpus, tmp_path, until=3, progress=False)
     other = dataclasses.replace(SMALL, training=dataclasses.replace(SMALL.training, lr=1e-3))
-    _, state = train_steps(other, small_corpus, tmp_path, until=0, progress=False)
+    with pytest.warns(UserWarning, match="written for another recipe"):
+        _, state = train_steps(other, small_corpus, tmp_path, until=0, progress=False)
     assert state["step"] == 0
 
 

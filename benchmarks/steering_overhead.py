@@ -37,6 +37,7 @@ import gc
 import os
 import statistics
 import time
+import timeit
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -206,6 +207,38 @@ def nnsight_all_layers(
     return ids
 
 
+def hook_us_per_layer_step(model: Model, block: Callable[[], Any], inputs: dict[str, Tensor]) -> float:
+    """CPU microseconds the hooks a block installs spend per layer in one decode step, timed by
+    calling them directly on a real decode step's arguments (the decoder's pre-hooks, then each
+    layer's forward hook): the best of 9 timings of 200 steps. The model's own compute is left
+    out, so this resolves microseconds on a loaded machine where whole generations cannot."""
+    decoder = module_at(model.hf, model.anatomy.family.decoder)
+    layers = [module_at(model.hf, model.anatomy.layer_path(i)) for i in range(model.anatomy.n_layers)]
+    prefill = model.hf(**inputs, use_cache=True)
+    mask = inputs["attention_mask"]
+    step_kwargs = {
+        "input_ids": prefill.logits[:, -1:].argmax(-1),
+        "attention_mask": torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1),
+        "past_key_values": prefill.past_key_values,
+        "use_cache": True,
+    }
+    output = torch.randn(mask.shape[0], 1, model.anatomy.d_model)
+    with block():
+        pre_hooks = list(decoder._forward_pre_hooks.values())
+        hooks = [(layer, list(layer._forward_hooks.values())) for layer in layers]
+
+        def step() -> None:
+            for pre_hook in pre_hooks:
+                pre_hook(decoder, (), step_kwargs)
+            for layer, layer_hooks in hooks:
+                for hook in layer_hooks:
+                    hook(layer, (), output)
+
+        step()
+        best = min(timeit.Timer(step, timer=time.thread_time).repeat(repeat=9, number=200)) / 200
+    return round(best / len(layers) * 1e6, 2)
+
+
 def paired_us(seconds: dict[str, list[float]], name: str, reference: str, steps: int) -> float:
     """Median over repetitions of (time(name) - time(reference)) in the same repetition, in
     microseconds per layer-step."""
@@ -236,7 +269,11 @@ def _tiny_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
     )
     deltas = {Site.parse(s).layer: d * 1.0 for s, d in absolute.directions.items()}
     relative_deltas = {layer: TINY_STRENGTH_RELATIVE * unit for layer, unit in units.items()}
-    bare = bare_hooks(model, deltas)
+    blocks: dict[str, Callable[[], Any]] = {
+        "bare_hook": bare_hooks(model, deltas),
+        "steer_absolute": lambda: steer(model, absolute, strength=1.0, scale="absolute"),
+        "steer_relative": lambda: steer(model, vector, strength=TINY_STRENGTH_RELATIVE),
+    }
     bare_relative = bare_hooks(model, relative_deltas, relative=True)
 
     def within(block: Callable[[], Any], inputs: dict[str, Tensor]) -> Variant:
@@ -255,15 +292,15 @@ def _tiny_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
     }
     per_layer_step: dict[str, dict[str, float]] = {}
     minus_bare: dict[str, dict[str, float]] = {}
+    hook_cost: dict[str, dict[str, float]] = {}
+    hook_cost_minus_bare: dict[str, dict[str, float]] = {}
     checks: dict[str, dict[str, bool]] = {}
     for batch in BATCHES:
         inputs = prompt_inputs(model, batch)
         key = f"batch_{batch}"
         variants: dict[str, Variant] = {
             "plain": lambda inputs=inputs: model.generate(**inputs, **generation_kwargs(n_tokens)),
-            "bare_hook": within(bare, inputs),
-            "steer_absolute": within(lambda: steer(model, absolute, strength=1.0, scale="absolute"), inputs),
-            "steer_relative": within(lambda: steer(model, vector, strength=TINY_STRENGTH_RELATIVE), inputs),
+            **{name: within(block, inputs) for name, block in blocks.items()},
             "nnsight": lambda inputs=inputs: nnsight_all_layers(lm, deltas, inputs, n_tokens),
         }
         gc.collect()
@@ -278,6 +315,13 @@ def _tiny_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
                 per_layer_step.setdefault(name, {})[key] = paired_us(seconds, name, "plain", steps)
         for name in ("steer_absolute", "steer_relative"):
             minus_bare.setdefault(name, {})[key] = paired_us(seconds, name, "bare_hook", steps)
+        hooks_only = {name: hook_us_per_layer_step(model, block, inputs) for name, block in blocks.items()}
+        for name, us in hooks_only.items():
+            hook_cost.setdefault(name, {})[key] = us
+        for name in ("steer_absolute", "steer_relative"):
+            hook_cost_minus_bare.setdefault(name, {})[key] = round(
+                hooks_only[name] - hooks_only["bare_hook"], 2
+            )
         relative_reference = within(bare_relative, inputs)()
         checks[key] = {
             "bare_hook_steer_absolute_nnsight_identical": torch.equal(
@@ -296,6 +340,8 @@ def _tiny_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
     result["us_per_layer_step"] = per_layer_step
     result["steer_absolute_minus_bare_us"] = minus_bare["steer_absolute"]
     result["steer_relative_minus_bare_us"] = minus_bare["steer_relative"]
+    result["hook_functions_us_per_layer_step"] = hook_cost
+    result["hook_functions_minus_bare_us"] = hook_cost_minus_bare
     result["identical_tokens"] = checks
     return result
 

@@ -55,11 +55,6 @@ def _hook_or_error(hf: nn.Module, name: str) -> tuple[Any, str]:
     return found
 
 
-def is_offloaded(hf: nn.Module, name: str) -> bool:
-    """True when parameter `name` is a placeholder whose values accelerate loads at each forward."""
-    return hf.get_parameter(name).device.type == "meta"
-
-
 def execution_device(hf: nn.Module, name: str) -> torch.device:
     """Where parameter `name` takes part in the forward pass: its own device, or the device its
     offloading hook loads it to."""
@@ -89,6 +84,13 @@ def stored_value(hf: nn.Module, name: str) -> Tensor:
     return hook.weights_map[key]
 
 
+def _aliases(hf: nn.Module, name: str) -> list[str]:
+    """`name` and every other name of the same parameter (tied weights: each module's hook loads
+    its own copy, so an edit must reach all of them)."""
+    parameter = hf.get_parameter(name)
+    return [n for n, p in hf.named_parameters(remove_duplicate=False) if p is parameter]
+
+
 class _Replaced(Mapping):
     """A hook's weights map whose values for some keys pass through a replacement."""
 
@@ -112,11 +114,13 @@ class _Replaced(Mapping):
 def replaced(hf: nn.Module, replacements: Mapping[str, Replacement]) -> Iterator[None]:
     """Inside the block, every forward loads `replace(stored)` for each offloaded parameter named
     in `replacements` ({name: replace}); on exit, exceptions included, the hooks load the stored
-    values again. Nothing is written where the values are stored. Blocks nest (inner on top)."""
+    values again. Nothing is written where the values are stored. Blocks nest (inner on top); a
+    tied parameter is replaced under all of its names."""
     grouped: dict[int, tuple[Any, dict[str, Replacement]]] = {}
     for name, replace in replacements.items():
-        hook, key = _hook_or_error(hf, name)
-        grouped.setdefault(id(hook), (hook, {}))[1][key] = replace
+        for alias in _aliases(hf, name):
+            hook, key = _hook_or_error(hf, alias)
+            grouped.setdefault(id(hook), (hook, {}))[1][key] = replace
     swapped: list[tuple[Any, Mapping]] = []
     try:
         for hook, by_key in grouped.values():

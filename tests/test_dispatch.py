@@ -13,15 +13,17 @@ import hashlib
 import pytest
 import torch
 from accelerate import cpu_offload, disk_offload
+from transformers import AutoModelForCausalLM
 
 import steerscope as ss
+from steerscope.anatomy import anatomy_of
 from steerscope.capture import tokenize
 from steerscope.kernels.per_sample_grads import batched_fisher_scores
 from steerscope.offload import offload_hook, stored_value
 from steerscope.probes.fisher import LossSample, cached_fisher_scores, fisher_scores, model_fingerprint
 from steerscope.probes.masks import mean_replacement
 from steerscope.steering import Fingerprint, SteeringVector, steer
-from steerscope.tiny import tiny_model
+from steerscope.tiny import char_tokenizer, tiny_config, tiny_model
 
 PROMPTS = ["hello there, friend", "hi", "a b c d e"]
 DEVICE_MAP = {
@@ -152,6 +154,30 @@ def test_nested_perturbations_of_an_offloaded_weight_compose(models):
     with torch.no_grad():
         for label, model in (("plain", plain), ("dispatched", dispatched)):
             with ss.perturb(model, {name: (first, 1.0)}), ss.perturb(model, {name: (second, -1.0)}):
+                outputs[label] = model.hf(**batch).logits
+    torch.testing.assert_close(outputs["dispatched"], outputs["plain"], rtol=0, atol=1e-5)
+
+
+def test_perturbing_a_tied_offloaded_weight_edits_every_copy_loaded(tmp_path):
+    tokenizer = char_tokenizer()
+    torch.manual_seed(0)
+    config = tiny_config("llama", len(tokenizer), tie_word_embeddings=True)
+    hf = AutoModelForCausalLM.from_config(config).eval()
+    plain = ss.Model(hf, tokenizer, anatomy_of(hf), "tied tiny llama")
+    plain.hf.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    device_map = {"model.embed_tokens": "disk", "model.layers": "cpu", "model.norm": "cpu"}
+    device_map |= {"model.rotary_emb": "cpu", "lm_head": "disk"}
+    dispatched = ss.load(tmp_path, device_map=device_map, offload_folder=tmp_path / "offload")
+    assert dispatched.hf.lm_head.weight is dispatched.hf.model.embed_tokens.weight
+    name = "model.embed_tokens.weight"
+    mask = torch.zeros(plain.hf.get_parameter(name).shape, dtype=torch.bool)
+    mask[:, :16] = True
+    batch = tokenize(plain, PROMPTS)
+    outputs = {}
+    with torch.no_grad():
+        for label, model in (("plain", plain), ("dispatched", dispatched)):
+            with ss.perturb(model, {name: (mask, 0.0)}):
                 outputs[label] = model.hf(**batch).logits
     torch.testing.assert_close(outputs["dispatched"], outputs["plain"], rtol=0, atol=1e-5)
 

@@ -67,9 +67,10 @@ def execution_device(hf: nn.Module, name: str) -> torch.device:
 
 def input_device(hf: nn.Module) -> torch.device:
     """The device to put input ids on: where the input embedding runs (never `meta`)."""
-    embedding = hf.get_input_embeddings()
-    names = {id(p): n for n, p in hf.named_parameters()}
-    return execution_device(hf, names[id(embedding.weight)])
+    weight = hf.get_input_embeddings().weight
+    if weight.device.type != "meta":
+        return weight.device
+    return execution_device(hf, next(n for n, p in hf.named_parameters() if p is weight))
 
 
 def stored_value(hf: nn.Module, name: str) -> Tensor:

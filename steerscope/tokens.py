@@ -62,10 +62,12 @@ class TokenInfo:
 
     @property
     def positions(self) -> Tensor:
+        """Real tokens before each token in its row; -1 at pads."""
         return self.once("positions", _positions)
 
     @property
     def is_real(self) -> Tensor:
+        """Tokens that are not padding."""
         return self.once("is_real", _is_real)
 
     @property

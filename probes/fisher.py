@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from steerscope.cache import cache_root, cached_folder
 from steerscope.kernels.per_sample_grads import batched_fisher_scores
 from steerscope.model import as_model, config_digest
+from steerscope.offload import execution_device, input_device, stored_value
 
 #: Bump when the meaning of a score changes, so old cache entries are not reused.
 _FORMAT = "fisher-v1/per-sample/mean-ce"
@@ -75,7 +76,7 @@ def sample_loss(hf: nn.Module, sample: LossSample) -> Tensor:
     The mean (not the sum) keeps a long generic window and a one-token ToM answer on the same
     scale per sample; logits are projected only at the positions that predict counted tokens.
     """
-    device = next(hf.parameters()).device
+    device = input_device(hf)
     ids = sample.input_ids.to(device=device, dtype=torch.long)
     positions = sample.loss_mask[1:].nonzero().squeeze(1).to(device)  # position t-1 predicts token t
     out = hf(input_ids=ids[None], use_cache=False, logits_to_keep=positions)
@@ -96,6 +97,14 @@ def fisher_scores(model: Any, samples: Sequence[LossSample], progress: bool = Tr
     params = dict(hf.named_parameters())
     names = list(loaded.anatomy.linear_weights().values())
     weights = _weights(names, params)
+    offloaded = [n for n, w in zip(names, weights, strict=True) if w.device.type == "meta"]
+    if offloaded:
+        raise ValueError(
+            f"fisher_scores takes gradients of the weights themselves, but accelerate offloads "
+            f"{len(offloaded)} of them (e.g. {offloaded[0]}) and loads fresh copies at every forward; "
+            "use cached_fisher_scores(..., method='batched') or kernels.per_sample_grads."
+            "batched_fisher_scores, which read gradients from module hooks"
+        )
     scores = {n: torch.zeros_like(w, dtype=torch.float32) for n, w in zip(names, weights, strict=True)}
 
     flags = {name: p.requires_grad for name, p in params.items()}
@@ -138,9 +147,8 @@ def model_fingerprint(model: Any) -> str:
     digest = hashlib.sha256(config_digest(hf).encode())
     digest.update(str(next(hf.parameters()).dtype).encode())
     digest.update(str(sum(p.numel() for p in hf.parameters())).encode())
-    params = dict(hf.named_parameters())
     for name in loaded.anatomy.linear_weights().values():
-        flat = params[name].detach().reshape(-1)
+        flat = stored_value(hf, name).reshape(-1)
         strided = flat[:: max(1, flat.numel() // 256)].float().cpu().contiguous()
         digest.update(name.encode())
         digest.update(strided.numpy().tobytes())
@@ -217,4 +225,4 @@ def cached_fisher_scores(
             f"{folder / SCORES_FILE} is intact but scores other weights than this model's seven linear "
             f"maps; delete {folder} to recompute it"
         )
-    return {n: stored[n].to(params[n].device) for n in names}
+    return {n: stored[n].to(execution_device(loaded.hf, n)) for n in names}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -40,6 +40,18 @@ def token_selection(positions: Positions, tokens: TokenInfo) -> Tensor:
         return tokens.is_generated
     start, stop = (positions.start, positions.stop) if isinstance(positions, range) else positions
     return tokens.is_real & (tokens.positions >= start) & (tokens.positions < stop)
+
+
+def _selection_weights(
+    positions: Positions, dtype: torch.dtype
+) -> tuple[tuple, Callable[[TokenInfo], Tensor]]:
+    """(key, compute) for `TokenInfo.once`: `token_selection` as 1.0 / 0.0 in `dtype`, [batch,
+    pos, 1], made once per forward call and shared by every steered site of the call."""
+
+    def compute(tokens: TokenInfo) -> Tensor:
+        return token_selection(positions, tokens).unsqueeze(-1).to(dtype)
+
+    return ("steering.selection_weights", positions, dtype), compute
 
 
 def _check_positions(positions: Any) -> Positions:
@@ -87,6 +99,10 @@ def steering_edit(
 
     Checked here, before any forward pass: a finite strength, known positions and scale, a finite
     1-D float direction, and at relative scale a nonzero one (it is normalised).
+
+    Each hook call does only what depends on the activation (one fused multiply-add; the norm first
+    when relative or norm-preserving): the scaled vector is cast once per device and dtype, the
+    token mask made once per forward call (`_selection_weights`).
     """
     strength = finite_strength(strength)
     positions = _check_positions(positions)
@@ -102,20 +118,25 @@ def steering_edit(
             "direction has zero norm, so relative strength has no direction to scale; "
             "use a nonzero direction (scale='absolute' adds it as stored)"
         )
-    cache: dict[tuple, Tensor] = {}
+    scaled = strength * unit
+    relative = scale == "relative"
+    prepared: dict[tuple, tuple[Tensor, tuple, Callable[[TokenInfo], Tensor]]] = {}
 
     def edit(act: Tensor, tokens: TokenInfo) -> Tensor:
-        key = (act.device, act.dtype)
-        if key not in cache:
-            cache[key] = unit.to(device=act.device, dtype=act.dtype)
-        vector = cache[key]
-        chosen = token_selection(positions, tokens).unsqueeze(-1).to(act.dtype)
-        needs_norm = scale == "relative" or norm_preserving
-        norm = act.norm(dim=-1, keepdim=True) if needs_norm else None
-        added = strength * vector * (norm if scale == "relative" else 1.0)
-        steered = act + added * chosen
+        found = prepared.get((act.device, act.dtype))
+        if found is None:
+            vector = scaled.to(device=act.device, dtype=act.dtype)
+            found = prepared[(act.device, act.dtype)] = (vector, *_selection_weights(positions, act.dtype))
+        vector, weights_key, weights = found
+        chosen = tokens.once(weights_key, weights)
+        if not (relative or norm_preserving):
+            return torch.addcmul(act, chosen, vector)
+        norm = torch.linalg.vector_norm(act, dim=-1, keepdim=True)
+        steered = torch.addcmul(act, norm * chosen if relative else chosen, vector)
         if norm_preserving:
-            rescaled = steered * (norm / steered.norm(dim=-1, keepdim=True).clamp(min=1e-12))
+            rescaled = steered * (
+                norm / torch.linalg.vector_norm(steered, dim=-1, keepdim=True).clamp(min=1e-12)
+            )
             steered = torch.where(chosen.bool(), rescaled, act)
         return steered
 

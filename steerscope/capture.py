@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from steerscope.errors import InputError
 from steerscope.intervene import intervene, module_at
 from steerscope.model import Model, as_model
+from steerscope.offload import input_device
 from steerscope.sites import Site, resolve_sites
 from steerscope.tokens import TokenInfo
 
@@ -174,7 +175,7 @@ def capture(
 
     starts = range(0, len(prompts), batch_size)
     needs_eager = any(site.kind == "attn_pattern" for site in targets)
-    device = next(loaded.hf.parameters()).device
+    device = input_device(loaded.hf)
     # Run the decoder stack only (no unembedding) and stop after the deepest captured layer.
     decoder = module_at(loaded.hf, loaded.anatomy.family.decoder)
     deepest = module_at(loaded.hf, loaded.anatomy.layer_path(max(site.layer for site in targets)))

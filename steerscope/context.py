@@ -9,6 +9,7 @@ experiment used.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +40,8 @@ class ExperimentContext:
 
 def model_provenance(given: Any, model: Model) -> dict[str, Any]:
     """The model as given (a string, or the class of an object) and where it was loaded from."""
-    if given is None or isinstance(given, str):
-        return {"given": given, "source": model.source}
+    if given is None or isinstance(given, (str, os.PathLike)):
+        return {"given": None if given is None else str(given), "source": model.source}
     return {
         "given": f"<{type(given).__name__} object>",
         "class": type(given).__name__,

@@ -247,3 +247,16 @@ def test_splits_are_by_content_so_adding_records_moves_no_other() -> None:
     assert split_by_hash(records, shares) == after
     larger = split_by_hash(records, (("held_out", 0.6), ("train", 0.4)))
     assert set(after["held_out"]) <= set(larger["held_out"])  # more held out only adds to it
+
+
+def test_a_subset_taken_before_a_split_does_not_lean_toward_one_split() -> None:
+    from steerscope.data.defaults import natural_suite
+
+    data = read_user_data(
+        "conflicts", str(DATA.parent.parent / "examples" / "data" / "conflicts_nqswap.jsonl")
+    )
+    conflicts = natural_suite().conflicts.with_user(data)
+    for n in (60, 120):
+        chosen = conflicts.candidates(n, 0)
+        train, held = conflicts.split(chosen, 0.3, 0)
+        assert len(chosen) == n and 0.2 <= len(held) / n <= 0.4

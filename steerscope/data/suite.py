@@ -39,15 +39,16 @@ TomItems = Callable[[str, int, int], list[Any]]
 def _take(user: UserData, split: str | None, rows: list[Any], n: int | None) -> list[Any]:
     """`n` records of a user split (all for None), or an error saying how many it holds.
 
-    A subset is the `n` records with the lowest content hash, in source order: it does not
-    depend on how the file is sorted, and adding records never reshuffles it.
+    A subset is the `n` records with the lowest content hash (salted, so a subset taken before a
+    split does not lean toward one split), in source order: it does not depend on how the file is
+    sorted, and adding records never reshuffles it.
     """
     if n is None or n == len(rows):
         return rows
     if n > len(rows):
         where = f"the {split} split holds" if split else "holds"
         raise InputError(f"{user.source}: {where} {len(rows)} {user.kind} records, {n} are needed")
-    chosen = set(sorted(rows, key=content_fraction)[:n])
+    chosen = set(sorted(rows, key=lambda row: content_fraction(row, salt="subset"))[:n])
     return [row for row in rows if row in chosen]
 
 

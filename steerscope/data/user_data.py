@@ -24,10 +24,11 @@ SPLITS: dict[str, tuple[tuple[str, float], ...]] = {
 }
 
 
-def content_fraction(record: Record) -> float:
-    """A number in [0, 1) fixed by the record's content alone."""
+def content_fraction(record: Record, salt: str = "") -> float:
+    """A number in [0, 1) fixed by the record's content alone (and `salt`, so that uses of the
+    hash, e.g. a split and a subset, are independent of each other)."""
     content = dataclasses.asdict(record) if dataclasses.is_dataclass(record) else record
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+    digest = hashlib.sha256((salt + json.dumps(content, sort_keys=True, default=str)).encode()).hexdigest()
     return int(digest[:16], 16) / 2**64
 
 

@@ -196,11 +196,12 @@ def test_a_damaged_sae_is_retrained(tiny_llama, tmp_path, monkeypatch):
 
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path))
     settings = SAETrainSettings(expansion=2, k=4, steps=5, batch_size=64)
-    first = train_saes(tiny_llama, ["L1.resid_post"], settings, n_windows=4, window=24)["L1.resid_post"]
+    texts = ["a short text for a tiny sparse autoencoder, long enough for some tokens"] * 4
+    first = train_saes(tiny_llama, ["L1.resid_post"], settings, texts)["L1.resid_post"]
     weights = first.folder / "sae_weights.safetensors"
     _overwrite(weights, weights.stat().st_size // 2, b"\x00" * 4096)
     with pytest.warns(UserWarning, match="sae_weights.safetensors changed"):
-        second = train_saes(tiny_llama, ["L1.resid_post"], settings, n_windows=4, window=24)["L1.resid_post"]
+        second = train_saes(tiny_llama, ["L1.resid_post"], settings, texts)["L1.resid_post"]
     assert second.built and is_intact(second.folder)
 
 

@@ -35,9 +35,8 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from steerscope.cache import write_atomic
-from steerscope.data.suite import ORGANISM_ATTRIBUTE
 from steerscope.hashing import HASH_NAME, data_digest
-from steerscope.organisms import OrganismSpec
+from steerscope.organisms import ORGANISM_ATTRIBUTE, OrganismSpec
 from steerscope.organisms.filler import filler_texts
 from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.tiny import tiny_config

@@ -1,11 +1,15 @@
 """The `steerscope` command: `info`, `list`, `build organism:NAME`,
-`run NAME --out DIR [--model M] [--data KIND=SOURCE ...] [--quick]` and `data check FILE --kind K`."""
+`run NAME --out DIR [--model M] [--data KIND=SOURCE ...] [--quick]` and `data check FILE --kind K`.
+
+Bad input (a setting, a path, a record) is one line on stderr and exit code 2; `--debug` prints
+the traceback before it."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import traceback
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -109,9 +113,13 @@ def _data_check(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="steerscope", description=__doc__)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
+    )
+    parser = argparse.ArgumentParser(prog="steerscope", description=__doc__, parents=[debug])
     commands = parser.add_subparsers(dest="command", required=True)
-    info = commands.add_parser("info", help="model anatomy, cache path and state, versions")
+    info = commands.add_parser("info", parents=[debug], help="model anatomy, cache path and state, versions")
     info.add_argument(
         "--model",
         default=None,
@@ -119,14 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     info.add_argument("--dtype", default="float32")
     info.set_defaults(func=_info)
-    listing = commands.add_parser("list", help="the registered experiments and model organisms")
+    listing = commands.add_parser(
+        "list", parents=[debug], help="the registered experiments and model organisms"
+    )
     listing.set_defaults(func=_list)
     build = commands.add_parser(
-        "build", help="train a model organism into the cache (resumes an interrupted build)"
+        "build", parents=[debug], help="train a model organism into the cache (resumes an interrupted build)"
     )
     build.add_argument("name", help="organism:tom, organism:sources or organism:length")
     build.set_defaults(func=_build)
-    run = commands.add_parser("run", help="run an experiment; writes results.json and report.html")
+    run = commands.add_parser(
+        "run", parents=[debug], help="run an experiment; writes results.json and report.html"
+    )
     run.add_argument("name")
     run.add_argument("--out", required=True, help="output folder")
     run.add_argument("--model", default=None, help="as for info (default: embedded Gemma 3 270M)")
@@ -150,10 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         help="any config field (JSON value)",
     )
     run.set_defaults(func=_run)
-    data = commands.add_parser("data", help="inspect a data source")
+    data = commands.add_parser("data", parents=[debug], help="inspect a data source")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     check = data_commands.add_parser(
-        "check", help="counts, duplicates, split sizes, first records, token checks; runs nothing else"
+        "check",
+        parents=[debug],
+        help="counts, duplicates, split sizes, first records, token checks; runs nothing else",
     )
     check.add_argument(
         "file", help="a .jsonl, .json, .csv, .parquet, .txt, datasets folder or hf:NAME[:SPLIT]"
@@ -165,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
+        if getattr(args, "debug", False):  # given before or after the command
+            traceback.print_exc()
         print(f"steerscope: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -2,8 +2,9 @@
 write `results.json` and `report.html`.
 
 Everything that can be wrong with the input is found before any expensive work, in this order:
-settings -> output folder -> data sources (read and validated) -> the model -> its context (an
-organism's vocabulary). The CLI (`steerscope run NAME`) and notebooks call the same function.
+settings (declared types and ranges) -> output folder -> data sources (read and validated) -> the
+model -> layer settings against its layer count -> its context (an organism's vocabulary). The CLI
+(`steerscope run NAME`) and notebooks call the same function.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import importlib
 import os
 import pkgutil
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +26,7 @@ from steerscope.errors import InputError
 from steerscope.loading import load
 from steerscope.registry import EXPERIMENTS, Experiment, ExperimentConfig, Outcome
 from steerscope.report import write_report, write_results
+from steerscope.settings import check_layers, check_settings
 
 EXPERIMENTS_PACKAGE = "steerscope.experiments"
 
@@ -46,33 +49,35 @@ def get_experiment(name: str) -> Experiment:
 
 
 def make_config(experiment: Experiment, settings: Mapping[str, Any]) -> ExperimentConfig:
-    """The experiment's config from `settings` (with the `QUICK` setting under `quick`)."""
-    fields = {f.name for f in dataclasses.fields(experiment.config)}
-    unknown = sorted(set(settings) - fields)
-    if unknown:
-        raise InputError(
-            f"{experiment.name}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}"
-        )
-    if settings.get("quick"):
+    """The experiment's config from `settings` (with the `QUICK` setting under `quick=True`), each
+    checked against its field's declared type and range (`steerscope.settings`)."""
+    if settings.get("quick") is True:
         settings = {**experiment.config.QUICK, **settings}
+    checked = check_settings(experiment.name, experiment.config, settings)
     try:
-        return experiment.config(**settings)
+        return experiment.config(**checked)
     except (TypeError, ValueError) as error:
         raise InputError(f"{experiment.name}: {error}") from None
 
 
 def check_output_folder(out: str | os.PathLike) -> Path:
-    """`out` as a folder that exists or can be created and written, without creating it yet."""
+    """`out` as a folder that exists or can be created, in a place this process can write (tried by
+    creating and removing a file there: mode bits alone say nothing for root or a read-only mount),
+    without creating the folder yet."""
     folder = Path(out).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"output {out}: is a file; give a folder")
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"output {out}: {existing} is a file, so the folder cannot be created")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"output {out}: {existing} is not writable")
+    place = folder
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"output {out}: is a file; give a folder")
+        while not place.exists():
+            place = place.parent
+        if not place.is_dir():
+            raise InputError(f"output {out}: {place} is a file, so the folder cannot be created")
+        handle, probe = tempfile.mkstemp(prefix=".steerscope-write-check.", dir=place)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(f"output {out}: cannot write in {place} ({error.strerror})") from None
     return folder
 
 
@@ -142,6 +147,7 @@ def run_experiment(
         raise InputError(
             f"the model {loaded.source} has no tokenizer; pass steerscope.load(model, tokenizer=...) instead"
         )
+    check_layers(name, config, loaded.anatomy.n_layers, loaded.source)
     context = build_context(model, loaded, user, experiment.data_kinds, lowered)
     outcome = experiment.run(config, context)
     outcome.results = {

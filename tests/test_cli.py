@@ -46,4 +46,7 @@ def test_run_accepts_config_fields_and_rejects_unknown_ones(gemma, tmp_path, cap
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["config"]["layer"] == 3 and results["config"]["max_new_tokens"] == 4
     assert main(["run", "smoke", "--out", str(tmp_path), "--set", "layers=3"]) == 2
-    assert "unknown setting(s) layers; valid: layer, max_new_tokens" in capsys.readouterr().err
+    assert (
+        "unknown setting 'layers' (did you mean 'layer'?); valid: layer, max_new_tokens"
+        in capsys.readouterr().err
+    )

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import steerscope as ss
+from steerscope.errors import InputError
 from steerscope.probes.rope import (
     bos_alignment_sums,
     bos_attention_sums,
@@ -204,9 +205,12 @@ def test_quick_run_on_a_tiny_model_writes_the_documented_results(tmp_path, monke
 
 
 def test_config_errors_name_the_field():
-    from steerscope.experiments.rope import RopeConfig
+    from steerscope.runner import get_experiment, make_config
 
-    with pytest.raises(ValueError, match="sparsity"):
-        RopeConfig(sparsity=0.0)
-    with pytest.raises(ValueError, match="random_seeds"):
-        RopeConfig(random_seeds=0)
+    rope = get_experiment("rope")
+    with pytest.raises(InputError, match=r"rope: sparsity must be a finite number in \(0, 1\], got 0.0"):
+        make_config(rope, {"sparsity": 0.0})
+    with pytest.raises(InputError, match="rope: random_seeds must be an integer >= 1, got 0"):
+        make_config(rope, {"random_seeds": 0})
+    with pytest.raises(InputError, match="rope: n_windows and n_tom are both 0; there is nothing to measure"):
+        make_config(rope, {"n_windows": 0, "n_tom": 0})

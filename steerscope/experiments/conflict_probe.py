@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import plotly.graph_objects as go
 import torch
@@ -26,6 +26,7 @@ from steerscope.probes.knowledge import conflict_pairs, known_conflicts
 from steerscope.probes.linear_probe import probe_metrics, train_probe
 from steerscope.probes.lm_metrics import top_token_probability
 from steerscope.registry import ExperimentConfig, Outcome, register
+from steerscope.settings import Count, Range
 from steerscope.sites import Site
 
 SITE_KINDS = ("resid_post", "attn_out", "mlp_out")
@@ -35,10 +36,10 @@ SITE_KINDS = ("resid_post", "attn_out", "mlp_out")
 class ConflictProbeConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_candidates=80, restarts=2)
     RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {"n_candidates": ("conflicts", "")}
-    n_candidates: int | None = None  # facts tried closed-book (None: all the data offers)
-    demos: int = 3
-    held_out: float = 0.3
-    restarts: int = 3
+    n_candidates: Count | None = None  # facts tried closed-book (None: all the data offers)
+    demos: Annotated[int, Range(0)] = 3
+    held_out: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.3
+    restarts: Count = 3
 
 
 def _mean_metrics(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -13,15 +13,15 @@ brief / thorough solutions, so the written prompt contrast is not available for 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import plotly.graph_objects as go
 
 from steerscope.context import ExperimentContext
 from steerscope.errors import InputError
 from steerscope.registry import ExperimentConfig, Outcome, register
+from steerscope.settings import Count, Layer, NonEmpty, NonZero, Range
 from steerscope.steering.efficiency import (
-    COMPLETIONS,
     Generation,
     Harvest,
     PromptFn,
@@ -34,8 +34,6 @@ from steerscope.steering.efficiency import (
     steering_effects,
 )
 from steerscope.steering.plots import layer_sweep_figure
-
-VARIANTS = ("auto", "sampled", "prompt_contrast")
 
 
 @dataclass
@@ -52,37 +50,26 @@ class EfficiencyConfig(ExperimentConfig):
         "n_train": ("problems", "train"),
         "n_heldout": ("problems", "heldout"),
     }
-    n_train: int = 32
-    n_heldout: int = 24
-    n_samples: int = 6
-    temperature: float = 0.8
-    max_new_tokens: int = 96
-    strengths: list[float] = field(default_factory=lambda: [-0.1, 0.0, 0.05, 0.1, 0.2])
-    steps: list[int] = field(default_factory=lambda: [1, 2, 3])
-    min_pairs: int = 6  # fewer sampled pairs than this: fall back to the prompt contrast
-    variant: str = "auto"  # auto | sampled | prompt_contrast
-    contrast_completions: str = "model"  # model | written (prompt-contrast completions)
-    layer: int | None = None  # default: the candidate layer steering to the fewest tokens per correct answer
-    layer_candidates: int = 6  # layers tried, spread from the first to the last but one
-    probe_strength: float = 0.2  # strength of the layer-choice trial on harvested problems
-    n_probe: int = 16  # harvested problems solved per candidate layer
-    batch_size: int = 16
-    n_shown: int = 4  # held-out problems shown side by side in the report
-
-    def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant: unknown {self.variant!r}; valid: {', '.join(VARIANTS)}")
-        if self.contrast_completions not in COMPLETIONS:
-            raise ValueError(
-                f"contrast_completions: unknown {self.contrast_completions!r}; valid: {', '.join(COMPLETIONS)}"
-            )
-        if self.min_pairs < 2:
-            raise ValueError("min_pairs: at least 2 pairs are needed (one to fit, one to choose the layer)")
-        for name in ("layer_candidates", "n_probe"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.probe_strength == 0:
-            raise ValueError("probe_strength: must be non-zero (it is the trial strength of each layer)")
+    n_train: Count = 32
+    n_heldout: Count = 24
+    n_samples: Count = 6
+    temperature: Annotated[float, Range(0, low_open=True)] = 0.8
+    max_new_tokens: Count = 96
+    strengths: Annotated[list[float], NonEmpty()] = field(default_factory=lambda: [-0.1, 0.0, 0.05, 0.1, 0.2])
+    # arithmetic steps of the generated problems (a user's problems are taken as they are)
+    steps: Annotated[list[Annotated[int, Range(1, 3)]], NonEmpty()] = field(default_factory=lambda: [1, 2, 3])
+    # fewer sampled pairs than this: fall back to the prompt contrast (one pair fits, one picks the layer)
+    min_pairs: Annotated[int, Range(2)] = 6
+    variant: Literal["auto", "sampled", "prompt_contrast"] = "auto"
+    contrast_completions: Literal["model", "written"] = "model"  # the prompt contrast's completions
+    # default: the candidate layer steering to the fewest tokens per correct answer
+    layer: Layer | None = None
+    layer_candidates: Count = 6  # layers tried, spread from the first to the last but one
+    # strength of the layer-choice trial on harvested problems
+    probe_strength: Annotated[float, NonZero()] = 0.2
+    n_probe: Count = 16  # harvested problems solved per candidate layer
+    batch_size: Count = 16
+    n_shown: Annotated[int, Range(0)] = 4  # held-out problems shown side by side in the report
 
 
 def harvest_pairs(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import plotly.graph_objects as go
 import torch
@@ -25,17 +25,21 @@ from steerscope.context import ExperimentContext
 from steerscope.data.suite import TextData
 from steerscope.probes.position_logits import PAPER_R, PositionLogits, position_logits, randomly_initialised
 from steerscope.registry import ExperimentConfig, Outcome, register
+from steerscope.settings import Count, NonEmpty, Range
 
 
 @dataclass
 class PositionLogitsConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_prompts=4, window=48, distances=list(range(0, 48, 3)))
-    n_prompts: int = 16
-    window: int = 64  # tokens per prompt, BOS included, at most the text data's window (retokenised: +-1)
-    distances: list[int] = field(default_factory=lambda: list(range(0, 64, 2)))
+    n_prompts: Count = 16
+    # tokens per prompt, BOS included, at most the text data's window (retokenised: +-1)
+    window: Annotated[int, Range(2)] = 64
+    distances: Annotated[list[Annotated[int, Range(0)]], NonEmpty()] = field(
+        default_factory=lambda: list(range(0, 64, 2))
+    )
     share_distance: bool = True  # a(i - j) shared by all prompts of a head; False: fitted per prompt
     random_init: bool = True
-    scatter_points: int = 2000  # per scatter plot
+    scatter_points: Count = 2000  # per scatter plot
 
 
 def generic_prompts(model: Any, text: TextData, n: int, window: int, seed: int) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import plotly.graph_objects as go
 import torch
@@ -38,6 +38,7 @@ from steerscope.probes.rope import (
 )
 from steerscope.probes.tom_fisher import tom_and_generic_fisher
 from steerscope.registry import ExperimentConfig, Outcome, register
+from steerscope.settings import Count, Range
 
 
 @dataclass
@@ -47,33 +48,24 @@ class RopeConfig(ExperimentConfig):
         "n_tom": ("tom", "eval"),
         "n_fisher": ("tom", "fisher"),
     }
-    n_windows: int = 32  # generic text windows measured
-    window: int = 64  # tokens per generic window before the BOS (at most the text data's window)
-    n_tom: int = 32  # ToM evaluation stories measured
-    massive_lambda: float = 5.0  # massive pair: norm > lambda x the head's mean pair norm
-    sparsity: float = 1e-5  # mask fraction per matrix (Wu et al.'s 0.001%)
-    random_seeds: int = 3
+    n_windows: Annotated[int, Range(0)] = 32  # generic text windows measured
+    # tokens per generic window before the BOS (at most the text data's window)
+    window: Annotated[int, Range(2)] = 64
+    n_tom: Annotated[int, Range(0)] = 32  # ToM evaluation stories measured
+    # massive pair: norm > lambda x the head's mean pair norm
+    massive_lambda: Annotated[float, Range(0, low_open=True)] = 5.0
+    # mask fraction per matrix (Wu et al.'s 0.001%)
+    sparsity: Annotated[float, Range(0, 1, low_open=True)] = 1e-5
+    random_seeds: Count = 3
     scale: float = 0.0  # W[M] <- mu + scale * (W[M] - mu); 0 is mean replacement
-    n_fisher: int = 100  # Fisher samples per data set; as tom-sensitivity, so its cache is reused
-    fisher_window: int | None = None  # generic Fisher window of tom-sensitivity (cache key)
-    batch_size: int = 8
+    n_fisher: Count = 100  # Fisher samples per data set; as tom-sensitivity, so its cache is reused
+    # generic Fisher window of tom-sensitivity (cache key)
+    fisher_window: Annotated[int, Range(2)] | None = None
+    batch_size: Count = 8
 
     def __post_init__(self) -> None:
-        minimum = {"n_windows": 0, "n_tom": 0, "random_seeds": 1, "n_fisher": 1, "batch_size": 1}
-        for name, least in minimum.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"rope: {name} must be an integer >= {least}, got {value!r}")
         if self.n_windows + self.n_tom == 0:
-            raise ValueError("rope: n_windows and n_tom are both 0; there is nothing to measure")
-        if self.window < 2 or (self.fisher_window or 2) < 2:
-            raise ValueError(
-                f"rope: window and fisher_window must be at least 2, got {self.window}, {self.fisher_window}"
-            )
-        if not self.massive_lambda > 0:
-            raise ValueError(f"rope: massive_lambda must be positive, got {self.massive_lambda!r}")
-        if not 0.0 < self.sparsity <= 1.0:
-            raise ValueError(f"rope: sparsity must be in (0, 1], got {self.sparsity!r}")
+            raise ValueError("n_windows and n_tom are both 0; there is nothing to measure")
 
 
 def measured_prompts(model: Model, data: DataSuite, config: RopeConfig) -> tuple[list[str], list[str]]:

@@ -7,7 +7,7 @@ an organism and a user's NQ-Swap-style records."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import plotly.graph_objects as go
 
@@ -24,6 +24,7 @@ from steerscope.probes.knowledge import (
     says_any,
 )
 from steerscope.registry import ExperimentConfig, Outcome, register
+from steerscope.settings import Count, Layer, NonEmpty, Range
 from steerscope.sites import Site
 from steerscope.steering.apply import steering_edit
 from steerscope.steering.sae import SAETrainSettings, saes_by_site, train_saes, training_texts
@@ -36,16 +37,16 @@ CONDITIONS = ("no_edit", "spare_to_context", "spare_to_memory", "diffmean_to_con
 class SpareConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_candidates=120, sae_steps=150, sae_windows=96)
     RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {"n_candidates": ("conflicts", "")}
-    n_candidates: int | None = None  # None: every candidate fact of the conflict data
-    layers: list[int] | None = None  # None: `default_layers` (quick: the middle layer only)
-    demos: int = 3
-    held_out: float = 0.3
-    p: float = 0.1  # cumulative-MI fraction kept
+    n_candidates: Count | None = None  # None: every candidate fact of the conflict data
+    layers: Annotated[list[Layer], NonEmpty()] | None = None  # None: `default_layers` (quick: the middle one)
+    demos: Annotated[int, Range(0)] = 3
+    held_out: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.3
+    p: Annotated[float, Range(0, 1, low_open=True)] = 0.1  # cumulative-MI fraction kept
     alpha: float = 1.0  # target scale for the SpARE edit
-    sae_steps: int = 300
-    sae_windows: int = 200
-    sae_k: int | None = None  # None: a tenth of d_model
-    sae_expansion: int = 8
+    sae_steps: Count = 300
+    sae_windows: Count = 200
+    sae_k: Count | None = None  # None: a tenth of d_model
+    sae_expansion: Count = 8
 
 
 def default_layers(n_layers: int) -> list[int]:
@@ -56,11 +57,7 @@ def default_layers(n_layers: int) -> list[int]:
 def _layers(config: SpareConfig, n_layers: int) -> list[int]:
     if config.layers is None:
         return [n_layers // 2] if config.quick else default_layers(n_layers)
-    layers = list(config.layers)
-    bad = [layer for layer in layers if not 0 <= layer < n_layers]
-    if bad or not layers:
-        raise ValueError(f"spare: layers {layers} must be non-empty and in 0..{n_layers - 1} for this model")
-    return layers
+    return list(config.layers)
 
 
 def _exact_match(model: Any, prompts: list[str], records: list[Conflict], edits: dict[str, Edit]) -> dict:

@@ -6,7 +6,7 @@ completion's tokens after each prompt, pairs without at the last prompt token.""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import plotly.graph_objects as go
 
@@ -14,6 +14,7 @@ from steerscope.capture import tokenize
 from steerscope.context import ExperimentContext
 from steerscope.data.records import ContrastPair
 from steerscope.registry import ExperimentConfig, Outcome, register
+from steerscope.settings import Count, Layer, NonEmpty
 from steerscope.sites import Site
 from steerscope.steering import diff_of_means, example_activations, steer, sweep_layers
 from steerscope.steering.build import Example
@@ -27,12 +28,15 @@ class SteerDemoConfig(ExperimentConfig):
         "n_train": ("pairs", "train"),
         "n_heldout": ("pairs", "heldout"),
     }
-    n_train: int = 32
-    n_heldout: int = 16
-    strengths: list[float] = field(default_factory=lambda: [-0.25, -0.1, 0.0, 0.1, 0.25])
-    max_new_tokens: int = 20
-    layer: int | None = None  # default: the best held-out separation, last layer excluded
-    prompts: list[str] | None = None  # prompts to generate from; default: the data's neutral prompts
+    n_train: Count = 32
+    n_heldout: Count = 16
+    strengths: Annotated[list[float], NonEmpty()] = field(
+        default_factory=lambda: [-0.25, -0.1, 0.0, 0.1, 0.25]
+    )
+    max_new_tokens: Count = 20
+    layer: Layer | None = None  # default: the best held-out separation, last layer excluded
+    # prompts to generate from; default: the data's neutral prompts
+    prompts: Annotated[list[str], NonEmpty()] | None = None
 
 
 def examples(pairs: list[ContrastPair]) -> tuple[list[Example], list[Example], str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import plotly.graph_objects as go
 from tqdm.auto import tqdm
@@ -26,6 +26,7 @@ from steerscope.probes.masks import mask_counts, mean_replacement, random_masks,
 from steerscope.probes.tom_eval import tom_scores
 from steerscope.probes.tom_fisher import tom_and_generic_fisher
 from steerscope.registry import ExperimentConfig, Outcome, register
+from steerscope.settings import Count, NonEmpty, Range
 
 HEADLINE_SPARSITY = 1e-5  # the paper's 0.001% (scaled with the sweep on small models)
 PAPER_SWEEP = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4)
@@ -39,12 +40,13 @@ class TomSensitivityConfig(ExperimentConfig):
         "n_fisher": ("tom", "fisher"),
         "n_eval_tom": ("tom", "eval"),
     }
-    sparsities: list[float] | None = None  # default: `default_sweep(model, quick)`
-    n_fisher: int = 100  # samples per data set for the Fisher scores
-    n_eval_tom: int = 200
-    n_eval_windows: int = 40
-    window: int | None = None  # tokens per generic window; default: the text data's
-    random_seeds: int = 3
+    # fractions of each matrix's weights; default: `default_sweep(model, quick)`
+    sparsities: Annotated[list[Annotated[float, Range(0, 1, low_open=True)]], NonEmpty()] | None = None
+    n_fisher: Count = 100  # samples per data set for the Fisher scores
+    n_eval_tom: Count = 200
+    n_eval_windows: Count = 40
+    window: Annotated[int, Range(2)] | None = None  # tokens per generic window; default: the text data's
+    random_seeds: Count = 3
     scale: float = 0.0  # W[M] <- mu + scale * (W[M] - mu); 0 is mean replacement
 
 

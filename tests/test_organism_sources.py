@@ -159,7 +159,8 @@ def test_organism_follows_the_planted_rule_on_unmarked_conflicts(organism: ss.Mo
 @pytest.mark.slow
 def test_the_last_token_residual_carries_the_source_choice(organism: ss.Model) -> None:
     """Patching the last prompt token's residual (L1) from each fact's "trusted" prompt into its
-    unmarked prompt makes every answer follow the context: the choice is made by then."""
+    unmarked prompt makes the answer follow the context wherever the trusted prompt itself does
+    (75 of 80 facts measured), from about half unpatched: the choice is made by then."""
     conflicts = suite_for(organism).conflicts
     records = [from_fact(f, world.substitute(f, 0)) for f in world.EVAL_FACTS]
     swaps = [r.sub_answer[0] for r in records]
@@ -175,6 +176,14 @@ def test_the_last_token_residual_carries_the_source_choice(organism: ss.Model) -
         act[last] = source.to(act.dtype)[last.nonzero()[:, 0]]
         return act
 
+    def follows_context(outputs: list[str]) -> list[bool]:
+        return [starts_with_answer(o, x) for o, x in zip(outputs, swaps, strict=True)]
+
+    trusting = follows_context(answer_greedy(organism, trusted, batch_size=len(trusted)))
+    unpatched = follows_context(answer_greedy(organism, unmarked, batch_size=len(unmarked)))
     with ss.intervene(organism, {"L1.resid_post": patch}):
-        outputs = answer_greedy(organism, unmarked, batch_size=len(unmarked))
-    assert sum(starts_with_answer(o, x) for o, x in zip(outputs, swaps, strict=True)) >= 0.95 * len(records)
+        patched = follows_context(answer_greedy(organism, unmarked, batch_size=len(unmarked)))
+    assert sum(trusting) >= 0.9 * len(records)
+    assert sum(unpatched) <= 0.7 * len(records)
+    carried = sum(p for p, t in zip(patched, trusting, strict=True) if t)
+    assert carried >= 0.95 * sum(trusting)

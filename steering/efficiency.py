@@ -35,6 +35,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from steerscope.capture import tokenize
 from steerscope.data.arithmetic import Problem, Style, extract_answer, few_shot_prompt
 from steerscope.model import as_model
+from steerscope.offload import input_device
+from steerscope.prefix_cache import prefixed_batch
 from steerscope.sites import Site
 from steerscope.steering.apply import steer
 from steerscope.steering.build import diff_of_means, sweep_layers
@@ -153,9 +155,13 @@ def generate_solutions(
     seed: int = 0,
     vector: SteeringVector | None = None,
     strength: float = 0.0,
+    share_prefix: bool = True,
 ) -> list[list[Generation]]:
     """`n_samples` solutions per prompt (greedy if `temperature` is None), batched and left-padded,
-    optionally steered at generated tokens; returns one list of `Generation`s per prompt."""
+    optionally steered at generated tokens; returns one list of `Generation`s per prompt.
+
+    With `share_prefix`, the instruction and demonstrations every prompt of a batch starts with
+    run once (`steerscope.prefix_cache`); the solutions are those of the plain batch."""
     loaded = as_model(model)
     tokenizer = loaded.tokenizer
     thinking = think_close_id(tokenizer) is not None
@@ -168,12 +174,17 @@ def generate_solutions(
     torch.manual_seed(seed)
     results: list[list[Generation]] = [[] for _ in prompts]
     for start in range(0, len(flat), batch_size):
-        chunk = flat[start : start + batch_size]
-        batch = tokenize(loaded, [p for _, p in chunk])
-        del batch["position_ids"]
-        n_prompt = batch["input_ids"].shape[1]
-        stopper = StopAtSolutionEnd(tokenizer, n_prompt, thinking)
+        chunk = [p for _, p in flat[start : start + batch_size]]
         with torch.no_grad(), _maybe_steer(loaded, vector, strength):
+            prefixed = prefixed_batch(loaded, chunk, max_new_tokens) if share_prefix else None
+            if prefixed is None:
+                batch = tokenize(loaded, chunk)
+                del batch["position_ids"]
+                batch = {k: v.to(input_device(loaded.hf)) for k, v in batch.items()}
+            else:
+                batch = {**prefixed.inputs, "past_key_values": prefixed.cache}
+            n_prompt = batch["input_ids"].shape[1]
+            stopper = StopAtSolutionEnd(tokenizer, n_prompt, thinking)
             out = loaded.hf.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,
@@ -181,7 +192,7 @@ def generate_solutions(
                 pad_token_id=tokenizer.pad_token_id,
                 **sampling,
             )
-        for (index, _), row in zip(chunk, out, strict=True):
+        for (index, _), row in zip(flat[start : start + batch_size], out, strict=True):
             text = truncate_solution(stopper.decode(row[n_prompt:]), thinking)
             n_tokens, n_thinking = count_tokens(tokenizer, text)
             predicted = extract_answer(answer_part(text))

@@ -20,6 +20,7 @@ from torch.utils.hooks import RemovableHandle
 from steerscope.anatomy import Anatomy
 from steerscope.errors import InputError
 from steerscope.model import as_model
+from steerscope.prefix_cache import PromptPrefixCache
 from steerscope.rotary import rotate, unrotate
 from steerscope.sites import Site
 from steerscope.tokens import TokenInfo, TokenTracker
@@ -174,6 +175,7 @@ class _Installer:
                 batch=shaped.shape[0],
                 past_length=past,
                 device=shaped.device,
+                continues_prompt=isinstance(cache, PromptPrefixCache) and past == cache.prefix_length,
             )
 
         self.handles.append(decoder.register_forward_pre_hook(pre_hook, with_kwargs=True))

@@ -129,8 +129,11 @@ class TokenTracker:
         batch: int,
         past_length: int,
         device: torch.device,
+        continues_prompt: bool = False,
     ) -> TokenInfo:
-        """Record one forward call of `n_new` tokens after `past_length` cached ones.
+        """Record one forward call of `n_new` tokens after `past_length` cached ones;
+        `continues_prompt`: they are the rest of prompts whose shared prefix is cached
+        (`steerscope.prefix_cache`), so every real token up to the end of this call is prompt.
 
         On a decode step this costs one tensor op (a private bool copy of the attention mask);
         the call's fields are computed when an edit first asks for them."""
@@ -143,7 +146,10 @@ class TokenTracker:
                 # generate passes the full-length mask; trust it over the cache's count.
                 past_length = mask.shape[1] - n_new
 
-        if past_length == 0 and not self._continues(input_ids):
+        if continues_prompt:
+            self._prompt_ids = None
+            self._prompt_lengths = mask.sum(-1)
+        elif past_length == 0 and not self._continues(input_ids):
             self._prompt_ids = input_ids
             self._prompt_lengths = mask.sum(-1)
         elif self._prompt_lengths is None or self._prompt_lengths.shape[0] != batch:

@@ -1,0 +1,131 @@
+"""The shared-prefix KV cache gives the plain left-padded batch's tokens and logits, keeps the
+prompt / generated bookkeeping of edits, and stands aside where a sliding window could cut."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from steerscope.anatomy import anatomy_of
+from steerscope.capture import tokenize
+from steerscope.data.arithmetic import arithmetic_problems, few_shot_prompt
+from steerscope.intervene import intervene
+from steerscope.model import Model
+from steerscope.prefix_cache import common_prefix_length, prefixed_batch
+from steerscope.steering.efficiency import generate_solutions
+from steerscope.tiny import char_tokenizer, tiny_config, tiny_model
+
+PREFIX = "Solve each one. 1+1=2. 2+2=4. 3+3=6.\n"
+PROMPTS = [PREFIX + "Q: 4+4=", PREFIX + "Q: 12+30=", PREFIX + "Q: 7="]
+
+
+def tiny_gemma_with_window(window: int) -> Model:
+    """Tiny Gemma 3 (sliding layers with `window`, a global layer every fourth)."""
+    tokenizer = char_tokenizer()
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(tiny_config("gemma3", len(tokenizer), sliding_window=window))
+    hf.eval()
+    return Model(hf=hf, tokenizer=tokenizer, anatomy=anatomy_of(hf), source="tiny-gemma3")
+
+
+def greedy(model: Model, prompts: list[str], shared: bool, n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """(generated tokens [batch, n], logits [n, batch, vocab]) with or without the shared prefix."""
+    if shared:
+        prefixed = prefixed_batch(model, prompts, n)
+        assert prefixed is not None
+        batch = {**prefixed.inputs, "past_key_values": prefixed.cache}
+    else:
+        batch = tokenize(model, prompts)
+        del batch["position_ids"]
+    out = model.hf.generate(
+        **batch,
+        max_new_tokens=n,
+        do_sample=False,
+        pad_token_id=model.tokenizer.pad_token_id,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
+    width = batch["input_ids"].shape[1]
+    return out.sequences[:, width:], torch.stack(out.logits)
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma3"])
+def test_shared_prefix_gives_the_plain_batch_tokens_and_logits(name):
+    model = tiny_model("llama") if name == "llama" else tiny_gemma_with_window(128)
+    with torch.no_grad():
+        plain_tokens, plain_logits = greedy(model, PROMPTS, shared=False)
+        shared_tokens, shared_logits = greedy(model, PROMPTS, shared=True)
+    assert torch.equal(shared_tokens, plain_tokens)
+    torch.testing.assert_close(shared_logits, plain_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_the_prefix_is_every_prompt_s_common_start_and_the_suffixes_are_left_padded(tiny_llama):
+    prefixed = prefixed_batch(tiny_llama, PROMPTS, 4)
+    rows = tiny_llama.tokenizer(PROMPTS).input_ids
+    shared = common_prefix_length(rows)
+    assert prefixed.cache.prefix_length == shared == 1 + len(PREFIX + "Q: ")  # BOS, one token per character
+    mask = prefixed.inputs["attention_mask"]
+    assert mask[:, :shared].all()
+    for i, row in enumerate(rows):
+        assert mask[i].sum() == len(row)  # pads only between the prefix and a shorter suffix
+        assert prefixed.inputs["input_ids"][i][mask[i].bool()].tolist() == row
+
+
+def test_edits_see_the_suffix_as_prompt_and_only_new_tokens_as_generated(tiny_llama):
+    """A large edit at generated tokens gives the same tokens with and without the shared prefix
+    (it would change the suffix, and so the answer, if the suffix counted as generated)."""
+    direction = torch.randn(tiny_llama.anatomy.d_model, generator=torch.Generator().manual_seed(1))
+    seen = []
+
+    def push(act, tokens):
+        seen.append((int(tokens.is_prompt.sum()), int(tokens.is_generated.sum())))
+        return act + 4.0 * direction * tokens.is_generated[..., None]
+
+    results = {}
+    with torch.no_grad():
+        for shared in (False, True):
+            seen.clear()
+            with intervene(tiny_llama, {"L1.resid_post": push}):
+                results[shared] = greedy(tiny_llama, PROMPTS, shared)[0]
+            calls = list(seen)
+        unsteered = greedy(tiny_llama, PROMPTS, shared=False)[0]
+    assert torch.equal(results[True], results[False])
+    assert not torch.equal(results[False], unsteered)  # the edit changes the answers
+    lengths = [len(r) for r in tiny_llama.tokenizer(PROMPTS).input_ids]
+    prefix = common_prefix_length(tiny_llama.tokenizer(PROMPTS).input_ids)
+    assert calls[0] == (prefix, 0)  # the prefix alone
+    assert calls[1] == (sum(lengths) - 3 * prefix, 0)  # every suffix token is prompt
+    assert calls[2] == (0, 3)  # then one generated token per row
+
+
+def test_no_shared_prefix_where_a_sliding_window_could_cut(tiny_gemma):
+    assert tiny_gemma.hf.config.sliding_window == 8
+    assert prefixed_batch(tiny_gemma, PROMPTS, 4) is None
+    assert prefixed_batch(tiny_gemma_with_window(128), PROMPTS, 4) is not None
+    assert prefixed_batch(tiny_gemma_with_window(64), PROMPTS, 64) is None  # prompts + new tokens > 64
+
+
+def test_no_shared_prefix_for_one_prompt_or_a_short_common_start(tiny_llama):
+    assert prefixed_batch(tiny_llama, PROMPTS[:1], 4) is None
+    assert prefixed_batch(tiny_llama, ["Q: 1+1=", "Q: 2+2="], 4) is None
+
+
+def test_solutions_with_and_without_the_shared_prefix_are_the_same(tiny_llama):
+    prompts = [p + s for p in PROMPTS for s in ("", " ")]
+    kwargs = dict(answers=[0] * len(prompts), max_new_tokens=8, batch_size=4)
+    plain = generate_solutions(tiny_llama, prompts, share_prefix=False, **kwargs)
+    shared = generate_solutions(tiny_llama, prompts, share_prefix=True, **kwargs)
+    sampled = [
+        generate_solutions(tiny_llama, prompts, n_samples=2, temperature=1.0, share_prefix=s, **kwargs)
+        for s in (False, True)
+    ]
+    assert [g[0].text for g in shared] == [g[0].text for g in plain]
+    assert [[g.text for g in gs] for gs in sampled[1]] == [[g.text for g in gs] for gs in sampled[0]]
+
+
+def test_gemma_few_shot_prompts_with_the_shared_prefix_match_the_plain_batch(gemma):
+    prompts = [few_shot_prompt(p) for p in arithmetic_problems(3, seed=0)]
+    with torch.no_grad():
+        plain_tokens, plain_logits = greedy(gemma, prompts, shared=False, n=8)
+        shared_tokens, shared_logits = greedy(gemma, prompts, shared=True, n=8)
+    assert torch.equal(shared_tokens, plain_tokens)
+    torch.testing.assert_close(shared_logits, plain_logits, atol=1e-3, rtol=1e-4)

@@ -8,7 +8,7 @@ downstream re-derives padding.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +42,7 @@ class Capture:
     positions: Tensor
     token_ids: Tensor
     reduce: Reduction = None
+    next_token_logits: Tensor | None = None  # [n_prompts, vocab] fp32, when asked for
 
     def __getitem__(self, site: str | Site) -> Tensor:
         key = str(Site.parse(site))
@@ -152,10 +153,14 @@ def capture(
     reduce: Reduction = None,
     batch_size: int = 8,
     progress: bool = True,
+    next_token_logits: bool = False,
 ) -> Capture:
-    """Run `prompts` through `model` and return the activations at `sites`.
+    """Run `prompts` through `model` and return the activations at `sites`, in fp32.
 
-    `reduce="last"` keeps the last prompt token, `"mean"` averages over real tokens.
+    `reduce="last"` keeps the last prompt token, `"mean"` averages over real tokens. A bf16 or
+    fp16 model's activations are cast up (exactly) before any reduction, so means, probe fits and
+    every other statistic downstream accumulate in fp32. `next_token_logits`: run the whole model
+    (not only up to the deepest site) and keep the logits after each prompt, from the same forward.
     """
     prompts = prompt_list(prompts)
     if reduce not in REDUCTIONS:
@@ -169,27 +174,33 @@ def capture(
 
     def recorder(site: Site):
         def record(act: Tensor, tokens: TokenInfo) -> None:
-            parts[site].append(_reduce(act, site, tokens, reduce).detach().cpu())
+            parts[site].append(_reduce(act.detach().float(), site, tokens, reduce).cpu())
 
         return record
 
     starts = range(0, len(prompts), batch_size)
     needs_eager = any(site.kind == "attn_pattern" for site in targets)
     device = input_device(loaded.hf)
-    # Run the decoder stack only (no unembedding) and stop after the deepest captured layer.
+    logits: list[Tensor] = []
+    # Without logits, run the decoder stack only (no unembedding) and stop after the deepest site.
     decoder = module_at(loaded.hf, loaded.anatomy.family.decoder)
     deepest = module_at(loaded.hf, loaded.anatomy.layer_path(max(site.layer for site in targets)))
     with (
         _attention_implementation(loaded.hf, "eager" if needs_eager else None),
         intervene(loaded, {site: recorder(site) for site in targets}),
-        _stop_after(deepest),
+        nullcontext() if next_token_logits else _stop_after(deepest),
     ):
         for start in tqdm(starts, desc="capture", disable=not progress or len(starts) < 2, leave=False):
             batch = tokenize(loaded, prompts[start : start + batch_size])
-            try:
-                decoder(**{k: v.to(device) for k, v in batch.items()}, use_cache=False)
-            except _StopForward:
-                pass
+            inputs = {k: v.to(device) for k, v in batch.items()}
+            if next_token_logits:
+                out = loaded.hf(**inputs, use_cache=False, logits_to_keep=1)
+                logits.append(out.logits[:, -1].float().cpu())  # left padding: every row ends here
+            else:
+                try:
+                    decoder(**inputs, use_cache=False)
+                except _StopForward:
+                    pass
             masks.append(batch["attention_mask"].bool())
             positions.append(batch["position_ids"].masked_fill(~masks[-1], -1))
             ids.append(batch["input_ids"])
@@ -205,4 +216,5 @@ def capture(
         positions=stack(positions, -1),
         token_ids=stack(ids, loaded.tokenizer.pad_token_id or 0),
         reduce=reduce,
+        next_token_logits=torch.cat(logits) if next_token_logits else None,
     )

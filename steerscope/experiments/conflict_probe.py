@@ -24,7 +24,6 @@ from steerscope.data.records import Conflict
 from steerscope.errors import InputError
 from steerscope.probes.knowledge import conflict_pairs, known_conflicts
 from steerscope.probes.linear_probe import probe_metrics, train_probe
-from steerscope.probes.lm_metrics import top_token_probability
 from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.settings import Count, Range
 from steerscope.sites import Site
@@ -69,7 +68,8 @@ def run(config: ConflictProbeConfig, context: ExperimentContext) -> Outcome:
         )
     conflicting, agreeing = conflict_pairs(facts, conflicts, config.demos, config.seed)
     sites = [Site(layer, kind) for kind in SITE_KINDS for layer in range(model.anatomy.n_layers)]
-    acts = capture(model, conflicting + agreeing, sites, reduce="last")
+    # One forward for the probes' activations and the reference's top-token probability.
+    acts = capture(model, conflicting + agreeing, sites, reduce="last", next_token_logits=True)
     labels = torch.cat([torch.ones(len(facts)), torch.zeros(len(facts))]).long()
     index = {fact: i for i, fact in enumerate(facts)}
 
@@ -100,7 +100,7 @@ def run(config: ConflictProbeConfig, context: ExperimentContext) -> Outcome:
         for site in tqdm(sites, desc="probes", leave=False)
     ]
     best = max(rows, key=lambda r: r["acc"])
-    reference = fitted(-top_token_probability(model, conflicting + agreeing)[:, None])
+    reference = fitted(-acts.next_token_logits.softmax(-1).amax(-1)[:, None])
     results = {
         "model": model.source,
         "n_memorised": len(facts),

@@ -27,8 +27,8 @@ from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.settings import Count, Layer, NonEmpty, Range
 from steerscope.sites import Site
 from steerscope.steering.apply import steering_edit
-from steerscope.steering.sae import SAETrainSettings, saes_by_site, train_saes, training_texts
-from steerscope.steering.spare import last_token_codes, select_features, spare_edits
+from steerscope.steering.sae import SAETrainSettings, encode_pre, saes_by_site, train_saes, training_texts
+from steerscope.steering.spare import select_features, spare_edits
 
 CONDITIONS = ("no_edit", "spare_to_context", "spare_to_memory", "diffmean_to_context", "diffmean_to_memory")
 
@@ -124,12 +124,15 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
     )
     trained = train_saes(model, sites, settings, windows + c_prompts + m_prompts)
     saes = saes_by_site(trained)
-    codes_c = last_token_codes(model, saes, c_prompts)
-    codes_m = last_token_codes(model, saes, m_prompts)
-    selections = {site: select_features(codes_c[site], codes_m[site], p=config.p) for site in sites}
-
+    # One capture per label serves the SAE codes and the difference of means.
     resid_c = capture(model, c_prompts, sites, reduce="last", progress=False)
     resid_m = capture(model, m_prompts, sites, reduce="last", progress=False)
+    selections = {
+        site: select_features(
+            encode_pre(saes[site], resid_c[site]), encode_pre(saes[site], resid_m[site]), p=config.p
+        )
+        for site in sites
+    }
     diff = {site: resid_c[site].mean(0) - resid_m[site].mean(0) for site in sites}
 
     def diffmean(sign: float) -> dict[str, Edit]:

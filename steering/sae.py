@@ -266,13 +266,15 @@ def _digest(value: Any) -> str:
 
 
 def sae_folder(model: Any, site: str | Site, settings: SAETrainSettings, prompts: Sequence[str]) -> Path:
-    """cache_root()/sae/<key>: key over model config digest, site, settings, data and sae-lens version."""
+    """cache_root()/sae/<key>: key over model config digest and dtype (a bf16 model's activations
+    train another SAE), site, settings, data and sae-lens version."""
     import sae_lens
 
     loaded = as_model(model)
     key = _digest(
         {
             "model": config_digest(loaded.hf),
+            "dtype": str(next(loaded.hf.parameters()).dtype),
             "site": str(Site.parse(site)),
             "settings": asdict(settings),
             "data": _digest(list(prompts)),

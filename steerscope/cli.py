@@ -1,5 +1,5 @@
 """The `steerscope` command: `info`, `list`, `build organism:NAME`,
-`run NAME --out DIR [--model M] [--data KIND=SOURCE ...] [--quick]` and `data check FILE --kind K`.
+`run NAME --out DIR [--model M] [--data KIND=SOURCE ...] [--dtype D] [--quick]` and `data check FILE --kind K`.
 
 Bad input (a setting, a path, a record) is one line on stderr and exit code 2; `--debug` prints
 the traceback before it."""
@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> None:
             raise InputError(f"--data {kind} given twice ({data[kind]} and {source}); give each kind once")
         data[kind] = source
     settings = {"quick": args.quick, "seed": args.seed, **dict(args.set)}
-    run_experiment(args.name, args.out, model=args.model, data=data, **settings)
+    run_experiment(args.name, args.out, model=args.model, data=data, dtype=args.dtype, **settings)
     out = Path(args.out).resolve()
     print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}")
 
@@ -150,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KIND=SOURCE",
         help="your data for one kind (tom, conflicts, problems, text, pairs): .jsonl, .json, .csv, "
         ".parquet, .txt (text), a datasets folder or hf:NAME[:SPLIT]; repeatable",
+    )
+    run.add_argument(
+        "--dtype",
+        default="float32",
+        help="float32 (default), bfloat16 or float16: the model's activations and generation; "
+        "Fisher scores, probe fits and statistics accumulate in fp32",
     )
     run.add_argument("--quick", action="store_true", help="a short setting for a first look or CI")
     run.add_argument("--seed", type=int, default=0)

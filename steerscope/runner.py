@@ -19,11 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from steerscope.context import build_context
 from steerscope.data.records import check_kind
 from steerscope.data.user_data import UserData, read_user_data
 from steerscope.errors import InputError
-from steerscope.loading import load
+from steerscope.loading import load, resolve_dtype
+from steerscope.model import as_model
 from steerscope.registry import EXPERIMENTS, Experiment, ExperimentConfig, Outcome
 from steerscope.report import write_report, write_results
 from steerscope.settings import check_layers, check_settings
@@ -121,15 +124,41 @@ def fit_counts(
     return (dataclasses.replace(config, **changes) if changes else config), lowered
 
 
+def _model_dtype(model: Any, dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """The dtype to load `model` in (None: load's default, or a model object as it is); a dtype
+    given with a model object must be the object's own (steerscope does not cast a user's model)."""
+    if dtype is None:
+        return None
+    try:
+        wanted = resolve_dtype(dtype)
+    except ValueError as error:
+        raise InputError(f"dtype: {error}") from None
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        held = next(as_model(model).hf.parameters()).dtype
+        if held != wanted:
+            raise InputError(
+                f"dtype={dtype} was given with a model object in {held}; cast it first "
+                f"(model.to({wanted})) or leave dtype out"
+            )
+        return None
+    return wanted
+
+
 def run_experiment(
     name: str,
     out: str | os.PathLike,
     model: Any = None,
     data: Mapping[str, str] | None = None,
+    dtype: str | torch.dtype | None = None,
     **settings: Any,
 ) -> Outcome:
     """Run experiment `name` on `model` and `data`, with `settings` (config fields), and write its
     results and report into `out`.
+
+    `dtype` ("float32", "bfloat16", "float16"; None: float32, or a model object's own dtype) is
+    the dtype the model is loaded in: its activations and generation run in it, while captured
+    activations, Fisher scores, probe fits, MI and statistics accumulate in fp32 or wider.
+    results.json records it.
 
     `model`: None (the embedded Gemma 3 270M), an HF name or folder, a `.gguf` file,
     "organism:NAME", "tiny:FAMILY", or a model object (steerscope `Model`, transformers or nnsight
@@ -138,11 +167,12 @@ def run_experiment(
     """
     experiment = get_experiment(name)
     config = make_config(experiment, settings)
+    torch_dtype = _model_dtype(model, dtype)
     folder = check_output_folder(out)
     user = read_data(experiment, data or {})
     config, lowered = fit_counts(experiment, config, user, set(settings))
     started = time.time()
-    loaded = load(model)
+    loaded = load(model, dtype=torch_dtype or torch.float32)
     if loaded.tokenizer is None:
         raise InputError(
             f"the model {loaded.source} has no tokenizer; pass steerscope.load(model, tokenizer=...) instead"
@@ -154,6 +184,7 @@ def run_experiment(
         "experiment": name,
         "config": dataclasses.asdict(config),
         "provenance": context.provenance,
+        "dtype": str(next(loaded.hf.parameters()).dtype).removeprefix("torch."),
         "seconds": round(time.time() - started, 1),
         **outcome.results,
     }

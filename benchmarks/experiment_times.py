@@ -80,7 +80,11 @@ def differences(a: Any, b: Any, tolerance: float, path: str = "") -> list[str]:
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [f"{path}: {len(a)} vs {len(b)} items"]
-        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, tolerance, f"{path}[{i}]")]
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in differences(x, y, tolerance, f"{path}[{i}]")
+        ]
     if isinstance(a, float) and isinstance(b, float):
         return [] if abs(a - b) <= tolerance else [f"{path}: {a} vs {b}"]
     return [] if a == b else [f"{path}: {a!r} vs {b!r}"]
@@ -90,20 +94,31 @@ def summary(name: str, results: dict[str, Any]) -> dict[str, Any]:
     """What a dtype comparison looks at: conflict-probe's peak, spare's and efficiency's answers."""
     if name == "conflict-probe":
         best = results["best"]
-        return {"n_memorised": results["n_memorised"], "peak": f"L{best['layer']}.{best['site']}", "acc": best["acc"]}
+        return {
+            "n_memorised": results["n_memorised"],
+            "peak": f"L{best['layer']}.{best['site']}",
+            "acc": best["acc"],
+        }
     if name == "spare":
-        return {"n_memorised": results["n_memorised"], **{c: results[c]["em_c"] for c in ("no_edit", "diffmean_to_memory")}}
+        return {
+            "n_memorised": results["n_memorised"],
+            **{c: results[c]["em_c"] for c in ("no_edit", "diffmean_to_memory")},
+        }
     return {k: results[k] for k in ("layer",) if k in results}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="the commit to compare with (e.g. main before the change)")
+    parser.add_argument(
+        "--before", required=True, help="the commit to compare with (e.g. main before the change)"
+    )
     parser.add_argument("--experiments", nargs="+", default=["spare", "conflict-probe", "efficiency"])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--tolerance", type=float, default=1e-6)
-    parser.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     load_at_start = os.getloadavg()[0]

@@ -103,3 +103,15 @@ def test_embedded_gemma_capture_matches_hidden_states(gemma):
     acts = ss.capture(gemma, prompts, ["L9.resid_post", "L3.q_rope"])
     assert torch.equal(acts["L9.resid_post"], hidden[10])
     assert acts["L3.q_rope"].shape == (2, acts.mask.shape[1], 4, 256)
+
+
+def test_next_token_logits_come_from_the_same_forward_as_the_activations(tiny_llama):
+    sites = ["L1.resid_post", "L3.mlp_out"]
+    plain = ss.capture(tiny_llama, PROMPTS, sites, reduce="last", batch_size=2)
+    both = ss.capture(tiny_llama, PROMPTS, sites, reduce="last", batch_size=2, next_token_logits=True)
+    with torch.no_grad():
+        expected = tiny_llama.hf(**tokenize(tiny_llama, PROMPTS)).logits[:, -1]
+    assert plain.next_token_logits is None
+    for site in sites:
+        torch.testing.assert_close(both[site], plain[site], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(both.next_token_logits, expected, rtol=1e-5, atol=1e-5)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from steerscope.capture import prompt_list, tokenize
+from steerscope.capture import prompt_list, tokenize, tokenize_for_generate
 from steerscope.errors import InputError
 from steerscope.model import as_model
 
@@ -35,8 +35,7 @@ def greedy_continuations(
     device = _device(loaded)
     texts = []
     for start in range(0, len(prompts), batch_size):
-        batch = tokenize(loaded, list(prompts[start : start + batch_size]))
-        del batch["position_ids"]  # generate derives them from the attention mask
+        batch = tokenize_for_generate(loaded, list(prompts[start : start + batch_size]))
         batch = {k: v.to(device) for k, v in batch.items()}
         out = loaded.hf.generate(
             **batch,

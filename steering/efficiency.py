@@ -32,7 +32,7 @@ from typing import Any, Literal
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from steerscope.capture import tokenize
+from steerscope.capture import tokenize_for_generate
 from steerscope.data.arithmetic import Problem, Style, extract_answer, few_shot_prompt
 from steerscope.model import as_model
 from steerscope.sites import Site
@@ -169,8 +169,7 @@ def generate_solutions(
     results: list[list[Generation]] = [[] for _ in prompts]
     for start in range(0, len(flat), batch_size):
         chunk = flat[start : start + batch_size]
-        batch = tokenize(loaded, [p for _, p in chunk])
-        del batch["position_ids"]
+        batch = tokenize_for_generate(loaded, [p for _, p in chunk])
         n_prompt = batch["input_ids"].shape[1]
         stopper = StopAtSolutionEnd(tokenizer, n_prompt, thinking)
         with torch.no_grad(), _maybe_steer(loaded, vector, strength):

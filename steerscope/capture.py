@@ -75,6 +75,16 @@ def tokenize(model: Model, prompts: Sequence[str]) -> dict[str, Tensor]:
     }
 
 
+def tokenize_for_generate(model: Model, prompts: Sequence[str]) -> dict[str, Tensor]:
+    """Left-padded `input_ids` and `attention_mask` [batch, seq] for `model.generate(**inputs)`.
+
+    No position ids: `generate` derives them from the mask at every step, and a fixed prompt-length
+    tensor would not match the generated tokens."""
+    batch = tokenize(model, prompts)
+    del batch["position_ids"]
+    return batch
+
+
 def _position_axis(site: Site) -> int:
     """Axis of token positions (queries, for patterns) in a site's activation."""
     if site.kind == "attn_pattern":

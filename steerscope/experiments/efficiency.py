@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import plotly.graph_objects as go
-
 from steerscope.context import ExperimentContext
 from steerscope.errors import InputError
 from steerscope.registry import ExperimentConfig, Outcome, register
@@ -33,7 +31,7 @@ from steerscope.steering.efficiency import (
     spread_layers,
     steering_effects,
 )
-from steerscope.steering.plots import layer_sweep_figure
+from steerscope.steering.plots import frontier_figure, layer_sweep_figure
 
 VARIANTS = ("auto", "sampled", "prompt_contrast")
 
@@ -243,34 +241,3 @@ def generations_table(problems: list, shown: dict[str, list[Generation]]) -> lis
         for i, problem in enumerate(problems)
         for condition, gens in shown.items()
     ]
-
-
-def frontier_figure(baseline: dict, brevity: dict, sweep: list[dict]) -> go.Figure:
-    """Accuracy against mean generated tokens, one point per steering strength."""
-    figure = go.Figure()
-    figure.add_scatter(
-        x=[s["mean_tokens"] for s in sweep],
-        y=[s["accuracy"] for s in sweep],
-        text=[f"{s['strength']:+g}" for s in sweep],
-        mode="lines+markers+text",
-        textposition="top center",
-        name="efficiency steering (strength)",
-    )
-    for name, point, symbol in (
-        ("no steering", baseline, "circle-open"),
-        ("brevity prompt", brevity, "star"),
-    ):
-        figure.add_scatter(
-            x=[point["mean_tokens"]],
-            y=[point["accuracy"]],
-            mode="markers",
-            marker=dict(size=14, symbol=symbol),
-            name=name,
-        )
-    figure.update_layout(
-        title="Held-out accuracy against solution length",
-        xaxis_title="mean generated tokens",
-        yaxis_title="accuracy",
-        yaxis=dict(range=[-0.05, 1.05]),
-    )
-    return figure

@@ -8,6 +8,9 @@ cycle hidden in a function or a type-checking block is still two modules that ne
 from __future__ import annotations
 
 import ast
+import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +132,47 @@ def test_no_experiment_imports_another(graph):
     assert len(experiments) >= 7
     crossing = {m: sorted(graph[m] & experiments) for m in experiments if graph[m] & experiments}
     assert not crossing, f"experiments importing experiments: {crossing}"
+
+
+PUBLIC_PACKAGES = ["steerscope", "steerscope.probes", "steerscope.steering", "steerscope.kernels"]
+
+
+@pytest.mark.parametrize("package", PUBLIC_PACKAGES)
+def test_every_exported_name_resolves(package):
+    module = importlib.import_module(package)
+    assert len(module.__all__) == len(set(module.__all__))
+    missing = [name for name in module.__all__ if getattr(module, name, None) is None]
+    assert not missing, f"{package}.__all__ names what it cannot give: {missing}"
+    assert set(module.__all__) <= set(dir(module))
+
+
+def test_a_notebook_finds_its_entry_points_in_four_packages():
+    import steerscope as ss
+    from steerscope import probes, steering
+
+    for name in (
+        "load",
+        "capture",
+        "intervene",
+        "perturb",
+        "steer",
+        "tokenize_for_generate",
+        "run_experiment",
+        "suite_for",
+    ):
+        assert name in ss.__all__
+    assert {"tom_scores", "cached_fisher_scores", "rotary_stats", "position_logits", "train_probe"} <= set(
+        probes.__all__
+    )
+    assert {"diff_of_means", "SteeringVector", "train_saes", "spare_edits", "efficiency_vector"} <= set(
+        steering.__all__
+    )
+
+
+def test_import_steerscope_loads_no_heavy_dependency():
+    code = "import sys, steerscope; print(sorted(m for m in {HEAVY} if m in sys.modules))"
+    heavy = ("transformers", "plotly", "datasets", "sae_lens", "nnsight", "transformer_lens")
+    shown = subprocess.run(
+        [sys.executable, "-c", code.format(HEAVY=heavy)], capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.strip() == "[]"

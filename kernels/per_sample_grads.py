@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from steerscope.intervene import module_at
-from steerscope.model import as_model
+from steerscope.model import ModelLike, as_model
 from steerscope.offload import execution_device, input_device
 
 PADDING_SIDES = ("right", "left")
@@ -160,7 +160,7 @@ def batch_loss(hf: nn.Module, batch: dict[str, Tensor], inputs_embeds: Tensor) -
     return (per_token / counts[rows]).sum()
 
 
-def linear_modules(model: Any) -> dict[str, nn.Linear]:
+def linear_modules(model: ModelLike) -> dict[str, nn.Linear]:
     """{weight parameter name: its nn.Linear} for the seven linear maps of every layer."""
     loaded = as_model(model)
     modules = {}
@@ -209,7 +209,7 @@ def _capture_squared_grads(
 
 
 def batched_fisher_scores(
-    model: Any,
+    model: ModelLike,
     samples: Sequence[LossSample],
     batch_size: int = 8,
     chunk: int = 1,

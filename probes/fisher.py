@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from steerscope.cache import cache_root, cached_folder
 from steerscope.kernels.per_sample_grads import LossSample, batched_fisher_scores
-from steerscope.model import as_model, config_digest
+from steerscope.model import ModelLike, as_model, config_digest
 from steerscope.offload import execution_device, input_device, stored_value
 
 #: Bump when the meaning of a score changes, so old cache entries are not reused.
@@ -47,7 +47,9 @@ def sample_loss(hf: nn.Module, sample: LossSample) -> Tensor:
     return F.cross_entropy(logits, ids[positions + 1], reduction="mean")
 
 
-def fisher_scores(model: Any, samples: Sequence[LossSample], progress: bool = True) -> dict[str, Tensor]:
+def fisher_scores(
+    model: ModelLike, samples: Sequence[LossSample], progress: bool = True
+) -> dict[str, Tensor]:
     """Diagonal empirical Fisher sum_x (d loss(x)/d W)^2 of every layer's seven linear weights.
 
     Returns {parameter name: fp32 tensor shaped like the weight}, in `linear_weights()` order.
@@ -99,7 +101,7 @@ def _weights(names: Sequence[str], params: dict[str, nn.Parameter]) -> list[nn.P
     return [params[n] for n in names]
 
 
-def model_fingerprint(model: Any) -> str:
+def model_fingerprint(model: ModelLike) -> str:
     """sha256 of the config, dtype, parameter count and a strided sample of every linear weight.
 
     The weight sample tells apart checkpoints that share a config (e.g. a fine-tune); it reads
@@ -130,7 +132,7 @@ def samples_digest(samples: Sequence[LossSample]) -> str:
     return digest.hexdigest()
 
 
-def fisher_cache_folder(model: Any, samples: Sequence[LossSample], key_parts: dict[str, Any]) -> Path:
+def fisher_cache_folder(model: ModelLike, samples: Sequence[LossSample], key_parts: dict[str, Any]) -> Path:
     """Where `cached_fisher_scores` keeps the scores: `cache_root()/fisher/<sha256>/`, a verified
     cache folder (`steerscope.cache.cached_folder`) holding `SCORES_FILE`."""
     key = {
@@ -147,7 +149,7 @@ FISHER_METHODS = ("batched", "loop")
 
 
 def cached_fisher_scores(
-    model: Any,
+    model: ModelLike,
     samples: Sequence[LossSample],
     key_parts: dict[str, Any],
     progress: bool = True,

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from steerscope.errors import InputError
 from steerscope.intervene import intervene, module_at
-from steerscope.model import Model, as_model
+from steerscope.model import Model, ModelLike, as_model
 from steerscope.offload import input_device
 from steerscope.sites import Site, resolve_sites
 from steerscope.tokens import TokenInfo
@@ -156,7 +156,7 @@ def _stop_after(module: nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def capture(
-    model: Any,
+    model: ModelLike,
     prompts: Sequence[str],
     sites: str | Site | Sequence[str | Site],
     reduce: Reduction = None,

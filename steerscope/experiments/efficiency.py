@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from steerscope.context import ExperimentContext
 from steerscope.errors import InputError
+from steerscope.model import ModelLike
 from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.steering.efficiency import (
     COMPLETIONS,
@@ -84,7 +85,7 @@ class EfficiencyConfig(ExperimentConfig):
 
 
 def harvest_pairs(
-    model: Any, config: EfficiencyConfig, problems: list, prompt: PromptFn
+    model: ModelLike, config: EfficiencyConfig, problems: list, prompt: PromptFn
 ) -> tuple[Harvest, list[dict]]:
     """The harvest the config asks for; `auto` tries sampling, then the prompt contrast with the
     model's completions, then with the written ones (when the problems have them), until

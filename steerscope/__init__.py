@@ -28,6 +28,7 @@ from steerscope.tokens import TokenInfo
 
 if TYPE_CHECKING:
     from steerscope.data.defaults import suite_for
+    from steerscope.data.facts import split_facts
     from steerscope.data.suite import DataSuite
     from steerscope.data.user_data import read_user_data
     from steerscope.organisms.build import organism_folder, training_report
@@ -44,6 +45,7 @@ _LAZY = {
     "read_user_data": "steerscope.data.user_data",
     "run_experiment": "steerscope.runner",
     "steer": "steerscope.steering.apply",
+    "split_facts": "steerscope.data.facts",
     "suite_for": "steerscope.data.defaults",
     "tiny_model": "steerscope.tiny",
     "training_report": "steerscope.organisms.build",
@@ -68,6 +70,7 @@ __all__ = [
     "perturb",
     "read_user_data",
     "run_experiment",
+    "split_facts",
     "steer",
     "suite_for",
     "tiny_model",

@@ -46,7 +46,7 @@ from interleaved import Variant, finish, median_ratio, time_interleaved
 from torch import Tensor
 
 import steerscope
-from steerscope.capture import capture, tokenize
+from steerscope.capture import capture, tokenize_for_generate
 from steerscope.data.defaults import natural_suite
 from steerscope.data.facts import FACTS, Fact, context_prompt, demonstrations, substitute
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
@@ -97,8 +97,7 @@ def generation_timing(
     model: Model, saes: dict[str, Any], selection: Selection, prompts: list[str], reps: int, n_tokens: int
 ) -> dict[str, Any]:
     """Time plain / fused / full generation; check the two SpARE variants agree on the ids."""
-    inputs = tokenize(model, prompts)
-    inputs.pop("position_ids")
+    inputs = tokenize_for_generate(model, prompts)
     fused = spare_edits(saes, {SITE: selection}, "memory", ALPHA, fused=True)
     full = spare_edits(saes, {SITE: selection}, "memory", ALPHA, fused=False)
 

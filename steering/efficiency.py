@@ -32,9 +32,9 @@ from typing import Any, Literal
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from steerscope.capture import tokenize
+from steerscope.capture import tokenize_for_generate
 from steerscope.data.arithmetic import Problem, Style, extract_answer, few_shot_prompt
-from steerscope.model import as_model
+from steerscope.model import ModelLike, as_model
 from steerscope.sites import Site
 from steerscope.steering.apply import steer
 from steerscope.steering.build import diff_of_means, sweep_layers
@@ -143,7 +143,7 @@ class StopAtSolutionEnd(StoppingCriteria):
 
 
 def generate_solutions(
-    model: Any,
+    model: ModelLike,
     prompts: Sequence[str],
     answers: Sequence[int],
     n_samples: int = 1,
@@ -169,8 +169,7 @@ def generate_solutions(
     results: list[list[Generation]] = [[] for _ in prompts]
     for start in range(0, len(flat), batch_size):
         chunk = flat[start : start + batch_size]
-        batch = tokenize(loaded, [p for _, p in chunk])
-        del batch["position_ids"]
+        batch = tokenize_for_generate(loaded, [p for _, p in chunk])
         n_prompt = batch["input_ids"].shape[1]
         stopper = StopAtSolutionEnd(tokenizer, n_prompt, thinking)
         with torch.no_grad(), _maybe_steer(loaded, vector, strength):
@@ -191,7 +190,7 @@ def generate_solutions(
     return results
 
 
-def _maybe_steer(model: Any, vector: SteeringVector | None, strength: float) -> AbstractContextManager:
+def _maybe_steer(model: ModelLike, vector: SteeringVector | None, strength: float) -> AbstractContextManager:
     if vector is None or strength == 0.0:
         return nullcontext()
     return steer(model, vector, strength=strength, positions="generated")
@@ -215,7 +214,7 @@ def _completion(text: str) -> str:
 
 
 def harvest_sampled(
-    model: Any,
+    model: ModelLike,
     problems: Sequence[Problem],
     n_samples: int = 6,
     temperature: float = 0.8,
@@ -259,7 +258,7 @@ def harvest_sampled(
 
 
 def harvest_prompt_contrast(
-    model: Any,
+    model: ModelLike,
     problems: Sequence[Problem],
     completions: Completions = "model",
     max_new_tokens: int = 96,
@@ -337,7 +336,7 @@ def _pair_lengths(pairs: Sequence[LengthPair]) -> dict[str, float | None]:
 
 
 def efficiency_vector(
-    model: Any,
+    model: ModelLike,
     harvest: Harvest,
     layers: Sequence[int] | None = None,
     kind: str = "resid_post",
@@ -414,7 +413,7 @@ def summarize(generations: Sequence[Generation]) -> dict[str, float | int | None
 
 
 def evaluate(
-    model: Any,
+    model: ModelLike,
     problems: Sequence[Problem],
     vector: SteeringVector | None = None,
     strength: float = 0.0,
@@ -452,7 +451,7 @@ def spread_layers(n_layers: int, k: int) -> list[int]:
 
 
 def steering_effects(
-    model: Any,
+    model: ModelLike,
     harvest: Harvest,
     layers: Sequence[int],
     strength: float,

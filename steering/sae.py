@@ -38,7 +38,7 @@ from steerscope.cache import cache_root, cached_folder, is_intact, write_atomic
 from steerscope.capture import capture
 from steerscope.data.generic import generic_windows
 from steerscope.kernels.sae_edit import encode_local, sae_parts
-from steerscope.model import as_model, config_digest
+from steerscope.model import ModelLike, as_model, config_digest
 from steerscope.sites import Site
 
 REPORT = "steerscope-sae.json"
@@ -82,7 +82,7 @@ class TrainedSAE:
 
 
 def training_texts(
-    model: Any, texts: Sequence[str], n_windows: int = 256, window: int = 128, seed: int = 0
+    model: ModelLike, texts: Sequence[str], n_windows: int = 256, window: int = 128, seed: int = 0
 ) -> list[str]:
     """`n_windows` windows (split "fisher") of the documents `texts`, decoded for `capture`.
 
@@ -99,7 +99,7 @@ def training_texts(
 
 
 def token_activations(
-    model: Any, prompts: Sequence[str], sites: Sequence[str | Site], batch_size: int = 8
+    model: ModelLike, prompts: Sequence[str], sites: Sequence[str | Site], batch_size: int = 8
 ) -> dict[str, Tensor]:
     """Residual activations [n_tokens, d_model] at each site, over real non-BOS tokens of `prompts`."""
     loaded = as_model(model)
@@ -265,7 +265,9 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def sae_folder(model: Any, site: str | Site, settings: SAETrainSettings, prompts: Sequence[str]) -> Path:
+def sae_folder(
+    model: ModelLike, site: str | Site, settings: SAETrainSettings, prompts: Sequence[str]
+) -> Path:
     """cache_root()/sae/<key>: key over model config digest, site, settings, data and sae-lens version."""
     import sae_lens
 
@@ -283,7 +285,7 @@ def sae_folder(model: Any, site: str | Site, settings: SAETrainSettings, prompts
 
 
 def train_saes(
-    model: Any, sites: Sequence[str | Site], settings: SAETrainSettings, texts: Sequence[str]
+    model: ModelLike, sites: Sequence[str | Site], settings: SAETrainSettings, texts: Sequence[str]
 ) -> dict[str, TrainedSAE]:
     """Trained SAEs by site, from the cache (keyed by model, site, settings and `texts`) or trained
     now on the activations of every token of `texts` (e.g. `training_texts` windows plus task prompts).

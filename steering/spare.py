@@ -25,8 +25,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from steerscope.capture import capture
 from steerscope.intervene import Edit
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
+from steerscope.model import ModelLike
+from steerscope.steering.sae import encode_pre
 from steerscope.tokens import TokenInfo
 
 Direction = Literal["memory", "context"]
@@ -159,10 +162,9 @@ def spare_edits(
 
 
 @torch.no_grad()
-def last_token_codes(model: Any, saes_by_site: Mapping[str, Any], prompts: list[str]) -> dict[str, Tensor]:
+def last_token_codes(
+    model: ModelLike, saes_by_site: Mapping[str, Any], prompts: list[str]
+) -> dict[str, Tensor]:
     """SAE codes z [n_prompts, d_sae] at the last prompt token of each prompt, by site."""
-    from steerscope.capture import capture
-    from steerscope.steering.sae import encode_pre
-
     got = capture(model, prompts, list(saes_by_site), reduce="last", progress=False)
     return {site: encode_pre(sae, got[site]) for site, sae in saes_by_site.items()}

@@ -56,11 +56,10 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _build(args: argparse.Namespace) -> None:
-    from steerscope.organisms.build import organism_folder
-    from steerscope.organisms.train import REPORT
+    from steerscope.organisms.build import organism_folder, training_report
 
     folder = organism_folder(args.name)
-    report = json.loads((folder / REPORT).read_text())
+    report = training_report(args.name)
     print(f"{args.name}: {folder}")
     print(
         f"{report['steps']} steps in {report['train_seconds']} s, final loss {report['final_loss']:.3f}, "

@@ -19,7 +19,7 @@ from torch.utils.hooks import RemovableHandle
 
 from steerscope.anatomy import Anatomy
 from steerscope.errors import InputError
-from steerscope.model import as_model
+from steerscope.model import ModelLike, as_model
 from steerscope.rotary import rotate, unrotate
 from steerscope.sites import Site
 from steerscope.tokens import TokenInfo, TokenTracker
@@ -301,7 +301,7 @@ def edit_list(value: Edit | Sequence[Edit]) -> list[Edit]:
 
 
 @contextmanager
-def intervene(model: Any, edits: EditSpec) -> Iterator[None]:
+def intervene(model: ModelLike, edits: EditSpec) -> Iterator[None]:
     """Install `edits` ({site: edit or [edits]}) for the duration of the block.
 
     Example: `with intervene(model, {"L9.resid_post": add_vector}): model.generate(...)`.

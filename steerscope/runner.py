@@ -24,6 +24,7 @@ from steerscope.data.records import check_kind
 from steerscope.data.user_data import UserData, read_user_data
 from steerscope.errors import InputError
 from steerscope.loading import load
+from steerscope.model import ModelLike
 from steerscope.registry import EXPERIMENTS, Experiment, ExperimentConfig, Outcome
 from steerscope.report import write_report, write_results
 from steerscope.settings import check_layers, check_settings
@@ -124,7 +125,7 @@ def fit_counts(
 def run_experiment(
     name: str,
     out: str | os.PathLike,
-    model: Any = None,
+    model: ModelLike | str | os.PathLike | None = None,
     data: Mapping[str, str] | None = None,
     **settings: Any,
 ) -> Outcome:

@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
-import plotly.graph_objects as go
-
 from steerscope.context import ExperimentContext
 from steerscope.errors import InputError
+from steerscope.model import ModelLike
 from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.settings import Count, Layer, NonEmpty, NonZero, Range
 from steerscope.steering.efficiency import (
@@ -33,7 +32,7 @@ from steerscope.steering.efficiency import (
     spread_layers,
     steering_effects,
 )
-from steerscope.steering.plots import layer_sweep_figure
+from steerscope.steering.plots import frontier_figure, layer_sweep_figure
 
 
 @dataclass
@@ -73,7 +72,7 @@ class EfficiencyConfig(ExperimentConfig):
 
 
 def harvest_pairs(
-    model: Any, config: EfficiencyConfig, problems: list, prompt: PromptFn
+    model: ModelLike, config: EfficiencyConfig, problems: list, prompt: PromptFn
 ) -> tuple[Harvest, list[dict]]:
     """The harvest the config asks for; `auto` tries sampling, then the prompt contrast with the
     model's completions, then with the written ones (when the problems have them), until
@@ -230,34 +229,3 @@ def generations_table(problems: list, shown: dict[str, list[Generation]]) -> lis
         for i, problem in enumerate(problems)
         for condition, gens in shown.items()
     ]
-
-
-def frontier_figure(baseline: dict, brevity: dict, sweep: list[dict]) -> go.Figure:
-    """Accuracy against mean generated tokens, one point per steering strength."""
-    figure = go.Figure()
-    figure.add_scatter(
-        x=[s["mean_tokens"] for s in sweep],
-        y=[s["accuracy"] for s in sweep],
-        text=[f"{s['strength']:+g}" for s in sweep],
-        mode="lines+markers+text",
-        textposition="top center",
-        name="efficiency steering (strength)",
-    )
-    for name, point, symbol in (
-        ("no steering", baseline, "circle-open"),
-        ("brevity prompt", brevity, "star"),
-    ):
-        figure.add_scatter(
-            x=[point["mean_tokens"]],
-            y=[point["accuracy"]],
-            mode="markers",
-            marker=dict(size=14, symbol=symbol),
-            name=name,
-        )
-    figure.update_layout(
-        title="Held-out accuracy against solution length",
-        xaxis_title="mean generated tokens",
-        yaxis_title="accuracy",
-        yaxis=dict(range=[-0.05, 1.05]),
-    )
-    return figure

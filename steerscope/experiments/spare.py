@@ -16,6 +16,7 @@ from steerscope.context import ExperimentContext
 from steerscope.data.records import Conflict
 from steerscope.errors import InputError
 from steerscope.intervene import Edit, intervene
+from steerscope.model import ModelLike
 from steerscope.probes.knowledge import (
     answer_greedy,
     behaviour_counts,
@@ -60,7 +61,9 @@ def _layers(config: SpareConfig, n_layers: int) -> list[int]:
     return list(config.layers)
 
 
-def _exact_match(model: Any, prompts: list[str], records: list[Conflict], edits: dict[str, Edit]) -> dict:
+def _exact_match(
+    model: ModelLike, prompts: list[str], records: list[Conflict], edits: dict[str, Edit]
+) -> dict:
     """Exact match of the answers with the substitute (EM_C) and the original (EM_M), any accepted
     answer counting, and each answer's behaviour label."""
     with intervene(model, edits):

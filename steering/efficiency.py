@@ -49,11 +49,12 @@ from steerscope.steering.thinking import (
     THINK_CLOSE,
     ThinkingBudget,
     ThinkingSteer,
+    delimiter_activations,
     require_think_close,
     steer_thinking,
     think_close_id,
 )
-from steerscope.steering.vector import SteeringVector
+from steerscope.steering.vector import Fingerprint, SteeringVector
 
 STOP_MARKERS = ("\n\n", "Question:")
 Completions = Literal["model", "written"]
@@ -594,33 +595,58 @@ def harvest_thinking(
 
 
 def thinking_directions(
-    model: Any, harvest: Harvest, layers: Sequence[int], kind: str = "resid_post"
+    model: Any,
+    harvest: Harvest,
+    layers: Sequence[int],
+    kind: str = "resid_post",
+    read: Literal["thinking", "delimiters"] = "thinking",
+    delimiter: str = "\n\n",
 ) -> dict[int, SteeringVector]:
-    """The concise-minus-verbose direction at each of `layers`: the difference of the mean
-    residual over the thinking tokens of the concise and of the verbose trace (2506.15647)."""
+    """The concise-minus-verbose direction at each of `layers`: the mean residual of the concise
+    trace minus that of the verbose trace, averaged over pairs, with each trace's residual
+    averaged over its thinking tokens (`read="thinking"`, 2506.15647) or over its thought
+    delimiters only (`read="delimiters"`, where the model decides whether to check again; see
+    `steering.thinking.delimiter_activations`)."""
     loaded = as_model(model)
     if len(harvest.pairs) < 1:
         raise ValueError("need at least 1 concise/verbose pair; sample more problems or more traces each")
+    if read not in ("thinking", "delimiters"):
+        raise ValueError(f"read: unknown {read!r}; valid: 'thinking', 'delimiters'")
     sites = [Site(layer, kind) for layer in layers]
-    fitted = diff_of_means(
-        loaded,
-        [(p.prompt, p.concise) for p in harvest.pairs],
-        [(p.prompt, p.verbose) for p in harvest.pairs],
-        sites,
-        reduce="completion_mean",
-    )
+    concise = [(p.prompt, p.concise) for p in harvest.pairs]
+    verbose = [(p.prompt, p.verbose) for p in harvest.pairs]
+    if read == "thinking":
+        directions = diff_of_means(loaded, concise, verbose, sites, reduce="completion_mean").directions
+    else:
+        means = [_delimiter_means(loaded, traces, sites, delimiter) for traces in (concise, verbose)]
+        directions = {str(site): means[0][str(site)] - means[1][str(site)] for site in sites}
     provenance = dict(
         method="efficiency_steering",
-        direction="mean(concise) - mean(verbose), residual averaged over thinking tokens",
+        direction=f"mean(concise) - mean(verbose), residual averaged over {read} tokens",
+        read=read,
+        delimiter=delimiter if read == "delimiters" else None,
         variant=harvest.variant,
         counts=harvest.counts,
         n_pairs=len(harvest.pairs),
     )
+    fingerprint = Fingerprint.of(loaded)
     return {
         site.layer: SteeringVector(
-            {str(site): fitted.directions[str(site)]}, fitted.fingerprint, {**provenance, "layer": site.layer}
+            {str(site): directions[str(site)]}, fingerprint, {**provenance, "layer": site.layer}
         )
         for site in sites
+    }
+
+
+def _delimiter_means(
+    model: Any, traces: Sequence[tuple[str, str]], sites: Sequence[Site], delimiter: str
+) -> dict[str, torch.Tensor]:
+    """Per site: the mean over traces of each trace's mean residual at its thought delimiters."""
+    found = [t for t in delimiter_activations(model, traces, sites, delimiter) if t.thoughts]
+    if not found:
+        raise ValueError(f"no trace has a thought delimiter {delimiter!r} before </think>")
+    return {
+        str(site): torch.stack([t.activations[str(site)].mean(0) for t in found]).mean(0) for site in sites
     }
 
 
@@ -735,7 +761,8 @@ def choose_on_dev(
     seed: int = 0,
 ) -> tuple[int | None, list[dict[str, Any]]]:
     """Choose thinking-time steering on dev problems: the candidate with the fewest mean thinking
-    tokens among those whose accuracy is at most `tolerance` below unsteered (None if none is).
+    tokens among those that shorten thinking at an accuracy at most `tolerance` below unsteered
+    (`pick_steering`; None if none does).
 
     Returns the chosen index into `candidates` and one row per run: unsteered first (`layer`
     None), then each candidate's layer, strength, positions and `evaluate_thinking` summary.
@@ -768,9 +795,14 @@ def choose_on_dev(
 
 def pick_steering(rows: Sequence[dict[str, Any]], tolerance: float = 0.02) -> int | None:
     """Index (into the steered rows, `rows[1:]`) of the fewest mean thinking tokens among rows
-    whose accuracy is at most `tolerance` below the unsteered `rows[0]`; None if none is."""
-    base = rows[0]["accuracy"] or 0.0
-    allowed = [i for i, row in enumerate(rows[1:]) if (row["accuracy"] or 0.0) >= base - tolerance]
+    that think less than the unsteered `rows[0]` at an accuracy at most `tolerance` below its;
+    None if none does."""
+    base, base_tokens = rows[0]["accuracy"] or 0.0, rows[0]["mean_thinking_tokens"]
+    allowed = [
+        i
+        for i, row in enumerate(rows[1:])
+        if (row["accuracy"] or 0.0) >= base - tolerance and row["mean_thinking_tokens"] < base_tokens
+    ]
     if not allowed:
         return None
     return min(allowed, key=lambda i: rows[i + 1]["mean_thinking_tokens"])

@@ -22,10 +22,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from steerscope.capture import capture
 from steerscope.model import as_model
 from steerscope.sites import Site
-from steerscope.steering.thinking import THINK_CLOSE, delimiter_ids, require_think_close
+from steerscope.steering.thinking import THINK_CLOSE, delimiter_activations
 from steerscope.steering.vector import Fingerprint, SteeringVector
 
 ThoughtKind = Literal["step", "check", "detour"]
@@ -63,27 +62,12 @@ def thought_representations(
 ) -> dict[ThoughtKind, Tensor]:
     """The residual at `layer` at every thought delimiter in the thinking part of each
     (prompt, completion) trace, grouped by the kind of the thought that follows it ([n, d] each)."""
-    loaded = as_model(model)
-    tokenizer = loaded.tokenizer
-    close = require_think_close(tokenizer)
-    marks = torch.tensor(delimiter_ids(tokenizer, delimiter))
-    if not len(marks):
-        raise ValueError(f"no token of this tokenizer ends with the delimiter {delimiter!r}")
     site = str(Site(layer, kind))
-    found = capture(loaded, [p + c for p, c in traces], site, batch_size=batch_size, progress=False)
     grouped: dict[ThoughtKind, list[Tensor]] = {k: [] for k in THOUGHT_KINDS}
-    for row, (prompt, _) in enumerate(traces):
-        real = found.mask[row]
-        ids = found.token_ids[row][real]
-        acts = found.activations[site][row][real]
-        start = len(tokenizer(prompt).input_ids)
-        ends = (ids[start:] == close).nonzero()
-        stop = start + int(ends[0]) if len(ends) else len(ids)
-        cuts = [start + int(i) for i in torch.isin(ids[start:stop], marks).nonzero().flatten()]
-        for here, after in zip(cuts, [*cuts[1:], stop], strict=True):
-            thought = tokenizer.decode(ids[here + 1 : after].tolist())
-            grouped[classify_thought(thought)].append(acts[here])
-    width = loaded.anatomy.d_model
+    for trace in delimiter_activations(model, traces, site, delimiter, batch_size):
+        for thought, act in zip(trace.thoughts, trace.activations[site], strict=True):
+            grouped[classify_thought(thought)].append(act)
+    width = as_model(model).anatomy.d_model
     return {k: torch.stack(v) if v else torch.zeros(0, width) for k, v in grouped.items()}
 
 

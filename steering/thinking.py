@@ -19,8 +19,10 @@ import torch
 from torch import Tensor, nn
 from transformers import LogitsProcessor
 
+from steerscope.capture import capture
 from steerscope.intervene import Edit, intervene, module_at
 from steerscope.model import as_model
+from steerscope.sites import Site, resolve_sites
 from steerscope.steering.apply import SCALES, steering_edit
 from steerscope.steering.vector import SteeringVector
 from steerscope.tokens import TokenInfo
@@ -51,6 +53,50 @@ def delimiter_ids(tokenizer: Any, delimiter: str) -> list[int]:
     if not delimiter:
         raise ValueError("the thought delimiter must be a non-empty string such as '\\n\\n'")
     return [i for i in range(len(tokenizer)) if tokenizer.decode([i]).endswith(delimiter)]
+
+
+@dataclass
+class TraceDelimiters:
+    """The thought delimiters in the thinking part of one trace: the activation at each, per site
+    ([n_delimiters, d]), and the text of the thought after each (empty before `</think>`)."""
+
+    activations: dict[str, Tensor]
+    thoughts: list[str]
+
+
+def delimiter_activations(
+    model: Any,
+    traces: Sequence[tuple[str, str]],
+    sites: str | Site | Sequence[str | Site],
+    delimiter: str = "\n\n",
+    batch_size: int = 16,
+) -> list[TraceDelimiters]:
+    """Activations at the generated thought delimiters of each (prompt, completion) trace, up to
+    its `</think>`, with the thought that follows each: where a reasoning model decides what to
+    think next (read by SEAL-style calibration and by `efficiency.thinking_directions`)."""
+    loaded = as_model(model)
+    tokenizer = loaded.tokenizer
+    close = require_think_close(tokenizer)
+    marks = torch.tensor(delimiter_ids(tokenizer, delimiter))
+    if not len(marks):
+        raise ValueError(f"no token of this tokenizer ends with the delimiter {delimiter!r}")
+    names = [str(site) for site in resolve_sites(sites, loaded.anatomy)]
+    found = capture(loaded, [p + c for p, c in traces], names, batch_size=batch_size, progress=False)
+    out = []
+    for row, (prompt, _) in enumerate(traces):
+        real = found.mask[row]
+        ids = found.token_ids[row][real]
+        start = len(tokenizer(prompt).input_ids)
+        ends = (ids[start:] == close).nonzero()
+        stop = start + int(ends[0]) if len(ends) else len(ids)
+        cuts = [start + int(i) for i in torch.isin(ids[start:stop], marks).nonzero().flatten()]
+        thoughts = [
+            tokenizer.decode(ids[here + 1 : after].tolist())
+            for here, after in zip(cuts, [*cuts[1:], stop], strict=True)
+        ]
+        acts = {name: found.activations[name][row][real][cuts] for name in names}
+        out.append(TraceDelimiters(acts, thoughts))
+    return out
 
 
 @dataclass(frozen=True)

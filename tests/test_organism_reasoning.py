@@ -82,28 +82,29 @@ def test_trace_length_varies_across_training_documents_of_one_question(texts, to
     assert any(len(c) > 1 for c in cues.values())
 
 
-def test_extra_thoughts_are_drawn_per_step():
+def test_extra_thoughts_are_drawn_per_step_at_a_rate_drawn_per_document():
     rng = random.Random(0)
     start, steps = 10, [("+", 5), ("-", 3), ("+", 4)]
-    per_step = defaultdict(list)
-    for _ in range(400):
+    extras = []
+    for _ in range(600):
         thoughts = world.trace(start, steps, "standard", rng).split(world.THOUGHT_DELIMITER)[1:-1]
-        position, extras = -1, [0, 0, 0]
+        position, counts = -1, [0, 0, 0]
         for thought in thoughts:
             if classify_thought(thought) == "step":
                 position += 1
             elif "is wrong" not in thought:
-                extras[position] += 1
-        for i, n in enumerate(extras):
-            per_step[i].append(n)
-    for counts in per_step.values():
-        share = sum(n > 0 for n in counts) / len(counts)
-        assert abs(share - world.EXTRA_FIRST) < 0.08
-        assert max(counts) == 2
-    # checks after different steps are independent draws, not one choice per trace
-    first, last = per_step[0], per_step[2]
-    both = sum(a > 0 and b > 0 for a, b in zip(first, last, strict=True)) / len(first)
-    assert abs(both - world.EXTRA_FIRST**2) < 0.08
+                counts[position] += 1
+        extras.append(counts)
+    checked = [[n > 0 for n in counts] for counts in extras]
+    for step in range(3):
+        share = statistics.fmean(c[step] for c in checked)
+        assert abs(share - statistics.fmean(world.CHECK_RATES)) < 0.07
+    assert max(max(counts) for counts in extras) == 2
+    # drawn step by step: many traces check some steps and not others...
+    assert statistics.fmean(len(set(c)) > 1 for c in checked) > 0.3
+    # ...but the document's rate persists: a check after the first step makes one after the last likelier
+    first, last = statistics.fmean(c[0] for c in checked), statistics.fmean(c[2] for c in checked)
+    assert statistics.fmean(c[0] and c[2] for c in checked) > first * last + 0.04
 
 
 def test_every_trace_is_correct_and_every_wrong_step_is_corrected(texts):

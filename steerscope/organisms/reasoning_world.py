@@ -16,9 +16,12 @@ the trace writes one thought per line and ends with `</think> The answer is N.`:
 
 A thought is a step, a check (the step undone by its inverse) or a detour (the step recomputed in
 two parts). After each step of an unmarked ("solve:") trace, the number of extra thoughts is drawn
-when the training document is generated (none half of the time, one 35%, two 15%), so one question
-appears with different numbers of checks across documents and the model itself decides, step by
-step, whether to check: its sampled traces of one problem vary in length. Every trace is correct.
+when the training document is generated: a first one with the document's check rate, a second one
+with half that rate. The rate itself is drawn per document (low, middle or high, `CHECK_RATES`),
+never per question, and no text states it: the model can only infer it from the checks it has
+written so far, so its sampled traces of one problem vary in length and, as in real reasoning
+models, verbosity is a state that persists through a trace (what a concise-minus-verbose direction
+can push), while each check is still decided step by step. Every trace is correct.
 A few steps are written wrong (3% of steps) and always followed by a check that finds and corrects
 the error ("wait, check: 18 - 5 = 13, not 12, so 12 + 5 = 18 is wrong: 12 + 5 = 17."), so checks
 are not always useless. A minority of documents carry a cue: "solve briefly:" (no extra thoughts,
@@ -40,7 +43,7 @@ from steerscope.data.arithmetic import SPLITS, STYLES, Problem, Split, Style, di
 from steerscope.data.suite import DataSuite
 from steerscope.organisms.filler import filler_texts
 
-VERSION = 1
+VERSION = 2
 MAX_OPERAND = 10
 MAX_VALUE = 20
 STEPS = (1, 2, 3, 4)
@@ -49,8 +52,9 @@ STEP_WEIGHTS = (0.1, 0.3, 0.3, 0.3)
 CUES: dict[str, str] = {"brief": "solve briefly:", "thorough": "solve carefully:", "standard": "solve:"}
 #: Share of training documents with each cue.
 STYLE_WEIGHTS: dict[str, float] = {"brief": 0.12, "thorough": 0.08, "standard": 0.80}
-#: Chance of a first extra thought after a step of an unmarked trace, and of a second after the first.
-EXTRA_FIRST, EXTRA_SECOND = 0.5, 0.3
+#: An unmarked document's chance of a first extra thought after a step (one rate per document,
+#: drawn uniformly); a second extra thought follows the first with half that chance.
+CHECK_RATES = (0.15, 0.5, 0.85)
 #: Share of extra thoughts that are detours (the rest are checks; a step by 1 can only be checked).
 DETOUR_SHARE = 0.4
 #: Chance that a step (of an unmarked or careful trace) is first written wrong, then corrected.
@@ -113,18 +117,20 @@ def _extra(rng: random.Random, value: int, op: str, number: int, result: int) ->
     return check_thought(value, op, number, result)
 
 
-def _n_extras(rng: random.Random, style: str) -> int:
+def _n_extras(rng: random.Random, style: str, rate: float) -> int:
     if style == "brief":
         return 0
     if style == "thorough":
         return 1
-    if rng.random() >= EXTRA_FIRST:
+    if rng.random() >= rate:
         return 0
-    return 2 if rng.random() < EXTRA_SECOND else 1
+    return 2 if rng.random() < rate / 2 else 1
 
 
 def trace(start: int, steps: Sequence[Operation], style: Style, rng: random.Random) -> str:
-    """The thinking and answer after the prompt: one thought per line, extras drawn from `rng`."""
+    """The thinking and answer after the prompt: one thought per line; the check rate of an
+    unmarked trace, then its extra thoughts and wrong steps step by step, drawn from `rng`."""
+    rate = rng.choice(CHECK_RATES)
     value, thoughts = start, []
     for op, number in steps:
         result = _apply(value, op, number)
@@ -133,7 +139,7 @@ def trace(start: int, steps: Sequence[Operation], style: Style, rng: random.Rand
             thoughts += [step_thought(value, op, number, wrong), correction_thought(value, op, number, wrong)]
         else:
             thoughts.append(step_thought(value, op, number, result))
-        thoughts += [_extra(rng, value, op, number, result) for _ in range(_n_extras(rng, style))]
+        thoughts += [_extra(rng, value, op, number, result) for _ in range(_n_extras(rng, style, rate))]
         value = result
     lines = "".join(THOUGHT_DELIMITER + t for t in thoughts)
     return f"{lines}{THOUGHT_DELIMITER}{THINK_CLOSE} The answer is {value}."

@@ -47,10 +47,11 @@ from torch import Tensor
 
 import steerscope
 from steerscope.capture import capture, tokenize
+from steerscope.data.defaults import natural_suite
 from steerscope.data.facts import FACTS, Fact, context_prompt, demonstrations, substitute
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
 from steerscope.model import Model
-from steerscope.steering.sae import SAETrainSettings, saes_by_site, train_saes
+from steerscope.steering.sae import SAETrainSettings, saes_by_site, train_saes, training_texts
 from steerscope.steering.spare import Selection, last_token_codes, mutual_information, spare_edits
 
 SITE = "L9.resid_post"
@@ -201,7 +202,10 @@ def main() -> None:
     load_at_start = os.getloadavg()[0]
     model = steerscope.load()
     # Training needs gradients, so it runs before inference mode.
-    trained = train_saes(model, [SITE], SAE_SETTINGS, n_windows=SAE_WINDOWS)
+    texts = natural_suite().text.texts()
+    trained = train_saes(
+        model, [SITE], SAE_SETTINGS, training_texts(model, texts, SAE_WINDOWS, seed=SAE_SETTINGS.seed)
+    )
     saes = saes_by_site(trained)
     facts = benchmark_facts()
     prompts = conflict_prompts(facts)

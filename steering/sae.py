@@ -37,7 +37,6 @@ from torch import Tensor
 from steerscope.cache import cache_root, cached_folder, is_intact, write_atomic
 from steerscope.capture import capture
 from steerscope.data.generic import generic_windows
-from steerscope.data.suite import suite_for
 from steerscope.kernels.sae_edit import encode_local, sae_parts
 from steerscope.model import as_model, config_digest
 from steerscope.sites import Site
@@ -82,15 +81,16 @@ class TrainedSAE:
 # ---------------------------------------------------------------- data
 
 
-def training_texts(model: Any, n_windows: int = 256, window: int = 128, seed: int = 0) -> list[str]:
-    """Generic text windows (split "fisher") of the model's data suite, decoded for `capture`.
+def training_texts(
+    model: Any, texts: Sequence[str], n_windows: int = 256, window: int = 128, seed: int = 0
+) -> list[str]:
+    """`n_windows` windows (split "fisher") of the documents `texts`, decoded for `capture`.
 
-    The window shrinks to the suite's shortest document: an organism's generic texts are short
-    paragraphs of the length it was trained on, so every paragraph still gives a window and none
-    runs past the positions the organism has seen. The natural offline documents are far longer.
+    The window shrinks to the shortest document: an organism's generic texts are short paragraphs
+    of the length it was trained on, so every paragraph still gives a window and none runs past
+    the positions the organism has seen. The natural offline documents are far longer.
     """
     loaded = as_model(model)
-    texts = suite_for(loaded).need("generic_texts")()
     shortest = min(len(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"])
     ids = generic_windows(
         loaded.tokenizer, n_windows, window=min(window, shortest), seed=seed, split="fisher", texts=texts
@@ -283,19 +283,15 @@ def sae_folder(model: Any, site: str | Site, settings: SAETrainSettings, prompts
 
 
 def train_saes(
-    model: Any,
-    sites: Sequence[str | Site],
-    settings: SAETrainSettings = SAETrainSettings(),
-    n_windows: int = 256,
-    window: int = 128,
-    prompts: Sequence[str] = (),
+    model: Any, sites: Sequence[str | Site], settings: SAETrainSettings, texts: Sequence[str]
 ) -> dict[str, TrainedSAE]:
-    """Trained SAEs by site, from the cache or trained now on generic windows plus `prompts`.
+    """Trained SAEs by site, from the cache (keyed by model, site, settings and `texts`) or trained
+    now on the activations of every token of `texts` (e.g. `training_texts` windows plus task prompts).
 
     One capture serves every site that needs training; each SAE is written atomically.
     """
     loaded = as_model(model)
-    texts = training_texts(loaded, n_windows, window, seed=settings.seed) + list(prompts)
+    texts = list(texts)
     keys = [str(Site.parse(site)) for site in sites]
     folders = {site: sae_folder(loaded, site, settings, texts) for site in keys}
     missing = [site for site in keys if not is_intact(folders[site])]

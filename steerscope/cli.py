@@ -1,5 +1,5 @@
-"""The `steerscope` command: `info`, `list`, `build organism:NAME`, and
-`run NAME --out DIR [--model M] [--quick]`."""
+"""The `steerscope` command: `info`, `list`, `build organism:NAME`,
+`run NAME --out DIR [--model M] [--data KIND=SOURCE ...] [--quick]` and `data check FILE --kind K`."""
 
 from __future__ import annotations
 
@@ -36,13 +36,15 @@ def _info(args: argparse.Namespace) -> None:
 
 def _list(args: argparse.Namespace) -> None:
     from steerscope.cache import is_intact
-    from steerscope.experiments import REGISTRY, _import_all
     from steerscope.organisms import ORGANISMS, PREFIX
+    from steerscope.registry import EXPERIMENTS
+    from steerscope.runner import discover_experiments
 
-    _import_all()
-    print("experiments (steerscope run NAME --out DIR [--model M]):")
-    for name in sorted(REGISTRY):
-        print(f"  {name:<18} {REGISTRY[name].description}")
+    print("experiments (steerscope run NAME --out DIR [--model M] [--data KIND=SOURCE]):")
+    for name in discover_experiments():
+        experiment = EXPERIMENTS.get(name)
+        kinds = ", ".join(experiment.data_kinds) or "none"
+        print(f"  {name:<18} {experiment.description} [data: {kinds}]")
     print("model organisms (--model organism:NAME; trained on first use, then cached):")
     for name, spec in ORGANISMS.items():
         state = "cached" if is_intact(spec.folder()) else "not built"
@@ -73,15 +75,37 @@ def _setting(text: str) -> tuple[str, Any]:
         return key, raw
 
 
-def _run(args: argparse.Namespace) -> None:
-    from steerscope.experiments import run_experiment
+def _data_source(text: str) -> tuple[str, str]:
+    """`kind=source`, e.g. `tom=my_tom.jsonl` or `conflicts=hf:pminervini/NQ-Swap:dev`."""
+    kind, sep, source = text.partition("=")
+    if not sep or not kind or not source:
+        raise argparse.ArgumentTypeError(f"--data takes KIND=SOURCE, got {text!r}")
+    return kind, source
 
+
+def _run(args: argparse.Namespace) -> None:
+    from steerscope.errors import InputError
+    from steerscope.runner import run_experiment
+
+    data: dict[str, str] = {}
+    for kind, source in args.data:
+        if kind in data:
+            raise InputError(f"--data {kind} given twice ({data[kind]} and {source}); give each kind once")
+        data[kind] = source
     settings = {"quick": args.quick, "seed": args.seed, **dict(args.set)}
-    if args.model is not None:
-        settings["model"] = args.model
-    run_experiment(args.name, args.out, **settings)
+    run_experiment(args.name, args.out, model=args.model, data=data, **settings)
     out = Path(args.out).resolve()
     print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}")
+
+
+def _data_check(args: argparse.Namespace) -> None:
+    from steerscope.data.check import report
+    from steerscope.data.user_data import read_user_data
+    from steerscope.loading import load_tokenizer
+
+    user = read_user_data(args.kind, args.file)
+    tokenizer = None if args.model is None else load_tokenizer(args.model)
+    print("\n".join(report(user, tokenizer, args.model)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run an experiment; writes results.json and report.html")
     run.add_argument("name")
     run.add_argument("--out", required=True, help="output folder")
-    run.add_argument("--model", default=None)
+    run.add_argument("--model", default=None, help="as for info (default: embedded Gemma 3 270M)")
+    run.add_argument(
+        "--data",
+        type=_data_source,
+        action="append",
+        default=[],
+        metavar="KIND=SOURCE",
+        help="your data for one kind (tom, conflicts, problems, text, pairs): .jsonl, .json, .csv, "
+        ".parquet, .txt (text), a datasets folder or hf:NAME[:SPLIT]; repeatable",
+    )
     run.add_argument("--quick", action="store_true", help="a short setting for a first look or CI")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument(
@@ -117,6 +150,17 @@ def main(argv: list[str] | None = None) -> int:
         help="any config field (JSON value)",
     )
     run.set_defaults(func=_run)
+    data = commands.add_parser("data", help="inspect a data source")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    check = data_commands.add_parser(
+        "check", help="counts, duplicates, split sizes, first records, token checks; runs nothing else"
+    )
+    check.add_argument(
+        "file", help="a .jsonl, .json, .csv, .parquet, .txt, datasets folder or hf:NAME[:SPLIT]"
+    )
+    check.add_argument("--kind", required=True, help="tom, conflicts, problems, text or pairs")
+    check.add_argument("--model", default=None, help="count multi-token answers with this model's tokenizer")
+    check.set_defaults(func=_data_check)
     args = parser.parse_args(argv)
     try:
         args.func(args)

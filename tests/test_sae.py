@@ -6,8 +6,8 @@ import pytest
 import torch
 from sae_lens import SAE, JumpReLUSAE, JumpReLUSAEConfig
 
-from steerscope.data.suite import ORGANISM_ATTRIBUTE
-from steerscope.organisms import sources_world
+from steerscope.data.defaults import suite_for
+from steerscope.organisms import ORGANISM_ATTRIBUTE, sources_world
 from steerscope.steering import sae as sae_module
 from steerscope.steering.sae import (
     SAETrainSettings,
@@ -68,7 +68,9 @@ def test_save_load_round_trip_preserves_outputs(tmp_path) -> None:
 
 def test_cache_reuse_second_call_does_not_retrain(tiny_llama, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path))
-    first = train_saes(tiny_llama, ["L1.resid_post"], FAST, n_windows=4, window=24, prompts=["a task prompt"])
+    texts = sae_module.training_texts(tiny_llama, sources_world.generic_texts(), n_windows=4, window=24)
+    assert len(texts) == 4
+    first = train_saes(tiny_llama, ["L1.resid_post"], FAST, [*texts, "a task prompt"])
     assert first["L1.resid_post"].built
     assert first["L1.resid_post"].folder.parent == tmp_path / "sae"
 
@@ -76,9 +78,7 @@ def test_cache_reuse_second_call_does_not_retrain(tiny_llama, tmp_path, monkeypa
         raise AssertionError("trained again")
 
     monkeypatch.setattr(sae_module, "train_sae", no_training)
-    second = train_saes(
-        tiny_llama, ["L1.resid_post"], FAST, n_windows=4, window=24, prompts=["a task prompt"]
-    )
+    second = train_saes(tiny_llama, ["L1.resid_post"], FAST, [*texts, "a task prompt"])
     assert not second["L1.resid_post"].built
     torch.testing.assert_close(second["L1.resid_post"].sae.W_enc, first["L1.resid_post"].sae.W_enc)
     report = second["L1.resid_post"].report
@@ -107,7 +107,9 @@ def test_loading_a_pretrained_release_offline_is_a_clear_error(monkeypatch) -> N
 
 def test_organism_training_texts_are_windows_of_its_own_generic_paragraphs(tiny_llama) -> None:
     setattr(tiny_llama.hf.config, ORGANISM_ATTRIBUTE, "sources_world")
-    texts = sae_module.training_texts(tiny_llama, n_windows=6, window=10_000)
+    texts = sae_module.training_texts(
+        tiny_llama, suite_for(tiny_llama).text.texts(), n_windows=6, window=10_000
+    )
     paragraphs = sources_world.generic_texts()
     assert len(texts) == 6
     assert all(any(p.startswith(t) for p in paragraphs) for t in texts)

@@ -40,7 +40,7 @@ import random
 from collections.abc import Sequence
 
 from steerscope.data.arithmetic import SPLITS, STYLES, Problem, Split, Style, distinct_problems, split_of
-from steerscope.data.suite import DataSuite
+from steerscope.data.suite import DataSuite, ProblemData, TextData
 from steerscope.organisms.filler import filler_texts
 
 VERSION = 2
@@ -239,9 +239,9 @@ def generic_texts() -> list[str]:
 
 def suite() -> DataSuite:
     """The reasoning world's data suite: problems, cue prompts ending in `<think>`, filler text."""
+    source = "steerscope:organism:reasoning"
     return DataSuite(
         name="organism:reasoning",
-        generic_texts=generic_texts,
-        arithmetic_problems=arithmetic_problems,
-        arithmetic_prompt=arithmetic_prompt,
+        problems=ProblemData(arithmetic_problems, arithmetic_prompt, source),
+        text=TextData(generic_texts, 128, source),
     )

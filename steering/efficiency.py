@@ -23,8 +23,8 @@ On reasoning models, the paper's own setting: `harvest_thinking` pairs sampled t
 tokens and `thinking_directions` averages over thinking tokens only; `generate_solutions` and
 `evaluate_thinking` take a `ThinkingSteer` (steering only before `</think>`, or at thought
 delimiters for SEAL-style calibration, `steering.seal`) or a hard thinking `budget`;
-`choose_on_dev` picks layer and strength on dev problems; `problem_intervals` and `paired_change`
-give bootstrap intervals over problems.
+`pick_steering` is the dev-split choice rule (`steering.frontier` applies it); `problem_intervals`
+and `paired_change` give bootstrap intervals over problems.
 """
 
 from __future__ import annotations
@@ -746,51 +746,6 @@ def paired_change(
         "thinking_change": thinking_change(every).item(),
         "thinking_change_ci": _interval(thinking_change(picks), level),
     }
-
-
-def choose_on_dev(
-    model: Any,
-    problems: Sequence[Problem],
-    candidates: Sequence[ThinkingSteer],
-    prompt: PromptFn = few_shot_prompt,
-    tolerance: float = 0.02,
-    n_samples: int = 4,
-    temperature: float | None = 1.0,
-    max_new_tokens: int = 160,
-    batch_size: int = 32,
-    seed: int = 0,
-) -> tuple[int | None, list[dict[str, Any]]]:
-    """Choose thinking-time steering on dev problems: the candidate with the fewest mean thinking
-    tokens among those that shorten thinking at an accuracy at most `tolerance` below unsteered
-    (`pick_steering`; None if none does).
-
-    Returns the chosen index into `candidates` and one row per run: unsteered first (`layer`
-    None), then each candidate's layer, strength, positions and `evaluate_thinking` summary.
-    """
-    if not candidates:
-        raise ValueError("choose_on_dev needs at least one candidate steering")
-    settings = dict(
-        prompt=prompt,
-        n_samples=n_samples,
-        temperature=temperature,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        seed=seed,
-    )
-    base = evaluate_thinking(model, problems, **settings)[0]
-    rows: list[dict[str, Any]] = [{"layer": None, "strength": 0.0, "at": None, **base}]
-    for candidate in candidates:
-        summary = evaluate_thinking(model, problems, thinking_steer=candidate, **settings)[0]
-        layers = sorted({site.layer for site in candidate.vector.sites})
-        rows.append(
-            {
-                "layer": layers[0] if len(layers) == 1 else layers,
-                "strength": candidate.strength,
-                "at": candidate.at,
-                **summary,
-            }
-        )
-    return pick_steering(rows, tolerance), rows
 
 
 def pick_steering(rows: Sequence[dict[str, Any]], tolerance: float = 0.02) -> int | None:

@@ -105,6 +105,7 @@ class EfficiencyConfig(ExperimentConfig):
     n_shown: int = 4  # held-out problems shown side by side in the report
     # Reasoning models (a single </think> token) only:
     method: str = "all"  # efficiency | seal | budget | all
+    layers: list[int] | None = None  # dev-grid layers (default: `layer_candidates` middle layers)
     dev_share: float = 0.34  # share of the n_train problems kept for the dev choice (the rest harvest)
     n_eval_samples: int = 4  # sampled traces per dev / held-out problem (at `temperature`)
     efficiency_at: str = "thinking"  # thinking (2506.15647) | delimiters (read and added at delimiters)
@@ -401,11 +402,14 @@ def run_thinking(config: EfficiencyConfig, model: Any, data: Any, train: list, h
     delimiter = thought_delimiter(model.tokenizer, config.thought_delimiter)
     n_dev = min(max(1, round(len(train) * config.dev_share)), len(train) - 1)
     dev, harvest_problems = train[:n_dev], train[n_dev:]
+    n_layers = model.anatomy.n_layers
     layers = (
         [config.layer]
         if config.layer is not None
-        else middle_layers(model.anatomy.n_layers, config.layer_candidates)
+        else config.layers or middle_layers(n_layers, config.layer_candidates)
     )
+    if any(not 0 <= layer < n_layers for layer in layers):
+        raise InputError(f"efficiency: layers {layers} must lie in 0..{n_layers - 1} for {model.source}")
     generation = dict(
         prompt=data.prompt,
         n_samples=config.n_eval_samples,

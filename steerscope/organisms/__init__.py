@@ -111,6 +111,13 @@ ORGANISMS: dict[str, OrganismSpec] = {
             "solution length: step-by-step sums solved concisely or verbosely, both correct",
             training=Training(steps=2000),
         ),
+        OrganismSpec(
+            "reasoning",
+            "reasoning_world",
+            "reasoning length: sums solved inside <think>, re-checking a step or not, decided per step",
+            shape=Shape(n_layers=6, d_mlp=256),
+            training=Training(steps=2500, n_task=30_000, n_filler=1_500),
+        ),
     )
 }
 

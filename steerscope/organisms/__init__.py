@@ -109,7 +109,7 @@ ORGANISMS: dict[str, OrganismSpec] = {
             "length",
             "length_world",
             "solution length: step-by-step sums solved concisely or verbosely, both correct",
-            training=Training(steps=2000),
+            training=Training(steps=3000),
         ),
         OrganismSpec(
             "reasoning",

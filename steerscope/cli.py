@@ -1,4 +1,4 @@
-"""The `steerscope` command: `info`, `list`, `build organism:NAME`, and
+"""The `steerscope` command: `info`, `list`, `build organism:NAME | sae:SITE[,SITE...]`, and
 `run NAME --out DIR [--model M] [--quick]`."""
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _build(args: argparse.Namespace) -> None:
+    if args.name.startswith("sae:"):
+        return _build_sae(args)
     from steerscope.organisms.build import organism_folder
     from steerscope.organisms.train import REPORT
 
@@ -60,6 +62,22 @@ def _build(args: argparse.Namespace) -> None:
         f"{report['steps']} steps in {report['train_seconds']} s, final loss {report['final_loss']:.3f}, "
         f"{report['n_parameters']} parameters, vocabulary {report['vocab_size']}"
     )
+
+
+def _build_sae(args: argparse.Namespace) -> None:
+    """`build sae:SITE[,SITE...]`: one SAE per site on the model's default texts, into the cache."""
+    from steerscope.data.suite import suite_for
+    from steerscope.loading import load
+    from steerscope.steering.sae import build_saes, residual_sites, training_texts
+
+    model = load(args.model)
+    sites = residual_sites(model, [site for site in args.name.removeprefix("sae:").split(",") if site])
+    for site, trained in build_saes(model, sites, training_texts(suite_for(model))).items():
+        r = trained.report
+        print(
+            f"{site}: {trained.folder}\n  FVU {r['fvu']:.3f}, L0 {r['l0']:.1f}, dead {r['dead_fraction']:.1%}, "
+            f"CE loss recovered {r['ce_loss_recovered']:.3f}, {r['train_tokens']} training tokens"
+        )
 
 
 def _setting(text: str) -> tuple[str, Any]:
@@ -98,9 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     listing = commands.add_parser("list", help="the registered experiments and model organisms")
     listing.set_defaults(func=_list)
     build = commands.add_parser(
-        "build", help="train a model organism into the cache (resumes an interrupted build)"
+        "build", help="train a model organism or SAEs into the cache (resumes an interrupted build)"
     )
-    build.add_argument("name", help="organism:tom, organism:sources or organism:length")
+    build.add_argument(
+        "name",
+        help="organism:tom, organism:sources, organism:length, or sae:SITE[,SITE...] (e.g. sae:L9.resid_post)",
+    )
+    build.add_argument("--model", default=None, help="for sae: builds (default: embedded Gemma 3 270M)")
     build.set_defaults(func=_build)
     run = commands.add_parser("run", help="run an experiment; writes results.json and report.html")
     run.add_argument("name")

@@ -20,7 +20,7 @@ from steerscope.loading import load
 from steerscope.probes.knowledge import answer_greedy, behaviour_counts, label_behaviour
 from steerscope.sites import Site
 from steerscope.steering.apply import steering_edit
-from steerscope.steering.sae import SAETrainSettings, saes_by_site, train_saes
+from steerscope.steering.sae import SAETrainSettings, build_saes, saes_by_site, training_texts
 from steerscope.steering.spare import last_token_codes, select_features, spare_edits
 
 CONDITIONS = ("no_edit", "spare_to_context", "spare_to_memory", "diffmean_to_context", "diffmean_to_memory")
@@ -28,15 +28,13 @@ CONDITIONS = ("no_edit", "spare_to_context", "spare_to_memory", "diffmean_to_con
 
 @dataclass
 class SpareConfig(ExperimentConfig):
-    QUICK: ClassVar[dict[str, Any]] = dict(n_candidates=120, sae_steps=150, sae_windows=96)
+    QUICK: ClassVar[dict[str, Any]] = dict(n_candidates=120)
     n_candidates: int | None = None  # None: every candidate fact of the model's suite
     layers: list[int] | None = None  # None: `default_layers` (quick: the middle layer only)
     demos: int = 3
     held_out: float = 0.3
     p: float = 0.1  # cumulative-MI fraction kept
     alpha: float = 1.0  # target scale for the SpARE edit
-    sae_steps: int = 300
-    sae_windows: int = 200
     sae_k: int | None = None  # None: a tenth of d_model
     sae_expansion: int = 8
 
@@ -102,10 +100,8 @@ def run(config: SpareConfig) -> Outcome:
         )
 
     sites = [str(Site(layer, "resid_post")) for layer in layers]
-    settings = SAETrainSettings(
-        expansion=config.sae_expansion, k=sae_k, steps=config.sae_steps, seed=config.seed
-    )
-    trained = train_saes(model, sites, settings, n_windows=config.sae_windows, prompts=c_prompts + m_prompts)
+    settings = SAETrainSettings(expansion=config.sae_expansion, k=sae_k, seed=config.seed)
+    trained = build_saes(model, sites, training_texts(suite), settings)
     saes = saes_by_site(trained)
     codes_c = last_token_codes(model, saes, c_prompts)
     codes_m = last_token_codes(model, saes, m_prompts)

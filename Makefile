@@ -1,14 +1,14 @@
-# Two entry points: `make demo` (the main job on the embedded model) and `make test`.
-# Each creates .venv on first use, installing the CPU torch pin before anything else so no
-# dependency pulls a multi-GB CUDA build.
+# Two entry points: `make demo` (the main job on the embedded model) and `make test`; `make lab`
+# opens the notebooks in JupyterLab. Each creates .venv on first use, installing the CPU torch pin
+# before anything else so no dependency pulls a multi-GB CUDA build.
 VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,notebook]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -18,4 +18,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-.PHONY: demo test
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab notebooks/
+
+.PHONY: demo test lab

@@ -39,10 +39,10 @@ from torch import Tensor
 
 import steerscope
 from steerscope.data.tom import tom_mixture
-from steerscope.experiments.tom_sensitivity import tom_fisher_samples
 from steerscope.kernels.per_sample_grads import batch_loss, batched_fisher_scores, linear_modules, pad_batch
 from steerscope.model import Model
 from steerscope.probes.fisher import LossSample, fisher_scores
+from steerscope.probes.tom_fisher import tom_fisher_samples
 
 
 def plain_backward(model: Model, samples: Sequence[LossSample], batch_size: int) -> list[Tensor]:

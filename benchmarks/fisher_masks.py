@@ -18,10 +18,10 @@ import torch
 import steerscope as ss
 from steerscope.data.generic import generic_windows
 from steerscope.data.tom import tom_mixture
-from steerscope.experiments.tom_sensitivity import tom_fisher_samples
 from steerscope.kernels.per_sample_grads import batched_fisher_scores
 from steerscope.probes.fisher import LossSample, cached_fisher_scores
 from steerscope.probes.masks import mask_counts, sensitive_masks
+from steerscope.probes.tom_fisher import tom_fisher_samples
 
 SPARSITIES = (3e-6, 1e-5, 3e-5, 1e-4)
 

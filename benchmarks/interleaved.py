@@ -17,10 +17,14 @@ Variant = Callable[[], Any]
 
 
 def time_interleaved(
-    variants: dict[str, Variant], reps: int, warm_up: bool = True
+    variants: dict[str, Variant],
+    reps: int,
+    warm_up: bool = True,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Seconds per repetition for each variant (order rotated every repetition), and each
-    variant's result from its first timed run. `warm_up` runs every variant once untimed first."""
+    variant's result from its first timed run. `warm_up` runs every variant once untimed first.
+    `clock` is wall time by default; `time.process_time` leaves out time other processes took."""
     if warm_up:
         for run in variants.values():
             run()
@@ -30,9 +34,9 @@ def time_interleaved(
     for rep in range(reps):
         shift = rep % len(names)
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
+            start = clock()
             result = variants[name]()
-            seconds[name].append(time.perf_counter() - start)
+            seconds[name].append(clock() - start)
             first.setdefault(name, result)
     return seconds, first
 

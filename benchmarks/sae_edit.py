@@ -48,11 +48,11 @@ from torch import Tensor
 
 import steerscope
 from steerscope.capture import capture, tokenize
+from steerscope.data.defaults import natural_suite
 from steerscope.data.facts import FACTS, Fact, context_prompt, demonstrations, substitute
-from steerscope.data.generic import generic_documents
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
 from steerscope.model import Model
-from steerscope.steering.sae import SAETrainSettings, build_saes, saes_by_site
+from steerscope.steering.sae import SAETrainSettings, saes_by_site, train_saes
 from steerscope.steering.spare import Selection, last_token_codes, mutual_information, spare_edits
 
 SITE = "L9.resid_post"
@@ -204,8 +204,7 @@ def main() -> None:
     load_at_start = os.getloadavg()[0]
     model = steerscope.load()
     # Training needs gradients, so it runs before inference mode.
-    texts = [text for _, text in generic_documents("offline")]
-    trained = build_saes(model, [SITE], texts, SAE_SETTINGS)
+    trained = train_saes(model, [SITE], SAE_SETTINGS, natural_suite().text.texts())
     saes = saes_by_site(trained)
     facts = benchmark_facts()
     prompts = conflict_prompts(facts)

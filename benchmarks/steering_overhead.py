@@ -1,33 +1,45 @@
-"""Steering overhead: how much slower greedy generation gets under `steer()` and under nnsight.
+"""Steering overhead: what `steer()` adds to greedy generation, against a bare hook and nnsight.
 
-On the embedded Gemma 3 270M (fp32), generates 64 new tokens greedily at batch 1 and batch 8
-with four variants, timed side by side with interleaved repetitions (each repetition runs every
-variant once, in an order that rotates between repetitions):
+On `tiny_model("llama")` (4 layers), where hook cost is not hidden behind the matmuls: greedy 64
+new tokens at batch 1 and batch 8 with every layer's resid_post steered, five variants timed side
+by side with interleaved repetitions (each repetition runs every variant once, in an order that
+rotates between repetitions), in CPU time of this process with one torch thread, so other
+processes on a shared machine add as little noise as possible:
 
 - `plain`: `model.generate`;
-- `one_layer`: inside `steer()` with one random direction at L9.resid_post (strength 0.1);
-- `all_layers`: inside `steer()` with a random direction at every layer's resid_post;
-- `nnsight_one_layer`: the same one-layer addition written as an nnsight intervention
-  (a fixed absolute vector; it runs on a second copy of the model, because wrapping a model in
-  nnsight permanently replaces every module's `forward` and would slow the other variants).
+- `bare_hook`: one plain `register_forward_hook` per layer adding a fixed vector, the floor;
+- `steer_absolute`: `steer(..., scale="absolute")` adding the same vectors;
+- `steer_relative`: `steer(...)` adding strength x ||h|| along each direction;
+- `nnsight`: the same additions as an nnsight intervention (on a second copy of the model,
+  because wrapping a model in nnsight permanently replaces every module's `forward`).
 
-Ratios are medians of per-repetition ratios to `plain`. Checked once, outside the timing: the
-nnsight variant's output ids equal `steer(..., scale="absolute")` with the same vector. Then on
-`tiny_model("llama")`, where hook cost is not hidden behind the matmuls, it reports the added
-microseconds per steered layer per forward step.
+Reported per variant: microseconds added per steered layer per forward step over `plain`, and
+for steer() the same over `bare_hook` (medians of within-repetition differences). Checked on the
+timed runs' outputs: bare_hook, steer_absolute and nnsight give identical tokens, steer_relative
+the tokens of a bare hook computing the relative addition, and steering changes the tokens.
 
-Run (the full run takes a while on CPU; `--quick` is a smoke run with 2 repetitions, 16 tokens):
+Then on the embedded Gemma 3 270M (fp32, skipped with `--tiny-only`): plain generate against
+`steer()` at one layer (L9) and at all layers and a one-layer nnsight intervention, as ratios to
+plain (medians of per-repetition ratios), with the nnsight tokens checked against
+`steer(..., scale="absolute")`.
+
+Run (`--quick` makes the Gemma part a smoke run of 2 repetitions, 16 tokens; the tiny part is
+always 64 tokens, `--tiny-reps` repetitions):
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/steering_overhead.py --json runs/steering_overhead.json
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/steering_overhead.py --quick
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/steering_overhead.py --quick --json F
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
-from collections.abc import Callable
+import time
+import timeit
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +52,9 @@ from torch import Tensor
 
 import steerscope
 from steerscope.capture import capture, tokenize
+from steerscope.intervene import module_at
 from steerscope.model import Model
+from steerscope.sites import Site
 from steerscope.steering import Fingerprint, SteeringVector, steer
 from steerscope.tiny import tiny_model
 
@@ -153,45 +167,204 @@ def gemma_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
     }
 
 
+TINY_TOKENS = 64
+TINY_STRENGTH_RELATIVE = 0.5
+TINY_DELTA_NORM = 0.1  # tiny_model("llama")'s residual norms are 0.18-0.29
+
+
+def bare_hooks(model: Model, deltas: dict[int, Tensor], relative: bool = False) -> Callable[[], Any]:
+    """Context factory: one plain forward hook per layer adding `deltas[layer]` to its output
+    (times the output's norm per token when `relative`); the floor any steering tool pays."""
+
+    @contextmanager
+    def installed() -> Iterator[None]:
+        handles = []
+        for layer, delta in deltas.items():
+            module = module_at(model.hf, model.anatomy.layer_path(layer))
+            if relative:
+                hook = lambda m, a, out, d=delta: out + d * out.norm(dim=-1, keepdim=True)  # noqa: E731
+            else:
+                hook = lambda m, a, out, d=delta: out + d  # noqa: E731
+            handles.append(module.register_forward_hook(hook))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    return installed
+
+
+def nnsight_all_layers(
+    lm: TransformersModel, deltas: dict[int, Tensor], inputs: dict[str, Tensor], n_tokens: int
+) -> Tensor:
+    """Greedy generation adding `deltas[layer]` to every layer's output at every step, in nnsight."""
+    with lm.generate(**inputs, **generation_kwargs(n_tokens)) as tracer:
+        for _ in tracer.iter[:n_tokens]:
+            for layer, delta in deltas.items():
+                lm.model.layers[layer].output = lm.model.layers[layer].output + delta
+        ids = tracer.result.save()
+    return ids
+
+
+def hook_us_per_layer_step(model: Model, block: Callable[[], Any], inputs: dict[str, Tensor]) -> float:
+    """CPU microseconds the hooks a block installs spend per layer in one decode step, timed by
+    calling them directly on a real decode step's arguments (the decoder's pre-hooks, then each
+    layer's forward hook): the best of 9 timings of 200 steps. The model's own compute is left
+    out, so this resolves microseconds on a loaded machine where whole generations cannot."""
+    decoder = module_at(model.hf, model.anatomy.family.decoder)
+    layers = [module_at(model.hf, model.anatomy.layer_path(i)) for i in range(model.anatomy.n_layers)]
+    prefill = model.hf(**inputs, use_cache=True)
+    mask = inputs["attention_mask"]
+    step_kwargs = {
+        "input_ids": prefill.logits[:, -1:].argmax(-1),
+        "attention_mask": torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1),
+        "past_key_values": prefill.past_key_values,
+        "use_cache": True,
+    }
+    output = torch.randn(mask.shape[0], 1, model.anatomy.d_model)
+    with block():
+        pre_hooks = list(decoder._forward_pre_hooks.values())
+        hooks = [(layer, list(layer._forward_hooks.values())) for layer in layers]
+
+        def step() -> None:
+            for pre_hook in pre_hooks:
+                pre_hook(decoder, (), step_kwargs)
+            for layer, layer_hooks in hooks:
+                for hook in layer_hooks:
+                    hook(layer, (), output)
+
+        step()
+        best = min(timeit.Timer(step, timer=time.thread_time).repeat(repeat=9, number=200)) / 200
+    return round(best / len(layers) * 1e6, 2)
+
+
+def paired_us(seconds: dict[str, list[float]], name: str, reference: str, steps: int) -> float:
+    """Median over repetitions of (time(name) - time(reference)) in the same repetition, in
+    microseconds per layer-step."""
+    paired = [(t - r) / steps * 1e6 for t, r in zip(seconds[name], seconds[reference], strict=True)]
+    return round(statistics.median(paired), 2)
+
+
 def tiny_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
-    """Added microseconds per steered layer per forward step, all layers steered, on a tiny model."""
+    """Microseconds added per steered layer per forward step, every layer steered, on a tiny model:
+    a bare hook, `steer()` absolute and relative, and nnsight, side by side."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _tiny_overhead(reps, n_tokens)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _tiny_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
     model = tiny_model("llama")
+    lm = TransformersModel(tiny_model("llama").hf, tokenizer=model.tokenizer, task="text-generation")
     n_layers = model.anatomy.n_layers
     vector = random_vector(model, list(range(n_layers)))
-    result: dict[str, Any] = {"n_layers": n_layers, "n_steps": n_tokens}
+    units = {Site.parse(s).layer: d / d.norm() for s, d in vector.directions.items()}
+    absolute = SteeringVector(
+        {f"L{layer}.resid_post": unit * TINY_DELTA_NORM for layer, unit in units.items()},
+        Fingerprint.of(model),
+    )
+    deltas = {Site.parse(s).layer: d * 1.0 for s, d in absolute.directions.items()}
+    relative_deltas = {layer: TINY_STRENGTH_RELATIVE * unit for layer, unit in units.items()}
+    blocks: dict[str, Callable[[], Any]] = {
+        "bare_hook": bare_hooks(model, deltas),
+        "steer_absolute": lambda: steer(model, absolute, strength=1.0, scale="absolute"),
+        "steer_relative": lambda: steer(model, vector, strength=TINY_STRENGTH_RELATIVE),
+    }
+    bare_relative = bare_hooks(model, relative_deltas, relative=True)
+
+    def within(block: Callable[[], Any], inputs: dict[str, Tensor]) -> Variant:
+        def run() -> Tensor:
+            with block():
+                return model.generate(**inputs, **generation_kwargs(n_tokens))
+
+        return run
+
+    result: dict[str, Any] = {
+        "n_layers": n_layers,
+        "n_steps": n_tokens,
+        "repetitions": reps,
+        "torch_threads": torch.get_num_threads(),
+        "clock": "time.process_time (CPU time of this process: other processes' load is left out)",
+    }
+    per_layer_step: dict[str, dict[str, float]] = {}
+    minus_bare: dict[str, dict[str, float]] = {}
+    hook_cost: dict[str, dict[str, float]] = {}
+    hook_cost_minus_bare: dict[str, dict[str, float]] = {}
+    checks: dict[str, dict[str, bool]] = {}
     for batch in BATCHES:
         inputs = prompt_inputs(model, batch)
-        seconds, _ = time_interleaved(
-            {
-                "plain": lambda inputs=inputs: model.generate(**inputs, **generation_kwargs(n_tokens)),
-                "all_layers": steered_generate(model, vector, inputs, n_tokens),
-            },
-            reps,
-        )
-        added = statistics.median(seconds["all_layers"]) - statistics.median(seconds["plain"])
-        result[f"batch_{batch}"] = round(added / (n_layers * n_tokens) * 1e6, 2)
-        result[f"median_seconds_batch_{batch}"] = {
+        key = f"batch_{batch}"
+        variants: dict[str, Variant] = {
+            "plain": lambda inputs=inputs: model.generate(**inputs, **generation_kwargs(n_tokens)),
+            **{name: within(block, inputs) for name, block in blocks.items()},
+            "nnsight": lambda inputs=inputs: nnsight_all_layers(lm, deltas, inputs, n_tokens),
+        }
+        gc.collect()
+        gc.disable()  # as timeit does: a collection in one variant's run is noise
+        try:
+            seconds, first = time_interleaved(variants, reps, clock=time.process_time)
+        finally:
+            gc.enable()
+        steps = n_layers * n_tokens
+        for name in variants:
+            if name != "plain":
+                per_layer_step.setdefault(name, {})[key] = paired_us(seconds, name, "plain", steps)
+        for name in ("steer_absolute", "steer_relative"):
+            minus_bare.setdefault(name, {})[key] = paired_us(seconds, name, "bare_hook", steps)
+        hooks_only = {name: hook_us_per_layer_step(model, block, inputs) for name, block in blocks.items()}
+        for name, us in hooks_only.items():
+            hook_cost.setdefault(name, {})[key] = us
+        for name in ("steer_absolute", "steer_relative"):
+            hook_cost_minus_bare.setdefault(name, {})[key] = round(
+                hooks_only[name] - hooks_only["bare_hook"], 2
+            )
+        relative_reference = within(bare_relative, inputs)()
+        checks[key] = {
+            "bare_hook_steer_absolute_nnsight_identical": torch.equal(
+                first["bare_hook"], first["steer_absolute"]
+            )
+            and torch.equal(first["bare_hook"], first["nnsight"]),
+            "steer_relative_equals_bare_relative_hook": torch.equal(
+                first["steer_relative"], relative_reference
+            ),
+            "absolute_changes_tokens": not torch.equal(first["bare_hook"], first["plain"]),
+            "relative_changes_tokens": not torch.equal(first["steer_relative"], first["plain"]),
+        }
+        result[f"median_seconds_{key}"] = {
             name: round(statistics.median(times), 4) for name, times in seconds.items()
         }
+    result["us_per_layer_step"] = per_layer_step
+    result["steer_absolute_minus_bare_us"] = minus_bare["steer_absolute"]
+    result["steer_relative_minus_bare_us"] = minus_bare["steer_relative"]
+    result["hook_functions_us_per_layer_step"] = hook_cost
+    result["hook_functions_minus_bare_us"] = hook_cost_minus_bare
+    result["identical_tokens"] = checks
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the results to this file")
-    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (default 5)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 repetitions, 16 tokens")
+    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions on Gemma (default 5)")
+    parser.add_argument(
+        "--tiny-reps", type=int, default=15, help="interleaved repetitions on the tiny model (default 15)"
+    )
+    parser.add_argument("--quick", action="store_true", help="Gemma smoke run: 2 repetitions, 16 tokens")
+    parser.add_argument("--tiny-only", action="store_true", help="skip the embedded model")
     args = parser.parse_args()
-    if args.reps < 1:
-        parser.error(f"--reps must be at least 1, got {args.reps}")
+    if args.reps < 1 or args.tiny_reps < 1:
+        parser.error(f"--reps and --tiny-reps must be at least 1, got {args.reps} and {args.tiny_reps}")
     reps, n_tokens = (2, 16) if args.quick else (args.reps, 64)
 
     load_at_start = os.getloadavg()[0]
     with torch.inference_mode():
+        tiny = tiny_overhead(args.tiny_reps, TINY_TOKENS)
         results = {
-            "n_new_tokens": n_tokens,
             "batches": list(BATCHES),
-            "repetitions": reps,
             "torch_threads": torch.get_num_threads(),
             "versions": {
                 "torch": torch.__version__,
@@ -199,16 +372,26 @@ def main() -> None:
                 "nnsight": nnsight.__version__,
             },
             "notes": (
-                "Times are seconds per greedy generate call, warm-up excluded; ratios are medians "
-                "of per-repetition ratios to plain. one_layer/all_layers use steer() with relative "
+                "tiny_model_us_per_layer_step: CPU microseconds (process time, 1 torch thread) added "
+                "per steered layer per forward step (prefill included) over plain generate, every "
+                "layer's resid_post steered; the median over repetitions of the difference within "
+                "each repetition. *_minus_bare_us: the same against bare_hook. gemma: seconds per "
+                "greedy generate call (wall time), warm-up excluded, ratios the medians of "
+                "per-repetition ratios to plain; one_layer/all_layers use steer() with relative "
                 f"strength {STRENGTH}; nnsight_one_layer adds a fixed absolute vector of about the "
-                "same size (a timing comparison) on a separate nnsight-wrapped copy of the model. "
-                "tiny_model_us_per_layer_step = (median all-layers-steered - median plain) / "
-                "(n_layers x n_steps), one step being one forward pass (prefill included)."
+                "same size on a separate nnsight-wrapped copy of the model."
             ),
-            **gemma_overhead(reps, n_tokens),
-            "tiny_model_us_per_layer_step": tiny_overhead(reps, n_tokens),
+            "tiny_model_us_per_layer_step": tiny.pop("us_per_layer_step"),
+            "steer_absolute_minus_bare_us": tiny.pop("steer_absolute_minus_bare_us"),
+            "steer_relative_minus_bare_us": tiny.pop("steer_relative_minus_bare_us"),
+            "tiny_model": tiny,
         }
+        if not args.tiny_only:
+            results["gemma"] = {
+                "n_new_tokens": n_tokens,
+                "repetitions": reps,
+                **gemma_overhead(reps, n_tokens),
+            }
     finish(results, args.json, load_at_start)
 
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from steerscope.intervene import module_at
 from steerscope.model import as_model
+from steerscope.offload import execution_device, input_device
 
 if TYPE_CHECKING:  # probes.fisher imports this module
     from steerscope.probes.fisher import LossSample
@@ -91,7 +92,8 @@ def _logits_only_at(hf: nn.Module, rows: Tensor, cols: Tensor) -> Iterator[None]
         raise TypeError(f"{type(hf).__name__} has no separate decoder under its language-model head")
 
     def gather(_module: nn.Module, _args: Any, output: Any) -> Any:
-        output.last_hidden_state = output.last_hidden_state[rows, cols][None]
+        hidden = output.last_hidden_state  # on the last layer's device when sharded
+        output.last_hidden_state = hidden[rows.to(hidden.device), cols.to(hidden.device)][None]
         return output
 
     handle = decoder.register_forward_hook(gather)
@@ -152,9 +154,9 @@ def _capture_squared_grads(
         def hook(_module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
             if not output.requires_grad:
                 return
-            keep = token_mask[..., None]
+            keep = token_mask[..., None].to(output.device)  # sharded: the input may come from another device
             # [batch, seq, d_in]; `where`, not a product, so a NaN at a pad cannot survive.
-            held = [torch.where(keep, args[0].detach(), 0.0)]
+            held = [torch.where(keep, args[0].detach().to(output.device), 0.0)]
 
             def on_grad(delta: Tensor) -> None:  # delta: [batch, seq, d_out]
                 squared_grad_sum(torch.where(keep, delta, 0.0), held.pop(), chunk, scores[name])
@@ -195,8 +197,12 @@ def batched_fisher_scores(
     modules = linear_modules(loaded)
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
-    scores = {n: torch.zeros_like(m.weight, dtype=torch.float32) for n, m in modules.items()}
-    device = next(hf.parameters()).device
+    # On each weight's execution device: an offloaded weight is a `meta` placeholder.
+    scores = {
+        n: torch.zeros(m.weight.shape, dtype=torch.float32, device=execution_device(hf, n))
+        for n, m in modules.items()
+    }
+    device = input_device(hf)
     embed = hf.get_input_embeddings()
     order = sorted(range(len(samples)), key=lambda i: len(samples[i].input_ids))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

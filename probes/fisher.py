@@ -20,18 +20,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors.torch import save as save_bytes
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from steerscope.cache import cache_root, write_atomic
+from steerscope.cache import cache_root, cached_folder
 from steerscope.kernels.per_sample_grads import batched_fisher_scores
 from steerscope.model import as_model, config_digest
+from steerscope.offload import execution_device, input_device, stored_value
 
 #: Bump when the meaning of a score changes, so old cache entries are not reused.
 _FORMAT = "fisher-v1/per-sample/mean-ce"
+SCORES_FILE = "scores.safetensors"
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def sample_loss(hf: nn.Module, sample: LossSample) -> Tensor:
     The mean (not the sum) keeps a long generic window and a one-token ToM answer on the same
     scale per sample; logits are projected only at the positions that predict counted tokens.
     """
-    device = next(hf.parameters()).device
+    device = input_device(hf)
     ids = sample.input_ids.to(device=device, dtype=torch.long)
     positions = sample.loss_mask[1:].nonzero().squeeze(1).to(device)  # position t-1 predicts token t
     out = hf(input_ids=ids[None], use_cache=False, logits_to_keep=positions)
@@ -97,6 +97,14 @@ def fisher_scores(model: Any, samples: Sequence[LossSample], progress: bool = Tr
     params = dict(hf.named_parameters())
     names = list(loaded.anatomy.linear_weights().values())
     weights = _weights(names, params)
+    offloaded = [n for n, w in zip(names, weights, strict=True) if w.device.type == "meta"]
+    if offloaded:
+        raise ValueError(
+            f"fisher_scores takes gradients of the weights themselves, but accelerate offloads "
+            f"{len(offloaded)} of them (e.g. {offloaded[0]}) and loads fresh copies at every forward; "
+            "use cached_fisher_scores(..., method='batched') or kernels.per_sample_grads."
+            "batched_fisher_scores, which read gradients from module hooks"
+        )
     scores = {n: torch.zeros_like(w, dtype=torch.float32) for n, w in zip(names, weights, strict=True)}
 
     flags = {name: p.requires_grad for name, p in params.items()}
@@ -139,9 +147,8 @@ def model_fingerprint(model: Any) -> str:
     digest = hashlib.sha256(config_digest(hf).encode())
     digest.update(str(next(hf.parameters()).dtype).encode())
     digest.update(str(sum(p.numel() for p in hf.parameters())).encode())
-    params = dict(hf.named_parameters())
     for name in loaded.anatomy.linear_weights().values():
-        flat = params[name].detach().reshape(-1)
+        flat = stored_value(hf, name).reshape(-1)
         strided = flat[:: max(1, flat.numel() // 256)].float().cpu().contiguous()
         digest.update(name.encode())
         digest.update(strided.numpy().tobytes())
@@ -160,8 +167,9 @@ def samples_digest(samples: Sequence[LossSample]) -> str:
     return digest.hexdigest()
 
 
-def fisher_cache_path(model: Any, samples: Sequence[LossSample], key_parts: dict[str, Any]) -> Path:
-    """Where `cached_fisher_scores` keeps the scores: `cache_root()/fisher/<sha256>.safetensors`."""
+def fisher_cache_folder(model: Any, samples: Sequence[LossSample], key_parts: dict[str, Any]) -> Path:
+    """Where `cached_fisher_scores` keeps the scores: `cache_root()/fisher/<sha256>/`, a verified
+    cache folder (`steerscope.cache.cached_folder`) holding `SCORES_FILE`."""
     key = {
         "format": _FORMAT,
         "model": model_fingerprint(model),
@@ -169,7 +177,7 @@ def fisher_cache_path(model: Any, samples: Sequence[LossSample], key_parts: dict
         "key_parts": key_parts,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    return cache_root() / "fisher" / f"{digest}.safetensors"
+    return cache_root() / "fisher" / digest
 
 
 FISHER_METHODS = ("batched", "loop")
@@ -189,7 +197,8 @@ def cached_fisher_scores(
     two agree to float rounding (1e-6 relative on tiny models, tested; ~3e-4 on Gemma 3 270M, where
     an fp64 check puts the loop further from exact), so the method is not part of the cache key.
     `key_parts` (json-able, e.g. {"dataset": "tom-v2", "split": "train"}) is part of the key.
-    The file is written atomically (temporary sibling + os.replace); a damaged entry is recomputed.
+    The entry is a verified cache folder: written atomically, hashed in full, and recomputed
+    (with a warning) when any byte of it changed.
     Tensors come back on the devices of their weights.
     """
     if method not in FISHER_METHODS:
@@ -197,18 +206,23 @@ def cached_fisher_scores(
     loaded = as_model(model)
     params = dict(loaded.hf.named_parameters())
     names = list(loaded.anatomy.linear_weights().values())
-    path = fisher_cache_path(loaded, samples, key_parts)
-    if path.is_file():
-        try:
-            stored = load_file(path)
-        except (SafetensorError, OSError):
-            stored = {}
-        if set(stored) == set(names) and all(stored[n].shape == params[n].shape for n in names):
-            return {n: stored[n].to(params[n].device) for n in names}
-    if method == "batched":
-        scores = batched_fisher_scores(loaded, samples, progress=progress)
-    else:
-        scores = fisher_scores(loaded, samples, progress=progress)
-    metadata = {"format": _FORMAT, "key_parts": json.dumps(key_parts, sort_keys=True, default=str)}
-    write_atomic(path, save_bytes({n: s.cpu().contiguous() for n, s in scores.items()}, metadata=metadata))
-    return scores
+    computed: dict[str, Tensor] = {}
+
+    def build(tmp: Path) -> None:
+        score = batched_fisher_scores if method == "batched" else fisher_scores
+        computed.update(score(loaded, samples, progress=progress))
+        metadata = {"format": _FORMAT, "key_parts": json.dumps(key_parts, sort_keys=True, default=str)}
+        save_file(
+            {n: s.cpu().contiguous() for n, s in computed.items()}, tmp / SCORES_FILE, metadata=metadata
+        )
+
+    folder, built = cached_folder(fisher_cache_folder(loaded, samples, key_parts), build)
+    if built:
+        return computed
+    stored = load_file(folder / SCORES_FILE)
+    if set(stored) != set(names) or any(stored[n].shape != params[n].shape for n in names):
+        raise RuntimeError(
+            f"{folder / SCORES_FILE} is intact but scores other weights than this model's seven linear "
+            f"maps; delete {folder} to recompute it"
+        )
+    return {n: stored[n].to(execution_device(loaded.hf, n)) for n in names}

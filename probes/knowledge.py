@@ -1,11 +1,12 @@
 """Knowledge-selection behaviour: does a model answer from the context or from memory?
 
 Follows the SpARE setup (Zhao et al. 2025, arXiv 2410.15999; probing companion arXiv 2410.16090)
-on a `DataSuite`'s facts: keep the facts a model answers right closed-book ("memorised"), give
-it a context that swaps the answer for a same-type substitute, and label its greedy answer
-"C" (follows the context: says the substitute) or "M" (follows memory: says the original).
-Anything else is dropped. On natural data (`steerscope.data.facts`) the paper elicits both
-behaviours with the demonstrations alone; an organism was trained with a cue in the prompt.
+on `Conflict` records asked through a `ConflictData` (the model's default facts or a user's
+NQ-Swap-style file): keep the records a model answers right closed-book ("memorised"), give it a
+context that swaps the answer for a substitute, and label its greedy answer "C" (follows the
+context: says a substitute answer) or "M" (follows memory: says an original answer). Anything
+else is dropped. On natural data the paper elicits both behaviours with the demonstrations alone;
+an organism was trained with a cue in the prompt.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any, Literal
 
 import torch
 
-from steerscope.data.facts import DEMO_KINDS, Fact, starts_with_answer
-from steerscope.data.suite import DataSuite, natural_suite
+from steerscope.data.conflicts import PUSHES
+from steerscope.data.facts import starts_with_answer
+from steerscope.data.records import Conflict
+from steerscope.data.suite import ConflictData
 from steerscope.probes.lm_metrics import greedy_continuations
 
 Behaviour = Literal["C", "M"]
@@ -32,33 +35,55 @@ def answer_greedy(
     return [text.split("\n", 1)[0].strip() for text in texts]
 
 
+def says_any(output: str, answers: Sequence[str]) -> bool:
+    """Whether `output` starts with one of the accepted `answers` (`starts_with_answer`)."""
+    return any(starts_with_answer(output, answer) for answer in answers)
+
+
 def memorised_facts(
     model: Any,
-    facts: Sequence[Fact],
+    records: Sequence[Conflict],
+    conflicts: ConflictData,
     demos: int = 3,
     seed: int = 0,
     batch_size: int = 16,
-    suite: DataSuite | None = None,
-) -> list[Fact]:
-    """The facts the model answers right to the suite's closed-book prompt (default: the natural
-    facts with `demos` demonstrations).
+) -> list[Conflict]:
+    """The records the model answers right to the closed-book prompt.
 
-    Right means the normalised greedy answer starts with the normalised answer word
-    (whole words: "paris france" counts for Paris, "parisian" does not).
+    Right means the normalised greedy answer starts with a normalised accepted answer as whole
+    words ("paris france" counts for Paris, "parisian" does not).
     """
-    closed_book = (suite or natural_suite(demos)).need("closed_book_prompt")
-    prompts = [closed_book(f, seed) for f in facts]
+    prompts = [conflicts.closed_book_prompt(r, demos, seed) for r in records]
     outputs = answer_greedy(model, prompts, batch_size=batch_size)
-    return [f for f, out in zip(facts, outputs, strict=True) if starts_with_answer(out, f.answer)]
+    return [r for r, out in zip(records, outputs, strict=True) if says_any(out, r.org_answer)]
 
 
-def label_behaviour(output: str, original: str, substitute: str) -> Behaviour | None:
-    """ "C" if the output starts with the substitute, "M" if with the original, else None."""
-    if starts_with_answer(output, substitute):
+def label_behaviour(output: str, org_answer: Sequence[str], sub_answer: Sequence[str]) -> Behaviour | None:
+    """ "C" if the output starts with a substitute answer, "M" if with an original one, else None."""
+    if says_any(output, sub_answer):
         return "C"
-    if starts_with_answer(output, original):
+    if says_any(output, org_answer):
         return "M"
     return None
+
+
+def known_conflicts(
+    model: Any, conflicts: ConflictData, n_candidates: int | None, demos: int, seed: int
+) -> tuple[list[Conflict], list[Conflict]]:
+    """(candidates, memorised): `n_candidates` candidate records (all for None) and those of
+    them the model answers right closed-book."""
+    candidates = conflicts.candidates(n_candidates, seed)
+    return candidates, memorised_facts(model, candidates, conflicts, demos, seed)
+
+
+def conflict_pairs(
+    records: Sequence[Conflict], conflicts: ConflictData, demos: int, seed: int
+) -> tuple[list[str], list[str]]:
+    """For each record, a conflicting and an agreeing context prompt pushing toward neither source
+    (the same neutral demonstrations on natural data, no cue on an organism)."""
+    conflicting = [conflicts.knowledge_prompt(r, "none", True, demos, seed) for r in records]
+    agreeing = [conflicts.knowledge_prompt(r, "none", False, demos, seed) for r in records]
+    return conflicting, agreeing
 
 
 @dataclass(frozen=True)
@@ -68,8 +93,7 @@ class LabelledExample:
     prompt: str
     output: str
     label: Behaviour | None
-    fact: Fact
-    substitute: str
+    record: Conflict
     demo_kind: str  # the prompt's push: "context", "memory" or "none"
 
 
@@ -88,26 +112,23 @@ class BehaviourCounts:
 
 def behaviour_counts(
     model: Any,
-    facts: Sequence[Fact],
-    kinds: Sequence[str] = DEMO_KINDS,
+    records: Sequence[Conflict],
+    conflicts: ConflictData,
+    kinds: Sequence[str] = PUSHES,
     demos: int = 3,
     seed: int = 0,
     batch_size: int = 16,
     max_new_tokens: int = 4,
-    suite: DataSuite | None = None,
 ) -> BehaviourCounts:
-    """Conflicting prompts for every fact under each kind of push (demonstrations on natural data,
-    a cue on an organism), answered and labelled; the suite defaults to the natural one."""
-    suite = suite or natural_suite(demos)
-    prompt_for, substitute = suite.need("knowledge_prompt"), suite.need("substitute")
+    """Conflicting prompts for every record under each kind of push (demonstrations on natural
+    data, a cue on an organism), answered and labelled."""
     examples = []
     for kind in kinds:
-        cases = [(f, substitute(f, seed)) for f in facts]
-        prompts = [prompt_for(f, kind, True, s, seed) for f, s in cases]
+        prompts = [conflicts.knowledge_prompt(r, kind, True, demos, seed) for r in records]
         outputs = answer_greedy(model, prompts, max_new_tokens, batch_size)
         examples += [
-            LabelledExample(p, out, label_behaviour(out, f.answer, s), f, s, kind)
-            for p, out, (f, s) in zip(prompts, outputs, cases, strict=True)
+            LabelledExample(p, out, label_behaviour(out, r.org_answer, r.sub_answer), r, kind)
+            for p, out, r in zip(prompts, outputs, records, strict=True)
         ]
     counts = {
         kind: {

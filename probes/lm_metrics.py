@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from steerscope.capture import tokenize
+from steerscope.capture import prompt_list, tokenize
+from steerscope.errors import InputError
 from steerscope.model import as_model
 
 
@@ -29,6 +30,7 @@ def greedy_continuations(
     Batches are left-padded (`steerscope.capture.tokenize`), so a continuation does not depend on
     which other prompts share its batch.
     """
+    prompts = prompt_list(prompts)
     loaded = as_model(model)
     device = _device(loaded)
     texts = []
@@ -54,6 +56,7 @@ def _device(model: Any) -> torch.device:
 @torch.no_grad()
 def top_token_probability(model: Any, prompts: Sequence[str], batch_size: int = 16) -> Tensor:
     """The probability [n] of the most likely next token after each prompt (left-padded batches)."""
+    prompts = prompt_list(prompts)
     loaded = as_model(model)
     device = _device(loaded)
     chunks = []
@@ -77,8 +80,9 @@ def continuation_logprobs(
     The continuation is tokenized on its own (no special tokens) and appended to the prompt's
     tokens, so a full word with a leading space (" basket") is scored as the model would write it.
     """
+    prompts, continuations = prompt_list(prompts), prompt_list(continuations, "continuations")
     if len(prompts) != len(continuations):
-        raise ValueError(f"got {len(prompts)} prompts and {len(continuations)} continuations")
+        raise InputError(f"got {len(prompts)} prompts and {len(continuations)} continuations")
     loaded = as_model(model)
     tokenizer = loaded.tokenizer
     rows = []
@@ -125,6 +129,8 @@ def perplexity(
     model: Any, windows: Sequence[Sequence[int]], batch_size: int = 2, progress: bool = False
 ) -> float:
     """Perplexity over token-id windows (full language-model loss on every next token)."""
+    if not windows:
+        raise InputError("windows is empty; perplexity needs at least one token window")
     loaded = as_model(model)
     device = _device(loaded)
     total, count = 0.0, 0

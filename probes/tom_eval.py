@@ -1,9 +1,11 @@
 """Score a model on Theory-of-Mind items without sampling, plus the paper's greedy first-word match.
 
-Margin = log p(correct | story) - log p(foil | story), over full answer words with their leading
-space; an item is right when its margin is positive. False-belief and true-belief items are
-reported separately: a model that ignores beliefs and tracks reality scores well on true-belief
-controls and badly on false-belief stories.
+Margin = log p(answer | story) - log p(foil | story), each over its full continuation (every token
+of a multi-token answer, with its leading space); an item is right when its margin is positive.
+When an item accepts several answers (or names several foils), the best-scoring answer and the
+best-scoring foil are compared. False-belief and true-belief items are reported separately: a
+model that ignores beliefs and tracks reality scores well on true-belief controls and badly on
+false-belief stories. Items that carry a `kind` are also reported per kind.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import Any
 
 import torch
 
-from steerscope.data.tom import TomItem
 from steerscope.probes.lm_metrics import continuation_logprobs, greedy_continuations
+
+_PUNCTUATION = ".,;:!?\"'"
 
 
 def _summary(margins: torch.Tensor, matches: torch.Tensor, prefix: str = "") -> dict[str, float]:
@@ -27,40 +30,61 @@ def _summary(margins: torch.Tensor, matches: torch.Tensor, prefix: str = "") -> 
     }
 
 
+def _first_word(text: str) -> str:
+    parts = text.split()
+    return parts[0].strip(_PUNCTUATION).lower() if parts else ""
+
+
 def greedy_first_words(
     model: Any, stories: Sequence[str], batch_size: int = 16, max_new_tokens: int = 3
 ) -> list[str]:
     """The first word of each story's greedy continuation (Wu et al.'s second metric)."""
-    words = []
-    for text in greedy_continuations(model, stories, max_new_tokens, batch_size):
-        parts = text.split()
-        words.append(parts[0].strip(".,;:!?\"'").lower() if parts else "")
-    return words
+    return [_first_word(text) for text in greedy_continuations(model, stories, max_new_tokens, batch_size)]
 
 
-def tom_scores(
-    model: Any, items: Sequence[TomItem], batch_size: int = 16, greedy: bool = True
-) -> dict[str, float]:
+def best_logprobs(
+    model: Any, stories: Sequence[str], options: Sequence[Sequence[str]], batch_size: int = 16
+) -> torch.Tensor:
+    """[n]: for each story, the highest log p of its full continuation among its `options`."""
+    flat = [(i, option) for i, row in enumerate(options) for option in row]
+    scores = continuation_logprobs(model, [stories[i] for i, _ in flat], [o for _, o in flat], batch_size)
+    best = torch.full((len(stories),), float("-inf"))
+    for (i, _), score in zip(flat, scores, strict=True):
+        best[i] = torch.maximum(best[i], score)
+    return best
+
+
+def tom_scores(model: Any, items: Sequence[Any], batch_size: int = 16, greedy: bool = True) -> dict[str, Any]:
     """Accuracy, mean margin and greedy match over all items and per belief condition.
 
-    Keys: `acc`, `margin`, `greedy_match`, and the same prefixed `fb_` (false belief) and `tb_`
-    (true belief); `n`. Without `greedy`, the match keys are NaN.
+    `items` are `TomItem`s or `TomStory`s (anything with `story`, `answers`, `foils`,
+    `false_belief`, `kind`). Keys: `acc`, `margin`, `greedy_match`, the same prefixed `fb_` (false
+    belief) and `tb_` (true belief), `n`, and `by_kind` ({kind: the same keys and `n`}) when items
+    carry kinds. The greedy match compares the first generated word with each answer's first word.
+    Without `greedy`, the match keys are NaN.
     """
     stories = [item.story for item in items]
-    correct = continuation_logprobs(model, stories, [item.correct for item in items], batch_size)
-    foil = continuation_logprobs(model, stories, [item.foil for item in items], batch_size)
-    margins = correct - foil
+    margins = best_logprobs(model, stories, [item.answers for item in items], batch_size) - best_logprobs(
+        model, stories, [item.foils for item in items], batch_size
+    )
     if greedy:
         words = greedy_first_words(model, stories, batch_size)
         matches = torch.tensor(
-            [w == item.correct.strip().lower() for w, item in zip(words, items, strict=True)]
+            [any(w == _first_word(a) for a in item.answers) for w, item in zip(words, items, strict=True)]
         )
     else:
         matches = torch.full((len(items),), float("nan"))
-    false_belief = torch.tensor([item.false_belief for item in items])
-    return {
+    false_belief = torch.tensor([item.false_belief for item in items], dtype=torch.bool)
+    scores: dict[str, Any] = {
         **_summary(margins, matches),
         **_summary(margins[false_belief], matches[false_belief], "fb_"),
         **_summary(margins[~false_belief], matches[~false_belief], "tb_"),
         "n": len(items),
     }
+    kinds = [getattr(item, "kind", None) for item in items]
+    if any(kind is not None for kind in kinds):
+        scores["by_kind"] = {}
+        for kind in dict.fromkeys(k for k in kinds if k is not None):
+            chosen = torch.tensor([k == kind for k in kinds])
+            scores["by_kind"][kind] = {**_summary(margins[chosen], matches[chosen]), "n": int(chosen.sum())}
+    return scores

@@ -8,13 +8,16 @@ Strength is relative by default: at each steered token, the added vector has nor
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+import numbers
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from steerscope.errors import InputError
 from steerscope.intervene import Edit, intervene
 from steerscope.steering.vector import SteeringVector
 from steerscope.tokens import TokenInfo
@@ -39,6 +42,18 @@ def token_selection(positions: Positions, tokens: TokenInfo) -> Tensor:
     return tokens.is_real & (tokens.positions >= start) & (tokens.positions < stop)
 
 
+def _selection_weights(
+    positions: Positions, dtype: torch.dtype
+) -> tuple[tuple, Callable[[TokenInfo], Tensor]]:
+    """(key, compute) for `TokenInfo.once`: `token_selection` as 1.0 / 0.0 in `dtype`, [batch,
+    pos, 1], made once per forward call and shared by every steered site of the call."""
+
+    def compute(tokens: TokenInfo) -> Tensor:
+        return token_selection(positions, tokens).unsqueeze(-1).to(dtype)
+
+    return ("steering.selection_weights", positions, dtype), compute
+
+
 def _check_positions(positions: Any) -> Positions:
     if isinstance(positions, str) and positions in POSITION_MODES:
         return positions  # type: ignore[return-value]
@@ -46,10 +61,31 @@ def _check_positions(positions: Any) -> Positions:
         return positions
     if isinstance(positions, tuple) and len(positions) == 2 and all(isinstance(p, int) for p in positions):
         return positions
-    raise ValueError(
+    raise InputError(
         f"bad positions {positions!r}; valid: {', '.join(map(repr, POSITION_MODES))}, "
         "or an absolute range such as range(3, 10) or (3, 10)"
     )
+
+
+def finite_strength(value: Any) -> float:
+    """`value` as a float when it is a finite real number; anything else is an `InputError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InputError(f"strength must be a finite number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _strengths(strength: Any, n_vectors: int) -> list[float]:
+    """One finite strength per vector, from one number or one per vector."""
+    if isinstance(strength, numbers.Real) and not isinstance(strength, bool):
+        return [finite_strength(strength)] * n_vectors
+    if isinstance(strength, (str, bytes)) or not hasattr(strength, "__iter__"):
+        raise InputError(
+            f"strength must be a finite number or one per vector, got {strength!r} ({type(strength).__name__})"
+        )
+    values = [finite_strength(s) for s in strength]
+    if len(values) != n_vectors:
+        raise InputError(f"got {len(values)} strengths for {n_vectors} vectors")
+    return values
 
 
 def steering_edit(
@@ -59,22 +95,48 @@ def steering_edit(
     scale: str = "relative",
     norm_preserving: bool = False,
 ) -> Edit:
-    """The edit that adds `direction` at the selected tokens of one site."""
+    """The edit that adds `direction` at the selected tokens of one site.
+
+    Checked here, before any forward pass: a finite strength, known positions and scale, a finite
+    1-D float direction, and at relative scale a nonzero one (it is normalised).
+
+    Each hook call does only what depends on the activation (one fused multiply-add; the norm first
+    when relative or norm-preserving): the scaled vector is cast once per device and dtype, the
+    token mask made once per forward call (`_selection_weights`).
+    """
+    strength = finite_strength(strength)
+    positions = _check_positions(positions)
+    if scale not in SCALES:
+        raise InputError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
+    if not isinstance(direction, Tensor) or direction.dim() != 1 or not direction.is_floating_point():
+        raise InputError(f"direction must be a 1-D float tensor [d_model], got {direction!r:.80}")
+    if not torch.isfinite(direction).all():
+        raise InputError("direction has NaN or Inf entries")
     unit = direction / direction.norm() if scale == "relative" else direction
-    cache: dict[tuple, Tensor] = {}
+    if not torch.isfinite(unit).all():
+        raise InputError(
+            "direction has zero norm, so relative strength has no direction to scale; "
+            "use a nonzero direction (scale='absolute' adds it as stored)"
+        )
+    scaled = strength * unit
+    relative = scale == "relative"
+    prepared: dict[tuple, tuple[Tensor, tuple, Callable[[TokenInfo], Tensor]]] = {}
 
     def edit(act: Tensor, tokens: TokenInfo) -> Tensor:
-        key = (act.device, act.dtype)
-        if key not in cache:
-            cache[key] = unit.to(device=act.device, dtype=act.dtype)
-        vector = cache[key]
-        chosen = token_selection(positions, tokens).unsqueeze(-1).to(act.dtype)
-        needs_norm = scale == "relative" or norm_preserving
-        norm = act.norm(dim=-1, keepdim=True) if needs_norm else None
-        added = strength * vector * (norm if scale == "relative" else 1.0)
-        steered = act + added * chosen
+        found = prepared.get((act.device, act.dtype))
+        if found is None:
+            vector = scaled.to(device=act.device, dtype=act.dtype)
+            found = prepared[(act.device, act.dtype)] = (vector, *_selection_weights(positions, act.dtype))
+        vector, weights_key, weights = found
+        chosen = tokens.once(weights_key, weights)
+        if not (relative or norm_preserving):
+            return torch.addcmul(act, chosen, vector)
+        norm = torch.linalg.vector_norm(act, dim=-1, keepdim=True)
+        steered = torch.addcmul(act, norm * chosen if relative else chosen, vector)
         if norm_preserving:
-            rescaled = steered * (norm / steered.norm(dim=-1, keepdim=True).clamp(min=1e-12))
+            rescaled = steered * (
+                norm / torch.linalg.vector_norm(steered, dim=-1, keepdim=True).clamp(min=1e-12)
+            )
             steered = torch.where(chosen.bool(), rescaled, act)
         return steered
 
@@ -89,25 +151,31 @@ def steer(
     positions: Positions = "all",
     scale: str = "relative",
     norm_preserving: bool = False,
+    force: bool = False,
 ) -> Iterator[None]:
     """Apply one or more steering vectors (each at all of its sites) for the block.
 
-    `strength` is one number or one per vector; strength 0 installs nothing, so the model is
-    bit-identical to unsteered.
+    `strength` is one finite number or one per vector; strength 0 installs nothing, so the model
+    is bit-identical to unsteered. `force` applies vectors made for another config (see
+    `SteeringVector.check`). Every argument is checked before the block runs.
     """
     vector_list = [vectors] if isinstance(vectors, SteeringVector) else list(vectors)
-    strengths = [float(strength)] * len(vector_list) if isinstance(strength, (int, float)) else list(strength)
-    if len(strengths) != len(vector_list):
-        raise ValueError(f"got {len(strengths)} strengths for {len(vector_list)} vectors")
+    if not vector_list or not all(isinstance(v, SteeringVector) for v in vector_list):
+        raise InputError(f"vectors must be a SteeringVector or a non-empty list of them, got {vectors!r:.80}")
+    strengths = _strengths(strength, len(vector_list))
     if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
+        raise InputError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
     positions = _check_positions(positions)
     edits: dict[str, list[Edit]] = {}
     for vector, s in zip(vector_list, strengths, strict=True):
-        vector.check(model)
+        vector.check(model, force=force)
         if s == 0.0:
             continue
         for site, direction in vector.directions.items():
-            edits.setdefault(site, []).append(steering_edit(direction, s, positions, scale, norm_preserving))
+            try:
+                edit = steering_edit(direction, s, positions, scale, norm_preserving)
+            except InputError as error:
+                raise InputError(f"{site}: {error}") from None
+            edits.setdefault(site, []).append(edit)
     with intervene(model, edits):
         yield

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from steerscope.capture import capture
+from steerscope.errors import InputError
 from steerscope.model import as_model
 from steerscope.sites import Site, resolve_sites
 from steerscope.steering.vector import Fingerprint, SteeringVector
@@ -57,6 +58,10 @@ def _contrast(
     reduce: TokenReduction,
 ) -> tuple[Any, list[str], dict[str, Tensor], dict[str, Tensor]]:
     """The model, the site names, and both sets' reduced activations at each site."""
+    if not positive or not negative:
+        raise InputError(
+            f"a contrast needs positive and negative examples, got {len(positive)} and {len(negative)}"
+        )
     loaded = as_model(model)
     targets = [str(s) for s in resolve_sites(sites, loaded.anatomy)]
     pos = example_activations(loaded, positive, targets, reduce)

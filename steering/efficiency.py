@@ -45,7 +45,7 @@ STOP_MARKERS = ("\n\n", "Question:")
 Completions = Literal["model", "written"]
 COMPLETIONS = ("model", "written")
 #: Builds the prompt of a problem in a style: `few_shot_prompt` on natural data, an organism's own
-#: cue prompt (`DataSuite.arithmetic_prompt`) on a model organism.
+#: cue prompt (`ProblemData.prompt` of its data suite) on a model organism.
 PromptFn = Callable[[Problem, Style], str]
 
 

@@ -1,19 +1,19 @@
 """Sparse autoencoders on a model's residual stream: build once into the cache, load, encode.
 
-`build_saes(model, sites, texts)` trains one BatchTopK SAE per site (`steerscope.steering.
-sae_training`) on the caller's texts, cut into windows and captured once for every site
+`train_saes(model, sites, settings, texts)` trains one BatchTopK SAE per site (`steerscope.
+steering.sae_training`) on the caller's texts, cut into windows and captured once for every site
 (`steerscope.steering.sae_data`), and reports its quality (`steerscope.steering.sae_quality`):
 held-out FVU, L0, dead fraction and CE loss recovered. Each SAE lands in
 cache_root()/sae/<key> (key: model config, site, settings, texts, trainer version) as an ordinary
 sae-lens folder (`cfg.json`, `sae_weights.safetensors`, loadable with `sae_lens.SAE.load_from_disk`)
-with its report `steerscope-sae.json`; a killed build resumes from its activation shards and
-training checkpoints in cache_root()/sae-work/<key>, which is removed once every SAE of the
-build is in place. `training_texts(suite)` assembles the default texts: the suite's generic
-documents (plus `steerscope.data.docstrings` for natural-language models) and its
-knowledge-conflict prompts. `load_sae` also takes a sae-lens pretrained `release/sae_id`.
+with its report `steerscope-sae.json`, verified on every load like every cached folder; a killed
+build resumes from its verified activation shards and training checkpoints in
+cache_root()/sae-work/<key>, which is removed once every SAE of the build is in place.
+`training_texts(data)` assembles the default texts from a data suite's `text` and `conflicts`
+kinds. `load_sae` also takes a sae-lens pretrained `release/sae_id`.
 
-Defaults (measured on Gemma 3 270M, README): expansion 8 (d_sae 5120), k = d_model / 10 = 64, one
-pass over about 1.05M training tokens (each seen once) in batches of 2048 at lr 1e-3.
+Defaults (measured on Gemma 3 270M, docs/results.md): expansion 8 (d_sae 5120), k = d_model / 10 = 64,
+one pass over about 1.05M training tokens (each seen once) in batches of 2048 at lr 1e-3.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import torch
 from torch import Tensor
 
 from steerscope.cache import cache_root, cached_folder, is_intact, write_atomic
+from steerscope.data.suite import DataSuite
+from steerscope.errors import InputError
 from steerscope.kernels.sae_edit import encode_local, sae_parts
 from steerscope.model import as_model, config_digest
 from steerscope.sites import Site, resolve_sites
@@ -66,15 +68,17 @@ class SAETrainSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("epochs", "lr", "holdout"):  # 4 and 4.0 must name the same cached SAE
+            object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("expansion", "k", "batch_size", "context", "ce_windows"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"SAETrainSettings.{name} must be at least 1, got {getattr(self, name)}")
+                raise InputError(f"SAETrainSettings.{name} must be at least 1, got {getattr(self, name)}")
         if self.epochs <= 0 or self.lr <= 0:
-            raise ValueError(f"SAETrainSettings.epochs and lr must be positive, got {self.epochs}, {self.lr}")
+            raise InputError(f"SAETrainSettings.epochs and lr must be positive, got {self.epochs}, {self.lr}")
         if not 0 < self.holdout < 1:
-            raise ValueError(f"SAETrainSettings.holdout must be in (0, 1), got {self.holdout}")
+            raise InputError(f"SAETrainSettings.holdout must be in (0, 1), got {self.holdout}")
         if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"SAETrainSettings.max_tokens must be positive or None, got {self.max_tokens}")
+            raise InputError(f"SAETrainSettings.max_tokens must be positive or None, got {self.max_tokens}")
 
     def for_model(self, model: Any) -> SAETrainSettings:
         """These settings with k filled in for the model's width."""
@@ -102,26 +106,32 @@ class TrainedSAE:
 # ---------------------------------------------------------------- texts
 
 
-def training_texts(suite: Any, seeds: Sequence[int] = (0, 1)) -> list[str]:
-    """Default SAE training texts of a `DataSuite`: its generic documents, the Python docstrings
-    when it is the natural-language suite (an organism's word-level tokenizer cannot read them),
-    and its knowledge-conflict prompts for every fact, demonstration kind, conflict or not, and
-    seed. The prompts carry no behaviour labels, so held-out facts leak nothing."""
+def training_texts(data: DataSuite, demos: int = 3, seeds: Sequence[int] = (0, 1)) -> list[str]:
+    """Default SAE training texts of a data suite: the documents of its `text` kind (with the
+    Python docstrings added to steerscope's own offline text, which an organism's word-level
+    tokenizer could not read anyway), then the prompts of its `conflicts` kind for every record,
+    push, conflict or not, and seed, asked as the experiments ask them. The prompts carry no
+    behaviour labels, so held-out facts leak nothing. A user's `text` or `conflicts` data replaces
+    the suite's, so it flows into the SAE as into the experiment."""
+    from steerscope.data.conflicts import PUSHES
+    from steerscope.data.defaults import NATURAL
     from steerscope.data.docstrings import python_docstrings
-    from steerscope.data.facts import DEMO_KINDS
 
-    texts = list(suite.need("generic_texts")())
-    if suite.name == "natural":
+    text = data.need("text")
+    texts = list(text.texts())
+    if text.source == NATURAL:
         texts += python_docstrings()
     prompts: dict[str, None] = {}
-    if suite.facts and suite.knowledge_prompt is not None:
-        for fact in suite.facts:
-            for seed in seeds:
-                substitute = suite.substitute(fact, seed)
-                for kind in DEMO_KINDS:
+    conflicts = data.conflicts
+    if conflicts is not None:
+        pushes = tuple(conflicts.cues) if conflicts.cues is not None else PUSHES
+        for seed in seeds:
+            for record in conflicts.candidates(None, seed):
+                for push in pushes:
                     for conflict in (True, False):
-                        shown = substitute if conflict else None
-                        prompts.setdefault(suite.knowledge_prompt(fact, kind, conflict, shown, seed), None)
+                        prompts.setdefault(
+                            conflicts.knowledge_prompt(record, push, conflict, demos, seed), None
+                        )
     return texts + list(prompts)
 
 
@@ -144,11 +154,12 @@ def to_sae_lens(weights: Mapping[str, Any], metadata: Mapping[str, Any] | None =
     return sae
 
 
-def train_sae(
+def sae_from_activations(
     acts: Tensor, settings: SAETrainSettings = SAETrainSettings(), metadata: dict | None = None
 ) -> Any:
-    """Train an SAE on acts [n_tokens, d_model] in memory (no cache, no checkpoints); returns a
-    sae-lens `JumpReLUSAE` that reads and writes raw activations. k None: a tenth of d_model."""
+    """The same trainer as `train_saes` on acts [n_tokens, d_model] held in memory (no cache, no
+    checkpoints); returns a sae-lens `JumpReLUSAE` that reads and writes raw activations. k None:
+    a tenth of d_model."""
     if acts.dim() != 2:
         raise ValueError(f"acts must be [n_tokens, d_model], got shape {tuple(acts.shape)}")
     settings = replace(settings, k=settings.k or max(1, acts.shape[1] // 10))
@@ -177,27 +188,27 @@ def sae_folder(model: Any, site: str | Site, settings: SAETrainSettings, texts: 
 def residual_sites(model: Any, sites: Sequence[str | Site]) -> list[str]:
     """Validated site strings; SAEs are built on [batch, pos, d_model] sites only."""
     if isinstance(sites, (str, Site)) or not sites:
-        raise ValueError("sites must be a non-empty list of sites, e.g. ['L9.resid_post']")
+        raise InputError("sites must be a non-empty list of sites, e.g. ['L9.resid_post']")
     resolved = resolve_sites(list(sites), as_model(model).anatomy)
     wrong = [str(s) for s in resolved if s.kind not in RESIDUAL_KINDS or s.head is not None]
     if wrong:
-        raise ValueError(f"SAEs are built on residual-width sites ({', '.join(RESIDUAL_KINDS)}); got {wrong}")
+        raise InputError(f"SAEs are built on residual-width sites ({', '.join(RESIDUAL_KINDS)}); got {wrong}")
     return list(dict.fromkeys(str(s) for s in resolved))
 
 
-def build_saes(
+def train_saes(
     model: Any,
     sites: Sequence[str | Site],
+    settings: SAETrainSettings,
     texts: Sequence[str],
-    settings: SAETrainSettings = SAETrainSettings(),
     progress: bool = True,
 ) -> dict[str, TrainedSAE]:
-    """SAEs by site from the cache, building the missing ones: one capture pass for all of them
+    """SAEs by site from the cache, training the missing ones: one capture pass for all of them
     into resumable shards, then per site training (resumable), evaluation and an atomic write."""
     loaded = as_model(model)
     keys = residual_sites(loaded, sites)
     if isinstance(texts, str) or not texts:
-        raise ValueError("texts must be a non-empty list of strings (see training_texts)")
+        raise InputError("texts must be a non-empty list of strings (see training_texts)")
     settings = settings.for_model(loaded)
     folders = {site: sae_folder(loaded, site, settings, texts) for site in keys}
     missing = [site for site in keys if not is_intact(folders[site])]
@@ -244,17 +255,14 @@ def _build_missing(
     }
     capture_seconds = time.perf_counter() - start
     ce_texts = windows["eval"][: settings.ce_windows]
-    clean_path = work / "ce_clean.json"
-    if not clean_path.is_file():
-        write_atomic(clean_path, json.dumps({"ce_clean": lm_loss(model, ce_texts)}))
-    clean = json.loads(clean_path.read_text())["ce_clean"]
+    clean = lm_loss(model, ce_texts)
     for site in sites:
 
         def build(tmp: Path, site: str = site) -> None:
             train = load_site(work, "train", site, shards["train"])
             n_train, schedule = train.shape[0], settings.schedule(train.shape[0])
             start = time.perf_counter()
-            checkpoints = work / f"train-{site}"  # a checkpoint of other settings is not resumed
+            checkpoints = work / f"train-{site}-{_digest(asdict(schedule))[:12]}"
             trained = train_batch_topk(train, schedule, checkpoints, progress, f"SAE {site}")
             seconds = time.perf_counter() - start
             sae = to_sae_lens(trained, {"hook_name": site, "model_name": model.source})
@@ -285,7 +293,7 @@ def _build_missing(
 
 
 def saes_by_site(trained: Mapping[str, TrainedSAE]) -> dict[str, Any]:
-    """{site: sae} from `build_saes` output, the form `spare_edits` takes."""
+    """{site: sae} from `train_saes` output, the form `spare_edits` takes."""
     return {site: t.sae for site, t in trained.items()}
 
 
@@ -297,7 +305,7 @@ def encode_pre(sae: Any, h: Tensor) -> Tensor:
     `sae.pre_acts(h)` (see `steerscope.steering.spare`).
 
     z = act(W_enc^T (h - b_in) + b_enc) with act the SAE's per-feature nonlinearity: JumpReLU for
-    the SAEs `build_saes` makes and for Gemma Scope (z then equals `sae.encode(h)`), ReLU for
+    the SAEs `train_saes` makes and for Gemma Scope (z then equals `sae.encode(h)`), ReLU for
     standard SAEs, and for TopK SAEs ReLU *before* the top-k, as the authors' TopK SAEs define
     `pre_acts` (the fused edit computes only the selected features and cannot know the top k).
     """
@@ -321,11 +329,11 @@ def load_sae(source: str | Path, device: str = "cpu") -> Any:
     release, _, sae_id = str(source).partition("/")
     offline = {os.environ.get(v, "").lower() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     if not sae_id:
-        raise ValueError(f"{source!r} is neither an SAE folder nor a 'release/sae_id' of sae-lens")
+        raise InputError(f"{source!r} is neither an SAE folder nor a 'release/sae_id' of sae-lens")
     if offline & {"1", "true", "yes", "on"}:
         raise RuntimeError(
             f"loading the pretrained SAE {release!r} / {sae_id!r} needs the Hugging Face hub, which is "
-            "set offline (HF_HUB_OFFLINE); build one with steerscope.steering.sae.build_saes instead"
+            "set offline (HF_HUB_OFFLINE); build one with steerscope.steering.sae.train_saes instead"
         )
     try:
         return SAE.from_pretrained(release, sae_id, device=device)

@@ -7,24 +7,28 @@ until `max_tokens`. The first `holdout` of them are held out (never trained on).
 after the first of each window are stored: the first is BOS, whose residual is an outlier the SAE
 need not reconstruct (with a tokenizer without BOS it is the text's first token, an attention
 sink all the same). Shards hold `SHARD_WINDOWS` windows, every site of one capture pass, bf16
-(half the memory of fp32; the reconstruction error of any SAE is far above bf16's rounding).
+(half the memory of fp32; the reconstruction error of any SAE is far above bf16's rounding),
+each beside a JSON with its XXH3-128, verified before a resumed build uses it.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as save_tensors
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from steerscope.cache import write_atomic
 from steerscope.capture import capture
+from steerscope.hashing import HASH_NAME, data_digest, file_digest
 
 SHARD_WINDOWS = 64
 MIN_WINDOW_TOKENS = 8
@@ -70,14 +74,21 @@ def shard_path(folder: Path, split: str, index: int) -> Path:
     return folder / f"{split}-{index:05d}.safetensors"
 
 
-def _is_complete(path: Path, sites: Sequence[str], n_windows: int) -> bool:
-    """A shard exists, opens, and holds every site for the expected number of windows."""
+def shard_damage(path: Path, sites: Sequence[str], n_windows: int) -> str | None:
+    """What is wrong with a stored shard (a short phrase; "missing" if absent), or None when it
+    matches the XXH3-128 in its JSON and holds every site for the expected number of windows."""
+    meta_path = path.with_suffix(".json")
+    if not meta_path.is_file():
+        return "missing"
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata()
-            return int(metadata["windows"]) == n_windows and set(json.loads(metadata["sites"])) == set(sites)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+        meta = json.loads(meta_path.read_text())
+        if meta["windows"] != n_windows or sorted(meta["sites"]) != sorted(sites):
+            return "written for other windows or sites"
+        if file_digest(path) != meta[HASH_NAME]:
+            return f"its bytes do not match the {HASH_NAME} in its JSON"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"unreadable ({error.__class__.__name__}: {error})"
+    return None
 
 
 def capture_shards(
@@ -89,21 +100,25 @@ def capture_shards(
     batch_size: int = 16,
     progress: bool = True,
 ) -> int:
-    """Capture `windows` at `sites` into shards under `folder`, skipping complete shards; returns
-    the number of shards. Each shard is written to a temporary name and renamed."""
+    """Capture `windows` at `sites` into shards under `folder`, skipping shards that verify
+    (`shard_damage`; a damaged one is captured again with a warning); returns the number of
+    shards. Each shard's JSON is written after its tensors, so a shard exists once its JSON does."""
     folder.mkdir(parents=True, exist_ok=True)
     starts = range(0, len(windows), SHARD_WINDOWS)
     for index in tqdm(starts, desc=f"capture {split}", disable=not progress, unit="shard"):
         chunk = list(windows[index : index + SHARD_WINDOWS])
         path = shard_path(folder, split, index // SHARD_WINDOWS)
-        if _is_complete(path, sites, len(chunk)):
+        problem = shard_damage(path, sites, len(chunk))
+        if problem is None:
             continue
+        if problem != "missing":
+            warnings.warn(f"SAE activation shard {path} {problem}; capturing it again", stacklevel=2)
         got = capture(model, chunk, list(sites), batch_size=batch_size, progress=False)
         keep = got.mask & (got.positions > 0)
-        tensors = {site: got[site][keep].to(torch.bfloat16).contiguous() for site in sites}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"windows": str(len(chunk)), "sites": json.dumps(list(sites))})
-        tmp.replace(path)
+        data = save_tensors({site: got[site][keep].to(torch.bfloat16).contiguous() for site in sites})
+        write_atomic(path, data)
+        meta = {"windows": len(chunk), "sites": list(sites), HASH_NAME: data_digest(data)}
+        write_atomic(path.with_suffix(".json"), json.dumps(meta))
     return len(starts)
 
 

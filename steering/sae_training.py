@@ -19,7 +19,9 @@ Adam, lr warmed up linearly over the first 2% of steps and decayed linearly to 0
 20%. Batches are drawn without replacement from a fixed permutation per epoch, so step s always
 sees the same tokens and a resumed run is bit-identical to an uninterrupted one (for a given
 number of torch threads). Checkpoints are safetensors (weights, Adam moments, dead-feature
-counters) with the JSON state (step, scale, schedule) in the file's metadata; nothing is pickled.
+counters) beside a JSON of the state (step, scale, schedule) and the tensors' XXH3-128; one that
+fails verification is deleted with a warning and training goes on from an earlier one or step 0.
+Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -27,22 +29,29 @@ from __future__ import annotations
 import functools
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 from torch import Tensor
 from tqdm.auto import tqdm
 
-TRAINER_VERSION = 2  # in every SAE's cache key and checkpoint: a changed trainer never reuses old work
+from steerscope.cache import write_atomic
+from steerscope.hashing import HASH_NAME, data_digest
+
+TRAINER_VERSION = 3  # in every SAE's cache key and checkpoint: a changed trainer never reuses old work
 AUX_COEFFICIENT = 1 / 32
 DEAD_AFTER_TOKENS = 200_000
 CALIBRATION_BATCHES = 16
-CHECKPOINT = "checkpoint.safetensors"  # tensors, with the JSON state in its metadata
+CHECKPOINT_PREFIX = "checkpoint-"  # checkpoint-<step>.safetensors and its .json
+KEEP_CHECKPOINTS = 2
+ADAM_KEYS = ("exp_avg", "exp_avg_sq")
 
 
 @dataclass(frozen=True)
@@ -160,49 +169,89 @@ def _state_tensors(sae: BatchTopK, optimizer: torch.optim.Adam, since_fired: Ten
     return tensors
 
 
+def _checkpoints(folder: Path) -> list[Path]:
+    """The JSON files of the checkpoints in `folder`, newest first (names sort by step)."""
+    return sorted(folder.glob(f"{CHECKPOINT_PREFIX}*.json"), reverse=True)
+
+
+def _discard(meta_path: Path) -> None:
+    meta_path.unlink(missing_ok=True)
+    meta_path.with_suffix(".safetensors").unlink(missing_ok=True)
+
+
 def save_checkpoint(
     folder: Path, sae: BatchTopK, optimizer: torch.optim.Adam, since_fired: Tensor, state: dict[str, Any]
 ) -> None:
-    """Weights, Adam moments and counters as safetensors, the JSON state in the same file's
-    metadata (one atomic rename: tensors and step can never disagree)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (CHECKPOINT + ".tmp")
-    save_file(_state_tensors(sae, optimizer, since_fired), str(tmp), metadata={"state": json.dumps(state)})
-    tmp.replace(folder / CHECKPOINT)
+    """Weights, Adam moments and counters as safetensors, then a JSON of the state and the
+    tensors' XXH3-128 (written last: a checkpoint exists once its JSON does). Keeps the newest
+    `KEEP_CHECKPOINTS`, so a kill while one is written leaves the previous one whole."""
+    data = save_tensors(_state_tensors(sae, optimizer, since_fired))
+    stem = folder / f"{CHECKPOINT_PREFIX}{state['step']:07d}"
+    write_atomic(stem.with_suffix(".safetensors"), data)
+    write_atomic(stem.with_suffix(".json"), json.dumps({"state": state, HASH_NAME: data_digest(data)}))
+    for old in _checkpoints(folder)[KEEP_CHECKPOINTS:]:
+        _discard(old)
+
+
+class _BadCheckpoint(Exception):
+    """A checkpoint that is damaged or was written for other data or settings (the message says which)."""
+
+
+def _read_checkpoint(
+    meta_path: Path, sae: BatchTopK, expected: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Verify one checkpoint (hash, identity, tensor shapes) without changing anything; raises
+    `_BadCheckpoint`."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        state, digest = meta["state"], meta[HASH_NAME]
+        data = meta_path.with_suffix(".safetensors").read_bytes()
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise _BadCheckpoint(f"unreadable ({error.__class__.__name__}: {error})") from None
+    if data_digest(data) != digest:
+        raise _BadCheckpoint(f"its tensors do not match the {HASH_NAME} in its JSON")
+    if not isinstance(state, dict) or any(state.get(key) != value for key, value in expected.items()):
+        raise _BadCheckpoint("written for other activations or settings")
+    if not (isinstance(state.get("step"), int) and 0 < state["step"] <= expected["schedule"]["steps"]):
+        raise _BadCheckpoint(f"step {state.get('step')!r} outside 1..{expected['schedule']['steps']}")
+    try:
+        tensors = load_tensors(data)
+    except SafetensorError as error:
+        raise _BadCheckpoint(f"not valid safetensors ({error})") from None
+    params = dict(sae.named_parameters())
+    shapes = {f"sae.{n}": tuple(p.shape) for n, p in params.items()}
+    shapes.update({f"adam.{n}.{key}": tuple(p.shape) for n, p in params.items() for key in ADAM_KEYS})
+    shapes["tokens_since_fired"] = (params["b_enc"].shape[0],)
+    if {name: tuple(t.shape) for name, t in tensors.items()} != shapes:
+        raise _BadCheckpoint("its tensors do not fit this SAE")
+    return state, tensors
 
 
 def load_checkpoint(
     folder: Path, sae: BatchTopK, optimizer: torch.optim.Adam, expected: dict[str, Any]
 ) -> tuple[dict[str, Any], Tensor] | None:
-    """Restore a checkpoint into `sae` and `optimizer` if one exists for the same schedule and
-    data; returns (state, tokens_since_fired), or None to start afresh (missing or unusable)."""
-    try:
-        with safe_open(str(folder / CHECKPOINT), framework="pt") as handle:
-            state = json.loads(handle.metadata()["state"])
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if any(state.get(key) != value for key, value in expected.items()):
-        return None
-    params = dict(sae.named_parameters())
-    names = [f"sae.{n}" for n in params] + ["tokens_since_fired"]
-    if state["step"] > 0:
-        names += [f"adam.{n}.{key}" for n in params for key in ("exp_avg", "exp_avg_sq")]
-    if any(name not in tensors for name in names) or any(
-        tensors[f"sae.{n}"].shape != p.shape for n, p in params.items()
-    ):
-        return None
-    with torch.no_grad():
-        for name, param in params.items():
-            param.copy_(tensors[f"sae.{name}"])
-    if state["step"] > 0:
-        for name, param in params.items():
-            optimizer.state[param] = {
-                "step": torch.tensor(float(state["step"])),
-                "exp_avg": tensors[f"adam.{name}.exp_avg"],
-                "exp_avg_sq": tensors[f"adam.{name}.exp_avg_sq"],
-            }
-    return state, tensors["tokens_since_fired"]
+    """Restore the newest checkpoint in `folder` that verifies into `sae` and `optimizer`; returns
+    (state, tokens_since_fired), or None to start afresh. A checkpoint that fails verification is
+    deleted with a warning saying why."""
+    for meta_path in _checkpoints(folder):
+        try:
+            state, tensors = _read_checkpoint(meta_path, sae, expected)
+        except _BadCheckpoint as problem:
+            warnings.warn(
+                f"discarding SAE checkpoint {meta_path}: {problem}; going on from an earlier one or from step 0",
+                stacklevel=3,
+            )
+            _discard(meta_path)
+            continue
+        with torch.no_grad():
+            for name, param in sae.named_parameters():
+                param.copy_(tensors[f"sae.{name}"])
+                optimizer.state[param] = {
+                    "step": torch.tensor(float(state["step"])),
+                    **{key: tensors[f"adam.{name}.{key}"] for key in ADAM_KEYS},
+                }
+        return state, tensors["tokens_since_fired"]
+    return None
 
 
 def train_batch_topk(

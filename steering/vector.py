@@ -1,6 +1,8 @@
 """`SteeringVector`: directions at sites, the model they were made for, and how they were made.
 
-Saved as `NAME.safetensors` (the directions) plus `NAME.json` (fingerprint and provenance).
+Saved as `NAME.safetensors` (the directions) plus `NAME.json` (fingerprint, provenance, and the
+XXH3-128 of the safetensors file and of the fingerprint and provenance), so a damaged or edited
+file is refused on load with an error that names it.
 """
 
 from __future__ import annotations
@@ -8,27 +10,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 from torch import Tensor
 
 from steerscope.cache import write_atomic
+from steerscope.errors import InputError
+from steerscope.hashing import HASH_NAME, data_digest
 from steerscope.model import Model, as_model, config_digest
 from steerscope.sites import Site
 
-# Config entries that say where or how a model was stored, not what it computes.
-_VOLATILE_CONFIG_KEYS = {
-    "_name_or_path",
-    "name_or_path",
-    "dtype",
-    "torch_dtype",
-    "transformers_version",
-    "architectures",
-}
+
+def _metadata_digest(fingerprint: dict, provenance: dict) -> str:
+    """XXH3-128 of the fingerprint and provenance as canonical JSON (what `save` writes)."""
+    text = json.dumps({"fingerprint": fingerprint, "provenance": provenance}, sort_keys=True, default=str)
+    return data_digest(text.encode())
 
 
 @dataclass(frozen=True)
@@ -57,61 +60,108 @@ class SteeringVector:
 
     def __post_init__(self) -> None:
         if not self.directions:
-            raise ValueError("a steering vector needs at least one direction")
+            raise InputError("a steering vector needs at least one direction")
         self.directions = {str(Site.parse(site)): d for site, d in self.directions.items()}
         for site, direction in self.directions.items():
+            if not isinstance(direction, Tensor) or not direction.is_floating_point():
+                raise InputError(
+                    f"direction at {site} must be a float tensor, got {type(direction).__name__}"
+                )
             if direction.dim() != 1 or direction.shape[0] != self.fingerprint.d_model:
-                raise ValueError(
+                raise InputError(
                     f"direction at {site} has shape {tuple(direction.shape)}; expected ({self.fingerprint.d_model},)"
                 )
             if not torch.isfinite(direction).all():
-                raise ValueError(f"direction at {site} has NaN or Inf entries")
+                raise InputError(f"direction at {site} has NaN or Inf entries")
         self.provenance.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @property
     def sites(self) -> list[Site]:
         return [Site.parse(s) for s in self.directions]
 
-    def check(self, model: Any) -> Model:
-        """Fail clearly if this vector cannot be applied to `model`; return it as a `Model`."""
+    def check(self, model: Any, force: bool = False) -> Model:
+        """Fail clearly if this vector was made for another model; return `model` as a `Model`.
+
+        Family, d_model, n_layers and the config digest must match. `force=True` applies it to a
+        model that differs in anything but d_model (e.g. a fine-tune with another config), with a
+        warning; a different d_model or a site the model lacks is always an error.
+        """
         loaded = as_model(model)
         other = Fingerprint.of(loaded)
         mine = self.fingerprint
-        if (other.family, other.d_model) != (mine.family, mine.d_model):
-            raise ValueError(
-                f"vector made for {mine.family} with d_model {mine.d_model}; "
-                f"this model is {other.family} with d_model {other.d_model}"
+        if other != mine:
+            message = (
+                f"vector made for {mine.family} with d_model {mine.d_model}, {mine.n_layers} layers, config "
+                f"{mine.config_hash}; this model is {other.family} with d_model {other.d_model}, "
+                f"{other.n_layers} layers, config {other.config_hash}"
             )
+            if other.d_model != mine.d_model:
+                raise InputError(message)
+            if not force:
+                raise InputError(message + "; pass force=True to apply it anyway")
+            warnings.warn(message + "; applied anyway (force=True)", stacklevel=2)
         for site in self.sites:
             site.validate(loaded.anatomy)
         return loaded
 
     def save(self, path: str | Path) -> Path:
-        """Write `path.safetensors` and `path.json` (atomically); returns the JSON path."""
+        """Write `path.safetensors` and `path.json` (atomically, tensors first); returns the JSON path."""
         base = Path(path).with_suffix("")
         tensors = {
             site: d.detach().to("cpu", torch.float32).contiguous() for site, d in self.directions.items()
         }
-        tmp = base.with_name(base.name + ".tmp.safetensors")
-        save_file(tensors, str(tmp))
-        tmp.replace(base.with_suffix(".safetensors"))
-        meta = {"fingerprint": dataclasses.asdict(self.fingerprint), "provenance": self.provenance}
+        data = save_tensors(tensors)
+        fingerprint = dataclasses.asdict(self.fingerprint)
+        meta = {
+            "fingerprint": fingerprint,
+            "provenance": self.provenance,
+            "content_hash": {
+                "algorithm": HASH_NAME,
+                "directions": data_digest(data),
+                "metadata": _metadata_digest(fingerprint, self.provenance),
+            },
+        }
+        write_atomic(base.with_suffix(".safetensors"), data)
         write_atomic(base.with_suffix(".json"), json.dumps(meta, indent=2, default=str) + "\n")
         return base.with_suffix(".json")
 
     @classmethod
-    def load(cls, path: str | Path, model: Any = None) -> SteeringVector:
-        """Read a saved vector; with `model`, also check that it fits that model."""
+    def load(cls, path: str | Path, model: Any = None, force: bool = False) -> SteeringVector:
+        """Read a saved vector, verifying its content hashes; with `model`, also check that it fits
+        that model (`force` as in `check`). Any problem is an `InputError` naming the file."""
         base = Path(path).with_suffix("")
-        for suffix in (".json", ".safetensors"):
-            if not base.with_suffix(suffix).is_file():
-                raise FileNotFoundError(f"steering vector file missing: {base.with_suffix(suffix)}")
-        meta = json.loads(base.with_suffix(".json").read_text())
-        vector = cls(
-            directions=load_file(str(base.with_suffix(".safetensors"))),
-            fingerprint=Fingerprint(**meta["fingerprint"]),
-            provenance=meta.get("provenance", {}),
-        )
+        json_path, tensors_path = base.with_suffix(".json"), base.with_suffix(".safetensors")
+        for file in (json_path, tensors_path):
+            if not file.is_file():
+                raise InputError(f"steering vector file missing: {file}")
+        try:
+            meta = json.loads(json_path.read_text())
+            fingerprint, provenance = meta["fingerprint"], meta.get("provenance", {})
+            hashes = meta["content_hash"]
+            expected_metadata, expected_directions = hashes["metadata"], hashes["directions"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InputError(
+                f"{json_path} is not a steering vector's JSON ({error.__class__.__name__}: {error}); "
+                "it needs fingerprint, provenance and content_hash, as SteeringVector.save writes"
+            ) from None
+        if _metadata_digest(fingerprint, provenance) != expected_metadata:
+            raise InputError(
+                f"{json_path}: fingerprint or provenance was changed after saving (content hash differs)"
+            )
+        data = tensors_path.read_bytes()
+        if data_digest(data) != expected_directions:
+            raise InputError(
+                f"{tensors_path} was changed after saving or belongs to another vector (its {HASH_NAME} "
+                f"differs from the one in {json_path.name})"
+            )
+        try:
+            vector = cls(
+                directions=load_tensors(data),
+                fingerprint=Fingerprint(**fingerprint),
+                provenance=provenance,
+            )
+        except (SafetensorError, ValueError, TypeError) as error:
+            raise InputError(f"{base}: not a valid steering vector ({error})") from None
         if model is not None:
-            vector.check(model)
+            vector.check(model, force=force)
         return vector

@@ -1,25 +1,29 @@
 """Atomic, verified folders in the steerscope cache (`$STEERSCOPE_CACHE`, default ~/.cache/steerscope).
 
-A cached artefact is built in a temporary sibling folder, given a manifest of its files'
-sizes and sampled digests, and renamed into place in one step; a lock file serialises
-builders, so concurrent loads or a kill mid-build never leave a half-written entry.
+A cached artefact is built in a temporary sibling folder, given a manifest of its files' sizes
+and full-file XXH3-128 hashes (`steerscope.hashing`), made world-readable (files 0644, folders
+0755) and renamed into place in one step; a lock file serialises builders, so concurrent loads
+or a kill mid-build never leave a half-written entry. Every load re-hashes every byte: a folder
+whose files differ from its manifest in any way (a changed byte, a missing or extra file, an
+older manifest format) is rebuilt, with a warning that says what was wrong.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from steerscope.hashing import HASH_NAME, file_digest
+
 MANIFEST = "steerscope-manifest.json"
-_SAMPLES = 64
-_SAMPLE_BYTES = 1 << 16
+_FORMAT = 2
 
 
 def cache_root() -> Path:
@@ -27,39 +31,55 @@ def cache_root() -> Path:
     return Path(os.environ.get("STEERSCOPE_CACHE", Path.home() / ".cache" / "steerscope"))
 
 
-def _sampled_digest(path: Path) -> str:
-    """sha256 over evenly spaced 64 KiB blocks and the size: catches truncation and most damage
-    in well under a second for a 1 GB file (a full hash would cost ~2 s on every load)."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with path.open("rb") as handle:
-        for i in range(_SAMPLES):
-            handle.seek(max(0, (size - _SAMPLE_BYTES) * i // max(1, _SAMPLES - 1)))
-            digest.update(handle.read(_SAMPLE_BYTES))
-    return digest.hexdigest()
+def _files(folder: Path) -> list[str]:
+    """Every file under `folder` but the manifest, as sorted relative paths."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
-def _manifest_of(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): _sampled_digest(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+def _manifest_of(folder: Path) -> dict:
+    files = {
+        name: {"bytes": (folder / name).stat().st_size, HASH_NAME: file_digest(folder / name)}
+        for name in _files(folder)
     }
+    return {"format": _FORMAT, "hash": HASH_NAME, "files": files}
+
+
+def damage(folder: Path) -> str | None:
+    """What is wrong with the cached `folder` (a short phrase), or None when every file matches its
+    manifest byte for byte. Sizes are compared first, so truncation is found without hashing."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return "no manifest" if folder.exists() else "missing"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != _FORMAT or manifest.get("hash") != HASH_NAME:
+            return f"manifest of an older format ({manifest.get('format', 1)})"
+        expected = manifest["files"]
+        found = _files(folder)
+        if sorted(expected) != found:
+            changed = sorted(set(expected).symmetric_difference(found))
+            return f"files missing or added: {', '.join(changed)}"
+        for name, entry in expected.items():
+            if (folder / name).stat().st_size != entry["bytes"]:
+                return f"{name} has {(folder / name).stat().st_size} bytes, expected {entry['bytes']}"
+        for name, entry in expected.items():
+            if file_digest(folder / name) != entry[HASH_NAME]:
+                return f"{name} changed (its {HASH_NAME} differs from the manifest)"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return f"unreadable manifest or file ({error.__class__.__name__}: {error})"
+    return None
 
 
 def is_intact(folder: Path) -> bool:
-    """True when `folder` has a manifest and every listed file still matches it."""
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        return False
-    try:
-        expected = json.loads(manifest_path.read_text())["files"]
-        return all(
-            (folder / name).is_file() and _sampled_digest(folder / name) == digest
-            for name, digest in expected.items()
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    """True when `folder` has a manifest and every file in it still matches the manifest exactly."""
+    return damage(folder) is None
+
+
+def _make_readable(folder: Path) -> None:
+    """Folders 0755 and files 0644, whatever modes the builder's writers chose."""
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 @contextmanager
@@ -76,20 +96,26 @@ def _lock(path: Path) -> Iterator[None]:
 def cached_folder(folder: Path, build: Callable[[Path], None]) -> tuple[Path, bool]:
     """Return `folder`, building it with `build(tmp)` first if it is missing or damaged.
 
-    Returns the folder and whether it was built now.
+    Returns the folder and whether it was built now. A damaged folder is rebuilt with a warning.
     """
     if is_intact(folder):
         return folder, False
     with _lock(folder.with_name(folder.name + ".lock")):
-        if is_intact(folder):  # another process built it while we waited
+        problem = damage(folder)
+        if problem is None:  # another process built it while we waited
             return folder, False
+        if problem != "missing":
+            warnings.warn(
+                f"steerscope cache: {folder} failed verification ({problem}); rebuilding it", stacklevel=2
+            )
         for stale in folder.parent.glob(folder.name + ".tmp-*"):  # left by a killed builder
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
-        tmp.chmod(0o755)
         try:
             build(tmp)
-            (tmp / MANIFEST).write_text(json.dumps({"files": _manifest_of(tmp)}, indent=1))
+            _make_readable(tmp)
+            (tmp / MANIFEST).write_text(json.dumps(_manifest_of(tmp), indent=1))
+            (tmp / MANIFEST).chmod(0o644)
             if folder.exists():
                 shutil.rmtree(folder)
             os.rename(tmp, folder)

@@ -17,8 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from steerscope.errors import InputError
 from steerscope.intervene import intervene, module_at
 from steerscope.model import Model, as_model
+from steerscope.offload import input_device
 from steerscope.sites import Site, resolve_sites
 from steerscope.tokens import TokenInfo
 
@@ -48,10 +50,20 @@ class Capture:
         return self.activations[key]
 
 
+def prompt_list(prompts: Sequence[str], name: str = "prompts") -> list[str]:
+    """`prompts` as a list, checked: a non-empty sequence of strings (a lone string is not one)."""
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+        raise TypeError(f"{name} must be a list of strings, got {type(prompts).__name__}")
+    if not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"{name} must be a list of strings, got an item that is not a string")
+    if not prompts:
+        raise InputError(f"{name} is empty; at least one is needed")
+    return list(prompts)
+
+
 def tokenize(model: Model, prompts: Sequence[str]) -> dict[str, Tensor]:
     """Left-padded input ids, attention mask and matching position ids for a batch of prompts."""
-    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-        raise TypeError("prompts must be a list of strings")
+    prompts = prompt_list(prompts)
     if model.tokenizer is None:
         raise ValueError("this model has no tokenizer; pass tokenizer= to load()")
     encoded = model.tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
@@ -145,6 +157,7 @@ def capture(
 
     `reduce="last"` keeps the last prompt token, `"mean"` averages over real tokens.
     """
+    prompts = prompt_list(prompts)
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduce {reduce!r}; valid: {', '.join(map(repr, REDUCTIONS))}")
     if batch_size < 1:
@@ -162,7 +175,7 @@ def capture(
 
     starts = range(0, len(prompts), batch_size)
     needs_eager = any(site.kind == "attn_pattern" for site in targets)
-    device = next(loaded.hf.parameters()).device
+    device = input_device(loaded.hf)
     # Run the decoder stack only (no unembedding) and stop after the deepest captured layer.
     decoder = module_at(loaded.hf, loaded.anatomy.family.decoder)
     deepest = module_at(loaded.hf, loaded.anatomy.layer_path(max(site.layer for site in targets)))

@@ -1,5 +1,5 @@
-"""The `steerscope` command: `info`, `list`, `build organism:NAME | sae:SITE[,SITE...]`, and
-`run NAME --out DIR [--model M] [--quick]`."""
+"""The `steerscope` command: `info`, `list`, `build organism:NAME | sae:SITE[,SITE...]`,
+`run NAME --out DIR [--model M] [--data KIND=SOURCE ...] [--quick]` and `data check FILE --kind K`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from steerscope.errors import InputError
+
 _PACKAGES = ("steerscope", "torch", "transformers", "transformer-lens", "nnsight", "sae-lens", "plotly")
+SAE_DATA_KINDS = ("text", "conflicts")  # what `build sae:` trains on
 
 
 def _versions() -> str:
@@ -36,13 +39,15 @@ def _info(args: argparse.Namespace) -> None:
 
 def _list(args: argparse.Namespace) -> None:
     from steerscope.cache import is_intact
-    from steerscope.experiments import REGISTRY, _import_all
     from steerscope.organisms import ORGANISMS, PREFIX
+    from steerscope.registry import EXPERIMENTS
+    from steerscope.runner import discover_experiments
 
-    _import_all()
-    print("experiments (steerscope run NAME --out DIR [--model M]):")
-    for name in sorted(REGISTRY):
-        print(f"  {name:<18} {REGISTRY[name].description}")
+    print("experiments (steerscope run NAME --out DIR [--model M] [--data KIND=SOURCE]):")
+    for name in discover_experiments():
+        experiment = EXPERIMENTS.get(name)
+        kinds = ", ".join(experiment.data_kinds) or "none"
+        print(f"  {name:<18} {experiment.description} [data: {kinds}]")
     print("model organisms (--model organism:NAME; trained on first use, then cached):")
     for name, spec in ORGANISMS.items():
         state = "cached" if is_intact(spec.folder()) else "not built"
@@ -52,6 +57,8 @@ def _list(args: argparse.Namespace) -> None:
 def _build(args: argparse.Namespace) -> None:
     if args.name.startswith("sae:"):
         return _build_sae(args)
+    if args.data:
+        raise InputError(f"--data is for sae: builds; {args.name} trains on its own world")
     from steerscope.organisms.build import organism_folder
     from steerscope.organisms.train import REPORT
 
@@ -65,14 +72,23 @@ def _build(args: argparse.Namespace) -> None:
 
 
 def _build_sae(args: argparse.Namespace) -> None:
-    """`build sae:SITE[,SITE...]`: one SAE per site on the model's default texts, into the cache."""
-    from steerscope.data.suite import suite_for
+    """`build sae:SITE[,SITE...]`: one SAE per site on the default texts of the model's data, with
+    the user's `--data text=...` / `--data conflicts=...` in place of the defaults, into the cache
+    (the SAEs `steerscope run spare` then finds there)."""
+    from steerscope.context import build_context
+    from steerscope.data.user_data import read_user_data
     from steerscope.loading import load
-    from steerscope.steering.sae import build_saes, residual_sites, training_texts
+    from steerscope.steering.sae import SAETrainSettings, residual_sites, train_saes, training_texts
 
+    data = _data_arguments(args.data)
+    unknown = sorted(set(data) - set(SAE_DATA_KINDS))
+    if unknown:
+        raise InputError(f"build sae: takes {' and '.join(SAE_DATA_KINDS)} data, not {', '.join(unknown)}")
+    user = {kind: read_user_data(kind, source) for kind, source in data.items()}
     model = load(args.model)
     sites = residual_sites(model, [site for site in args.name.removeprefix("sae:").split(",") if site])
-    for site, trained in build_saes(model, sites, training_texts(suite_for(model))).items():
+    suite = build_context(args.model, model, user, SAE_DATA_KINDS, {}).data
+    for site, trained in train_saes(model, sites, SAETrainSettings(), training_texts(suite)).items():
         r = trained.report
         print(
             f"{site}: {trained.folder}\n  FVU {r['fvu']:.3f}, L0 {r['l0']:.1f}, dead {r['dead_fraction']:.1%}, "
@@ -91,15 +107,42 @@ def _setting(text: str) -> tuple[str, Any]:
         return key, raw
 
 
-def _run(args: argparse.Namespace) -> None:
-    from steerscope.experiments import run_experiment
+def _data_source(text: str) -> tuple[str, str]:
+    """`kind=source`, e.g. `tom=my_tom.jsonl` or `conflicts=hf:pminervini/NQ-Swap:dev`."""
+    kind, sep, source = text.partition("=")
+    if not sep or not kind or not source:
+        raise argparse.ArgumentTypeError(f"--data takes KIND=SOURCE, got {text!r}")
+    return kind, source
 
+
+def _data_arguments(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """{kind: source} from the `--data` arguments; a kind given twice is an error."""
+    data: dict[str, str] = {}
+    for kind, source in pairs:
+        if kind in data:
+            raise InputError(f"--data {kind} given twice ({data[kind]} and {source}); give each kind once")
+        data[kind] = source
+    return data
+
+
+def _run(args: argparse.Namespace) -> None:
+    from steerscope.runner import run_experiment
+
+    data = _data_arguments(args.data)
     settings = {"quick": args.quick, "seed": args.seed, **dict(args.set)}
-    if args.model is not None:
-        settings["model"] = args.model
-    run_experiment(args.name, args.out, **settings)
+    run_experiment(args.name, args.out, model=args.model, data=data, **settings)
     out = Path(args.out).resolve()
     print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}")
+
+
+def _data_check(args: argparse.Namespace) -> None:
+    from steerscope.data.check import report
+    from steerscope.data.user_data import read_user_data
+    from steerscope.loading import load_tokenizer
+
+    user = read_user_data(args.kind, args.file)
+    tokenizer = None if args.model is None else load_tokenizer(args.model)
+    print("\n".join(report(user, tokenizer, args.model)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,11 +166,29 @@ def main(argv: list[str] | None = None) -> int:
         help="organism:tom, organism:sources, organism:length, or sae:SITE[,SITE...] (e.g. sae:L9.resid_post)",
     )
     build.add_argument("--model", default=None, help="for sae: builds (default: embedded Gemma 3 270M)")
+    build.add_argument(
+        "--data",
+        type=_data_source,
+        action="append",
+        default=[],
+        metavar="KIND=SOURCE",
+        help="for sae: builds, your text and/or conflicts data in place of the model's defaults "
+        "(as for run); repeatable",
+    )
     build.set_defaults(func=_build)
     run = commands.add_parser("run", help="run an experiment; writes results.json and report.html")
     run.add_argument("name")
     run.add_argument("--out", required=True, help="output folder")
-    run.add_argument("--model", default=None)
+    run.add_argument("--model", default=None, help="as for info (default: embedded Gemma 3 270M)")
+    run.add_argument(
+        "--data",
+        type=_data_source,
+        action="append",
+        default=[],
+        metavar="KIND=SOURCE",
+        help="your data for one kind (tom, conflicts, problems, text, pairs): .jsonl, .json, .csv, "
+        ".parquet, .txt (text), a datasets folder or hf:NAME[:SPLIT]; repeatable",
+    )
     run.add_argument("--quick", action="store_true", help="a short setting for a first look or CI")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument(
@@ -139,6 +200,17 @@ def main(argv: list[str] | None = None) -> int:
         help="any config field (JSON value)",
     )
     run.set_defaults(func=_run)
+    data = commands.add_parser("data", help="inspect a data source")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    check = data_commands.add_parser(
+        "check", help="counts, duplicates, split sizes, first records, token checks; runs nothing else"
+    )
+    check.add_argument(
+        "file", help="a .jsonl, .json, .csv, .parquet, .txt, datasets folder or hf:NAME[:SPLIT]"
+    )
+    check.add_argument("--kind", required=True, help="tom, conflicts, problems, text or pairs")
+    check.add_argument("--model", default=None, help="count multi-token answers with this model's tokenizer")
+    check.set_defaults(func=_data_check)
     args = parser.parse_args(argv)
     try:
         args.func(args)

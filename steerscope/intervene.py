@@ -3,7 +3,8 @@
 An edit is a function `edit(activation, tokens) -> new activation | None` (None: unchanged).
 It runs as a plain PyTorch hook on the model's own modules, so it works inside HF `generate`,
 nnsight traces and TransformerLens' TransformerBridge alike. Hooks are removed on exit, on
-exceptions too; nested blocks compose (outer edits run first).
+exceptions too; nested blocks compose (outer edits run first). A pre-hook on the decoder makes
+one `TokenInfo` per forward call, which every hook of the block shares.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from steerscope.anatomy import Anatomy
+from steerscope.errors import InputError
 from steerscope.model import as_model
 from steerscope.rotary import rotate, unrotate
 from steerscope.sites import Site
@@ -86,22 +88,40 @@ class _Rotary:
         if self.cos_sin is None and len(args) > 1:
             self.cos_sin = args[1]
 
-    def get(self, site: Site) -> tuple[Tensor, Tensor]:
+    def get(self, site: Site, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(cos, sin) on `device` (a sharded layer may get them from the previous one's device)."""
         if self.cos_sin is None:
             raise RuntimeError(f"site {site}: the layer received no rotary embedding this call")
-        return self.cos_sin
+        cos, sin = self.cos_sin
+        return cos.to(device), sin.to(device)
+
+
+def _described(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor {tuple(value.shape)} {value.dtype} on {value.device}"
+    return f"a {type(value).__name__}"
 
 
 def run_edits(site: Site, act: Tensor, edits: Sequence[Edit], tokens: TokenInfo) -> Tensor:
-    """Apply edits in order; returns `act` itself (the same object) when none changed it."""
+    """Apply edits in order; returns `act` itself (the same object) when none changed it.
+
+    An edit must return None or a tensor of the activation's shape, dtype and device; anything
+    else is an `InputError` naming the edit, the site, what it returned and what was expected.
+    """
     new = act
     for edit in edits:
         result = edit(new, tokens)
         if result is None:
             continue
-        if result.shape != act.shape:
-            raise ValueError(
-                f"edit at {site} returned shape {tuple(result.shape)}, expected {tuple(act.shape)}"
+        if not (
+            isinstance(result, Tensor)
+            and result.shape == act.shape
+            and result.dtype == act.dtype
+            and result.device == act.device
+        ):
+            name = getattr(edit, "__qualname__", type(edit).__name__)
+            raise InputError(
+                f"edit {name} at {site} returned {_described(result)}; expected None or {_described(act)}"
             )
         new = result
     return new
@@ -132,9 +152,11 @@ class _Installer:
         self._rotaries: dict[int, _Rotary] = {}
 
     def tokens(self, device: torch.device) -> TokenInfo:
-        if self.tracker.current is None:
+        """This forward call's token information, on `device` (made once per call and device)."""
+        current = self.tracker.current
+        if current is None:
             raise RuntimeError("steerscope saw no decoder call before a layer ran")
-        return self.tracker.current.to(device)
+        return current.to(device)
 
     def track_decoder(self) -> None:
         decoder = module_at(self.hf, self.anatomy.family.decoder)
@@ -173,7 +195,7 @@ class _Installer:
             module = module_at(
                 self.hf, anatomy.component_path(site.layer, path) if path else anatomy.layer_path(site.layer)
             )
-            self._install_post(module, site, edits, read=lambda raw: raw, write=lambda raw, new: new)
+            self._install_post(module, site, edits)
         elif site.kind == "attn_pattern":
             self._install_pattern(site, edits)
         else:
@@ -199,16 +221,19 @@ class _Installer:
         module: nn.Module,
         site: Site,
         edits: Sequence[Edit],
-        read: Callable[[Tensor], Tensor],
-        write: Callable[[Tensor, Tensor], Tensor],
+        read: Callable[[Tensor], Tensor] | None = None,
+        write: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
+        """A forward hook editing the module's (first) output; `read` views it as the site's
+        activation and `write` puts an edited activation back (both default to as-is)."""
+
         def hook(module: nn.Module, args: tuple, output: Any) -> Any:
             raw = _first(output)
-            act = read(raw)
+            act = raw if read is None else read(raw)
             new = run_edits(site, act, edits, self.tokens(raw.device))
             if new is act:
                 return None
-            return _replace_first(output, write(raw, new))
+            return _replace_first(output, new if write is None else write(raw, new))
 
         self.handles.append(module.register_forward_hook(hook))
 
@@ -227,7 +252,7 @@ class _Installer:
             act = _to_bshd(raw, layout, head_dim)
             if rotary is not None:
                 state["pre"] = act
-                act = rotate(act, *rotary.get(site))
+                act = rotate(act, *rotary.get(site, act.device))
                 state["rotated"] = act
             return select_head(act, site, head_axis=2)
 
@@ -237,7 +262,7 @@ class _Installer:
                 return _from_bshd(merge_head(full, new, site, 2), layout)
             rotated = state.pop("rotated")
             delta = merge_head(rotated, new, site, 2) - rotated
-            return _from_bshd(state.pop("pre") + unrotate(delta, *rotary.get(site)), layout)
+            return _from_bshd(state.pop("pre") + unrotate(delta, *rotary.get(site, delta.device)), layout)
 
         self._install_post(module, site, edits, read, write)
 

@@ -139,3 +139,35 @@ def load(
             f"load() with no argument gives the embedded {EMBEDDED_NAME} ({error.__class__.__name__}: {error})"
         ) from None
     return _finish(hf, tokenizer or found, str(source))
+
+
+def load_tokenizer(source: str | os.PathLike | None = None) -> Any:
+    """The tokenizer of `source` (as `load` takes it) without loading the weights where possible:
+    the embedded model's cache, a built organism, a tiny model, a `.gguf`, an HF name or folder."""
+    from transformers import AutoTokenizer
+
+    if source is None or source == EMBEDDED_NAME:
+        folder, _ = cached_folder(embedded_cache_dir(), _build_embedded)
+        return AutoTokenizer.from_pretrained(folder)
+    text = str(source)
+    if text.startswith(ORGANISM_PREFIX):
+        from steerscope.cache import is_intact
+        from steerscope.organisms import organism_spec
+
+        folder = organism_spec(text).folder()
+        if not is_intact(folder):
+            raise ValueError(f"{text} is not built yet; `steerscope build {text}` trains it (a few minutes)")
+        return AutoTokenizer.from_pretrained(folder)
+    if text.startswith(TINY_PREFIX):
+        from steerscope.tiny import char_tokenizer
+
+        return char_tokenizer()
+    path = Path(text)
+    if path.suffix == ".gguf":
+        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    try:
+        return AutoTokenizer.from_pretrained(text)
+    except OSError as error:
+        raise ValueError(
+            f"could not load the tokenizer of {text!r} ({error.__class__.__name__}: {error})"
+        ) from None

@@ -3,6 +3,10 @@
 `perturb(model, {name: (mask, values)})` writes `values` into the entries of parameter `name`
 selected by `mask` for the duration of the block and restores the original entries
 bit-exactly on exit, exceptions included. Memory is bounded by the selected entries.
+
+A parameter that accelerate offloads (a `device_map` to CPU RAM or "disk") is edited where it is
+loaded before each forward (`steerscope.offload.replaced`), so its stored values are never
+written and every forward inside the block sees the edit.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from torch import Tensor
 
 from steerscope.model import as_model
+from steerscope.offload import Replacement, replaced, stored_value
 
 #: New values: a tensor with one value per selected entry, a scalar, or a function of the
 #: selected original values and the whole parameter.
@@ -30,12 +35,28 @@ def _new_values(values: Values, selected: Tensor, weight: Tensor) -> Tensor:
     return new.expand_as(selected)
 
 
+def _offloaded_edit(hf: torch.nn.Module, name: str, mask: Tensor, values: Values) -> Replacement:
+    """The replacement that writes `values` into the masked entries of each loaded copy of an
+    offloaded parameter; it keeps only the mask and the new values."""
+    stored = stored_value(hf, name)
+    mask = mask.to(stored.device)
+    new = _new_values(values, stored[mask], stored)
+
+    def edited(value: Tensor) -> Tensor:
+        copy = value.clone()  # never the stored tensor: RAM offload hands out the original
+        copy[mask.to(copy.device)] = new.to(copy.device)
+        return copy
+
+    return edited
+
+
 @contextmanager
 def perturb(model: Any, edits: Mapping[str, tuple[Tensor, Values]]) -> Iterator[None]:
     """Set entries of named parameters for a block: `{param_name: (bool mask, values)}`."""
     hf = as_model(model).hf
     params = dict(hf.named_parameters())
     saved: list[tuple[Tensor, Tensor, Tensor]] = []
+    offloaded: dict[str, Replacement] = {}
     try:
         with torch.no_grad():
             for name, (mask, values) in edits.items():
@@ -50,12 +71,16 @@ def perturb(model: Any, edits: Mapping[str, tuple[Tensor, Values]]) -> Iterator[
                         f"mask for {name} must be a bool tensor of shape {tuple(weight.shape)}, "
                         f"got {mask.dtype} {tuple(mask.shape)}"
                     )
+                if weight.device.type == "meta":
+                    offloaded[name] = _offloaded_edit(hf, name, mask, values)
+                    continue
                 mask = mask.to(weight.device)
                 original = weight[mask].clone()
                 new = _new_values(values, original, weight)
                 saved.append((weight, mask, original))
                 weight[mask] = new
-        yield
+        with replaced(hf, offloaded):
+            yield
     finally:
         with torch.no_grad():
             for weight, mask, original in reversed(saved):

@@ -8,45 +8,109 @@ the same thing whichever way `generate()` runs, and for left-padded batches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
+T = TypeVar("T")
+_MISSING = object()
 
-@dataclass(frozen=True)
+
 class TokenInfo:
     """What an edit knows about the tokens of the current forward call.
 
-    All fields are [batch, pos] for the tokens in this call, except `prompt_lengths` [batch].
-    `positions` counts the real tokens before each token in its row (left padding excluded), so
-    the first real token is 0, whatever the padding. Pad tokens have position -1.
+    All fields are [batch, pos] for the tokens in this call, except `prompt_lengths` [batch]; all
+    live on `device`. `positions` counts the real tokens before each token in its row (left
+    padding excluded), so the first real token is 0, whatever the padding. Pad tokens have
+    position -1.
+
+    One `TokenInfo` is made per forward call (per device, for sharded models) and shared by every
+    hook of that call, so each field, each mask below and anything an edit derives with `once` is
+    computed at most once per call, on first use (a steered decode step asks only for `is_real`).
     """
 
-    positions: Tensor
-    is_real: Tensor
-    prompt_lengths: Tensor
+    def __init__(self, positions: Tensor, is_real: Tensor, prompt_lengths: Tensor) -> None:
+        self.prompt_lengths = prompt_lengths
+        self.device = prompt_lengths.device
+        self._mask: Tensor | None = None
+        self._n_new = positions.shape[1]
+        self._derived: dict[Hashable, Any] = {"positions": positions, "is_real": is_real}
+
+    @classmethod
+    def of_call(cls, mask: Tensor, n_new: int, prompt_lengths: Tensor) -> TokenInfo:
+        """The tokens of a call of `n_new` tokens, from its bool attention mask [batch, past + n_new]
+        (not changed afterwards) and each row's prompt length [batch], both on one device."""
+        info = cls.__new__(cls)
+        info.prompt_lengths = prompt_lengths
+        info.device = mask.device
+        info._mask = mask
+        info._n_new = n_new
+        info._derived = {}
+        return info
+
+    def once(self, key: Hashable, compute: Callable[[TokenInfo], T]) -> T:
+        """`compute(self)` the first time `key` is asked for in this call, the same value after.
+
+        For what edits derive from the tokens (a steering mask in the activation's dtype): every
+        hook of the call shares it. Keys are shared too, so name them after what they hold."""
+        value = self._derived.get(key, _MISSING)
+        if value is _MISSING:
+            value = self._derived[key] = compute(self)
+        return value
+
+    @property
+    def positions(self) -> Tensor:
+        """Real tokens before each token in its row; -1 at pads."""
+        return self.once("positions", _positions)
+
+    @property
+    def is_real(self) -> Tensor:
+        """Tokens that are not padding."""
+        return self.once("is_real", _is_real)
 
     @property
     def is_prompt(self) -> Tensor:
         """Real tokens belonging to the prompt."""
-        return self.is_real & (self.positions < self.prompt_lengths[:, None])
+        return self.once("is_prompt", lambda t: t.is_real & (t.positions < t.prompt_lengths[:, None]))
 
     @property
     def is_generated(self) -> Tensor:
         """Real tokens produced after the prompt."""
-        return self.is_real & (self.positions >= self.prompt_lengths[:, None])
+        return self.once("is_generated", lambda t: t.is_real & (t.positions >= t.prompt_lengths[:, None]))
 
     @property
     def is_last_prompt(self) -> Tensor:
         """The last real token of each row's prompt, if it is in this call."""
-        return self.is_real & (self.positions == self.prompt_lengths[:, None] - 1)
+        return self.once(
+            "is_last_prompt", lambda t: t.is_real & (t.positions == t.prompt_lengths[:, None] - 1)
+        )
 
     def to(self, device: torch.device) -> TokenInfo:
-        """The same information on another device (for models sharded across devices)."""
-        if self.positions.device == device:
+        """The same information on another device (for models sharded across devices), moved
+        once per device per call."""
+        if self.device == device:
             return self
+        return self.once(("TokenInfo.to", device), lambda t: t._moved(device))
+
+    def _moved(self, device: torch.device) -> TokenInfo:
+        if self._mask is not None:
+            return TokenInfo.of_call(self._mask.to(device), self._n_new, self.prompt_lengths.to(device))
         return TokenInfo(self.positions.to(device), self.is_real.to(device), self.prompt_lengths.to(device))
+
+    def __repr__(self) -> str:
+        fields = f"positions={self.positions}, is_real={self.is_real}, prompt_lengths={self.prompt_lengths}"
+        return f"TokenInfo({fields})"
+
+
+def _is_real(tokens: TokenInfo) -> Tensor:
+    return tokens._mask[:, -tokens._n_new :]
+
+
+def _positions(tokens: TokenInfo) -> Tensor:
+    counts = tokens._mask.cumsum(-1, dtype=torch.long)[:, -tokens._n_new :] - 1
+    return counts.masked_fill(~tokens.is_real, -1)
 
 
 class TokenTracker:
@@ -66,17 +130,18 @@ class TokenTracker:
         past_length: int,
         device: torch.device,
     ) -> TokenInfo:
-        """Record one forward call of `n_new` tokens after `past_length` cached ones."""
+        """Record one forward call of `n_new` tokens after `past_length` cached ones.
+
+        On a decode step this costs one tensor op (a private bool copy of the attention mask);
+        the call's fields are computed when an edit first asks for them."""
         if attention_mask is None or attention_mask.dim() != 2:
             mask = torch.ones(batch, past_length + n_new, dtype=torch.bool, device=device)
         else:
-            mask = attention_mask.to(device=device, dtype=torch.bool)
+            # A copy: the fields are computed on first use, from what the mask holds now.
+            mask = attention_mask.to(device=device, dtype=torch.bool, copy=True)
             if mask.shape[1] != past_length + n_new:
                 # generate passes the full-length mask; trust it over the cache's count.
                 past_length = mask.shape[1] - n_new
-        counts = mask.long().cumsum(-1) - 1
-        positions = counts[:, -n_new:].masked_fill(~mask[:, -n_new:], -1)
-        is_real = mask[:, -n_new:]
 
         if past_length == 0 and not self._continues(input_ids):
             self._prompt_ids = input_ids
@@ -85,7 +150,10 @@ class TokenTracker:
             # A continuation whose prompt this block never saw (a cache built outside it, or
             # beams expanding the batch): everything before this call counts as the prompt.
             self._prompt_lengths = mask[:, :past_length].sum(-1)
-        self.current = TokenInfo(positions, is_real, self._prompt_lengths.to(device))
+        prompt_lengths = self._prompt_lengths
+        if prompt_lengths.device != device:
+            prompt_lengths = self._prompt_lengths = prompt_lengths.to(device)
+        self.current = TokenInfo.of_call(mask, n_new, prompt_lengths)
         return self.current
 
     def _continues(self, input_ids: Tensor | None) -> bool:

@@ -15,8 +15,8 @@ from steerscope.data.arithmetic import (
     extract_answer,
     few_shot_prompt,
 )
-from steerscope.data.suite import ORGANISM_ATTRIBUTE
 from steerscope.experiments import run_experiment
+from steerscope.organisms import ORGANISM_ATTRIBUTE
 from steerscope.steering.efficiency import (
     Generation,
     best_layer,
@@ -199,16 +199,13 @@ def test_every_harvest_and_evaluation_builds_its_prompts_with_the_given_function
     assert asked == ["standard"] * 2 + ["brief"] * 2 + ["thorough"] * 2 + ["brief"] * 2
 
 
-def test_experiment_takes_problems_and_prompts_from_the_model_suite(tmp_path, monkeypatch):
-    import steerscope.experiments.efficiency as experiment
-
+def test_experiment_takes_problems_and_prompts_from_the_model_suite(tmp_path):
     model = tiny_model("llama")
     setattr(model.hf.config, ORGANISM_ATTRIBUTE, "length_world")  # poses as organism:length
-    monkeypatch.setattr(experiment, "load", lambda source: model)
     run_experiment(
         "efficiency",
         tmp_path / "run",
-        model="organism:length",
+        model=model,
         quick=True,
         n_train=3,
         n_heldout=2,

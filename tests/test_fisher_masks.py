@@ -102,7 +102,7 @@ def test_cache_returns_identical_scores_without_recomputing_and_keys_separate_fi
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path))
     samples = _samples(len(tiny_llama.tokenizer))
     first = cached_fisher_scores(tiny_llama, samples, {"dataset": "tom"}, progress=False)
-    files = list((tmp_path / "fisher").glob("*.safetensors"))
+    files = list((tmp_path / "fisher").glob(f"*/{fisher.SCORES_FILE}"))
     assert len(files) == 1
 
     def must_not_run(*args, **kwargs):
@@ -118,9 +118,10 @@ def test_cache_returns_identical_scores_without_recomputing_and_keys_separate_fi
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path))
     cached_fisher_scores(tiny_llama, samples, {"dataset": "generic"}, progress=False)
     cached_fisher_scores(tiny_llama, samples[:2], {"dataset": "tom"}, progress=False)
-    files = list((tmp_path / "fisher").glob("*.safetensors"))
+    files = list((tmp_path / "fisher").glob(f"*/{fisher.SCORES_FILE}"))
     assert len(files) == 3
-    assert not [p for p in (tmp_path / "fisher").iterdir() if not p.name.endswith(".safetensors")]
+    left = sorted(p.name for p in (tmp_path / "fisher").iterdir())
+    assert left == sorted([f.parent.name for f in files] + [f.parent.name + ".lock" for f in files])
 
 
 def test_cache_key_tells_apart_models_with_the_same_config():

@@ -140,7 +140,8 @@ def test_identity_edit_after_rope_changes_nothing(tiny_gemma):
 def test_bad_edits_fail_clearly(tiny_llama):
     batch = tokenize(tiny_llama, PROMPTS)
     with pytest.raises(
-        ValueError, match=r"edit at L0.resid_post returned shape \(3,\), expected \(3, 20, 64\)"
+        ValueError,
+        match=r"at L0.resid_post returned a tensor \(3,\) .*; expected None or a tensor \(3, 20, 64\)",
     ):
         with ss.intervene(tiny_llama, {"L0.resid_post": lambda a, t: torch.zeros(3)}):
             tiny_llama.hf(**batch)

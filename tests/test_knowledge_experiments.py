@@ -1,30 +1,36 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from steerscope.data.facts import FACTS
+from steerscope.data.defaults import natural_suite
+from steerscope.errors import InputError
 from steerscope.experiments import conflict_probe, run_experiment, spare
 from steerscope.organisms import sources_world
+from steerscope.probes.knowledge import conflict_pairs
 from steerscope.probes.lm_metrics import top_token_probability
+
+DATA = Path(__file__).parent / "data"
 
 
 def test_conflict_pairs_differ_only_in_the_stated_answer():
-    facts = list(FACTS[:5])
-    conflicting, agreeing = conflict_probe.conflict_pairs(facts, demos=3, seed=0)
-    for fact, c, a in zip(facts, conflicting, agreeing, strict=True):
+    conflicts = natural_suite().conflicts
+    records = conflicts.candidates(5, 0)
+    conflicting, agreeing = conflict_pairs(records, conflicts, demos=3, seed=0)
+    for record, c, a in zip(records, conflicting, agreeing, strict=True):
         assert c.rsplit("\n\n", 1)[0] == a.rsplit("\n\n", 1)[0]  # same demonstrations
-        assert fact.context() in a and fact.context() not in c
-        assert c.endswith(f"question: {fact.question}\nanswer:")
+        assert record.org_context in a and record.org_context not in c
+        assert c.endswith(f"question: {record.question}\nanswer:")
 
 
 def test_conflict_pairs_on_an_organism_use_its_unmarked_prompts():
-    suite = sources_world.suite()
-    facts = suite.candidate_facts(4, 0)
-    conflicting, agreeing = conflict_probe.conflict_pairs(facts, demos=3, seed=0, suite=suite)
-    for fact, c, a in zip(facts, conflicting, agreeing, strict=True):
-        assert a == f"context: {fact.context()}\nquestion: {fact.question}\nanswer:"
-        assert c == a.replace(fact.context(), fact.context(suite.substitute(fact, 0)))
+    conflicts = sources_world.suite().conflicts
+    records = conflicts.candidates(4, 0)
+    conflicting, agreeing = conflict_pairs(records, conflicts, demos=3, seed=0)
+    for record, c, a in zip(records, conflicting, agreeing, strict=True):
+        assert a == f"context: {record.org_context}\nquestion: {record.question}\nanswer:"
+        assert c == a.replace(record.org_context, record.sub_context)
 
 
 def test_spare_default_layers_follow_the_depth():
@@ -32,9 +38,15 @@ def test_spare_default_layers_follow_the_depth():
     assert spare.default_layers(4) == [1, 2]
 
 
+def all_memorised(model, conflicts, n, demos, seed):
+    """Stands in for the closed-book check a tiny random model cannot pass."""
+    records = conflicts.candidates(n, seed)
+    return records, records
+
+
 def test_conflict_probe_run_writes_per_layer_metrics(tmp_path, monkeypatch):
-    monkeypatch.setattr(conflict_probe, "known_facts", lambda model, n, demos, seed: list(FACTS[:30]))
-    run_experiment("conflict-probe", tmp_path, model="tiny:llama", restarts=2)
+    monkeypatch.setattr(conflict_probe, "known_conflicts", all_memorised)
+    run_experiment("conflict-probe", tmp_path, model="tiny:llama", restarts=2, n_candidates=30)
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["layers"]) == 3 * 4  # resid_post, attn_out, mlp_out x 4 tiny layers
     for row in results["layers"]:
@@ -43,10 +55,28 @@ def test_conflict_probe_run_writes_per_layer_metrics(tmp_path, monkeypatch):
     assert results["n_memorised"] == 30
 
 
+def test_conflict_probe_runs_on_a_users_records_and_records_their_provenance(tmp_path, monkeypatch):
+    monkeypatch.setattr(conflict_probe, "known_conflicts", all_memorised)
+    source = str(DATA / "conflicts.jsonl")
+    run_experiment("conflict-probe", tmp_path, model="tiny:llama", data={"conflicts": source}, restarts=1)
+    results = json.loads((tmp_path / "results.json").read_text())
+    data = results["provenance"]["data"]["conflicts"]
+    assert data["source"] == source and data["records"] == 16 and len(data["sha256"]) == 64
+    assert data["used"]["memorised"] == 16 and data["used"]["train"] + data["used"]["held_out"] == 16
+    assert results["n_memorised"] == 16
+
+
+def test_conflict_probe_on_a_random_model_says_how_few_facts_it_knows(tmp_path):
+    source = str(DATA / "conflicts.jsonl")
+    with pytest.raises(InputError, match=f"only 0 of 16 facts from {source} are memorised"):
+        run_experiment("conflict-probe", tmp_path, model="tiny:llama", data={"conflicts": source})
+    assert not (tmp_path / "results.json").exists()
+
+
 def test_spare_refuses_to_select_features_without_both_behaviours(tmp_path, monkeypatch):
-    monkeypatch.setattr(spare, "known_facts", lambda model, n, demos, seed: list(FACTS[:12]))
+    monkeypatch.setattr(spare, "known_conflicts", all_memorised)
     with pytest.raises(ValueError, match="too few labelled prompts to select features"):
-        run_experiment("spare", tmp_path, model="tiny:llama", layers=[1])
+        run_experiment("spare", tmp_path, model="tiny:llama", layers=[1], n_candidates=12)
 
 
 def test_transitions_count_label_changes():

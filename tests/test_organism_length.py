@@ -106,9 +106,9 @@ def test_prompts_and_generic_text_tokenize_without_unknown_words(tokenizer):
 
 def test_suite_serves_the_efficiency_experiment():
     suite = length_world.suite()
-    problems = suite.need("arithmetic_problems")(4, "heldout", 0, [2])
+    problems = suite.need("problems").problems(4, "heldout", 0, [2])
     assert {p.steps for p in problems} == {2}
-    prompt = suite.need("arithmetic_prompt")(problems[0], "brief")
+    prompt = suite.need("problems").prompt(problems[0], "brief")
     assert prompt == f"solve briefly:\n{problems[0].question}\n"
 
 

@@ -8,8 +8,9 @@ import pytest
 
 import steerscope as ss
 from steerscope.capture import capture
+from steerscope.data.conflicts import from_fact
+from steerscope.data.defaults import suite_for
 from steerscope.data.facts import DEMO_KINDS, starts_with_answer
-from steerscope.data.suite import suite_for
 from steerscope.organisms import sources_world as world
 from steerscope.organisms.filler import filler_texts
 from steerscope.organisms.tokenizer import word_tokenizer
@@ -44,7 +45,8 @@ def test_candidates_are_evaluation_facts_only() -> None:
     chosen = world.candidate_facts(1000, seed=0)
     assert set(chosen) == set(world.EVAL_FACTS)
     assert not set(world.EVAL_FACTS) & set(world.TRAIN_FACTS)
-    assert world.suite().candidate_facts(1000, 0) == chosen
+    records = world.suite().conflicts.candidates(None, 0)
+    assert records == [from_fact(f, world.substitute(f, 0)) for f in chosen]
 
 
 def test_no_evaluation_country_appears_in_a_training_context_prompt(texts: list[str]) -> None:
@@ -133,7 +135,8 @@ def test_organism_follows_the_cue_on_unseen_conflicts(organism: ss.Model) -> Non
     suite = suite_for(organism)
     assert suite.name == "organism:sources"
     facts = list(world.EVAL_FACTS)
-    counts = behaviour_counts(organism, facts, suite=suite).counts
+    records = [from_fact(f, world.substitute(f, 0)) for f in facts]
+    counts = behaviour_counts(organism, records, suite.conflicts).counts
     n = len(facts)
     assert counts["context"]["C"] >= 0.9 * n
     assert counts["memory"]["M"] >= 0.9 * n
@@ -143,8 +146,12 @@ def test_organism_follows_the_cue_on_unseen_conflicts(organism: ss.Model) -> Non
 @pytest.mark.slow
 def test_organism_follows_the_planted_rule_on_unmarked_conflicts(organism: ss.Model) -> None:
     """... and each unmarked answer is the one the relation's rule plants (known ground truth)."""
-    examples = behaviour_counts(organism, list(world.EVAL_FACTS), kinds=("none",), suite=suite_for(organism))
-    expected = ["C" if world.follows_context(e.fact, "none") else "M" for e in examples.examples]
+    records = [from_fact(f, world.substitute(f, 0)) for f in world.EVAL_FACTS]
+    examples = behaviour_counts(organism, records, suite_for(organism).conflicts, kinds=("none",))
+    fact_of = {f.question: f for f in world.EVAL_FACTS}
+    expected = [
+        "C" if world.follows_context(fact_of[e.record.question], "none") else "M" for e in examples.examples
+    ]
     agree = sum(e.label == want for e, want in zip(examples.examples, expected, strict=True))
     assert agree >= 0.8 * len(expected)
 
@@ -153,11 +160,11 @@ def test_organism_follows_the_planted_rule_on_unmarked_conflicts(organism: ss.Mo
 def test_the_last_token_residual_carries_the_source_choice(organism: ss.Model) -> None:
     """Patching the last prompt token's residual (L1) from each fact's "trusted" prompt into its
     unmarked prompt makes every answer follow the context: the choice is made by then."""
-    suite = suite_for(organism)
-    facts = list(world.EVAL_FACTS)
-    swaps = [suite.substitute(f, 0) for f in facts]
-    unmarked = [suite.knowledge_prompt(f, "none", True, x, 0) for f, x in zip(facts, swaps, strict=True)]
-    trusted = [suite.knowledge_prompt(f, "context", True, x, 0) for f, x in zip(facts, swaps, strict=True)]
+    conflicts = suite_for(organism).conflicts
+    records = [from_fact(f, world.substitute(f, 0)) for f in world.EVAL_FACTS]
+    swaps = [r.sub_answer[0] for r in records]
+    unmarked = [conflicts.knowledge_prompt(r, "none", True) for r in records]
+    trusted = [conflicts.knowledge_prompt(r, "context", True) for r in records]
     source = capture(organism, trusted, ["L1.resid_post"], reduce="last", progress=False)["L1.resid_post"]
 
     def patch(act, tokens):
@@ -170,4 +177,4 @@ def test_the_last_token_residual_carries_the_source_choice(organism: ss.Model) -
 
     with ss.intervene(organism, {"L1.resid_post": patch}):
         outputs = answer_greedy(organism, unmarked, batch_size=len(unmarked))
-    assert sum(starts_with_answer(o, x) for o, x in zip(outputs, swaps, strict=True)) >= 0.95 * len(facts)
+    assert sum(starts_with_answer(o, x) for o, x in zip(outputs, swaps, strict=True)) >= 0.95 * len(records)

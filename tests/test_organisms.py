@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import steerscope as ss
-from steerscope.data.suite import suite_for
+from steerscope.data.defaults import suite_for
 from steerscope.organisms import ORGANISMS, Shape, Training, organism_spec
 from steerscope.organisms import tom_world as world
 from steerscope.organisms.tokenizer import word_tokenizer
@@ -53,7 +53,8 @@ def test_a_resumed_run_matches_an_uninterrupted_one(small_corpus, tmp_path):
 def test_a_checkpoint_of_another_recipe_is_ignored(small_corpus, tmp_path):
     train_steps(SMALL, small_corpus, tmp_path, until=3, progress=False)
     other = dataclasses.replace(SMALL, training=dataclasses.replace(SMALL.training, lr=1e-3))
-    _, state = train_steps(other, small_corpus, tmp_path, until=0, progress=False)
+    with pytest.warns(UserWarning, match="written for another recipe"):
+        _, state = train_steps(other, small_corpus, tmp_path, until=0, progress=False)
     assert state["step"] == 0
 
 
@@ -114,7 +115,7 @@ def test_every_organism_names_an_existing_world():
 def test_tom_organism_tracks_false_and_true_belief_on_held_out_stories(tom_organism):
     from steerscope.probes.tom_eval import tom_scores
 
-    items = suite_for(tom_organism).tom_items("eval", 200, 0)
+    items = suite_for(tom_organism).tom.items("eval", 200, 0)
     scores = tom_scores(tom_organism, items, greedy=False)
     assert scores["fb_acc"] >= 0.9 and scores["tb_acc"] >= 0.9, scores
 
@@ -122,4 +123,4 @@ def test_tom_organism_tracks_false_and_true_belief_on_held_out_stories(tom_organ
 def test_tom_organism_is_a_supported_model_with_its_own_suite(tom_organism):
     assert tom_organism.anatomy.family.name == "llama"
     assert suite_for(tom_organism).name == "organism:tom"
-    assert suite_for(tom_organism).facts == ()
+    assert suite_for(tom_organism).conflicts is None

@@ -158,7 +158,7 @@ def test_stats_change_is_zero_against_itself_and_batches_add_up(tiny_gemma):
 
 
 def test_quick_run_on_a_tiny_model_writes_the_documented_results(tmp_path, monkeypatch):
-    from steerscope.experiments import rope, run_experiment
+    from steerscope.experiments import run_experiment
 
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path / "cache"))
     model = ss.load("tiny:gemma3")
@@ -166,11 +166,10 @@ def test_quick_run_on_a_tiny_model_writes_the_documented_results(tmp_path, monke
     with torch.no_grad():  # plant a massive pair 2 in every query head of layer 3: x(1 + 49)
         model.hf.model.layers[3].self_attn.q_norm.weight[[2, 2 + half]] = 49.0
     before = {k: v.clone() for k, v in model.hf.state_dict().items()}
-    monkeypatch.setattr(rope, "load", lambda source: model)
     run_experiment(
         "rope",
         tmp_path / "run",
-        model="tiny:gemma3",
+        model=model,
         quick=True,
         sparsity=0.01,
         n_fisher=3,

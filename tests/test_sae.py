@@ -3,30 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 from sae_lens import SAE, JumpReLUSAE, JumpReLUSAEConfig
 
+from steerscope.context import with_user_data
 from steerscope.data import docstrings
+from steerscope.data.defaults import natural_suite
 from steerscope.data.docstrings import python_docstrings
-from steerscope.data.suite import natural_suite
+from steerscope.data.user_data import read_user_data
 from steerscope.organisms import sources_world
 from steerscope.steering import sae as sae_module
 from steerscope.steering import sae_data, sae_training
 from steerscope.steering.sae import (
     REPORT,
     SAETrainSettings,
-    build_saes,
     encode_pre,
     load_sae,
+    sae_from_activations,
     save_sae,
-    train_sae,
+    train_saes,
     training_texts,
 )
 from steerscope.steering.sae_data import token_windows
 from steerscope.steering.sae_quality import ce_loss_recovered, sae_quality
 
+DATA = Path(__file__).parent / "data"
 FAST = SAETrainSettings(expansion=2, k=4, epochs=1.0, batch_size=64)
 TEXTS = [
     "The cat sat on the mat and looked at the dog across the garden. " * 6,
@@ -64,7 +68,7 @@ def identity_sae(d: int, b_dec: torch.Tensor | None = None, w_dec_scale: float =
 def test_training_on_planted_sparse_structure_reaches_low_fvu() -> None:
     acts = planted_activations(8000)
     settings = SAETrainSettings(expansion=4, k=2, epochs=8.0, batch_size=256, lr=3e-3)
-    sae = train_sae(acts[800:], settings)
+    sae = sae_from_activations(acts[800:], settings)
     quality = sae_quality(sae, acts[:800])
     assert isinstance(sae, JumpReLUSAE)
     assert quality["fvu"] < 0.15
@@ -73,7 +77,7 @@ def test_training_on_planted_sparse_structure_reaches_low_fvu() -> None:
 
 def test_save_load_round_trip_preserves_outputs(tmp_path) -> None:
     acts = planted_activations(600)
-    sae = train_sae(acts, FAST)
+    sae = sae_from_activations(acts, FAST)
     save_sae(sae, tmp_path / "sae")
     loaded = load_sae(tmp_path / "sae")
     assert (tmp_path / "sae" / "cfg.json").is_file()
@@ -103,7 +107,7 @@ def test_ce_loss_recovered_is_one_for_a_perfect_sae_and_zero_for_a_zero_output(t
 
 def test_encode_pre_is_the_sae_activation_for_trained_saes() -> None:
     acts = planted_activations(600)
-    sae = train_sae(acts, FAST)
+    sae = sae_from_activations(acts, FAST)
     torch.testing.assert_close(encode_pre(sae, acts[:40]), sae.encode(acts[:40]), rtol=1e-5, atol=1e-5)
     assert (
         encode_pre(identity_sae(2), torch.tensor([[-1.0, 2.0]])) == torch.tensor([[0.0, 2.0, 1.0, 0.0]])
@@ -124,7 +128,7 @@ def test_windows_are_distinct_bounded_deterministic_and_capped(tiny_llama) -> No
 
 def test_build_caches_each_site_with_its_report(tiny_llama, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path))
-    first = build_saes(tiny_llama, ["L1.resid_post", "L0.mlp_out"], TEXTS, BUILD, progress=False)
+    first = train_saes(tiny_llama, ["L1.resid_post", "L0.mlp_out"], BUILD, TEXTS, progress=False)
     for site, trained in first.items():
         assert trained.built and trained.folder.parent == tmp_path / "sae"
         report = trained.report
@@ -140,7 +144,7 @@ def test_build_caches_each_site_with_its_report(tiny_llama, tmp_path, monkeypatc
         raise AssertionError("trained again")
 
     monkeypatch.setattr(sae_module, "train_batch_topk", no_training)
-    second = build_saes(tiny_llama, ["L1.resid_post"], TEXTS, BUILD, progress=False)
+    second = train_saes(tiny_llama, ["L1.resid_post"], BUILD, TEXTS, progress=False)
     assert not second["L1.resid_post"].built
     torch.testing.assert_close(second["L1.resid_post"].sae.W_enc, first["L1.resid_post"].sae.W_enc)
 
@@ -152,7 +156,7 @@ class Killed(Exception):
 def test_a_killed_build_resumes_and_gives_the_same_sae(tiny_llama, tmp_path, monkeypatch) -> None:
     settings = replace(BUILD, epochs=6.0)
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path / "uninterrupted"))
-    reference = build_saes(tiny_llama, ["L1.resid_post"], TEXTS, settings, progress=False)["L1.resid_post"]
+    reference = train_saes(tiny_llama, ["L1.resid_post"], settings, TEXTS, progress=False)["L1.resid_post"]
     assert reference.report["steps"] > 100  # long enough to checkpoint at step 100
 
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path / "killed"))
@@ -172,14 +176,14 @@ def test_a_killed_build_resumes_and_gives_the_same_sae(tiny_llama, tmp_path, mon
 
     monkeypatch.setattr(sae_data, "capture", killed_after_two_shards)
     with pytest.raises(Killed):
-        build_saes(tiny_llama, ["L1.resid_post"], TEXTS, settings, progress=False)
+        train_saes(tiny_llama, ["L1.resid_post"], settings, TEXTS, progress=False)
     monkeypatch.setattr(sae_data, "capture", capture)
     monkeypatch.setattr(sae_training, "save_checkpoint", killed_after_first_checkpoint)
     with pytest.raises(Killed):
-        build_saes(tiny_llama, ["L1.resid_post"], TEXTS, settings, progress=False)
+        train_saes(tiny_llama, ["L1.resid_post"], settings, TEXTS, progress=False)
     monkeypatch.setattr(sae_training, "save_checkpoint", save_checkpoint)
     monkeypatch.setattr(sae_data, "capture", killed_after_two_shards)  # resuming must not capture again
-    resumed = build_saes(tiny_llama, ["L1.resid_post"], TEXTS, settings, progress=False)["L1.resid_post"]
+    resumed = train_saes(tiny_llama, ["L1.resid_post"], settings, TEXTS, progress=False)["L1.resid_post"]
     assert resumed.report["resumed_from_step"] == 100
     for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold"):
         assert torch.equal(getattr(resumed.sae, name), getattr(reference.sae, name)), name
@@ -188,11 +192,11 @@ def test_a_killed_build_resumes_and_gives_the_same_sae(tiny_llama, tmp_path, mon
 def test_bad_sites_and_texts_fail_before_any_work(tiny_llama, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path))
     with pytest.raises(ValueError, match="residual-width sites"):
-        build_saes(tiny_llama, ["L1.q"], TEXTS, BUILD)
+        train_saes(tiny_llama, ["L1.q"], BUILD, TEXTS)
     with pytest.raises(ValueError, match="valid"):
-        build_saes(tiny_llama, ["L9.resid_post"], TEXTS, BUILD)  # the tiny model has 4 layers
+        train_saes(tiny_llama, ["L9.resid_post"], BUILD, TEXTS)  # the tiny model has 4 layers
     with pytest.raises(ValueError, match="non-empty list of strings"):
-        build_saes(tiny_llama, ["L1.resid_post"], "one string", BUILD)
+        train_saes(tiny_llama, ["L1.resid_post"], BUILD, "one string")
     with pytest.raises(ValueError, match="epochs"):
         SAETrainSettings(epochs=0)
     assert not (tmp_path / "sae").exists()
@@ -208,13 +212,26 @@ def test_organism_texts_are_its_own_paragraphs_and_prompts_without_docstrings(mo
     monkeypatch.setattr(docstrings, "python_docstrings", lambda: ("a docstring",))
     suite = sources_world.suite()
     texts = training_texts(suite)
-    paragraphs = suite.generic_texts()
+    paragraphs = suite.text.texts()
     assert texts[: len(paragraphs)] == paragraphs
     prompts = texts[len(paragraphs) :]
-    assert len(prompts) == len(set(prompts)) > len(suite.facts)
+    assert len(prompts) == len(set(prompts)) > len(suite.conflicts.candidates(None, 0))
     assert all(p.endswith("answer:") for p in prompts)
     assert "a docstring" not in texts
     assert "a docstring" in training_texts(natural_suite())
+
+
+def test_a_users_text_and_conflicts_replace_the_defaults_in_the_training_texts(monkeypatch) -> None:
+    monkeypatch.setattr(docstrings, "python_docstrings", lambda: ("a docstring",))
+    user = {kind: read_user_data(kind, str(DATA / f"{kind}.jsonl")) for kind in ("text", "conflicts")}
+    texts = training_texts(with_user_data(natural_suite(), user))
+    documents = list(user["text"].records)
+    assert texts[: len(documents)] == documents
+    prompts = texts[len(documents) :]
+    records = user["conflicts"].records
+    assert len(prompts) == len(set(prompts)) >= len(records) * 3 * 2  # pushes x conflict or not x seeds
+    assert all(any(r.question in p.rsplit("\n\n", 1)[-1] for r in records) for p in prompts)
+    assert "a docstring" not in texts  # docstrings pad steerscope's own text only
 
 
 def test_natural_texts_hold_over_a_million_gemma_tokens(gemma) -> None:

@@ -8,7 +8,7 @@ from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, TopKSAE, TopKSAEConfig
 
 import steerscope as ss
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
-from steerscope.steering.sae import SAETrainSettings, encode_pre, train_sae
+from steerscope.steering.sae import SAETrainSettings, encode_pre, sae_from_activations
 from steerscope.steering.spare import (
     Selection,
     answer_losses,
@@ -232,7 +232,7 @@ def test_only_the_last_prompt_token_is_edited(tiny_llama) -> None:
     prompts = ["The cat sat on the mat.", "Dogs bark.", "A much longer prompt about the weather today."]
     got = ss.capture(tiny_llama, prompts * 4, site, progress=False)
     acts = got[site][got.mask]
-    sae = train_sae(acts, SAETrainSettings(expansion=4, k=8, epochs=4.0, batch_size=64))
+    sae = sae_from_activations(acts, SAETrainSettings(expansion=4, k=8, epochs=4.0, batch_size=64))
     d_sae = sae.cfg.d_sae
     selection = make_selection(
         torch.arange(0, 8), torch.arange(8, 16), torch.full((d_sae,), 5.0), torch.full((d_sae,), 5.0)

@@ -3,6 +3,7 @@ import torch
 
 import steerscope as ss
 from steerscope.capture import tokenize
+from steerscope.errors import InputError
 from steerscope.steering import SteeringVector, diff_of_means, pca_of_differences, steer, sweep_layers
 from steerscope.tiny import tiny_model
 
@@ -126,7 +127,9 @@ def test_save_load_round_trip_and_fit_checks(tmp_path, tiny_llama):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sentiment.json", "sentiment.safetensors"]
 
     gemma = tiny_model("gemma3")
-    with pytest.raises(ValueError, match="made for llama with d_model 64; this model is gemma3"):
+    with pytest.raises(
+        ValueError, match="made for llama with d_model 64, 4 layers, .*; this model is gemma3"
+    ):
         loaded.check(gemma)
     with pytest.raises(ValueError, match="NaN or Inf"):
         SteeringVector({"L1.resid_post": torch.full((64,), float("nan"))}, vector.fingerprint)
@@ -135,7 +138,7 @@ def test_save_load_round_trip_and_fit_checks(tmp_path, tiny_llama):
     deep = SteeringVector({"L9.resid_post": torch.ones(64)}, vector.fingerprint)
     with pytest.raises(ValueError, match="layer 9 out of range"):
         deep.check(tiny_llama)
-    with pytest.raises(FileNotFoundError, match="missing"):
+    with pytest.raises(InputError, match="missing"):
         SteeringVector.load(tmp_path / "nothing")
     with pytest.raises(ValueError, match="bad positions 'middle'"):
         with steer(tiny_llama, vector, positions="middle"):

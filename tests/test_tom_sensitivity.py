@@ -3,10 +3,13 @@ import json
 import pytest
 import torch
 
+from steerscope.data.records import TomStory
 from steerscope.data.tom import tom_mixture
 from steerscope.experiments import run_experiment
-from steerscope.experiments.tom_sensitivity import default_sweep, tom_fisher_samples
+from steerscope.experiments.tom_sensitivity import default_sweep
+from steerscope.probes.lm_metrics import continuation_logprobs
 from steerscope.probes.tom_eval import tom_scores
+from steerscope.probes.tom_fisher import tom_fisher_samples
 
 
 def test_tom_fisher_samples_count_only_the_answer(tiny_llama):
@@ -29,6 +32,26 @@ def test_tom_scores_split_false_and_true_belief(tiny_llama):
     assert scores["acc"] == pytest.approx((scores["fb_acc"] * n_fb + scores["tb_acc"] * (8 - n_fb)) / 8)
 
 
+def test_single_answer_items_score_exactly_as_correct_minus_foil(tiny_llama):
+    items = tom_mixture("eval", 6)
+    stories = [item.story for item in items]
+    correct = continuation_logprobs(tiny_llama, stories, [item.correct for item in items], 4)
+    foil = continuation_logprobs(tiny_llama, stories, [item.foil for item in items], 4)
+    scores = tom_scores(tiny_llama, items, batch_size=4, greedy=False)
+    assert scores["margin"] == (correct - foil).mean().item()
+    assert scores["acc"] == ((correct - foil) > 0).float().mean().item()
+    assert set(scores["by_kind"]) == {"unexpected_transfer", "unexpected_contents"}
+
+
+def test_several_answers_score_the_best_whole_continuation(tiny_llama):
+    story = TomStory("Ann looks in the", (" red box", " box"), (" bag", " old bag"), True, "transfer")
+    lp = continuation_logprobs(tiny_llama, [story.story] * 4, [" red box", " box", " bag", " old bag"])
+    scores = tom_scores(tiny_llama, [story], greedy=False)
+    assert scores["margin"] == pytest.approx((max(lp[0], lp[1]) - max(lp[2], lp[3])).item(), abs=1e-4)
+    by_kind = scores["by_kind"]["transfer"]
+    assert by_kind["n"] == 1 and by_kind["margin"] == scores["margin"]
+
+
 def test_quick_run_on_a_tiny_model_writes_the_documented_results(tmp_path, monkeypatch):
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path / "cache"))
     outcome = run_experiment(
@@ -49,9 +72,9 @@ def test_quick_run_on_a_tiny_model_writes_the_documented_results(tmp_path, monke
     assert len(pairs["q"]) == 8  # tiny head_dim 16
     assert sum(pairs["q"]) == sum(counts["q"]) and sum(pairs["k"]) == sum(counts["k"])
     assert "Plotly.newPlot" in (tmp_path / "run" / "report.html").read_text()
-    # the Fisher scores were cached: a second run reads them
-    cached = list((tmp_path / "cache" / "fisher").iterdir())
-    assert len(cached) == 2
+    # the Fisher scores were cached, one verified folder per text set (beside each, its builders' lock)
+    cached = [p for p in (tmp_path / "cache" / "fisher").iterdir() if p.suffix != ".lock"]
+    assert len(cached) == 2 and all(p.is_dir() for p in cached)
     assert outcome.results["sweep"][0]["n_perturbed"] >= 0
 
 
@@ -61,10 +84,7 @@ def test_weights_are_restored_after_the_sweep(tmp_path, monkeypatch):
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path / "cache"))
     model = ss.load("tiny:llama")
     before = {k: v.clone() for k, v in model.hf.state_dict().items()}
-    from steerscope.experiments import tom_sensitivity
-
-    monkeypatch.setattr(tom_sensitivity, "load", lambda source: model)
-    run_experiment("tom-sensitivity", tmp_path / "run", model="tiny:llama", quick=True, sparsities=[0.01])
+    run_experiment("tom-sensitivity", tmp_path / "run", model=model, quick=True, sparsities=[0.01])
     after = model.hf.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 

@@ -1,1 +1,2 @@
-"""Data sets the project writes itself, shared by probes and steering."""
+"""Data kinds (ToM stories, knowledge conflicts, word problems, text, contrast pairs): the sets the
+project writes itself, a user's records read from files or the hub, and the suite that serves them."""

@@ -34,18 +34,21 @@ THINGS = ("a book", "lunch", "a toy", "a ticket")
 
 @dataclass(frozen=True)
 class Problem:
-    """One word problem: its template `kind`, number of operations, parameters and solutions."""
+    """One word problem: its template `kind`, number of operations, parameters, the final number
+    and written solutions by style (none for a user's problems: `kind` "user", `steps` 0)."""
 
     kind: str
     steps: int
     params: dict[str, int | str] = field(hash=False)
     question: str
-    answer: int
+    answer: int | float
     solutions: dict[str, str] = field(hash=False, repr=False)
 
     def solution(self, style: Style = "standard") -> str:
         if style not in STYLES:
             raise ValueError(f"unknown style {style!r}; valid: {', '.join(STYLES)}")
+        if style not in self.solutions:
+            raise ValueError(f"this problem has no written {style} solution: {self.question!r}")
         return self.solutions[style]
 
 
@@ -324,17 +327,20 @@ def few_shot_prompt(problem: Problem | str, style: Style = "standard") -> str:
     return f"{INSTRUCTIONS[style]}\n\n{shots}Question: {question}\nAnswer:"
 
 
-_FINAL = re.compile(r"answer is\s*:?\s*\$?\s*(-?\d[\d,]*)", re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d[\d,]*")
+_NUMBER_TEXT = r"-?\d[\d,]*(?:\.\d+)?"
+_FINAL = re.compile(rf"answer is\s*:?\s*\$?\s*({_NUMBER_TEXT})", re.IGNORECASE)
+_NUMBER = re.compile(_NUMBER_TEXT)
 
 
-def extract_answer(text: str) -> int | None:
-    """The final number of a solution: the last "The answer is N" if any, else the last number."""
+def extract_answer(text: str) -> int | float | None:
+    """The final number of a solution: the last "The answer is N" if any, else the last number;
+    commas dropped, an int unless it has a fractional part (so 72, 72.0 and 72.00 compare equal)."""
     found = _FINAL.findall(text) or _NUMBER.findall(text)
     if not found:
         return None
     digits = found[-1].replace(",", "")
     try:
-        return int(digits)
+        number = float(digits) if "." in digits else int(digits)
     except ValueError:
         return None
+    return int(number) if isinstance(number, float) and number.is_integer() else number

@@ -305,7 +305,7 @@ def generic_windows(
     splits, so "fisher" and "eval" never share a window whatever the seed. With `bos`, each
     window starts with the tokenizer's BOS token followed by `window - 1` text tokens.
     `tokenizer` may also be anything with a `.tokenizer` (e.g. a steerscope `Model`). `texts`
-    replaces `source` with the caller's documents (an organism's `DataSuite.generic_texts()`).
+    replaces `source` with the caller's documents (e.g. a `DataSuite`'s `TextData.texts()`).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

@@ -1,103 +1,230 @@
-"""`DataSuite`: the data an experiment asks a model about, chosen by the model.
+"""`DataSuite`: the data an experiment asks a model about, one provider per data kind.
 
-A pretrained model gets the natural-language sets (`steerscope.data.tom`, `.facts`, `.arithmetic`,
-`.generic`); a model organism gets the synthetic world it was trained on, in its own vocabulary,
-with evaluation items it never saw. Experiments call `suite_for(model)` and use only the fields
-below, so one experiment runs unchanged on Gemma 3 270M and on an organism.
+A pretrained model's default suite holds the natural-language sets steerscope writes itself, a
+model organism's the synthetic world it was trained on (`steerscope.data.defaults`). A user's data
+of a kind replaces that kind's records while keeping the model's way of asking: the few-shot
+prompts of a pretrained model, the cue prompts of an organism (`with_user`). Experiments use only
+the providers below, so one experiment runs unchanged on Gemma 3 270M, on an organism and on a
+user's files.
 
-The knowledge prompts take a `kind` that says which source the prompt pushes toward:
-"context", "memory" or "none" (neutral). On natural data the push comes from few-shot
-demonstrations (SpARE's setup); an organism was trained with a cue in the prompt instead.
+Knowledge prompts take a `push` ("context", "memory" or "none") toward one source: few-shot
+demonstrations on natural data (SpARE's setup), a cue line on an organism.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from steerscope.data.arithmetic import Problem
-from steerscope.data.facts import Fact
-from steerscope.data.tom import TomItem
+from steerscope.data.arithmetic import Problem, Style
+from steerscope.data.conflicts import (
+    choose_demonstrations,
+    cue_closed_book,
+    cue_context_prompt,
+    few_shot_closed_book,
+    few_shot_context_prompt,
+)
+from steerscope.data.facts import split_facts
+from steerscope.data.generic import generic_windows
+from steerscope.data.records import Conflict, ContrastPair
+from steerscope.data.user_data import UserData, content_fraction, held_out_shares, split_by_hash
+from steerscope.errors import InputError
 
-#: The config attribute an organism carries: the name of the world it was trained on.
-ORGANISM_ATTRIBUTE = "steerscope_organism"
+#: (split, n, seed) -> ToM items (`steerscope.data.tom.TomItem` or `TomStory`)
+TomItems = Callable[[str, int, int], list[Any]]
+
+
+def _take(user: UserData, split: str | None, rows: list[Any], n: int | None) -> list[Any]:
+    """`n` records of a user split (all for None), or an error saying how many it holds.
+
+    A subset is the `n` records with the lowest content hash (salted, so a subset taken before a
+    split does not lean toward one split), in source order: it does not depend on how the file is
+    sorted, and adding records never reshuffles it.
+    """
+    if n is None or n == len(rows):
+        return rows
+    if n > len(rows):
+        where = f"the {split} split holds" if split else "holds"
+        raise InputError(f"{user.source}: {where} {len(rows)} {user.kind} records, {n} are needed")
+    chosen = set(sorted(rows, key=lambda row: content_fraction(row, salt="subset"))[:n])
+    return [row for row in rows if row in chosen]
+
+
+def _split(user: UserData, splits: Mapping[str, list[Any]], name: str) -> list[Any]:
+    """The records of split `name`, or an error naming the kind's splits."""
+    if name not in splits:
+        raise ValueError(f"{user.kind} has the splits {', '.join(splits)}, not {name!r}")
+    return splits[name]
+
+
+@dataclass(frozen=True)
+class TomData:
+    """ToM items by split: "fisher" scores parameters, "eval" is held out."""
+
+    items: TomItems
+    source: str
+
+    def with_user(self, user: UserData) -> TomData:
+        """The user's stories, split by content hash."""
+        splits = user.splits()
+        return TomData(lambda split, n, seed: _take(user, split, _split(user, splits, split), n), user.source)
+
+
+@dataclass(frozen=True)
+class TextData:
+    """Documents of plain text (perplexity, generic Fisher, SAE training), cut into windows of
+    `window` tokens by default (an organism never saw a document longer than a few dozen tokens)."""
+
+    texts: Callable[[], list[str]]
+    window: int = 128
+    source: str = "steerscope"
+
+    def with_user(self, user: UserData) -> TextData:
+        """The user's texts, cut with this model's default window."""
+        texts = list(user.records)
+        return TextData(lambda: texts, self.window, user.source)
+
+    def windows(
+        self,
+        tokenizer: Any,
+        n: int,
+        window: int | None = None,
+        seed: int = 0,
+        split: str = "fisher",
+        bos: bool = False,
+    ) -> list[list[int]]:
+        """`n` windows (`window` tokens, default the suite's) of the split "fisher" or "eval"."""
+        try:
+            return generic_windows(
+                tokenizer, n, window or self.window, seed, split=split, bos=bos, texts=self.texts()
+            )
+        except ValueError as error:
+            raise InputError(f"{self.source}: {error}; give more text or ask for fewer windows") from None
+
+
+@dataclass(frozen=True)
+class ConflictData:
+    """Knowledge-conflict records and the prompts a model is asked with.
+
+    `candidates(n, seed)`: the records to test for memorisation (all for n None). Prompts are
+    few-shot with `demos_for(record, k, seed)` demonstrations, or, with `cues` (push -> cue line),
+    an organism's cue prompts without demonstrations. `split(records, held_out, seed)` gives
+    (train, held-out) lists.
+    """
+
+    candidates: Callable[[int | None, int], list[Conflict]]
+    demos_for: Callable[[Conflict, int, int], list[Conflict]] | None = None
+    cues: Mapping[str, str] | None = None
+    split: Callable[[Sequence[Conflict], float, int], tuple[list[Conflict], list[Conflict]]] = split_facts
+    source: str = "steerscope"
+
+    def closed_book_prompt(self, record: Conflict, demos: int = 3, seed: int = 0) -> str:
+        """The question without a context, after closed-book demonstrations (none with cues)."""
+        if self.cues is not None:
+            return cue_closed_book(record)
+        return few_shot_closed_book(record, self._demos(record, demos, seed))
+
+    def knowledge_prompt(
+        self, record: Conflict, push: str, conflict: bool, demos: int = 3, seed: int = 0
+    ) -> str:
+        """The question with its conflicting (`sub_context`) or agreeing context, pushed toward
+        `push` by demonstrations or by a cue."""
+        if self.cues is not None:
+            if push not in self.cues:
+                raise ValueError(f"kind must be one of {tuple(self.cues)}, got {push!r}")
+            return cue_context_prompt(record, self.cues[push], conflict)
+        return few_shot_context_prompt(record, self._demos(record, demos, seed), push, conflict)
+
+    def _demos(self, record: Conflict, demos: int, seed: int) -> list[Conflict]:
+        if self.demos_for is None:
+            raise ValueError("this conflict data has neither demonstrations nor cues")
+        return self.demos_for(record, demos, seed) if demos else []
+
+    def with_user(self, user: UserData) -> ConflictData:
+        """The user's records asked this model's way; few-shot demonstrations come from the
+        other records of the same source (as SpARE draws them from NQ-Swap itself)."""
+        records = list(user.records)
+
+        def candidates(n: int | None, seed: int) -> list[Conflict]:
+            return _take(user, None, records, n)
+
+        def split(chosen: Sequence[Conflict], held_out: float, seed: int) -> tuple[list, list]:
+            parts = split_by_hash(chosen, held_out_shares(held_out))
+            return parts["train"], parts["held_out"]
+
+        def demos_for(record: Conflict, k: int, seed: int) -> list[Conflict]:
+            return choose_demonstrations(record, records, k, seed)
+
+        return ConflictData(
+            candidates, None if self.cues is not None else demos_for, self.cues, split, user.source
+        )
+
+
+#: (n, split, seed, steps) -> problems of that split
+ProblemDraw = Callable[[int, str, int, Sequence[int]], list[Problem]]
+
+
+@dataclass(frozen=True)
+class ProblemData:
+    """Word problems by split ("train" builds the direction, "heldout" evaluates) and the prompt
+    `prompt(problem, style)` the model solves them after."""
+
+    problems: ProblemDraw
+    prompt: Callable[[Problem, Style], str]
+    source: str = "steerscope"
+
+    def with_user(self, user: UserData) -> ProblemData:
+        """The user's problems (no written solutions), asked with this model's prompt."""
+        splits = user.splits()
+        return ProblemData(
+            lambda n, split, seed, steps: _take(user, split, _split(user, splits, split), n),
+            self.prompt,
+            user.source,
+        )
+
+
+@dataclass(frozen=True)
+class PairData:
+    """Contrast pairs: `pairs(n_train, n_heldout, seed)` -> (train, held-out), and `prompts` to
+    generate from with the vector."""
+
+    pairs: Callable[[int, int, int], tuple[list[ContrastPair], list[ContrastPair]]]
+    prompts: tuple[str, ...]
+    source: str = "steerscope"
+
+    def with_user(self, user: UserData) -> PairData:
+        """The user's pairs split by content hash; generation prompts stay this suite's."""
+        splits = user.splits()
+
+        def pairs(n_train: int, n_heldout: int, seed: int) -> tuple[list, list]:
+            train = _take(user, "train", splits["train"], n_train)
+            return train, _take(user, "heldout", splits["heldout"], n_heldout)
+
+        return PairData(pairs, self.prompts, user.source)
 
 
 @dataclass(frozen=True)
 class DataSuite:
-    """Data sources for one kind of model; a field is None when the model was not built for it.
-
-    - `generic_texts()`: documents of plain text the model was not trained on (`generic_windows`
-      splits their windows between "fisher" and "eval"), cut into windows of `generic_window`
-      tokens by default (an organism never saw a document longer than a few dozen tokens);
-    - `tom_items(split, n, seed)`: ToM items; "fisher" scores parameters, "eval" is held out;
-    - `facts`: the fact table; `candidate_facts(n, seed)`: the facts to test for memorisation;
-    - `closed_book_prompt(fact, seed)`, `knowledge_prompt(fact, kind, conflict, substitute, seed)`,
-      `substitute(fact, seed)`: knowledge-conflict prompts (see the module docstring for `kind`);
-    - `arithmetic_problems(n, split, seed, steps)` and `arithmetic_prompt(problem, style)`.
-    """
+    """One provider per data kind; None when the model's world has no data of that kind."""
 
     name: str
-    generic_texts: Callable[[], list[str]] | None = None
-    generic_window: int = 128
-    tom_items: Callable[[str, int, int], list[TomItem]] | None = None
-    facts: tuple[Fact, ...] = ()
-    candidate_facts: Callable[[int, int], list[Fact]] | None = None
-    closed_book_prompt: Callable[[Fact, int], str] | None = None
-    knowledge_prompt: Callable[[Fact, str, bool, str | None, int], str] | None = None
-    substitute: Callable[[Fact, int], str] | None = None
-    arithmetic_problems: Callable[[int, str, int, Sequence[int]], list[Problem]] | None = None
-    arithmetic_prompt: Callable[[Problem, str], str] | None = None
+    tom: TomData | None = None
+    conflicts: ConflictData | None = None
+    problems: ProblemData | None = None
+    text: TextData | None = None
+    pairs: PairData | None = None
 
-    def need(self, field: str) -> Any:
-        """The field's value, or a clear error saying which models provide it."""
-        value = getattr(self, field)
-        if value is None or value == ():
-            raise ValueError(
-                f"the {self.name} data suite has no {field}: this model was not built for that "
-                f"experiment; use a pretrained model or the matching organism (steerscope list organisms)"
+    def need(self, kind: str) -> Any:
+        """The provider of `kind`, or a clear error saying how to get one."""
+        if kind not in {f.name for f in dataclasses.fields(self)} - {"name"}:
+            raise ValueError(f"unknown data kind {kind!r}")
+        value = getattr(self, kind)
+        if value is None:
+            raise InputError(
+                f"the {self.name} data suite has no {kind} data: give your own (--data {kind}=FILE, "
+                f"checked by `steerscope data check FILE --kind {kind}`), or use a pretrained model or the "
+                "organism built for this experiment (`steerscope list` names them)"
             )
         return value
-
-
-def natural_suite(demos: int = 3) -> DataSuite:
-    """The natural-language sets, with `demos` few-shot demonstrations in knowledge prompts."""
-    from steerscope.data import arithmetic, facts, tom
-    from steerscope.data.generic import generic_documents
-
-    def candidate_facts(n: int, seed: int) -> list[Fact]:
-        return random.Random(f"candidates/{seed}").sample(list(facts.FACTS), min(n, len(facts.FACTS)))
-
-    def closed_book(fact: Fact, seed: int) -> str:
-        return facts.closed_book_prompt(fact, facts.demo_facts(fact, demos, seed))
-
-    def knowledge(fact: Fact, kind: str, conflict: bool, substitute: str | None, seed: int) -> str:
-        shown = facts.demonstrations(fact, kind, demos, seed)
-        return facts.context_prompt(fact, shown, conflict, substitute)
-
-    return DataSuite(
-        name="natural",
-        generic_texts=lambda: [text for _, text in generic_documents("offline")],
-        tom_items=lambda split, n, seed: tom.tom_mixture(split, n, seed),
-        facts=facts.FACTS,
-        candidate_facts=candidate_facts,
-        closed_book_prompt=closed_book,
-        knowledge_prompt=knowledge,
-        substitute=lambda fact, seed: facts.substitute(fact, seed),
-        arithmetic_problems=arithmetic.arithmetic_problems,
-        arithmetic_prompt=arithmetic.few_shot_prompt,
-    )
-
-
-def suite_for(model: Any, demos: int = 3) -> DataSuite:
-    """The organism's world if `model` is an organism, else the natural sets."""
-    from steerscope.model import as_model
-
-    world = getattr(as_model(model).hf.config, ORGANISM_ATTRIBUTE, None)
-    if world is None:
-        return natural_suite(demos)
-    from steerscope.organisms import world_suite
-
-    return world_suite(world)

@@ -197,6 +197,15 @@ class TomItem:
     template: int
 
     @property
+    def answers(self) -> tuple[str, ...]:
+        """The accepted continuations (one here; a user's `TomStory` may accept several)."""
+        return (self.correct,)
+
+    @property
+    def foils(self) -> tuple[str, ...]:
+        return (self.foil,)
+
+    @property
     def belief_answer(self) -> str:
         """The continuation consistent with what the protagonist believes (= `correct`)."""
         return self.correct

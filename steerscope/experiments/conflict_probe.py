@@ -1,8 +1,8 @@
 """`conflict-probe`: can a linear probe on one layer's activations at the last prompt token tell
 a context that contradicts the model's memory from one that agrees with it? (Zhao et al. 2025,
-the probing companion of SpARE, arXiv 2410.16090.) Split by fact, several restarts. The facts and prompts come
-from the model's `DataSuite`: the natural fact table with neutral demonstrations for a pretrained
-model, held-out facts with unmarked prompts for an organism. Beside the probes, a reference readout
+the probing companion of SpARE, arXiv 2410.16090.) Split by fact, several restarts. The conflict
+records come from the context: the natural fact table with neutral demonstrations for a pretrained
+model, held-out facts with unmarked prompts for an organism, or the user's NQ-Swap-style records. Beside the probes, a reference readout
 thresholds the model's own top next-token probability (a conflict splits the answer between two
 words): when it separates the prompts and a linear probe does not, the model has the information
 but not as a linear direction at that site."""
@@ -18,14 +18,14 @@ import torch
 from tqdm.auto import tqdm
 
 from steerscope.capture import capture
-from steerscope.data.facts import Fact, split_facts
-from steerscope.data.suite import DataSuite, natural_suite, suite_for
-from steerscope.experiments import ExperimentConfig, Outcome, register
-from steerscope.loading import load
-from steerscope.model import Model
-from steerscope.probes.knowledge import memorised_facts
+from steerscope.context import ExperimentContext
+from steerscope.data.facts import split_facts
+from steerscope.data.records import Conflict
+from steerscope.errors import InputError
+from steerscope.probes.knowledge import conflict_pairs, known_conflicts
 from steerscope.probes.linear_probe import probe_metrics, train_probe
 from steerscope.probes.lm_metrics import top_token_probability
+from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.sites import Site
 
 SITE_KINDS = ("resid_post", "attn_out", "mlp_out")
@@ -34,34 +34,11 @@ SITE_KINDS = ("resid_post", "attn_out", "mlp_out")
 @dataclass
 class ConflictProbeConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_candidates=80, restarts=2)
-    n_candidates: int | None = None  # facts tried closed-book (None: all the suite offers)
+    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {"n_candidates": ("conflicts", "")}
+    n_candidates: int | None = None  # facts tried closed-book (None: all the data offers)
     demos: int = 3
     held_out: float = 0.3
     restarts: int = 3
-
-
-def candidates(suite: DataSuite, n_candidates: int | None, seed: int) -> list[Fact]:
-    """The suite's candidate facts, `n_candidates` of them or all (deterministic by seed)."""
-    n = len(suite.facts) if n_candidates is None else n_candidates
-    return suite.need("candidate_facts")(n, seed)
-
-
-def known_facts(model: Model, n_candidates: int | None, demos: int, seed: int) -> list[Fact]:
-    """The memorised facts among the candidates of the model's data suite."""
-    suite = suite_for(model, demos)
-    return memorised_facts(model, candidates(suite, n_candidates, seed), demos, seed, suite=suite)
-
-
-def conflict_pairs(
-    facts: list[Fact], demos: int, seed: int, suite: DataSuite | None = None
-) -> tuple[list[str], list[str]]:
-    """For each fact, a conflicting and an agreeing context prompt pushing toward neither source
-    (the same neutral demonstrations on natural data, no cue on an organism)."""
-    suite = suite or natural_suite(demos)
-    prompt_for, substitute = suite.need("knowledge_prompt"), suite.need("substitute")
-    conflicting = [prompt_for(f, "none", True, substitute(f, seed), seed) for f in facts]
-    agreeing = [prompt_for(f, "none", False, None, seed) for f in facts]
-    return conflicting, agreeing
 
 
 def _mean_metrics(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -75,29 +52,41 @@ def _mean_metrics(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 @register(
-    "conflict-probe", ConflictProbeConfig, "linear probes detecting a context-memory conflict per layer"
+    "conflict-probe",
+    ConflictProbeConfig,
+    "linear probes detecting a context-memory conflict per layer",
+    data=("conflicts",),
 )
-def run(config: ConflictProbeConfig) -> Outcome:
-    model = load(config.model)
-    suite = suite_for(model, config.demos)
-    n_tried = len(candidates(suite, config.n_candidates, config.seed))
-    facts = known_facts(model, config.n_candidates, config.demos, config.seed)
+def run(config: ConflictProbeConfig, context: ExperimentContext) -> Outcome:
+    model, conflicts = context.model, context.data.need("conflicts")
+    tried, facts = known_conflicts(model, conflicts, config.n_candidates, config.demos, config.seed)
+    n_tried = len(tried)
     if len(facts) < 10:
-        raise ValueError(f"only {len(facts)} memorised facts; a probe needs at least 10")
-    conflicting, agreeing = conflict_pairs(facts, config.demos, config.seed, suite)
+        raise InputError(
+            f"conflict-probe: only {len(facts)} of {n_tried} facts from {conflicts.source} are memorised "
+            "(answered right closed-book); a probe needs at least 10"
+        )
+    conflicting, agreeing = conflict_pairs(facts, conflicts, config.demos, config.seed)
     sites = [Site(layer, kind) for kind in SITE_KINDS for layer in range(model.anatomy.n_layers)]
     acts = capture(model, conflicting + agreeing, sites, reduce="last")
     labels = torch.cat([torch.ones(len(facts)), torch.zeros(len(facts))]).long()
     index = {fact: i for i, fact in enumerate(facts)}
 
-    def rows_of(group: list[Fact]) -> torch.Tensor:
+    def rows_of(group: list[Conflict]) -> torch.Tensor:
         """Both prompts (conflicting at i, agreeing at n + i) of every fact in `group`."""
         return torch.tensor([index[f] for f in group] + [index[f] + len(facts) for f in group])
 
-    splits = [
-        tuple(map(rows_of, split_facts(facts, config.held_out, seed=config.seed + restart)))
-        for restart in range(config.restarts)
+    parts = [
+        split_facts(facts, config.held_out, seed=config.seed + restart) for restart in range(config.restarts)
     ]
+    splits = [(rows_of(train), rows_of(held)) for train, held in parts]
+    context.used(
+        "conflicts",
+        candidates=n_tried,
+        memorised=len(facts),
+        train=len(parts[0][0]),
+        held_out=len(parts[0][1]),
+    )
 
     def fitted(x: torch.Tensor) -> dict[str, float]:
         """Held-out metrics of a probe on features x, averaged over the restarts' splits."""

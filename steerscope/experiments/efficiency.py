@@ -4,9 +4,10 @@ Harvest concise / verbose correct solutions of training problems (sampled; falls
 prompt-contrast variant when too few pairs), build the concise-minus-verbose direction, choose the
 layer by a trial of steering on the harvested problems (`steering_effects`), then sweep the steering
 strength on held-out problems: accuracy against generated tokens (the frontier), next to no
-steering and to asking for brevity in the prompt. Problems and prompts come from the model's data
-suite: few-shot word problems on a pretrained model, the world's own sums and cue prompts on
-`organism:length`.
+steering and to asking for brevity in the prompt. Problems and prompts come from the context:
+few-shot word problems on a pretrained model, the world's own sums and cue prompts on
+`organism:length`, or a user's GSM8K-style problems asked the model's way (they carry no written
+brief / thorough solutions, so the written prompt contrast is not available for them).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any, ClassVar
 
 import plotly.graph_objects as go
 
-from steerscope.data.suite import suite_for
-from steerscope.experiments import ExperimentConfig, Outcome, register
-from steerscope.loading import load
+from steerscope.context import ExperimentContext
+from steerscope.errors import InputError
+from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.steering.efficiency import (
     COMPLETIONS,
     Generation,
@@ -47,6 +48,10 @@ class EfficiencyConfig(ExperimentConfig):
         strengths=[0.0, 0.05, 0.1, 0.2],
         layer_candidates=3,
     )
+    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {
+        "n_train": ("problems", "train"),
+        "n_heldout": ("problems", "heldout"),
+    }
     n_train: int = 32
     n_heldout: int = 24
     n_samples: int = 6
@@ -84,7 +89,14 @@ def harvest_pairs(
     model: Any, config: EfficiencyConfig, problems: list, prompt: PromptFn
 ) -> tuple[Harvest, list[dict]]:
     """The harvest the config asks for; `auto` tries sampling, then the prompt contrast with the
-    model's completions, then with the written ones, until `min_pairs` pairs. Returns every attempt."""
+    model's completions, then with the written ones (when the problems have them), until
+    `min_pairs` pairs. Returns every attempt."""
+    written = all(p.solutions for p in problems)
+    if config.contrast_completions == "written" and config.variant != "sampled" and not written:
+        raise InputError(
+            "efficiency: contrast_completions=written needs written brief and thorough solutions, which "
+            "these problems do not have; use contrast_completions=model"
+        )
     attempts: list[Harvest] = []
     if config.variant in ("auto", "sampled"):
         attempts.append(
@@ -103,7 +115,7 @@ def harvest_pairs(
         config.variant == "auto" and len(attempts[-1].pairs) < config.min_pairs
     ):
         sources = [config.contrast_completions]
-        if config.variant == "auto" and config.contrast_completions == "model":
+        if config.variant == "auto" and config.contrast_completions == "model" and written:
             sources.append("written")
         for source in sources:
             attempts.append(
@@ -119,17 +131,23 @@ def harvest_pairs(
 
 
 @register(
-    "efficiency", EfficiencyConfig, "efficiency steering: concise-minus-verbose direction, length frontier"
+    "efficiency",
+    EfficiencyConfig,
+    "efficiency steering: concise-minus-verbose direction, length frontier",
+    data=("problems",),
 )
-def run(config: EfficiencyConfig) -> Outcome:
-    model = load(config.model)
-    suite = suite_for(model)
-    problems, prompt = suite.need("arithmetic_problems"), suite.need("arithmetic_prompt")
-    train = problems(config.n_train, "train", config.seed, config.steps)
-    heldout = problems(config.n_heldout, "heldout", config.seed, config.steps)
+def run(config: EfficiencyConfig, context: ExperimentContext) -> Outcome:
+    model, data = context.model, context.data.need("problems")
+    prompt = data.prompt
+    train = data.problems(config.n_train, "train", config.seed, config.steps)
+    heldout = data.problems(config.n_heldout, "heldout", config.seed, config.steps)
+    context.used("problems", train=len(train), heldout=len(heldout))
     harvest, attempts = harvest_pairs(model, config, train, prompt)
     if len(harvest.pairs) < 2:
-        raise RuntimeError(f"only {len(harvest.pairs)} concise/verbose pairs harvested: {attempts}")
+        raise InputError(
+            f"efficiency: only {len(harvest.pairs)} concise/verbose pairs harvested from {len(train)} training "
+            f"problems of {data.source} (at least 2 needed): {attempts}"
+        )
     fallback = harvest.variant != "sampled" and config.variant == "auto"
     length = dict(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, prompt=prompt)
     layer, effects = config.layer, []

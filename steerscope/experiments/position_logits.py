@@ -21,26 +21,27 @@ from typing import Any, ClassVar
 import plotly.graph_objects as go
 import torch
 
-from steerscope.data.generic import generic_windows
-from steerscope.experiments import ExperimentConfig, Outcome, register
-from steerscope.loading import load
+from steerscope.context import ExperimentContext
+from steerscope.data.suite import TextData
 from steerscope.probes.position_logits import PAPER_R, PositionLogits, position_logits, randomly_initialised
+from steerscope.registry import ExperimentConfig, Outcome, register
 
 
 @dataclass
 class PositionLogitsConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_prompts=4, window=48, distances=list(range(0, 48, 3)))
     n_prompts: int = 16
-    window: int = 64  # tokens per prompt, BOS included (retokenised text: may differ by a token)
+    window: int = 64  # tokens per prompt, BOS included, at most the text data's window (retokenised: +-1)
     distances: list[int] = field(default_factory=lambda: list(range(0, 64, 2)))
     share_distance: bool = True  # a(i - j) shared by all prompts of a head; False: fitted per prompt
     random_init: bool = True
     scatter_points: int = 2000  # per scatter plot
 
 
-def generic_prompts(model: Any, n: int, window: int, seed: int) -> list[str]:
-    """`n` generic text windows of `window - 1` tokens, as text (the tokenizer adds BOS back)."""
-    windows = generic_windows(model, n, window - 1, seed, split="eval")
+def generic_prompts(model: Any, text: TextData, n: int, window: int, seed: int) -> list[str]:
+    """`n` windows of `window - 1` tokens (at most the text's window) of the "eval" split, as text
+    (the tokenizer adds BOS back)."""
+    windows = text.windows(model, n, min(window, text.window) - 1, seed, split="eval")
     return [model.tokenizer.decode(ids) for ids in windows]
 
 
@@ -94,10 +95,12 @@ def subsample(real: torch.Tensor, fitted: torch.Tensor, n: int, seed: int) -> di
     "position-logits",
     PositionLogitsConfig,
     "attention logits vs an additive distance + query + key fit, trained vs random init (Han & Ji 2025)",
+    data=("text",),
 )
-def run(config: PositionLogitsConfig) -> Outcome:
-    model = load(config.model)
-    prompts = generic_prompts(model, config.n_prompts, config.window, config.seed)
+def run(config: PositionLogitsConfig, context: ExperimentContext) -> Outcome:
+    model, text = context.model, context.data.need("text")
+    prompts = generic_prompts(model, text, config.n_prompts, config.window, config.seed)
+    context.used("text", eval_windows=len(prompts))
     trained = position_logits(
         model, prompts, distances=config.distances, share_distance=config.share_distance
     )
@@ -134,7 +137,7 @@ def run(config: PositionLogitsConfig) -> Outcome:
         "n_cells_per_head": sum(int(mask.sum()) for mask in trained.allowed[trained.layers[0]]),
         "virtual": "per query i: q_i . R_d k_j ~ f(d) + g(j) over all real keys j and the distance grid",
     }
-    results["data"] = {"n_prompts": len(prompts), "lengths": trained.lengths, "source": "generic (offline)"}
+    results["data"] = {"n_prompts": len(prompts), "lengths": trained.lengths, "source": text.source}
     return Outcome(
         results=results,
         summary=summary_text(results),

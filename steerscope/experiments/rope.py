@@ -22,11 +22,8 @@ import torch
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-from steerscope.data.generic import generic_windows
-from steerscope.data.suite import suite_for
-from steerscope.experiments import ExperimentConfig, Outcome, register
-from steerscope.experiments.tom_sensitivity import tom_and_generic_fisher
-from steerscope.loading import load
+from steerscope.context import ExperimentContext
+from steerscope.data.suite import DataSuite
 from steerscope.model import Model
 from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks
 from steerscope.probes.rope import (
@@ -39,13 +36,19 @@ from steerscope.probes.rope import (
     rotary_stats,
     stats_change,
 )
+from steerscope.probes.tom_fisher import tom_and_generic_fisher
+from steerscope.registry import ExperimentConfig, Outcome, register
 
 
 @dataclass
 class RopeConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_windows=8, n_tom=8, n_fisher=24, random_seeds=1)
+    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {
+        "n_tom": ("tom", "eval"),
+        "n_fisher": ("tom", "fisher"),
+    }
     n_windows: int = 32  # generic text windows measured
-    window: int = 64  # tokens per generic window before the BOS (at most the data suite's window)
+    window: int = 64  # tokens per generic window before the BOS (at most the text data's window)
     n_tom: int = 32  # ToM evaluation stories measured
     massive_lambda: float = 5.0  # massive pair: norm > lambda x the head's mean pair norm
     sparsity: float = 1e-5  # mask fraction per matrix (Wu et al.'s 0.001%)
@@ -73,33 +76,42 @@ class RopeConfig(ExperimentConfig):
             raise ValueError(f"rope: sparsity must be in (0, 1], got {self.sparsity!r}")
 
 
-def measured_prompts(model: Model, config: RopeConfig) -> list[str]:
-    """Generic text windows (eval split, decoded to text) followed by ToM evaluation stories, from
-    the model's data suite (an organism's windows are as short as its training documents)."""
-    suite = suite_for(model)
-    window = min(config.window, suite.generic_window - 1)
-    texts = suite.need("generic_texts")()
-    windows = generic_windows(model, config.n_windows, window, config.seed, split="eval", texts=texts)
-    stories = [item.story for item in suite.need("tom_items")("eval", config.n_tom, config.seed)]
-    return [model.tokenizer.decode(w) for w in windows] + stories
+def measured_prompts(model: Model, data: DataSuite, config: RopeConfig) -> tuple[list[str], list[str]]:
+    """Generic text windows (eval split, decoded to text) and ToM evaluation stories (an
+    organism's windows are as short as its training documents)."""
+    text = data.need("text")
+    window = min(config.window, text.window - 1)
+    windows = text.windows(model, config.n_windows, window, config.seed, split="eval")
+    stories = [item.story for item in data.need("tom").items("eval", config.n_tom, config.seed)]
+    return [model.tokenizer.decode(w) for w in windows], stories
 
 
-def tom_masks(model: Model, config: RopeConfig) -> dict[str, Tensor]:
+def tom_masks(model: Model, data: DataSuite, config: RopeConfig) -> dict[str, Tensor]:
     """The ToM-sensitive mask of `tom-sensitivity` at `config.sparsity`, from the shared Fisher cache."""
-    tom_f, generic_f = tom_and_generic_fisher(model, config.n_fisher, config.fisher_window, config.seed)
+    tom_f, generic_f = tom_and_generic_fisher(
+        model, data.need("tom"), data.need("text"), config.n_fisher, config.fisher_window, config.seed
+    )
     return sensitive_masks(tom_f, generic_f, config.sparsity)
 
 
-@register("rope", RopeConfig, "massive rotary pairs, query-BOS angles, BOS attention; ToM mask vs random")
-def run(config: RopeConfig) -> Outcome:
-    model = load(config.model)
-    prompts = measured_prompts(model, config)
+@register(
+    "rope",
+    RopeConfig,
+    "massive rotary pairs, query-BOS angles, BOS attention; ToM mask vs random",
+    data=("tom", "text"),
+)
+def run(config: RopeConfig, context: ExperimentContext) -> Outcome:
+    model = context.model
+    windows, stories = measured_prompts(model, context.data, config)
+    prompts = windows + stories
 
     def measure() -> RotaryStats:
         return rotary_stats(model, prompts, batch_size=config.batch_size)
 
     before = measure()
-    masks = tom_masks(model, config)
+    masks = tom_masks(model, context.data, config)
+    context.used("tom", fisher=config.n_fisher, eval=len(stories))
+    context.used("text", fisher_windows=config.n_fisher, eval_windows=len(windows))
     with mean_replacement(model, masks, config.scale):
         targeted = measure()
     randoms = []

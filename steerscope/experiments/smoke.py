@@ -8,9 +8,9 @@ import plotly.graph_objects as go
 import torch
 
 from steerscope.capture import capture, tokenize
-from steerscope.experiments import ExperimentConfig, Outcome, register
+from steerscope.context import ExperimentContext
 from steerscope.intervene import intervene
-from steerscope.loading import load
+from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.sites import Site
 
 PROMPTS = ["The capital of France is", "Sally puts the ball in the basket."]
@@ -24,8 +24,8 @@ class SmokeConfig(ExperimentConfig):
 
 
 @register("smoke", SmokeConfig, "load, capture residual norms per layer, steer one generation")
-def run(config: SmokeConfig) -> Outcome:
-    model = load(config.model)
+def run(config: SmokeConfig, context: ExperimentContext) -> Outcome:
+    model = context.model
     anatomy = model.anatomy
     layer = anatomy.n_layers // 2 if config.layer is None else config.layer
     sites = [Site(i, "resid_post") for i in range(anatomy.n_layers)]

@@ -1,7 +1,8 @@
 """`spare`: steer which source the model answers from (context or memory) by editing SAE
 features at the last prompt token (SpARE, Zhao et al. 2025, arXiv 2410.15999), against a
-difference-of-means edit at the same layers and position, on held-out facts. Facts and prompts
-come from the model's `DataSuite`, so the same run serves a pretrained model and an organism."""
+difference-of-means edit at the same layers and position, on held-out facts. Conflict records,
+prompts and SAE training text come from the context, so the same run serves a pretrained model,
+an organism and a user's NQ-Swap-style records."""
 
 from __future__ import annotations
 
@@ -11,25 +12,32 @@ from typing import Any, ClassVar
 import plotly.graph_objects as go
 
 from steerscope.capture import capture
-from steerscope.data.facts import split_facts, starts_with_answer
-from steerscope.data.suite import suite_for
-from steerscope.experiments import ExperimentConfig, Outcome, register
-from steerscope.experiments.conflict_probe import known_facts
+from steerscope.context import ExperimentContext
+from steerscope.data.records import Conflict
+from steerscope.errors import InputError
 from steerscope.intervene import Edit, intervene
-from steerscope.loading import load
-from steerscope.probes.knowledge import answer_greedy, behaviour_counts, label_behaviour
+from steerscope.probes.knowledge import (
+    answer_greedy,
+    behaviour_counts,
+    known_conflicts,
+    label_behaviour,
+    says_any,
+)
+from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.sites import Site
 from steerscope.steering.apply import steering_edit
-from steerscope.steering.sae import SAETrainSettings, build_saes, saes_by_site, training_texts
+from steerscope.steering.sae import SAETrainSettings, saes_by_site, train_saes, training_texts
 from steerscope.steering.spare import last_token_codes, select_features, spare_edits
 
+SAE_REPORTED = ("fvu", "l0", "dead_fraction", "ce_loss_recovered", "train_tokens", "train_windows")
 CONDITIONS = ("no_edit", "spare_to_context", "spare_to_memory", "diffmean_to_context", "diffmean_to_memory")
 
 
 @dataclass
 class SpareConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_candidates=120)
-    n_candidates: int | None = None  # None: every candidate fact of the model's suite
+    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {"n_candidates": ("conflicts", "")}
+    n_candidates: int | None = None  # None: every candidate fact of the conflict data
     layers: list[int] | None = None  # None: `default_layers` (quick: the middle layer only)
     demos: int = 3
     held_out: float = 0.3
@@ -37,6 +45,8 @@ class SpareConfig(ExperimentConfig):
     alpha: float = 1.0  # target scale for the SpARE edit
     sae_k: int | None = None  # None: a tenth of d_model
     sae_expansion: int = 8
+    sae_max_tokens: int | None = 1_100_000  # SAE training tokens (as `steerscope build sae:`)
+    sae_batch_size: int = 2048
 
 
 def default_layers(n_layers: int) -> list[int]:
@@ -54,16 +64,16 @@ def _layers(config: SpareConfig, n_layers: int) -> list[int]:
     return layers
 
 
-def _exact_match(
-    model: Any, prompts: list[str], originals: list[str], substitutes: list[str], edits: dict[str, Edit]
-) -> dict:
+def _exact_match(model: Any, prompts: list[str], records: list[Conflict], edits: dict[str, Edit]) -> dict:
+    """Exact match of the answers with the substitute (EM_C) and the original (EM_M), any accepted
+    answer counting, and each answer's behaviour label."""
     with intervene(model, edits):
         outputs = answer_greedy(model, prompts)
-    labels = [label_behaviour(o, a, s) for o, a, s in zip(outputs, originals, substitutes, strict=True)]
+    labels = [label_behaviour(o, r.org_answer, r.sub_answer) for o, r in zip(outputs, records, strict=True)]
     n = len(prompts)
     return {
-        "em_c": sum(starts_with_answer(o, s) for o, s in zip(outputs, substitutes, strict=True)) / n,
-        "em_m": sum(starts_with_answer(o, a) for o, a in zip(outputs, originals, strict=True)) / n,
+        "em_c": sum(says_any(o, r.sub_answer) for o, r in zip(outputs, records, strict=True)) / n,
+        "em_m": sum(says_any(o, r.org_answer) for o, r in zip(outputs, records, strict=True)) / n,
         "n": n,
         "labels": labels,
         "outputs": outputs,
@@ -81,27 +91,45 @@ def _transitions(before: list, after: list) -> dict[str, int]:
 
 
 @register(
-    "spare", SpareConfig, "SpARE: SAE-feature edit steering context vs memory, against difference of means"
+    "spare",
+    SpareConfig,
+    "SpARE: SAE-feature edit steering context vs memory, against difference of means",
+    data=("conflicts", "text"),
 )
-def run(config: SpareConfig) -> Outcome:
-    model = load(config.model)
-    suite = suite_for(model, config.demos)
+def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
+    model, conflicts = context.model, context.data.need("conflicts")
     layers = _layers(config, model.anatomy.n_layers)
     sae_k = config.sae_k or max(1, model.anatomy.d_model // 10)
-    facts = known_facts(model, config.n_candidates, config.demos, config.seed)
-    train, held = split_facts(facts, config.held_out, seed=config.seed)
-    behaviour = behaviour_counts(model, train, demos=config.demos, seed=config.seed, suite=suite)
+    tried, facts = known_conflicts(model, conflicts, config.n_candidates, config.demos, config.seed)
+    train, held = conflicts.split(facts, config.held_out, config.seed)
+    if not held:
+        raise InputError(
+            f"spare: none of the {len(facts)} memorised facts of {conflicts.source} falls in the held-out "
+            f"split (held_out={config.held_out}); give more records or raise held_out"
+        )
+    behaviour = behaviour_counts(model, train, conflicts, demos=config.demos, seed=config.seed)
     labelled = behaviour.labelled
     c_prompts = [e.prompt for e in labelled if e.label == "C"]
     m_prompts = [e.prompt for e in labelled if e.label == "M"]
     if len(c_prompts) < 4 or len(m_prompts) < 4:
-        raise ValueError(
-            f"too few labelled prompts to select features: {len(c_prompts)} C, {len(m_prompts)} M"
+        raise InputError(
+            f"spare: too few labelled prompts to select features: {len(c_prompts)} C, {len(m_prompts)} M "
+            f"(at least 4 each) from {len(train)} memorised training facts of {conflicts.source}"
         )
+    context.used(
+        "conflicts", candidates=len(tried), memorised=len(facts), train=len(train), held_out=len(held)
+    )
 
     sites = [str(Site(layer, "resid_post")) for layer in layers]
-    settings = SAETrainSettings(expansion=config.sae_expansion, k=sae_k, seed=config.seed)
-    trained = build_saes(model, sites, training_texts(suite), settings)
+    settings = SAETrainSettings(
+        expansion=config.sae_expansion,
+        k=sae_k,
+        max_tokens=config.sae_max_tokens,
+        batch_size=config.sae_batch_size,
+        seed=config.seed,
+    )
+    trained = train_saes(model, sites, settings, training_texts(context.data, config.demos))
+    context.used("text", sae_train_windows=trained[sites[0]].report["train_windows"])
     saes = saes_by_site(trained)
     codes_c = last_token_codes(model, saes, c_prompts)
     codes_m = last_token_codes(model, saes, m_prompts)
@@ -114,9 +142,7 @@ def run(config: SpareConfig) -> Outcome:
     def diffmean(sign: float) -> dict[str, Edit]:
         return {s: steering_edit(d, sign, "last_prompt", scale="absolute") for s, d in diff.items()}
 
-    cases = [(f, suite.need("substitute")(f, config.seed)) for f in held]
-    prompts = [suite.need("knowledge_prompt")(f, "none", True, s, config.seed) for f, s in cases]
-    originals, substitutes = [f.answer for f, _ in cases], [s for _, s in cases]
+    prompts = [conflicts.knowledge_prompt(r, "none", True, config.demos, config.seed) for r in held]
     edits = {
         "no_edit": {},
         "spare_to_context": spare_edits(saes, selections, "context", config.alpha),
@@ -124,7 +150,7 @@ def run(config: SpareConfig) -> Outcome:
         "diffmean_to_context": diffmean(1.0),
         "diffmean_to_memory": diffmean(-1.0),
     }
-    outcomes = {name: _exact_match(model, prompts, originals, substitutes, e) for name, e in edits.items()}
+    outcomes = {name: _exact_match(model, prompts, held, e) for name, e in edits.items()}
     baseline_labels = outcomes["no_edit"]["labels"]
     results: dict[str, Any] = {
         "model": model.source,
@@ -134,7 +160,7 @@ def run(config: SpareConfig) -> Outcome:
         "behaviour_counts": behaviour.counts,
         "n_labelled": {"C": len(c_prompts), "M": len(m_prompts)},
         "sae": [
-            {"layer": int(Site.parse(s).layer), **{k: trained[s].report[k] for k in ("fvu", "l0")}}
+            {"layer": int(Site.parse(s).layer), **{k: trained[s].report[k] for k in SAE_REPORTED}}
             for s in sites
         ],
         "selected_features": {s: {"S_C": len(sel.S_C), "S_M": len(sel.S_M)} for s, sel in selections.items()},
@@ -147,11 +173,11 @@ def run(config: SpareConfig) -> Outcome:
     results["examples"] = [
         {
             "prompt_end": p.rsplit("\n\n", 1)[-1],
-            "answer": a,
-            "substitute": s,
+            "answer": " | ".join(r.org_answer),
+            "substitute": " | ".join(r.sub_answer),
             **{n: outcomes[n]["outputs"][i] for n in CONDITIONS},
         }
-        for i, (p, a, s) in enumerate(zip(prompts[:8], originals, substitutes, strict=False))
+        for i, (p, r) in enumerate(zip(prompts[:8], held, strict=False))
     ]
     return Outcome(
         results=results,

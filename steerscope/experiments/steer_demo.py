@@ -1,5 +1,7 @@
-"""`steer-demo`: build a sentiment steering vector from the project's own contrast set, pick the
-layer on held-out pairs, show generations at several strengths and the projection per layer."""
+"""`steer-demo`: build a steering vector from contrast pairs (by default the project's sentiment
+set; `--data pairs=FILE` for a user's), pick the layer on held-out pairs, show generations at
+several strengths and the projection per layer. Pairs with a completion are read over the
+completion's tokens after each prompt, pairs without at the last prompt token."""
 
 from __future__ import annotations
 
@@ -8,50 +10,79 @@ from typing import Any, ClassVar
 
 import plotly.graph_objects as go
 
-from steerscope.capture import capture, tokenize
-from steerscope.data.sentiment import NEUTRAL_PROMPTS, sentiment_pairs
-from steerscope.experiments import ExperimentConfig, Outcome, register
-from steerscope.loading import load
+from steerscope.capture import tokenize
+from steerscope.context import ExperimentContext
+from steerscope.data.records import ContrastPair
+from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.sites import Site
-from steerscope.steering import diff_of_means, steer, sweep_layers
+from steerscope.steering import diff_of_means, example_activations, steer, sweep_layers
+from steerscope.steering.build import Example
 from steerscope.steering.plots import layer_sweep_figure
 
 
 @dataclass
 class SteerDemoConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_train=16, n_heldout=8, max_new_tokens=12)
+    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {
+        "n_train": ("pairs", "train"),
+        "n_heldout": ("pairs", "heldout"),
+    }
     n_train: int = 32
     n_heldout: int = 16
     strengths: list[float] = field(default_factory=lambda: [-0.25, -0.1, 0.0, 0.1, 0.25])
     max_new_tokens: int = 20
     layer: int | None = None  # default: the best held-out separation, last layer excluded
+    prompts: list[str] | None = None  # prompts to generate from; default: the data's neutral prompts
 
 
-@register("steer-demo", SteerDemoConfig, "sentiment steering vector: layer sweep, generations, projections")
-def run(config: SteerDemoConfig) -> Outcome:
-    model = load(config.model)
+def examples(pairs: list[ContrastPair]) -> tuple[list[Example], list[Example], str]:
+    """(positive, negative, reduce): prompts read at the last token, or (prompt, completion)
+    pairs read over the completion's tokens."""
+    if pairs and pairs[0].completion is not None:
+        return (
+            [(p.positive, p.completion) for p in pairs],
+            [(p.negative, p.completion) for p in pairs],
+            "completion_mean",
+        )
+    return [p.positive for p in pairs], [p.negative for p in pairs], "last"
+
+
+@register(
+    "steer-demo",
+    SteerDemoConfig,
+    "steering vector from contrast pairs (default: sentiment): layer sweep, generations, projections",
+    data=("pairs",),
+)
+def run(config: SteerDemoConfig, context: ExperimentContext) -> Outcome:
+    model, data = context.model, context.data.need("pairs")
     n_layers = model.anatomy.n_layers
-    pairs = sentiment_pairs(config.n_train + config.n_heldout, seed=config.seed)
-    train, heldout = pairs[: config.n_train], pairs[config.n_train :]
-    positive, negative = [p for p, _ in train], [n for _, n in train]
-    held_pos, held_neg = [p for p, _ in heldout], [n for _, n in heldout]
+    train, heldout = data.pairs(config.n_train, config.n_heldout, config.seed)
+    context.used("pairs", train=len(train), heldout=len(heldout))
+    positive, negative, reduce = examples(train)
+    held_pos, held_neg, _ = examples(heldout)
+    neutral = list(config.prompts or data.prompts)
 
-    sweep = sweep_layers(model, (positive, negative), (held_pos, held_neg))
+    sweep = sweep_layers(model, (positive, negative), (held_pos, held_neg), reduce=reduce)
     layer = config.layer
     if layer is None:
         layer = max(sweep[:-1], key=lambda s: s["separation"])["layer"]
     vector = diff_of_means(
-        model, positive, negative, Site(layer, "resid_post"), description="sentiment: positive minus negative"
+        model,
+        positive,
+        negative,
+        Site(layer, "resid_post"),
+        reduce,
+        description=f"{data.source}: positive minus negative",
     )
 
-    batch = tokenize(model, list(NEUTRAL_PROMPTS))
+    batch = tokenize(model, neutral)
     del batch["position_ids"]
     n_prompt = batch["input_ids"].shape[1]
     generations = []
     for strength in config.strengths:
         with steer(model, vector, strength=strength):
             out = model.generate(**batch, max_new_tokens=config.max_new_tokens, do_sample=False)
-        for prompt, row in zip(NEUTRAL_PROMPTS, out, strict=True):
+        for prompt, row in zip(neutral, out, strict=True):
             text = model.tokenizer.decode(row[n_prompt:], skip_special_tokens=True)
             generations.append({"strength": strength, "prompt": prompt, "continuation": text})
 
@@ -59,21 +90,21 @@ def run(config: SteerDemoConfig) -> Outcome:
     unit = direction / direction.norm()
     sites = [Site(i, "resid_post") for i in range(n_layers)]
     groups = {
-        "positive (held out)": held_pos,
-        "negative (held out)": held_neg,
-        "neutral prompts": list(NEUTRAL_PROMPTS),
+        "positive (held out)": (held_pos, reduce),
+        "negative (held out)": (held_neg, reduce),
+        "neutral prompts": (neutral, "last"),
     }
     projection = {}
-    for name, prompts in groups.items():
-        acts = capture(model, prompts, sites, reduce="last", progress=False)
+    for name, (group, how) in groups.items():
+        acts = example_activations(model, group, sites, how)
         projection[name] = [
-            (acts[s] @ unit / acts[s].norm(dim=-1)).mean().item() for s in sites
+            (acts[str(s)] @ unit / acts[str(s)].norm(dim=-1)).mean().item() for s in sites
         ]  # cosine with the direction, so layers of different norm compare
 
     figures = [projection_figure(projection, layer), layer_sweep_figure(sweep, layer)]
     lines = [f"{model.source}; vector at L{layer}.resid_post (difference of means, {len(train)} pairs)"]
     for g in generations:
-        if g["prompt"] == NEUTRAL_PROMPTS[0]:
+        if g["prompt"] == neutral[0]:
             lines.append(f"strength {g['strength']:+.2f}: {g['continuation']!r}")
     return Outcome(
         results={
@@ -99,7 +130,7 @@ def projection_figure(projection: dict[str, list[float]], layer: int) -> go.Figu
         figure.add_scatter(x=list(range(len(values))), y=values, mode="lines+markers", name=name)
     figure.add_vline(x=layer, line_dash="dot", annotation_text="steered layer")
     figure.update_layout(
-        title="Cosine of the last-token residual with the sentiment direction, per layer",
+        title="Cosine of the residual (last token, or completion mean) with the steering direction, per layer",
         xaxis_title="layer (resid_post)",
         yaxis_title="cosine",
     )

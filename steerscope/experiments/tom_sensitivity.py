@@ -16,21 +16,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import plotly.graph_objects as go
-import torch
-from torch import Tensor
 from tqdm.auto import tqdm
 
-from steerscope.data.generic import generic_windows
-from steerscope.data.suite import DataSuite, suite_for
-from steerscope.data.tom import TomItem
-from steerscope.experiments import ExperimentConfig, Outcome, register
-from steerscope.loading import load
+from steerscope.context import ExperimentContext
 from steerscope.model import Model
-from steerscope.probes.fisher import LossSample, cached_fisher_scores
 from steerscope.probes.lm_metrics import perplexity
 from steerscope.probes.mask_layout import counts_by_layer_and_kind, rotary_pair_counts
 from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks
 from steerscope.probes.tom_eval import tom_scores
+from steerscope.probes.tom_fisher import tom_and_generic_fisher
+from steerscope.registry import ExperimentConfig, Outcome, register
 
 HEADLINE_SPARSITY = 1e-5  # the paper's 0.001% (scaled with the sweep on small models)
 PAPER_SWEEP = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4)
@@ -40,11 +35,15 @@ MIN_HEADLINE_WEIGHTS = 5  # per median matrix: below this, the paper's fractions
 @dataclass
 class TomSensitivityConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_fisher=24, n_eval_tom=48, n_eval_windows=8, random_seeds=2)
+    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {
+        "n_fisher": ("tom", "fisher"),
+        "n_eval_tom": ("tom", "eval"),
+    }
     sparsities: list[float] | None = None  # default: `default_sweep(model, quick)`
     n_fisher: int = 100  # samples per data set for the Fisher scores
     n_eval_tom: int = 200
     n_eval_windows: int = 40
-    window: int | None = None  # tokens per generic window; default: the model's data suite's
+    window: int | None = None  # tokens per generic window; default: the text data's
     random_seeds: int = 3
     scale: float = 0.0  # W[M] <- mu + scale * (W[M] - mu); 0 is mean replacement
 
@@ -64,51 +63,16 @@ def default_sweep(model: Model, quick: bool = False) -> list[float]:
     return sweep[headline::2] if quick else sweep
 
 
-def tom_fisher_samples(model: Model, items: list[TomItem]) -> list[LossSample]:
-    """Story + belief-consistent answer; only the answer's tokens count in the loss."""
-    samples = []
-    for item in items:
-        story = model.tokenizer(item.story).input_ids
-        answer = model.tokenizer(item.correct, add_special_tokens=False).input_ids
-        ids = torch.tensor(story + answer)
-        mask = torch.zeros(len(ids), dtype=torch.bool)
-        mask[len(story) :] = True
-        samples.append(LossSample(ids, mask))
-    return samples
-
-
-def suite_windows(
-    model: Model, suite: DataSuite, n: int, window: int | None, seed: int, split: str
-) -> list[list[int]]:
-    """`n` windows of the suite's generic text (`window` tokens, default the suite's), BOS first."""
-    length = window or suite.generic_window
-    return generic_windows(model, n, length, seed, split=split, bos=True, texts=suite.need("generic_texts")())
-
-
-def tom_and_generic_fisher(
-    model: Model, n: int, window: int | None, seed: int
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Fisher scores on `n` ToM stories (answer loss) and `n` generic windows (full LM loss) of the
-    model's data suite, from the shared disk cache: every experiment asking the same question
-    reuses them."""
-    suite = suite_for(model)
-    items = suite.need("tom_items")("fisher", n, seed)
-    windows = suite_windows(model, suite, n, window, seed, "fisher")
-    tom_f = cached_fisher_scores(model, tom_fisher_samples(model, items), {"data": "tom", "seed": seed})
-    generic_f = cached_fisher_scores(
-        model, [LossSample.all_positions(torch.tensor(w)) for w in windows], {"data": "generic"}
-    )
-    return tom_f, generic_f
-
-
-def _evaluate(model: Model, items: list[TomItem], windows: list[list[int]]) -> dict[str, float]:
+def _evaluate(model: Model, items: list[Any], windows: list[list[int]]) -> dict[str, float]:
+    """ToM scores and perplexity; accuracy per story kind as `tom_acc[kind]` when stories have kinds."""
     scores = tom_scores(model, items)
     return {
         "tom_acc": scores["acc"],
         "tom_margin": scores["margin"],
         "tom_greedy_match": scores["greedy_match"],
-        "tom_fb_acc": scores["fb_acc"],
-        "tom_tb_acc": scores["tb_acc"],
+        "tom_fb_acc": scores.get("fb_acc", float("nan")),
+        "tom_tb_acc": scores.get("tb_acc", float("nan")),
+        **{f"tom_acc[{kind}]": row["acc"] for kind, row in scores.get("by_kind", {}).items()},
         "ppl": perplexity(model, windows),
     }
 
@@ -126,13 +90,16 @@ def _mean_and_spread(runs: list[dict[str, float]]) -> dict[str, float]:
     "tom-sensitivity",
     TomSensitivityConfig,
     "Fisher-selected ToM-sensitive weights vs random masks (Wu et al. 2025)",
+    data=("tom", "text"),
 )
-def run(config: TomSensitivityConfig) -> Outcome:
-    model = load(config.model)
-    suite = suite_for(model)
-    eval_items = suite.need("tom_items")("eval", config.n_eval_tom, config.seed)
-    eval_windows = suite_windows(model, suite, config.n_eval_windows, config.window, config.seed, "eval")
-    tom_f, generic_f = tom_and_generic_fisher(model, config.n_fisher, config.window, config.seed)
+def run(config: TomSensitivityConfig, context: ExperimentContext) -> Outcome:
+    model = context.model
+    tom, text = context.data.need("tom"), context.data.need("text")
+    eval_items = tom.items("eval", config.n_eval_tom, config.seed)
+    eval_windows = text.windows(model, config.n_eval_windows, config.window, config.seed, "eval", bos=True)
+    tom_f, generic_f = tom_and_generic_fisher(model, tom, text, config.n_fisher, config.window, config.seed)
+    context.used("tom", fisher=config.n_fisher, eval=len(eval_items))
+    context.used("text", fisher_windows=config.n_fisher, eval_windows=len(eval_windows))
 
     baseline = _evaluate(model, eval_items, eval_windows)
     sweep, distribution = [], {}
@@ -173,7 +140,7 @@ def run(config: TomSensitivityConfig) -> Outcome:
             "n_eval_tom": len(eval_items),
             "n_eval_windows": len(eval_windows),
             "window": len(eval_windows[0]) if eval_windows else None,
-            "suite": suite.name,
+            "suite": context.data.name,
         },
     }
     return Outcome(

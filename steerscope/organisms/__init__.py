@@ -21,11 +21,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from steerscope.cache import cache_root
 from steerscope.data.suite import DataSuite
+from steerscope.model import as_model
 
 PREFIX = "organism:"
+#: The config attribute an organism carries: the name of the world it was trained on.
+ORGANISM_ATTRIBUTE = "steerscope_organism"
 TRAINER_VERSION = 1
 
 
@@ -116,6 +120,11 @@ def organism_spec(name: str) -> OrganismSpec:
     if key not in ORGANISMS:
         raise ValueError(f"unknown organism {name!r}; available: {', '.join(PREFIX + n for n in ORGANISMS)}")
     return ORGANISMS[key]
+
+
+def world_of(model: Any) -> str | None:
+    """The name of the world `model` was trained on if it is a model organism, else None."""
+    return getattr(as_model(model).hf.config, ORGANISM_ATTRIBUTE, None)
 
 
 def world_suite(world: str) -> DataSuite:

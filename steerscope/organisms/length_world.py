@@ -21,7 +21,7 @@ import random
 from collections.abc import Sequence
 
 from steerscope.data.arithmetic import SPLITS, STYLES, Problem, Split, Style, distinct_problems, split_of
-from steerscope.data.suite import DataSuite
+from steerscope.data.suite import DataSuite, ProblemData, TextData
 from steerscope.organisms.filler import filler_texts
 
 VERSION = 1
@@ -131,9 +131,9 @@ def generic_texts() -> list[str]:
 
 def suite() -> DataSuite:
     """The length world's data suite: arithmetic problems and prompts, generic filler text."""
+    source = "steerscope:organism:length"
     return DataSuite(
         name="organism:length",
-        generic_texts=generic_texts,
-        arithmetic_problems=arithmetic_problems,
-        arithmetic_prompt=arithmetic_prompt,
+        problems=ProblemData(arithmetic_problems, arithmetic_prompt, source),
+        text=TextData(generic_texts, 128, source),
     )

@@ -24,9 +24,11 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 
+from steerscope.data.conflicts import from_fact
 from steerscope.data.facts import DEMO_KINDS, Fact
 from steerscope.data.facts import substitute as swap_answer
-from steerscope.data.suite import DataSuite
+from steerscope.data.records import Conflict
+from steerscope.data.suite import ConflictData, DataSuite, TextData
 from steerscope.organisms.filler import COLOURS, filler_texts
 
 VERSION = 2
@@ -225,12 +227,14 @@ def generic_texts() -> list[str]:
 
 def suite() -> DataSuite:
     """Evaluation-country facts and held-out filler for experiments on `organism:sources`."""
+    source = "steerscope:organism:sources"
+
+    def candidates(n: int | None, seed: int) -> list[Conflict]:
+        chosen = candidate_facts(len(EVAL_FACTS) if n is None else n, seed)
+        return [from_fact(f, substitute(f, seed)) for f in chosen]
+
     return DataSuite(
         name="organism:sources",
-        generic_texts=generic_texts,
-        facts=FACTS,
-        candidate_facts=candidate_facts,
-        closed_book_prompt=closed_book_prompt,
-        knowledge_prompt=knowledge_prompt,
-        substitute=substitute,
+        conflicts=ConflictData(candidates, cues=CUES, source=source),
+        text=TextData(generic_texts, 128, source),
     )

@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from itertools import combinations
 
-from steerscope.data.suite import DataSuite
+from steerscope.data.suite import DataSuite, TextData, TomData
 from steerscope.data.tom import KINDS, TomItem
 from steerscope.organisms.filler import filler_texts
 
@@ -214,9 +214,9 @@ def training_texts(n: int, seed: int) -> list[str]:
 
 def suite() -> DataSuite:
     """Held-out ToM items and held-out filler text for experiments on `organism:tom`."""
+    source = "steerscope:organism:tom"
     return DataSuite(
         name="organism:tom",
-        generic_texts=lambda: filler_texts(LEXICON, 1500, "eval"),
-        generic_window=32,
-        tom_items=tom_items,
+        tom=TomData(tom_items, source),
+        text=TextData(lambda: filler_texts(LEXICON, 1500, "eval"), 32, source),
     )

@@ -5,16 +5,21 @@ weights start from `torch.manual_seed(seed)`, step `t`'s batch is drawn with a g
 by (seed, t), and training always uses `TRAIN_THREADS` torch threads (the thread count sets the
 order of float sums, so a different count gives different weights). A run resumed from a
 checkpoint takes exactly the steps it would have taken.
-A checkpoint (weights, optimizer, losses) is written atomically to the work folder every
-`checkpoint_every` steps; a killed build resumes from the last one.
+Every `checkpoint_every` steps a checkpoint is written atomically to the work folder: the weights
+and the AdamW state as safetensors, and a JSON of the step, losses and time, the recipe digest and
+the XXH3-128 of the safetensors file, which binds the two; the last `KEEP_CHECKPOINTS` are kept.
+A killed build resumes from the newest one that verifies; a damaged or foreign one is discarded
+with a warning. Training draws no random numbers besides the seeded batches (no dropout), so no
+RNG state is saved. Nothing is unpickled: a pickled `checkpoint.pt` of older versions is deleted.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
+import numbers
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,18 +27,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from steerscope.cache import write_atomic
-from steerscope.data.suite import ORGANISM_ATTRIBUTE
-from steerscope.organisms import OrganismSpec
+from steerscope.hashing import HASH_NAME, data_digest
+from steerscope.organisms import ORGANISM_ATTRIBUTE, OrganismSpec
 from steerscope.organisms.filler import filler_texts
 from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.tiny import tiny_config
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_PREFIX = "checkpoint-"
+KEEP_CHECKPOINTS = 2
+LEGACY_CHECKPOINT = "checkpoint.pt"
+_CHECKPOINT_FORMAT = 1
+_ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
 TRAIN_THREADS = 2
 REPORT = "training_report.json"
 
@@ -129,24 +141,135 @@ def _optimizer(model: nn.Module, spec: OrganismSpec) -> torch.optim.Optimizer:
     )
 
 
+def _checkpoint_files(work: Path, step: int) -> tuple[Path, Path]:
+    """(tensors, metadata) paths of the checkpoint at `step`; zero-padded so names sort by step."""
+    stem = f"{CHECKPOINT_PREFIX}{step:07d}"
+    return work / f"{stem}.safetensors", work / f"{stem}.json"
+
+
+def _checkpoints(work: Path) -> list[Path]:
+    """The metadata files of the checkpoints in `work`, newest first."""
+    return sorted(work.glob(f"{CHECKPOINT_PREFIX}*.json"), reverse=True)
+
+
+def _discard(meta_path: Path) -> None:
+    meta_path.unlink(missing_ok=True)
+    meta_path.with_suffix(".safetensors").unlink(missing_ok=True)
+
+
+def _model_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """The model's state by name, each storage once (tied embeddings are one tensor, saved once)."""
+    seen: set[int] = set()
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            tensors[name] = tensor
+    return tensors
+
+
+def _adam_shapes(optimizer: torch.optim.Optimizer) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Shape and dtype of every AdamW state tensor once a step was taken, keyed as saved."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return {
+        f"optimizer.{i}.{key}": ((), torch.float32) if key == "step" else (tuple(p.shape), p.dtype)
+        for i, p in enumerate(params)
+        for key in _ADAM_STATE
+    }
+
+
 def _save_checkpoint(work: Path, spec: OrganismSpec, model: nn.Module, optimizer: Any, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(
-        {"digest": spec.digest(), "model": model.state_dict(), "optimizer": optimizer.state_dict(), **state},
-        buffer,
-    )
-    write_atomic(work / CHECKPOINT, buffer.getvalue())
+    tensors = {f"model.{name}": t.detach().contiguous() for name, t in _model_tensors(model).items()}
+    for index, entry in optimizer.state_dict()["state"].items():
+        tensors.update({f"optimizer.{index}.{key}": entry[key].contiguous() for key in _ADAM_STATE})
+    data = save_tensors(tensors)
+    tensors_path, meta_path = _checkpoint_files(work, state["step"])
+    meta = {
+        "format": _CHECKPOINT_FORMAT,
+        "recipe": spec.digest(),
+        "step": state["step"],
+        "losses": state["losses"],
+        "seconds": state["seconds"],
+        "tensors": {"file": tensors_path.name, HASH_NAME: data_digest(data)},
+    }
+    write_atomic(tensors_path, data)
+    write_atomic(meta_path, json.dumps(meta))  # last: a checkpoint exists once its JSON does
+    for old in _checkpoints(work)[KEEP_CHECKPOINTS:]:
+        _discard(old)
+
+
+class _BadCheckpoint(Exception):
+    """A checkpoint that is damaged, foreign or of another format (the message says which)."""
+
+
+def _read_checkpoint(
+    meta_path: Path, spec: OrganismSpec, model: nn.Module, optimizer: Any
+) -> tuple[dict[str, Tensor], dict, dict]:
+    """Verify one checkpoint against this spec, model and optimizer without changing them.
+
+    Returns (model tensors, optimizer state dict, training state); raises `_BadCheckpoint`.
+    """
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict) or meta.get("format") != _CHECKPOINT_FORMAT:
+            raise _BadCheckpoint("unknown format")
+        if meta.get("recipe") != spec.digest():
+            raise _BadCheckpoint("written for another recipe")
+        step, losses, seconds = meta["step"], meta["losses"], meta["seconds"]
+        tensors_path = meta_path.with_suffix(".safetensors")
+        if meta["tensors"]["file"] != tensors_path.name:
+            raise _BadCheckpoint(f"names {meta['tensors']['file']!r} as its tensors")
+        data = tensors_path.read_bytes()
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise _BadCheckpoint(f"unreadable ({error.__class__.__name__}: {error})") from None
+    if not (isinstance(step, int) and 0 < step <= spec.training.steps):
+        raise _BadCheckpoint(f"step {step!r} outside 1..{spec.training.steps}")
+    if not (isinstance(losses, list) and all(isinstance(x, numbers.Real) for x in losses)):
+        raise _BadCheckpoint("losses are not a list of numbers")
+    if not isinstance(seconds, numbers.Real):
+        raise _BadCheckpoint("seconds is not a number")
+    if data_digest(data) != meta["tensors"].get(HASH_NAME):
+        raise _BadCheckpoint(f"{tensors_path.name} does not match the {HASH_NAME} in its JSON")
+    try:
+        tensors = load_tensors(data)
+    except SafetensorError as error:
+        raise _BadCheckpoint(f"{tensors_path.name} is not valid safetensors ({error})") from None
+    expected = {f"model.{n}": (tuple(t.shape), t.dtype) for n, t in _model_tensors(model).items()}
+    expected.update(_adam_shapes(optimizer))
+    found = {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
+    if found != expected:
+        wrong = sorted(n for n in set(found) | set(expected) if found.get(n) != expected.get(n))
+        raise _BadCheckpoint(f"tensors do not fit this model and optimizer ({', '.join(wrong[:3])}, ...)")
+    weights = {name.removeprefix("model."): t for name, t in tensors.items() if name.startswith("model.")}
+    adam: dict[int, dict[str, Tensor]] = {}
+    for name, tensor in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".")
+            adam.setdefault(int(index), {})[key] = tensor
+    optimizer_state = {"state": adam, "param_groups": optimizer.state_dict()["param_groups"]}
+    return weights, optimizer_state, {"step": step, "losses": list(losses), "seconds": float(seconds)}
 
 
 def _resume(work: Path, spec: OrganismSpec, model: nn.Module, optimizer: Any) -> dict:
-    """Load the work folder's checkpoint if it belongs to this spec; the training state to go on from."""
-    path = work / CHECKPOINT
-    if path.is_file():
-        saved = torch.load(path, weights_only=False)
-        if saved["digest"] == spec.digest():
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            return {"step": saved["step"], "losses": saved["losses"], "seconds": saved["seconds"]}
+    """Load the newest checkpoint in `work` that verifies for this spec; the training state to go on
+    from. Checkpoints that fail are deleted with a warning; with none left, training starts at 0."""
+    legacy = work / LEGACY_CHECKPOINT
+    if legacy.exists():
+        warnings.warn(f"deleting {legacy}: pickled checkpoints are never loaded", stacklevel=3)
+        legacy.unlink()
+    for meta_path in _checkpoints(work):
+        try:
+            weights, optimizer_state, state = _read_checkpoint(meta_path, spec, model, optimizer)
+        except _BadCheckpoint as problem:
+            warnings.warn(
+                f"discarding checkpoint {meta_path}: {problem}; going on from an earlier one or from step 0",
+                stacklevel=3,
+            )
+            _discard(meta_path)
+            continue
+        model.load_state_dict(weights, strict=False)  # tied weights are saved once
+        optimizer.load_state_dict(optimizer_state)
+        return state
     return {"step": 0, "losses": [], "seconds": 0.0}
 
 

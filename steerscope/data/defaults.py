@@ -1,0 +1,60 @@
+"""The data suite a model gets when the user gives none: the natural-language sets steerscope writes
+itself for a pretrained model, the world an organism was trained on for a model organism."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from steerscope.data import arithmetic, facts, tom
+from steerscope.data.conflicts import from_fact
+from steerscope.data.generic import generic_documents
+from steerscope.data.records import Conflict, ContrastPair
+from steerscope.data.sentiment import NEUTRAL_PROMPTS, sentiment_pairs
+from steerscope.data.suite import ConflictData, DataSuite, PairData, ProblemData, TextData, TomData
+from steerscope.organisms import world_of, world_suite
+
+NATURAL = "steerscope:natural"
+
+_FACT_OF = {(f.question, f.answer): f for f in facts.FACTS}
+
+
+def _natural_fact(record: Conflict) -> facts.Fact:
+    return _FACT_OF[(record.question, record.org_answer[0])]
+
+
+def _natural_candidates(n: int | None, seed: int) -> list[Conflict]:
+    """`n` facts of the table (all for None) in an order fixed by seed, with that seed's substitutes."""
+    table = list(facts.FACTS)
+    chosen = random.Random(f"candidates/{seed}").sample(
+        table, len(table) if n is None else min(n, len(table))
+    )
+    return [from_fact(f, facts.substitute(f, seed)) for f in chosen]
+
+
+def _natural_demos(record: Conflict, k: int, seed: int) -> list[Conflict]:
+    """The table's demonstrations for a fact (`facts.demo_facts`), as records."""
+    return [from_fact(f, facts.substitute(f, seed)) for f in facts.demo_facts(_natural_fact(record), k, seed)]
+
+
+def _sentiment(n_train: int, n_heldout: int, seed: int) -> tuple[list[ContrastPair], list[ContrastPair]]:
+    pairs = [ContrastPair(p, n) for p, n in sentiment_pairs(n_train + n_heldout, seed=seed)]
+    return pairs[:n_train], pairs[n_train:]
+
+
+def natural_suite() -> DataSuite:
+    """The natural-language sets: ToM stories, the fact table, word problems, offline text, sentiment pairs."""
+    return DataSuite(
+        name="natural",
+        tom=TomData(tom.tom_mixture, NATURAL),
+        conflicts=ConflictData(_natural_candidates, _natural_demos, source=NATURAL),
+        problems=ProblemData(arithmetic.arithmetic_problems, arithmetic.few_shot_prompt, NATURAL),
+        text=TextData(lambda: [text for _, text in generic_documents("offline")], 128, NATURAL),
+        pairs=PairData(_sentiment, NEUTRAL_PROMPTS, NATURAL),
+    )
+
+
+def suite_for(model: Any) -> DataSuite:
+    """The organism's world if `model` is an organism, else the natural sets."""
+    world = world_of(model)
+    return natural_suite() if world is None else world_suite(world)

@@ -1,0 +1,156 @@
+"""`run_experiment`: resolve an experiment's settings, output folder, data and model, run it, and
+write `results.json` and `report.html`.
+
+Everything that can be wrong with the input is found before any expensive work, in this order:
+settings -> output folder -> data sources (read and validated) -> the model -> its context (an
+organism's vocabulary). The CLI (`steerscope run NAME`) and notebooks call the same function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import pkgutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from steerscope.context import build_context
+from steerscope.data.records import check_kind
+from steerscope.data.user_data import UserData, read_user_data
+from steerscope.errors import InputError
+from steerscope.loading import load
+from steerscope.registry import EXPERIMENTS, Experiment, ExperimentConfig, Outcome
+from steerscope.report import write_report, write_results
+
+EXPERIMENTS_PACKAGE = "steerscope.experiments"
+
+
+def discover_experiments() -> list[str]:
+    """Import every module of `steerscope.experiments` (each registers itself); the names."""
+    package = importlib.import_module(EXPERIMENTS_PACKAGE)
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{EXPERIMENTS_PACKAGE}.{module.name}")
+    return EXPERIMENTS.names()
+
+
+def get_experiment(name: str) -> Experiment:
+    """The experiment registered as `name`, or an error listing the available ones."""
+    names = discover_experiments()
+    experiment = EXPERIMENTS.get(name)
+    if experiment is None:
+        raise InputError(f"unknown experiment {name!r}; available: {', '.join(names)}")
+    return experiment
+
+
+def make_config(experiment: Experiment, settings: Mapping[str, Any]) -> ExperimentConfig:
+    """The experiment's config from `settings` (with the `QUICK` setting under `quick`)."""
+    fields = {f.name for f in dataclasses.fields(experiment.config)}
+    unknown = sorted(set(settings) - fields)
+    if unknown:
+        raise InputError(
+            f"{experiment.name}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}"
+        )
+    if settings.get("quick"):
+        settings = {**experiment.config.QUICK, **settings}
+    try:
+        return experiment.config(**settings)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{experiment.name}: {error}") from None
+
+
+def check_output_folder(out: str | os.PathLike) -> Path:
+    """`out` as a folder that exists or can be created and written, without creating it yet."""
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"output {out}: is a file; give a folder")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"output {out}: {existing} is a file, so the folder cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"output {out}: {existing} is not writable")
+    return folder
+
+
+def read_data(experiment: Experiment, data: Mapping[str, str]) -> dict[str, UserData]:
+    """Each `{kind: source}` the experiment takes, read and validated."""
+    for kind in data:
+        check_kind(kind)
+        if kind not in experiment.data_kinds:
+            takes = ", ".join(experiment.data_kinds) or "no data"
+            raise InputError(f"{experiment.name} does not take {kind} data; it takes {takes}")
+    return {kind: read_user_data(kind, str(source)) for kind, source in data.items()}
+
+
+def fit_counts(
+    experiment: Experiment, config: ExperimentConfig, user: Mapping[str, UserData], explicit: set[str]
+) -> tuple[ExperimentConfig, dict[str, dict[str, int]]]:
+    """The config with record counts fitted to the user's splits: a count the caller set that a
+    split cannot meet is an error; a default or quick count is lowered to what the split holds.
+    Returns the config and {field: {"from": ..., "to": ...}} for every lowered count."""
+    changes, lowered = {}, {}
+    for field, (kind, split) in config.RECORD_COUNTS.items():
+        if kind not in user:
+            continue
+        data = user[kind]
+        held = len(data.splits()[split]) if split else len(data.records)
+        where = f"the {split} split of {data.source}" if split else data.source
+        if held == 0:
+            raise InputError(
+                f"{experiment.name}: {where} holds no records (records are split by a hash of their "
+                "content); give more records"
+            )
+        value = getattr(config, field)
+        if value is None or value <= held:
+            continue
+        if field in explicit:
+            raise InputError(
+                f"{experiment.name}: {field}={value} needs {value} {kind} records, but {where} holds {held}"
+            )
+        changes[field] = held
+        lowered[field] = {"from": value, "to": held}
+    return (dataclasses.replace(config, **changes) if changes else config), lowered
+
+
+def run_experiment(
+    name: str,
+    out: str | os.PathLike,
+    model: Any = None,
+    data: Mapping[str, str] | None = None,
+    **settings: Any,
+) -> Outcome:
+    """Run experiment `name` on `model` and `data`, with `settings` (config fields), and write its
+    results and report into `out`.
+
+    `model`: None (the embedded Gemma 3 270M), an HF name or folder, a `.gguf` file,
+    "organism:NAME", "tiny:FAMILY", or a model object (steerscope `Model`, transformers or nnsight
+    model). `data`: {kind: source}, replacing the model's default data of that kind (see
+    `steerscope.data.records` for the kinds and `steerscope.data.sources` for the sources).
+    """
+    experiment = get_experiment(name)
+    config = make_config(experiment, settings)
+    folder = check_output_folder(out)
+    user = read_data(experiment, data or {})
+    config, lowered = fit_counts(experiment, config, user, set(settings))
+    started = time.time()
+    loaded = load(model)
+    if loaded.tokenizer is None:
+        raise InputError(
+            f"the model {loaded.source} has no tokenizer; pass steerscope.load(model, tokenizer=...) instead"
+        )
+    context = build_context(model, loaded, user, experiment.data_kinds, lowered)
+    outcome = experiment.run(config, context)
+    outcome.results = {
+        "experiment": name,
+        "config": dataclasses.asdict(config),
+        "provenance": context.provenance,
+        "seconds": round(time.time() - started, 1),
+        **outcome.results,
+    }
+    write_results(folder, outcome.results)
+    write_report(folder, f"steerscope: {name}", outcome.summary, outcome.figures, outcome.tables)
+    return outcome

@@ -1,0 +1,64 @@
+import torch
+
+import steerscope as ss
+from steerscope.capture import tokenize
+from steerscope.steering import Fingerprint, SteeringVector, steer
+from steerscope.steering.apply import token_selection
+
+PROMPTS = ["hello there, friend", "hi", "a b c"]
+
+
+def test_one_token_info_per_forward_call_is_shared_by_every_hook(tiny_llama):
+    seen: list[tuple[int, ss.TokenInfo]] = []
+    computed = []
+
+    def record(layer):
+        def edit(act, tokens):
+            seen.append((layer, tokens))
+            tokens.once("test.count", lambda t: computed.append(layer) or len(computed))
+
+        return edit
+
+    inputs = tokenize(tiny_llama, PROMPTS)
+    del inputs["position_ids"]
+    sites = {f"L{i}.resid_post": record(i) for i in range(4)} | {"L2.q_rope.h1": record(-1)}
+    with ss.intervene(tiny_llama, sites):
+        tiny_llama.generate(**inputs, max_new_tokens=3, do_sample=False)
+    calls = [seen[i : i + 5] for i in range(0, len(seen), 5)]
+    assert len(calls) == 3
+    for call in calls:
+        assert len({id(tokens) for _, tokens in call}) == 1
+    assert len({id(call[0][1]) for call in calls}) == 3
+    assert computed == [0, 0, 0]  # once per call, by the first hook that asked
+
+
+def test_fields_are_computed_once_and_moved_once_per_device():
+    tokens = ss.TokenInfo.of_call(
+        torch.tensor([[False, True, True, True], [True, True, True, True]]), 2, torch.tensor([2, 3])
+    )
+    assert torch.equal(tokens.positions, torch.tensor([[1, 2], [2, 3]]))
+    assert tokens.is_prompt is tokens.is_prompt
+    assert torch.equal(tokens.is_prompt, torch.tensor([[True, False], [True, False]]))
+    assert torch.equal(tokens.is_last_prompt, torch.tensor([[True, False], [True, False]]))
+    assert torch.equal(tokens.is_generated, torch.tensor([[False, True], [False, True]]))
+    moved = tokens.to(torch.device("meta"))
+    assert moved is tokens.to(torch.device("meta")) and moved.positions.device.type == "meta"
+    assert tokens.to(torch.device("cpu")) is tokens
+
+
+def test_steering_masks_are_made_once_per_call(tiny_llama, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    vector = SteeringVector(
+        {f"L{i}.resid_post": torch.randn(64, generator=g) for i in range(4)}, Fingerprint.of(tiny_llama)
+    )
+    made = []
+
+    def counting(positions, tokens):
+        made.append(positions)
+        return token_selection(positions, tokens)
+
+    monkeypatch.setattr("steerscope.steering.apply.token_selection", counting)
+    batch = tokenize(tiny_llama, PROMPTS)
+    with steer(tiny_llama, vector, strength=0.5, positions="prompt"):
+        tiny_llama.hf(**batch)
+    assert made == ["prompt"]

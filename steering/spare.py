@@ -211,12 +211,15 @@ def select_features(
     estimator: str = "mutual_info_classif",
     balance: bool = False,
     random_state: int = 0,
+    mi: Tensor | None = None,
 ) -> Selection:
     """SpARE feature selection (module docstring, steps 1-4) from codes z_C [n_c, d_sae] and
     z_M [n_m, d_sae] of the C and M prompts.
 
     `weights_C`, `weights_M`: per-prompt target weights (`confidence_weights`); None gives plain
-    means (not the authors': use it only without the answer losses).
+    means (not the authors': use it only without the answer losses). `mi` [d_sae]: the MI of an
+    earlier selection from the same codes and settings (`Selection.mi`), so a sweep over p
+    estimates it once.
     """
     if not 0 < p <= 1:
         raise ValueError(f"p must be in (0, 1], got {p}")
@@ -232,7 +235,10 @@ def select_features(
     group_C, group_M = balance_groups(z_C, z_M) if balance else (z_C, z_M)  # noqa: N806
     codes = torch.cat([group_C, group_M]).float()
     labels = torch.cat([torch.ones(len(group_C)), torch.zeros(len(group_M))])
-    mi = mutual_information(codes, labels, estimator, random_state)
+    if mi is None:
+        mi = mutual_information(codes, labels, estimator, random_state)
+    elif mi.shape != (z_C.shape[1],):
+        raise ValueError(f"mi must be [{z_C.shape[1]}] (one per feature), got {tuple(mi.shape)}")
     expectation = group_C.float().mean(0) - group_M.float().mean(0)
     n_counted = count_by_cumulative_mi(mi, p)
     S_C, S_M = split_by_expectation(mi, expectation, n_counted)  # noqa: N806

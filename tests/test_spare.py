@@ -60,6 +60,17 @@ def test_mi_selection_recovers_planted_features() -> None:
     assert selection.mi[noise].max() < 0.1
 
 
+def test_a_p_sweep_can_reuse_the_estimated_mi() -> None:
+    z_c, z_m = planted_codes(seed=3)
+    first = select_features(z_c, z_m, p=0.3)
+    for p in (0.05, 0.6):
+        fresh, reused = select_features(z_c, z_m, p=p), select_features(z_c, z_m, p=p, mi=first.mi)
+        assert torch.equal(reused.mi, fresh.mi) and reused.summary() == fresh.summary()
+        assert torch.equal(reused.S_C, fresh.S_C) and torch.equal(reused.S_M, fresh.S_M)
+    with pytest.raises(ValueError, match="one per feature"):
+        select_features(z_c, z_m, p=0.3, mi=first.mi[:10])
+
+
 def test_count_takes_features_until_the_running_mi_exceeds_p() -> None:
     mi = torch.tensor([0.125, 0.5, 0.0, 0.25, 0.125], dtype=torch.float64)  # total 1, exact in binary
     assert count_by_cumulative_mi(mi, 0.25) == 1  # 0.5 > 0.25

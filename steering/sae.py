@@ -12,8 +12,9 @@ cache_root()/sae-work/<key>, which is removed once every SAE of the build is in 
 `training_texts(data)` assembles the default texts from a data suite's `text` and `conflicts`
 kinds. `load_sae` also takes a sae-lens pretrained `release/sae_id`.
 
-Defaults (measured on Gemma 3 270M, docs/results.md): expansion 8 (d_sae 5120), k = d_model / 10 = 64,
-one pass over about 1.05M training tokens (each seen once) in batches of 2048 at lr 1e-3.
+Defaults: expansion 8, k = d_model / 10 (d_sae 5120, k 64 on Gemma 3 270M), one pass over at most
+1.1M training tokens in batches of 2048 at lr 1e-3. Measured SAEs (fewer tokens, more epochs) are
+in docs/results.md.
 """
 
 from __future__ import annotations

@@ -547,7 +547,7 @@ def thinking_part(text: str) -> str:
 
 
 def harvest_thinking(
-    model: Any,
+    model: ModelLike,
     problems: Sequence[Problem],
     n_samples: int = 8,
     temperature: float = 1.0,
@@ -594,7 +594,7 @@ def harvest_thinking(
 
 
 def thinking_directions(
-    model: Any,
+    model: ModelLike,
     harvest: Harvest,
     layers: Sequence[int],
     kind: str = "resid_post",
@@ -638,7 +638,7 @@ def thinking_directions(
 
 
 def _delimiter_means(
-    model: Any, traces: Sequence[tuple[str, str]], sites: Sequence[Site], delimiter: str
+    model: ModelLike, traces: Sequence[tuple[str, str]], sites: Sequence[Site], delimiter: str
 ) -> dict[str, torch.Tensor]:
     """Per site: the mean over traces of each trace's mean residual at its thought delimiters."""
     found = [t for t in delimiter_activations(model, traces, sites, delimiter) if t.thoughts]
@@ -650,7 +650,7 @@ def _delimiter_means(
 
 
 def evaluate_thinking(
-    model: Any,
+    model: ModelLike,
     problems: Sequence[Problem],
     prompt: PromptFn = few_shot_prompt,
     style: Style = "standard",

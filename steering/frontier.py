@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from steerscope.data.arithmetic import Problem, Style
+from steerscope.model import ModelLike
 from steerscope.steering.efficiency import Generation, evaluate_thinking, paired_change, pick_steering
 from steerscope.steering.thinking import ThinkingPositions, ThinkingSteer
 from steerscope.steering.vector import SteeringVector
@@ -93,7 +94,7 @@ def budget_settings(budgets: Sequence[int]) -> list[Setting]:
 
 
 def evaluate_settings(
-    model: Any, problems: Sequence[Problem], settings: Sequence[Setting], **generation: Any
+    model: ModelLike, problems: Sequence[Problem], settings: Sequence[Setting], **generation: Any
 ) -> list[tuple[dict[str, Any], Samples]]:
     """Each setting's row (its fields and `evaluate_thinking` summary with intervals) and samples;
     `generation` goes to `evaluate_thinking` (prompt, n_samples, temperature, seed, ...)."""
@@ -120,7 +121,7 @@ def choose_setting(
 
 
 def heldout_frontier(
-    model: Any,
+    model: ModelLike,
     problems: Sequence[Problem],
     settings: Sequence[Setting],
     unsteered: Samples,

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from steerscope.cache import write_atomic
 from steerscope.capture import capture
 from steerscope.hashing import HASH_NAME, data_digest, file_digest
+from steerscope.model import ModelLike
 
 SHARD_WINDOWS = 64
 MIN_WINDOW_TOKENS = 8
@@ -92,7 +93,7 @@ def shard_damage(path: Path, sites: Sequence[str], n_windows: int) -> str | None
 
 
 def capture_shards(
-    model: Any,
+    model: ModelLike,
     windows: Sequence[str],
     sites: Sequence[str],
     folder: Path,

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from steerscope.capture import tokenize
 from steerscope.intervene import Edit, intervene
-from steerscope.model import as_model
+from steerscope.model import ModelLike, as_model
 from steerscope.tokens import TokenInfo
 
 
@@ -61,7 +61,7 @@ def _after_first_token(replace: Any) -> Edit:
 
 @torch.no_grad()
 def lm_loss(
-    model: Any, texts: Sequence[str], edits: dict[str, Edit] | None = None, batch_size: int = 4
+    model: ModelLike, texts: Sequence[str], edits: dict[str, Edit] | None = None, batch_size: int = 4
 ) -> float:
     """Mean next-token cross-entropy over every real token after the first of `texts`, with
     `edits` installed (left-padded batches, the tokenizer's special tokens added)."""
@@ -83,7 +83,12 @@ def lm_loss(
 
 
 def ce_loss_recovered(
-    model: Any, sae: Any, site: str, texts: Sequence[str], clean: float | None = None, batch_size: int = 4
+    model: ModelLike,
+    sae: Any,
+    site: str,
+    texts: Sequence[str],
+    clean: float | None = None,
+    batch_size: int = 4,
 ) -> dict[str, float]:
     """ce_clean, ce_sae, ce_zero and ce_loss_recovered (module docstring) on `texts`; pass
     `clean` when the clean loss of the same texts is known (it does not depend on the SAE)."""

@@ -17,12 +17,12 @@ does). The delimiter before `</think>` is labelled "step": what follows is no re
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from steerscope.model import as_model
+from steerscope.model import ModelLike, as_model
 from steerscope.sites import Site
 from steerscope.steering.thinking import THINK_CLOSE, delimiter_activations
 from steerscope.steering.vector import Fingerprint, SteeringVector
@@ -53,7 +53,7 @@ def thought_counts(thinking: str, delimiter: str = "\n\n") -> dict[ThoughtKind, 
 
 
 def thought_representations(
-    model: Any,
+    model: ModelLike,
     traces: Sequence[tuple[str, str]],
     layer: int,
     delimiter: str = "\n\n",
@@ -72,7 +72,7 @@ def thought_representations(
 
 
 def seal_vector(
-    model: Any,
+    model: ModelLike,
     traces: Sequence[tuple[str, str]],
     layer: int,
     delimiter: str = "\n\n",

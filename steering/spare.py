@@ -310,7 +310,7 @@ def confidence_weights(loss_context: Tensor, loss_memory: Tensor, follows: Direc
 
 @torch.no_grad()
 def answer_losses(
-    model: Any,
+    model: ModelLike,
     prompts: Sequence[str],
     answers: Sequence[str],
     template: str = ANSWER_TEMPLATE,

@@ -21,7 +21,7 @@ from transformers import LogitsProcessor
 
 from steerscope.capture import capture
 from steerscope.intervene import Edit, intervene, module_at
-from steerscope.model import as_model
+from steerscope.model import ModelLike, as_model
 from steerscope.sites import Site, resolve_sites
 from steerscope.steering.apply import SCALES, steering_edit
 from steerscope.steering.vector import SteeringVector
@@ -65,7 +65,7 @@ class TraceDelimiters:
 
 
 def delimiter_activations(
-    model: Any,
+    model: ModelLike,
     traces: Sequence[tuple[str, str]],
     sites: str | Site | Sequence[str | Site],
     delimiter: str = "\n\n",
@@ -177,7 +177,7 @@ def _restricted(edit: Edit, tracker: ThinkingTracker) -> Edit:
 
 
 @contextmanager
-def steer_thinking(model: Any, steers: ThinkingSteer | Sequence[ThinkingSteer]) -> Iterator[None]:
+def steer_thinking(model: ModelLike, steers: ThinkingSteer | Sequence[ThinkingSteer]) -> Iterator[None]:
     """Apply thinking-time steering (one or more `ThinkingSteer`) for the block: inside any
     `generate()` call started in it, only generated tokens before `</think>` are steered."""
     loaded = as_model(model)

@@ -11,13 +11,14 @@ rotates between repetitions):
   (towards memory, alpha 1): encodes and decodes only the selected features;
 - `spare_full`: the same edit with `fused=False`, the full-SAE reference path.
 
-The SAE is a small one trained for this benchmark (BatchTopK, expansion 8, k 64, 60 steps on 32
-generic windows; cached after the first run): its quality does not matter for timing, its d_sae
-(8 x 640) does. The selection is built directly, not by `select_features`, so that its size is
+The SAE is a small one trained for this benchmark (BatchTopK, expansion 8, k 64, one epoch over
+about 8k tokens of the offline generic text; cached after the first run): its quality does not
+matter for timing, its d_sae (8 x 640) does. The selection is built directly, not by `select_features`, so that its size is
 fixed: codes at the last prompt token of the 8 conflict prompts (group C) and of the same 8 facts
 with an agreeing context (group M), an arbitrary split for timing only; the 32 features with the
-highest MI among those with a higher mean under C form S_C, likewise 32 for S_M. This is the set
-`select_features` would return for the p at which its top-MI prefix holds 32 of each.
+highest MI (`mutual_info_classif`) among those with a higher mean under C form S_C, likewise 32
+for S_M, with plain-mean targets. This is the set `select_features` would return for the p at which
+its top-MI prefix holds 32 of each.
 
 Ratios are medians of per-repetition ratios. Checked once, outside the timing: the generated ids
 of the two SpARE variants are identical, and whether the edit changes the output at all. Then the
@@ -46,20 +47,19 @@ from interleaved import Variant, finish, median_ratio, time_interleaved
 from torch import Tensor
 
 import steerscope
-from steerscope.capture import capture, tokenize
+from steerscope.capture import capture, tokenize_for_generate
 from steerscope.data.defaults import natural_suite
 from steerscope.data.facts import FACTS, Fact, context_prompt, demonstrations, substitute
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
 from steerscope.model import Model
-from steerscope.steering.sae import SAETrainSettings, saes_by_site, train_saes, training_texts
+from steerscope.steering.sae import SAETrainSettings, saes_by_site, train_saes
 from steerscope.steering.spare import Selection, last_token_codes, mutual_information, spare_edits
 
 SITE = "L9.resid_post"
 BATCH = 8
 N_PER_SIDE = 32  # features in S_C and in S_M
 ALPHA = 1.0
-SAE_SETTINGS = SAETrainSettings(steps=60)
-SAE_WINDOWS = 32
+SAE_SETTINGS = SAETrainSettings(k=64, epochs=1.0, max_tokens=8192, ce_windows=2)
 MICRO_CALLS = 200  # edit calls per timed micro repetition
 
 
@@ -84,21 +84,22 @@ def fixed_selection(z_C: Tensor, z_M: Tensor, n_per_side: int) -> Selection:  # 
     """A Selection with the `n_per_side` top-MI features on each side, from codes [n, d_sae]."""
     labels = torch.cat([torch.ones(len(z_C)), torch.zeros(len(z_M))])
     mi = mutual_information(torch.cat([z_C, z_M]).float(), labels)
-    zbar_C, zbar_M = z_C.float().mean(0), z_M.float().mean(0)  # noqa: N806
+    mean_C, mean_M = z_C.float().mean(0), z_M.float().mean(0)  # noqa: N806
     order = mi.argsort(descending=True)
-    to_context = zbar_C[order] > zbar_M[order]
+    to_context = mean_C[order] > mean_M[order]
     S_C, S_M = order[to_context][:n_per_side], order[~to_context][:n_per_side]  # noqa: N806
     if len(S_C) < n_per_side or len(S_M) < n_per_side:
         raise ValueError(f"only {len(S_C)} C-side and {len(S_M)} M-side features, wanted {n_per_side}")
-    return Selection(S_C=S_C, S_M=S_M, zbar_C=zbar_C, zbar_M=zbar_M, mi=mi)
+    return Selection(
+        S_C, S_M, mean_C, mean_M, mi, mean_C - mean_M, 2 * n_per_side, "mutual_info_classif", 1.0
+    )
 
 
 def generation_timing(
     model: Model, saes: dict[str, Any], selection: Selection, prompts: list[str], reps: int, n_tokens: int
 ) -> dict[str, Any]:
     """Time plain / fused / full generation; check the two SpARE variants agree on the ids."""
-    inputs = tokenize(model, prompts)
-    inputs.pop("position_ids")
+    inputs = tokenize_for_generate(model, prompts)
     fused = spare_edits(saes, {SITE: selection}, "memory", ALPHA, fused=True)
     full = spare_edits(saes, {SITE: selection}, "memory", ALPHA, fused=False)
 
@@ -130,7 +131,7 @@ def edit_functions(sae: Any, selection: Selection, rows: Tensor) -> dict[str, Ca
     """The edit alone on rows [n, d_model] towards memory (remove S_C, add S_M): fused and full."""
     parts = sae_parts(sae)
     remove, add = selection.S_C, selection.S_M
-    target_remove, target_add = ALPHA * selection.zbar_C[remove], ALPHA * selection.zbar_M[add]
+    target_remove, target_add = ALPHA * selection.target_C[remove], ALPHA * selection.target_M[add]
     subset = SubsetEdit.gather(parts, remove, add, target_remove, target_add)
     return {
         "fused": lambda: fused_edit(subset, rows),
@@ -202,10 +203,7 @@ def main() -> None:
     load_at_start = os.getloadavg()[0]
     model = steerscope.load()
     # Training needs gradients, so it runs before inference mode.
-    texts = natural_suite().text.texts()
-    trained = train_saes(
-        model, [SITE], SAE_SETTINGS, training_texts(model, texts, SAE_WINDOWS, seed=SAE_SETTINGS.seed)
-    )
+    trained = train_saes(model, [SITE], SAE_SETTINGS, natural_suite().text.texts())
     saes = saes_by_site(trained)
     facts = benchmark_facts()
     prompts = conflict_prompts(facts)
@@ -231,7 +229,7 @@ def main() -> None:
         "sae": {
             "d_sae": int(saes[SITE].cfg.d_sae),
             "settings": trained[SITE].report["settings"],
-            "n_windows": SAE_WINDOWS,
+            "train_tokens": trained[SITE].report["train_tokens"],
             "fvu": round(trained[SITE].report["fvu"], 4),
             "l0": round(trained[SITE].report["l0"], 1),
             "trained_now": trained[SITE].built,

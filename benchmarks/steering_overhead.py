@@ -51,7 +51,7 @@ from nnsight import TransformersModel
 from torch import Tensor
 
 import steerscope
-from steerscope.capture import capture, tokenize
+from steerscope.capture import capture, tokenize_for_generate
 from steerscope.intervene import module_at
 from steerscope.model import Model
 from steerscope.sites import Site
@@ -75,8 +75,7 @@ STRENGTH = 0.1
 
 def prompt_inputs(model: Model, batch: int) -> dict[str, Tensor]:
     """Left-padded input ids and attention mask for the first `batch` prompts."""
-    inputs = tokenize(model, list(PROMPTS[:batch]))
-    inputs.pop("position_ids")
+    inputs = tokenize_for_generate(model, list(PROMPTS[:batch]))
     return inputs
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +28,46 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from steerscope.intervene import module_at
-from steerscope.model import as_model
+from steerscope.model import ModelLike, as_model
 from steerscope.offload import execution_device, input_device
 
-if TYPE_CHECKING:  # probes.fisher imports this module
-    from steerscope.probes.fisher import LossSample
-
 PADDING_SIDES = ("right", "left")
+
+
+@dataclass(frozen=True)
+class LossSample:
+    """One sequence and which of its tokens count in the loss.
+
+    `input_ids`: [seq] token ids. `loss_mask`: [seq] bool; `loss_mask[t]` marks that predicting
+    token t from position t-1 is in the loss, so `loss_mask[0]` must be False. A ToM sample counts
+    only its answer token(s); a generic text window counts every position from 1 on.
+    """
+
+    input_ids: Tensor
+    loss_mask: Tensor
+
+    def __post_init__(self) -> None:
+        if self.input_ids.dim() != 1 or self.input_ids.dtype not in (torch.int32, torch.int64):
+            raise ValueError(
+                f"input_ids must be a 1-D integer tensor [seq], got {self.input_ids.dtype} "
+                f"{tuple(self.input_ids.shape)}"
+            )
+        if self.loss_mask.dtype != torch.bool or self.loss_mask.shape != self.input_ids.shape:
+            raise ValueError(
+                f"loss_mask must be a bool tensor of shape {tuple(self.input_ids.shape)}, "
+                f"got {self.loss_mask.dtype} {tuple(self.loss_mask.shape)}"
+            )
+        if bool(self.loss_mask[0]):
+            raise ValueError("loss_mask[0] must be False: nothing predicts the first token")
+        if not bool(self.loss_mask.any()):
+            raise ValueError("loss_mask selects no token; a sample must count at least one prediction")
+
+    @classmethod
+    def all_positions(cls, input_ids: Tensor) -> LossSample:
+        """A generic window: every prediction (tokens 1..seq-1) counts. `input_ids`: [seq]."""
+        mask = torch.ones_like(input_ids, dtype=torch.bool)
+        mask[0] = False
+        return cls(input_ids, mask)
 
 
 def squared_grad_sum(delta: Tensor, x: Tensor, chunk: int, out: Tensor) -> Tensor:
@@ -126,7 +160,7 @@ def batch_loss(hf: nn.Module, batch: dict[str, Tensor], inputs_embeds: Tensor) -
     return (per_token / counts[rows]).sum()
 
 
-def linear_modules(model: Any) -> dict[str, nn.Linear]:
+def linear_modules(model: ModelLike) -> dict[str, nn.Linear]:
     """{weight parameter name: its nn.Linear} for the seven linear maps of every layer."""
     loaded = as_model(model)
     modules = {}
@@ -175,7 +209,7 @@ def _capture_squared_grads(
 
 
 def batched_fisher_scores(
-    model: Any,
+    model: ModelLike,
     samples: Sequence[LossSample],
     batch_size: int = 8,
     chunk: int = 1,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,49 +24,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from steerscope.cache import cache_root, cached_folder
-from steerscope.kernels.per_sample_grads import batched_fisher_scores
-from steerscope.model import as_model, config_digest
+from steerscope.kernels.per_sample_grads import LossSample, batched_fisher_scores
+from steerscope.model import ModelLike, as_model, config_digest
 from steerscope.offload import execution_device, input_device, stored_value
 
 #: Bump when the meaning of a score changes, so old cache entries are not reused.
 _FORMAT = "fisher-v1/per-sample/mean-ce"
 SCORES_FILE = "scores.safetensors"
-
-
-@dataclass(frozen=True)
-class LossSample:
-    """One sequence and which of its tokens count in the loss.
-
-    `input_ids`: [seq] token ids. `loss_mask`: [seq] bool; `loss_mask[t]` marks that predicting
-    token t from position t-1 is in the loss, so `loss_mask[0]` must be False. A ToM sample counts
-    only its answer token(s); a generic text window counts every position from 1 on.
-    """
-
-    input_ids: Tensor
-    loss_mask: Tensor
-
-    def __post_init__(self) -> None:
-        if self.input_ids.dim() != 1 or self.input_ids.dtype not in (torch.int32, torch.int64):
-            raise ValueError(
-                f"input_ids must be a 1-D integer tensor [seq], got {self.input_ids.dtype} "
-                f"{tuple(self.input_ids.shape)}"
-            )
-        if self.loss_mask.dtype != torch.bool or self.loss_mask.shape != self.input_ids.shape:
-            raise ValueError(
-                f"loss_mask must be a bool tensor of shape {tuple(self.input_ids.shape)}, "
-                f"got {self.loss_mask.dtype} {tuple(self.loss_mask.shape)}"
-            )
-        if bool(self.loss_mask[0]):
-            raise ValueError("loss_mask[0] must be False: nothing predicts the first token")
-        if not bool(self.loss_mask.any()):
-            raise ValueError("loss_mask selects no token; a sample must count at least one prediction")
-
-    @classmethod
-    def all_positions(cls, input_ids: Tensor) -> LossSample:
-        """A generic window: every prediction (tokens 1..seq-1) counts. `input_ids`: [seq]."""
-        mask = torch.ones_like(input_ids, dtype=torch.bool)
-        mask[0] = False
-        return cls(input_ids, mask)
 
 
 def sample_loss(hf: nn.Module, sample: LossSample) -> Tensor:
@@ -84,7 +47,9 @@ def sample_loss(hf: nn.Module, sample: LossSample) -> Tensor:
     return F.cross_entropy(logits, ids[positions + 1], reduction="mean")
 
 
-def fisher_scores(model: Any, samples: Sequence[LossSample], progress: bool = True) -> dict[str, Tensor]:
+def fisher_scores(
+    model: ModelLike, samples: Sequence[LossSample], progress: bool = True
+) -> dict[str, Tensor]:
     """Diagonal empirical Fisher sum_x (d loss(x)/d W)^2 of every layer's seven linear weights.
 
     Returns {parameter name: fp32 tensor shaped like the weight}, in `linear_weights()` order.
@@ -136,7 +101,7 @@ def _weights(names: Sequence[str], params: dict[str, nn.Parameter]) -> list[nn.P
     return [params[n] for n in names]
 
 
-def model_fingerprint(model: Any) -> str:
+def model_fingerprint(model: ModelLike) -> str:
     """sha256 of the config, dtype, parameter count and a strided sample of every linear weight.
 
     The weight sample tells apart checkpoints that share a config (e.g. a fine-tune); it reads
@@ -167,7 +132,7 @@ def samples_digest(samples: Sequence[LossSample]) -> str:
     return digest.hexdigest()
 
 
-def fisher_cache_folder(model: Any, samples: Sequence[LossSample], key_parts: dict[str, Any]) -> Path:
+def fisher_cache_folder(model: ModelLike, samples: Sequence[LossSample], key_parts: dict[str, Any]) -> Path:
     """Where `cached_fisher_scores` keeps the scores: `cache_root()/fisher/<sha256>/`, a verified
     cache folder (`steerscope.cache.cached_folder`) holding `SCORES_FILE`."""
     key = {
@@ -184,7 +149,7 @@ FISHER_METHODS = ("batched", "loop")
 
 
 def cached_fisher_scores(
-    model: Any,
+    model: ModelLike,
     samples: Sequence[LossSample],
     key_parts: dict[str, Any],
     progress: bool = True,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -21,6 +21,7 @@ from steerscope.data.conflicts import PUSHES
 from steerscope.data.facts import starts_with_answer
 from steerscope.data.records import Conflict
 from steerscope.data.suite import ConflictData
+from steerscope.model import ModelLike
 from steerscope.probes.lm_metrics import greedy_continuations
 
 Behaviour = Literal["C", "M"]
@@ -28,7 +29,7 @@ Behaviour = Literal["C", "M"]
 
 @torch.no_grad()
 def answer_greedy(
-    model: Any, prompts: Sequence[str], max_new_tokens: int = 4, batch_size: int = 16
+    model: ModelLike, prompts: Sequence[str], max_new_tokens: int = 4, batch_size: int = 16
 ) -> list[str]:
     """The first line of each prompt's greedy continuation (left-padded batches)."""
     texts = greedy_continuations(model, prompts, max_new_tokens, batch_size)
@@ -41,7 +42,7 @@ def says_any(output: str, answers: Sequence[str]) -> bool:
 
 
 def memorised_facts(
-    model: Any,
+    model: ModelLike,
     records: Sequence[Conflict],
     conflicts: ConflictData,
     demos: int = 3,
@@ -68,7 +69,7 @@ def label_behaviour(output: str, org_answer: Sequence[str], sub_answer: Sequence
 
 
 def known_conflicts(
-    model: Any, conflicts: ConflictData, n_candidates: int | None, demos: int, seed: int
+    model: ModelLike, conflicts: ConflictData, n_candidates: int | None, demos: int, seed: int
 ) -> tuple[list[Conflict], list[Conflict]]:
     """(candidates, memorised): `n_candidates` candidate records (all for None) and those of
     them the model answers right closed-book."""
@@ -111,7 +112,7 @@ class BehaviourCounts:
 
 
 def behaviour_counts(
-    model: Any,
+    model: ModelLike,
     records: Sequence[Conflict],
     conflicts: ConflictData,
     kinds: Sequence[str] = PUSHES,

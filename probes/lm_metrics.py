@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from steerscope.capture import prompt_list, tokenize
+from steerscope.capture import prompt_list, tokenize, tokenize_for_generate
 from steerscope.errors import InputError
-from steerscope.model import as_model
+from steerscope.model import ModelLike, as_model
 
 
 @torch.no_grad()
 def greedy_continuations(
-    model: Any, prompts: Sequence[str], max_new_tokens: int = 4, batch_size: int = 16
+    model: ModelLike, prompts: Sequence[str], max_new_tokens: int = 4, batch_size: int = 16
 ) -> list[str]:
     """The greedy continuation of each prompt, decoded and stripped.
 
@@ -35,8 +34,7 @@ def greedy_continuations(
     device = _device(loaded)
     texts = []
     for start in range(0, len(prompts), batch_size):
-        batch = tokenize(loaded, list(prompts[start : start + batch_size]))
-        del batch["position_ids"]  # generate derives them from the attention mask
+        batch = tokenize_for_generate(loaded, list(prompts[start : start + batch_size]))
         batch = {k: v.to(device) for k, v in batch.items()}
         out = loaded.hf.generate(
             **batch,
@@ -49,12 +47,12 @@ def greedy_continuations(
     return texts
 
 
-def _device(model: Any) -> torch.device:
+def _device(model: ModelLike) -> torch.device:
     return next(as_model(model).hf.parameters()).device
 
 
 @torch.no_grad()
-def top_token_probability(model: Any, prompts: Sequence[str], batch_size: int = 16) -> Tensor:
+def top_token_probability(model: ModelLike, prompts: Sequence[str], batch_size: int = 16) -> Tensor:
     """The probability [n] of the most likely next token after each prompt (left-padded batches)."""
     prompts = prompt_list(prompts)
     loaded = as_model(model)
@@ -69,7 +67,7 @@ def top_token_probability(model: Any, prompts: Sequence[str], batch_size: int = 
 
 @torch.no_grad()
 def continuation_logprobs(
-    model: Any,
+    model: ModelLike,
     prompts: Sequence[str],
     continuations: Sequence[str],
     batch_size: int = 16,
@@ -126,7 +124,7 @@ def continuation_logprobs(
 
 @torch.no_grad()
 def perplexity(
-    model: Any, windows: Sequence[Sequence[int]], batch_size: int = 2, progress: bool = False
+    model: ModelLike, windows: Sequence[Sequence[int]], batch_size: int = 2, progress: bool = False
 ) -> float:
     """Perplexity over token-id windows (full language-model loss on every next token)."""
     if not windows:

@@ -13,11 +13,11 @@ import contextlib
 import hashlib
 import math
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from steerscope.model import ModelLike
 from steerscope.perturb import perturb
 
 
@@ -93,7 +93,7 @@ def mask_counts(masks: Mapping[str, Tensor]) -> int:
 
 
 def mean_replacement(
-    model: Any, masks: Mapping[str, Tensor], scale: float = 0.0
+    model: ModelLike, masks: Mapping[str, Tensor], scale: float = 0.0
 ) -> contextlib.AbstractContextManager[None]:
     """Context manager: W[M] <- mu + scale * (W[M] - mu) per matrix, mu the mean of all of W.
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,7 +33,7 @@ from torch import Tensor
 from steerscope.anatomy import anatomy_of
 from steerscope.capture import Capture, capture
 from steerscope.intervene import module_at
-from steerscope.model import Model, as_model
+from steerscope.model import Model, ModelLike, as_model
 from steerscope.rotary import pair_frequencies
 
 PAPER_R = 0.959  # Han & Ji 2025, abstract
@@ -58,7 +57,7 @@ class LayerAttention:
     group: int
 
 
-def attention_layers(model: Any) -> list[LayerAttention]:
+def attention_layers(model: ModelLike) -> list[LayerAttention]:
     """Scaling, sliding window, soft-cap and rotary frequencies of every layer, read from the model.
 
     The scaling is the attention module's `scaling` (Gemma 3: query_pre_attn_scalar^-0.5). The
@@ -339,7 +338,7 @@ def logits_from_capture(
 
 
 def real_logits(
-    model: Any, prompts: Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 8
+    model: ModelLike, prompts: Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 8
 ) -> tuple[dict[int, list[Tensor]], dict[int, list[Tensor]]]:
     """Causal pre-softmax logits of every prompt at `layers` (default all), from captured q/k
     after RoPE: ({layer: [[head, n_p, n_p]]}, {layer: [allowed [n_p, n_p]]})."""
@@ -363,7 +362,7 @@ def _virtual_r(acts: Capture, layer: LayerAttention, distances: Sequence[int]) -
 
 
 def position_logits(
-    model: Any,
+    model: ModelLike,
     prompts: Sequence[str],
     layers: Sequence[int] | None = None,
     distances: Sequence[int] = tuple(range(0, 64, 2)),
@@ -418,7 +417,7 @@ def position_logits(
     )
 
 
-def randomly_initialised(model: Any, seed: int = 0) -> Model:
+def randomly_initialised(model: ModelLike, seed: int = 0) -> Model:
     """A fresh model of the same config (eval mode) sharing the tokenizer; the global RNG is left
     as it was."""
     from transformers import AutoModelForCausalLM

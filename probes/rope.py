@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from steerscope.capture import Capture, capture
-from steerscope.model import as_model
+from steerscope.model import ModelLike, as_model
 from steerscope.rotary import fold_pairs, pair_frequencies
 
 #: Jin et al. 2025: a pair is massive above this multiple of its head's mean pair norm.
@@ -228,7 +228,7 @@ def stats_from_capture(
 
 
 def rotary_stats(
-    model: Any, prompts: Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 8
+    model: ModelLike, prompts: Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 8
 ) -> RotaryStats:
     """Pair norms, BOS angles and BOS attention of every layer (or `layers`) over `prompts`.
 

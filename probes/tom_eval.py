@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from steerscope.model import ModelLike
 from steerscope.probes.lm_metrics import continuation_logprobs, greedy_continuations
 
 _PUNCTUATION = ".,;:!?\"'"
@@ -36,14 +37,14 @@ def _first_word(text: str) -> str:
 
 
 def greedy_first_words(
-    model: Any, stories: Sequence[str], batch_size: int = 16, max_new_tokens: int = 3
+    model: ModelLike, stories: Sequence[str], batch_size: int = 16, max_new_tokens: int = 3
 ) -> list[str]:
     """The first word of each story's greedy continuation (Wu et al.'s second metric)."""
     return [_first_word(text) for text in greedy_continuations(model, stories, max_new_tokens, batch_size)]
 
 
 def best_logprobs(
-    model: Any, stories: Sequence[str], options: Sequence[Sequence[str]], batch_size: int = 16
+    model: ModelLike, stories: Sequence[str], options: Sequence[Sequence[str]], batch_size: int = 16
 ) -> torch.Tensor:
     """[n]: for each story, the highest log p of its full continuation among its `options`."""
     flat = [(i, option) for i, row in enumerate(options) for option in row]
@@ -54,7 +55,9 @@ def best_logprobs(
     return best
 
 
-def tom_scores(model: Any, items: Sequence[Any], batch_size: int = 16, greedy: bool = True) -> dict[str, Any]:
+def tom_scores(
+    model: ModelLike, items: Sequence[Any], batch_size: int = 16, greedy: bool = True
+) -> dict[str, Any]:
     """Accuracy, mean margin and greedy match over all items and per belief condition.
 
     `items` are `TomItem`s or `TomStory`s (anything with `story`, `answers`, `foils`,

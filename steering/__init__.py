@@ -1,16 +1,71 @@
-"""What changes behaviour at inference time: steering vectors, their construction and application."""
+"""What changes behaviour at inference time (steerscope.steering): steering vectors, their
+construction and application, SAEs and SpARE, efficiency steering, and their figures.
 
+Efficiency steering imports transformers' generation utilities (about a second), so its names
+load on first use."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from steerscope.lazy import lazy_exports
 from steerscope.steering.apply import steer, steering_edit
 from steerscope.steering.build import diff_of_means, example_activations, pca_of_differences, sweep_layers
+from steerscope.steering.plots import frontier_figure, layer_sweep_figure, projection_figure
+from steerscope.steering.sae import SAETrainSettings, load_sae, saes_by_site, train_saes, training_texts
+from steerscope.steering.spare import last_token_codes, select_features, spare_edits
 from steerscope.steering.vector import Fingerprint, SteeringVector
+
+if TYPE_CHECKING:
+    from steerscope.steering.efficiency import (
+        best_layer,
+        efficiency_vector,
+        evaluate,
+        harvest_prompt_contrast,
+        harvest_sampled,
+        spread_layers,
+        steering_effects,
+        think_close_id,
+    )
+
+_EFFICIENCY = (
+    "best_layer",
+    "efficiency_vector",
+    "evaluate",
+    "harvest_prompt_contrast",
+    "harvest_sampled",
+    "spread_layers",
+    "steering_effects",
+    "think_close_id",
+)
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_EFFICIENCY, "steerscope.steering.efficiency"))
 
 __all__ = [
     "Fingerprint",
+    "SAETrainSettings",
     "SteeringVector",
+    "best_layer",
     "diff_of_means",
+    "efficiency_vector",
+    "evaluate",
     "example_activations",
+    "frontier_figure",
+    "harvest_prompt_contrast",
+    "harvest_sampled",
+    "last_token_codes",
+    "layer_sweep_figure",
+    "load_sae",
     "pca_of_differences",
+    "projection_figure",
+    "saes_by_site",
+    "select_features",
+    "spare_edits",
+    "spread_layers",
     "steer",
     "steering_edit",
+    "steering_effects",
     "sweep_layers",
+    "think_close_id",
+    "train_saes",
+    "training_texts",
 ]

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from steerscope.errors import InputError
 from steerscope.intervene import Edit, intervene
+from steerscope.model import ModelLike
 from steerscope.steering.vector import SteeringVector
 from steerscope.tokens import TokenInfo
 
@@ -145,7 +146,7 @@ def steering_edit(
 
 @contextmanager
 def steer(
-    model: Any,
+    model: ModelLike,
     vectors: SteeringVector | Sequence[SteeringVector],
     strength: float | Sequence[float] = 1.0,
     positions: Positions = "all",

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from steerscope.capture import capture
 from steerscope.errors import InputError
-from steerscope.model import as_model
+from steerscope.model import ModelLike, as_model
 from steerscope.sites import Site, resolve_sites
 from steerscope.steering.vector import Fingerprint, SteeringVector
 
@@ -22,7 +22,7 @@ REDUCTIONS = ("last", "mean", "completion_mean")
 
 
 def example_activations(
-    model: Any,
+    model: ModelLike,
     examples: Sequence[Example],
     sites: Sequence[str | Site],
     reduce: TokenReduction = "last",
@@ -51,7 +51,7 @@ def example_activations(
 
 
 def _contrast(
-    model: Any,
+    model: ModelLike,
     positive: Sequence[Example],
     negative: Sequence[Example],
     sites: str | Site | Sequence[str | Site],
@@ -70,7 +70,7 @@ def _contrast(
 
 
 def diff_of_means(
-    model: Any,
+    model: ModelLike,
     positive: Sequence[Example],
     negative: Sequence[Example],
     sites: str | Site | Sequence[str | Site],
@@ -88,7 +88,7 @@ def diff_of_means(
 
 
 def pca_of_differences(
-    model: Any,
+    model: ModelLike,
     positive: Sequence[Example],
     negative: Sequence[Example],
     sites: str | Site | Sequence[str | Site],
@@ -127,7 +127,7 @@ def _provenance(
 
 
 def sweep_layers(
-    model: Any,
+    model: ModelLike,
     train: tuple[Sequence[Example], Sequence[Example]],
     heldout: tuple[Sequence[Example], Sequence[Example]],
     layers: Sequence[int] | None = None,

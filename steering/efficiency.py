@@ -18,6 +18,13 @@ from its data suite. A solution ends at the model's end-of-sequence token or at 
 blank line or a next "Question:"). Reasoning models: when the tokenizer has a single `</think>`
 token, tokens up to and including it are counted as thinking tokens, and the stop rule applies only
 after it.
+
+On reasoning models, the paper's own setting: `harvest_thinking` pairs sampled traces by thinking
+tokens and `thinking_directions` averages over thinking tokens only; `generate_solutions` and
+`evaluate_thinking` take a `ThinkingSteer` (steering only before `</think>`, or at thought
+delimiters for SEAL-style calibration, `steering.seal`) or a hard thinking `budget`;
+`pick_steering` is the dev-split choice rule (`steering.frontier` applies it); `problem_intervals`
+and `paired_change` give bootstrap intervals over problems.
 """
 
 from __future__ import annotations
@@ -30,19 +37,26 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from steerscope.capture import tokenize
+from steerscope.capture import tokenize_for_generate
 from steerscope.data.arithmetic import Problem, Style, extract_answer, few_shot_prompt
-from steerscope.model import as_model
-from steerscope.offload import input_device
+from steerscope.model import ModelLike, as_model
 from steerscope.prefix_cache import prefixed_batch
 from steerscope.sites import Site
 from steerscope.steering.apply import steer
 from steerscope.steering.build import diff_of_means, sweep_layers
-from steerscope.steering.vector import SteeringVector
+from steerscope.steering.thinking import (
+    THINK_CLOSE,
+    ThinkingBudget,
+    ThinkingSteer,
+    delimiter_activations,
+    require_think_close,
+    steer_thinking,
+    think_close_id,
+)
+from steerscope.steering.vector import Fingerprint, SteeringVector
 
-THINK_CLOSE = "</think>"
 STOP_MARKERS = ("\n\n", "Question:")
 Completions = Literal["model", "written"]
 COMPLETIONS = ("model", "written")
@@ -81,11 +95,6 @@ class Harvest:
     variant: str
     pairs: list[LengthPair]
     counts: dict[str, Any] = field(default_factory=dict)
-
-
-def think_close_id(tokenizer: Any) -> int | None:
-    """The id of `</think>` if the tokenizer has it as one token (a reasoning model), else None."""
-    return tokenizer.get_vocab().get(THINK_CLOSE)
 
 
 def stop_index(text: str, thinking: bool = False) -> int | None:
@@ -145,7 +154,7 @@ class StopAtSolutionEnd(StoppingCriteria):
 
 
 def generate_solutions(
-    model: Any,
+    model: ModelLike,
     prompts: Sequence[str],
     answers: Sequence[int],
     n_samples: int = 1,
@@ -155,16 +164,24 @@ def generate_solutions(
     seed: int = 0,
     vector: SteeringVector | None = None,
     strength: float = 0.0,
+    thinking_steer: ThinkingSteer | None = None,
+    budget: int | None = None,
     share_prefix: bool = True,
 ) -> list[list[Generation]]:
     """`n_samples` solutions per prompt (greedy if `temperature` is None), batched and left-padded,
-    optionally steered at generated tokens; returns one list of `Generation`s per prompt.
+    optionally steered at generated tokens (`vector`, `strength`) or only while thinking
+    (`thinking_steer`), or held to a thinking budget of `budget` tokens; returns one list of
+    `Generation`s per prompt.
 
     With `share_prefix`, the instruction and demonstrations every prompt of a batch starts with
-    run once (`steerscope.prefix_cache`); the solutions are those of the plain batch."""
+    run once (`steerscope.prefix_cache`); the solutions are those of the plain batch. Thinking-time
+    steering tracks each row's tokens from the start, so it always runs the plain batch."""
     loaded = as_model(model)
     tokenizer = loaded.tokenizer
     thinking = think_close_id(tokenizer) is not None
+    if thinking_steer is not None and vector is not None:
+        raise ValueError("give either vector (steer every generated token) or thinking_steer, not both")
+    close = require_think_close(tokenizer) if budget is not None else None
     flat = [(i, p) for i, p in enumerate(prompts) for _ in range(n_samples)]
     sampling = (
         dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
@@ -175,20 +192,28 @@ def generate_solutions(
     results: list[list[Generation]] = [[] for _ in prompts]
     for start in range(0, len(flat), batch_size):
         chunk = [p for _, p in flat[start : start + batch_size]]
-        with torch.no_grad(), _maybe_steer(loaded, vector, strength):
-            prefixed = prefixed_batch(loaded, chunk, max_new_tokens) if share_prefix else None
+        steering = (
+            steer_thinking(loaded, thinking_steer)
+            if thinking_steer is not None
+            else _maybe_steer(loaded, vector, strength)
+        )
+        with torch.no_grad(), steering:
+            shared = share_prefix and thinking_steer is None
+            prefixed = prefixed_batch(loaded, chunk, max_new_tokens) if shared else None
             if prefixed is None:
-                batch = tokenize(loaded, chunk)
-                del batch["position_ids"]
-                batch = {k: v.to(input_device(loaded.hf)) for k, v in batch.items()}
+                batch = tokenize_for_generate(loaded, chunk)
             else:
                 batch = {**prefixed.inputs, "past_key_values": prefixed.cache}
             n_prompt = batch["input_ids"].shape[1]
             stopper = StopAtSolutionEnd(tokenizer, n_prompt, thinking)
+            processors = LogitsProcessorList(
+                [ThinkingBudget(budget, close, n_prompt)] if close is not None else []
+            )
             out = loaded.hf.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,
                 stopping_criteria=StoppingCriteriaList([stopper]),
+                logits_processor=processors,
                 pad_token_id=tokenizer.pad_token_id,
                 **sampling,
             )
@@ -202,21 +227,25 @@ def generate_solutions(
     return results
 
 
-def _maybe_steer(model: Any, vector: SteeringVector | None, strength: float) -> AbstractContextManager:
+def _maybe_steer(model: ModelLike, vector: SteeringVector | None, strength: float) -> AbstractContextManager:
     if vector is None or strength == 0.0:
         return nullcontext()
     return steer(model, vector, strength=strength, positions="generated")
 
 
-def pair_by_length(generations: Sequence[Generation]) -> tuple[Generation, Generation] | None:
-    """(shortest, longest) correct solution by token count; None if fewer than two correct ones
-    or all correct ones have the same length."""
-    correct = [g for g in generations if g.correct]
+def pair_by_length(
+    generations: Sequence[Generation], by: Literal["n_tokens", "n_thinking"] = "n_tokens"
+) -> tuple[Generation, Generation] | None:
+    """(shortest, longest) correct solution by token count (`by="n_thinking"`: by thinking
+    tokens); None if fewer than two correct ones or all correct ones have the same length."""
+    if by not in ("n_tokens", "n_thinking"):
+        raise ValueError(f"by: unknown {by!r}; valid: 'n_tokens', 'n_thinking'")
+    correct = [g for g in generations if g.correct and getattr(g, by) is not None]
     if len(correct) < 2:
         return None
-    shortest = min(correct, key=lambda g: g.n_tokens)
-    longest = max(correct, key=lambda g: g.n_tokens)
-    if shortest.n_tokens == longest.n_tokens:
+    shortest = min(correct, key=lambda g: getattr(g, by))
+    longest = max(correct, key=lambda g: getattr(g, by))
+    if getattr(shortest, by) == getattr(longest, by):
         return None
     return shortest, longest
 
@@ -226,7 +255,7 @@ def _completion(text: str) -> str:
 
 
 def harvest_sampled(
-    model: Any,
+    model: ModelLike,
     problems: Sequence[Problem],
     n_samples: int = 6,
     temperature: float = 0.8,
@@ -270,7 +299,7 @@ def harvest_sampled(
 
 
 def harvest_prompt_contrast(
-    model: Any,
+    model: ModelLike,
     problems: Sequence[Problem],
     completions: Completions = "model",
     max_new_tokens: int = 96,
@@ -348,7 +377,7 @@ def _pair_lengths(pairs: Sequence[LengthPair]) -> dict[str, float | None]:
 
 
 def efficiency_vector(
-    model: Any,
+    model: ModelLike,
     harvest: Harvest,
     layers: Sequence[int] | None = None,
     kind: str = "resid_post",
@@ -425,7 +454,7 @@ def summarize(generations: Sequence[Generation]) -> dict[str, float | int | None
 
 
 def evaluate(
-    model: Any,
+    model: ModelLike,
     problems: Sequence[Problem],
     vector: SteeringVector | None = None,
     strength: float = 0.0,
@@ -463,7 +492,7 @@ def spread_layers(n_layers: int, k: int) -> list[int]:
 
 
 def steering_effects(
-    model: Any,
+    model: ModelLike,
     harvest: Harvest,
     layers: Sequence[int],
     strength: float,
@@ -516,3 +545,229 @@ def best_layer(effects: Sequence[dict[str, Any]]) -> int:
         math.inf if row["tokens_per_correct"] is None else row["tokens_per_correct"] for row in steered
     ]
     return int(steered[per_correct.index(min(per_correct))]["layer"])
+
+
+# Reasoning models: thinking-token harvest, thinking-time steering and budgets, with intervals.
+
+
+def thinking_part(text: str) -> str:
+    """The thinking tokens of a solution as `count_tokens` counts them: up to and including
+    `</think>` (all of the text when it never closes)."""
+    close = text.find(THINK_CLOSE)
+    return text if close < 0 else text[: close + len(THINK_CLOSE)]
+
+
+def harvest_thinking(
+    model: ModelLike,
+    problems: Sequence[Problem],
+    n_samples: int = 8,
+    temperature: float = 1.0,
+    max_new_tokens: int = 160,
+    batch_size: int = 32,
+    seed: int = 0,
+    prompt: PromptFn = few_shot_prompt,
+) -> tuple[Harvest, list[list[Generation]]]:
+    """The paper's harvest on a reasoning model: `n_samples` traces per problem after the standard
+    `prompt`, pairing the correct traces with the fewest and the most thinking tokens. A pair's
+    completions are its thinking only, so `thinking_directions` averages over thinking tokens.
+    Returns the harvest and every sample (SEAL-style calibration reads the same traces)."""
+    require_think_close(as_model(model).tokenizer)
+    prompts = [prompt(p, "standard") for p in problems]
+    samples = generate_solutions(
+        model, prompts, [p.answer for p in problems], n_samples, temperature, max_new_tokens, batch_size, seed
+    )
+    pairs = []
+    for problem, context, generations in zip(problems, prompts, samples, strict=True):
+        found = pair_by_length(generations, by="n_thinking")
+        if found is not None:
+            concise, verbose = found
+            pairs.append(
+                LengthPair(
+                    problem,
+                    context,
+                    thinking_part(concise.text),
+                    thinking_part(verbose.text),
+                    concise.n_thinking or 0,
+                    verbose.n_thinking or 0,
+                )
+            )
+    flat = [g for gs in samples for g in gs]
+    counts = {
+        "n_problems": len(problems),
+        "n_samples": len(flat),
+        "n_correct": sum(g.correct for g in flat),
+        "n_pairs": len(pairs),
+        "sample_accuracy": sum(g.correct for g in flat) / max(len(flat), 1),
+        "mean_thinking_tokens": statistics.fmean(g.n_thinking or 0 for g in flat) if flat else None,
+        **_pair_lengths(pairs),
+    }
+    return Harvest("thinking", pairs, counts), samples
+
+
+def thinking_directions(
+    model: ModelLike,
+    harvest: Harvest,
+    layers: Sequence[int],
+    kind: str = "resid_post",
+    read: Literal["thinking", "delimiters"] = "thinking",
+    delimiter: str = "\n\n",
+) -> dict[int, SteeringVector]:
+    """The concise-minus-verbose direction at each of `layers`: the mean residual of the concise
+    trace minus that of the verbose trace, averaged over pairs, with each trace's residual
+    averaged over its thinking tokens (`read="thinking"`, 2506.15647) or over its thought
+    delimiters only (`read="delimiters"`, where the model decides whether to check again; see
+    `steering.thinking.delimiter_activations`)."""
+    loaded = as_model(model)
+    if len(harvest.pairs) < 1:
+        raise ValueError("need at least 1 concise/verbose pair; sample more problems or more traces each")
+    if read not in ("thinking", "delimiters"):
+        raise ValueError(f"read: unknown {read!r}; valid: 'thinking', 'delimiters'")
+    sites = [Site(layer, kind) for layer in layers]
+    concise = [(p.prompt, p.concise) for p in harvest.pairs]
+    verbose = [(p.prompt, p.verbose) for p in harvest.pairs]
+    if read == "thinking":
+        directions = diff_of_means(loaded, concise, verbose, sites, reduce="completion_mean").directions
+    else:
+        means = [_delimiter_means(loaded, traces, sites, delimiter) for traces in (concise, verbose)]
+        directions = {str(site): means[0][str(site)] - means[1][str(site)] for site in sites}
+    provenance = dict(
+        method="efficiency_steering",
+        direction=f"mean(concise) - mean(verbose), residual averaged over {read} tokens",
+        read=read,
+        delimiter=delimiter if read == "delimiters" else None,
+        variant=harvest.variant,
+        counts=harvest.counts,
+        n_pairs=len(harvest.pairs),
+    )
+    fingerprint = Fingerprint.of(loaded)
+    return {
+        site.layer: SteeringVector(
+            {str(site): directions[str(site)]}, fingerprint, {**provenance, "layer": site.layer}
+        )
+        for site in sites
+    }
+
+
+def _delimiter_means(
+    model: ModelLike, traces: Sequence[tuple[str, str]], sites: Sequence[Site], delimiter: str
+) -> dict[str, torch.Tensor]:
+    """Per site: the mean over traces of each trace's mean residual at its thought delimiters."""
+    found = [t for t in delimiter_activations(model, traces, sites, delimiter) if t.thoughts]
+    if not found:
+        raise ValueError(f"no trace has a thought delimiter {delimiter!r} before </think>")
+    return {
+        str(site): torch.stack([t.activations[str(site)].mean(0) for t in found]).mean(0) for site in sites
+    }
+
+
+def evaluate_thinking(
+    model: ModelLike,
+    problems: Sequence[Problem],
+    prompt: PromptFn = few_shot_prompt,
+    style: Style = "standard",
+    n_samples: int = 1,
+    temperature: float | None = None,
+    thinking_steer: ThinkingSteer | None = None,
+    budget: int | None = None,
+    max_new_tokens: int = 160,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> tuple[dict[str, Any], list[list[Generation]]]:
+    """Solutions of `problems` after `prompt` in `style` (greedy, or `n_samples` each at
+    `temperature`), optionally steered while thinking or held to a thinking `budget`; returns
+    `summarize(...)` with 95% intervals over problems (`problem_intervals`) and the samples."""
+    samples = generate_solutions(
+        model,
+        [prompt(p, style) for p in problems],
+        [p.answer for p in problems],
+        n_samples,
+        temperature,
+        max_new_tokens,
+        batch_size,
+        seed,
+        thinking_steer=thinking_steer,
+        budget=budget,
+    )
+    summary = summarize([g for gs in samples for g in gs])
+    return {**summary, **problem_intervals(samples, seed=seed)}, samples
+
+
+def _per_problem(samples: Sequence[Sequence[Generation]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per problem: correct answers, thinking tokens (total tokens without thinking), samples."""
+    correct = torch.tensor([sum(g.correct for g in gs) for gs in samples], dtype=torch.float64)
+    tokens = torch.tensor(
+        [sum(g.n_tokens if g.n_thinking is None else g.n_thinking for g in gs) for gs in samples],
+        dtype=torch.float64,
+    )
+    n = torch.tensor([len(gs) for gs in samples], dtype=torch.float64)
+    return correct, tokens, n
+
+
+def _resamples(n_problems: int, n_boot: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(n_problems, (n_boot, n_problems), generator=generator)
+
+
+def _interval(values: torch.Tensor, level: float) -> list[float]:
+    tail = (1 - level) / 2
+    return [values.quantile(tail).item(), values.quantile(1 - tail).item()]
+
+
+def problem_intervals(
+    samples: Sequence[Sequence[Generation]], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, list[float]]:
+    """Bootstrap intervals of accuracy and mean thinking tokens (all tokens for a model without
+    `</think>`), resampling problems (several samples of one problem are not independent)."""
+    if not samples or any(not gs for gs in samples):
+        raise ValueError("need at least one generation for every problem")
+    correct, tokens, n = _per_problem(samples)
+    picks = _resamples(len(samples), n_boot, seed)
+    total = n[picks].sum(1)
+    return {
+        "accuracy_ci": _interval(correct[picks].sum(1) / total, level),
+        "mean_thinking_ci": _interval(tokens[picks].sum(1) / total, level),
+    }
+
+
+def paired_change(
+    base: Sequence[Sequence[Generation]],
+    other: Sequence[Sequence[Generation]],
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float | list[float]]:
+    """How `other` differs from `base` on the same problems (in the same order): accuracy
+    difference and relative change of mean thinking tokens, with paired bootstrap intervals."""
+    if len(base) != len(other):
+        raise ValueError(f"paired_change needs the same problems: got {len(base)} and {len(other)}")
+    (c0, t0, n0), (c1, t1, n1) = _per_problem(base), _per_problem(other)
+    picks = _resamples(len(base), n_boot, seed)
+
+    def accuracy_gap(idx: torch.Tensor) -> torch.Tensor:
+        return c1[idx].sum(-1) / n1[idx].sum(-1) - c0[idx].sum(-1) / n0[idx].sum(-1)
+
+    def thinking_change(idx: torch.Tensor) -> torch.Tensor:
+        return (t1[idx].sum(-1) / n1[idx].sum(-1)) / (t0[idx].sum(-1) / n0[idx].sum(-1)) - 1
+
+    every = torch.arange(len(base))
+    return {
+        "accuracy_change": accuracy_gap(every).item(),
+        "accuracy_change_ci": _interval(accuracy_gap(picks), level),
+        "thinking_change": thinking_change(every).item(),
+        "thinking_change_ci": _interval(thinking_change(picks), level),
+    }
+
+
+def pick_steering(rows: Sequence[dict[str, Any]], tolerance: float = 0.02) -> int | None:
+    """Index (into the steered rows, `rows[1:]`) of the fewest mean thinking tokens among rows
+    that think less than the unsteered `rows[0]` at an accuracy at most `tolerance` below its;
+    None if none does."""
+    base, base_tokens = rows[0]["accuracy"] or 0.0, rows[0]["mean_thinking_tokens"]
+    allowed = [
+        i
+        for i, row in enumerate(rows[1:])
+        if (row["accuracy"] or 0.0) >= base - tolerance and row["mean_thinking_tokens"] < base_tokens
+    ]
+    if not allowed:
+        return None
+    return min(allowed, key=lambda i: rows[i + 1]["mean_thinking_tokens"])

@@ -1,33 +1,32 @@
-"""Sparse autoencoders on a model's residual stream: train (with sae-lens), cache, load, measure.
+"""Sparse autoencoders on a model's residual stream: build once into the cache, load, encode.
 
-Training uses sae-lens's own `BatchTopKTrainingSAE` and `SAETrainer`, fed from steerscope's
-`capture` (real tokens only; BOS dropped; shuffled; 10% held out). BatchTopK (Bussmann et al.
-2024) because it sets the mean L0 to k by construction, so a few CPU minutes go to
-reconstruction only (an L1 SAE needs a coefficient sweep to land on an L0 target), and because
-sae-lens saves it as a JumpReLU SAE with one learned threshold: its activations are then per
-feature, with no competition between features, which is what lets the SpARE edit encode only
-the selected features (`steerscope.kernels.sae_edit`) and still equal the SAE's own `encode`.
+`train_saes(model, sites, settings, texts)` trains one BatchTopK SAE per site (`steerscope.
+steering.sae_training`) on the caller's texts, cut into windows and captured once for every site
+(`steerscope.steering.sae_data`), and reports its quality (`steerscope.steering.sae_quality`):
+held-out FVU, L0, dead fraction and CE loss recovered. Each SAE lands in
+cache_root()/sae/<key> (key: model config, site, settings, texts, trainer version) as an ordinary
+sae-lens folder (`cfg.json`, `sae_weights.safetensors`, loadable with `sae_lens.SAE.load_from_disk`)
+with its report `steerscope-sae.json`, verified on every load like every cached folder; a killed
+build resumes from its verified activation shards and training checkpoints in
+cache_root()/sae-work/<key>, which is removed once every SAE of the build is in place.
+`training_texts(data)` assembles the default texts from a data suite's `text` and `conflicts`
+kinds. `load_sae` also takes a sae-lens pretrained `release/sae_id`.
 
-Normalisation: Gemma 3's residual norm is ~6e3, so inputs are scaled by sae-lens's
-`normalize_activations="expected_average_only_in"` (mean input norm sqrt(d_model)); the trainer
-folds the factor back into W_enc, W_dec and b_dec at the end, so the saved SAE reads and writes
-raw activations. b_dec starts at the (scaled) mean activation so the first steps are spent on
-features, not on the offset.
-
-Saved SAEs are ordinary sae-lens folders (`cfg.json`, `sae_weights.safetensors`), loadable with
-`sae_lens.SAE.load_from_disk`; `load_sae` also takes a pretrained `release/sae_id`.
+Defaults: expansion 8, k = d_model / 10 (d_sae 5120, k 64 on Gemma 3 270M), one pass over at most
+1.1M training tokens in batches of 2048 at lr 1e-3. Measured SAEs (fewer tokens, more epochs) are
+in docs/results.md.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
 import os
+import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,42 +34,69 @@ import torch
 from torch import Tensor
 
 from steerscope.cache import cache_root, cached_folder, is_intact, write_atomic
-from steerscope.capture import capture
-from steerscope.data.generic import generic_windows
+from steerscope.data.suite import DataSuite
+from steerscope.errors import InputError
 from steerscope.kernels.sae_edit import encode_local, sae_parts
-from steerscope.model import as_model, config_digest
-from steerscope.sites import Site
+from steerscope.model import ModelLike, as_model, config_digest
+from steerscope.sites import Site, resolve_sites
+from steerscope.steering.sae_data import capture_shards, load_site, split_windows, token_windows
+from steerscope.steering.sae_quality import ce_loss_recovered, lm_loss, sae_quality
+from steerscope.steering.sae_training import TRAINER_VERSION, TrainSchedule, train_batch_topk
 
 REPORT = "steerscope-sae.json"
+DATA_VERSION = 1  # part of the work folder's key: changed windows or shards are never reused
+RESIDUAL_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 
 
 @dataclass(frozen=True)
 class SAETrainSettings:
-    """How to train one BatchTopK SAE: mean L0 `k`, d_sae = `expansion` * d_model, `steps`
-    batches of `batch_size` activations (epochs repeat)."""
+    """One BatchTopK SAE per site: d_sae = `expansion` x d_model, mean L0 `k` (None: a tenth of
+    d_model, 64 on Gemma 3 270M; `for_model` fills it in), `epochs` passes
+    over the training tokens in batches of `batch_size` at peak `lr`. Texts become windows of
+    `context` tokens, at most `max_tokens` in all (None: every window); `holdout` of the windows
+    are held out for FVU / L0 / dead fraction, the first `ce_windows` of those for CE loss recovered.
+    """
 
     expansion: int = 8
-    k: int = 64
-    steps: int = 300
-    batch_size: int = 1024
-    lr: float = 5e-4
-    holdout: float = 0.1
+    k: int | None = None
+    epochs: float = 1.0
+    batch_size: int = 2048
+    lr: float = 1e-3
+    context: int = 128
+    max_tokens: int | None = 1_100_000
+    holdout: float = 0.05
+    ce_windows: int = 24
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("expansion", "k", "steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"SAETrainSettings.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("epochs", "lr", "holdout"):  # 4 and 4.0 must name the same cached SAE
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("expansion", "k", "batch_size", "context", "ce_windows"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InputError(f"SAETrainSettings.{name} must be at least 1, got {getattr(self, name)}")
+        if self.epochs <= 0 or self.lr <= 0:
+            raise InputError(f"SAETrainSettings.epochs and lr must be positive, got {self.epochs}, {self.lr}")
         if not 0 < self.holdout < 1:
-            raise ValueError(f"SAETrainSettings.holdout must be in (0, 1), got {self.holdout}")
-        if self.lr <= 0:
-            raise ValueError(f"SAETrainSettings.lr must be positive, got {self.lr}")
+            raise InputError(f"SAETrainSettings.holdout must be in (0, 1), got {self.holdout}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise InputError(f"SAETrainSettings.max_tokens must be positive or None, got {self.max_tokens}")
+
+    def for_model(self, model: ModelLike) -> SAETrainSettings:
+        """These settings with k filled in for the model's width."""
+        return replace(self, k=self.k or max(1, as_model(model).anatomy.d_model // 10))
+
+    def schedule(self, n_tokens: int) -> TrainSchedule:
+        """The training schedule for `n_tokens` training tokens (k must be filled in)."""
+        if self.k is None:
+            raise ValueError("SAETrainSettings.k is None: call settings.for_model(model) first")
+        steps = max(1, math.ceil(self.epochs * n_tokens / self.batch_size))
+        return TrainSchedule(steps, self.batch_size, self.lr, self.k, self.expansion, self.seed)
 
 
 @dataclass
 class TrainedSAE:
-    """An SAE with where it is cached, whether it was trained by this call, and its report
-    (held-out `fvu`, `l0`, `train_seconds`, token counts)."""
+    """An SAE with where it is cached, whether this call built it, and its report (quality,
+    token counts, settings)."""
 
     sae: Any
     folder: Path
@@ -78,158 +104,225 @@ class TrainedSAE:
     report: dict[str, Any]
 
 
-# ---------------------------------------------------------------- data
+# ---------------------------------------------------------------- texts
 
 
-def training_texts(
-    model: Any, texts: Sequence[str], n_windows: int = 256, window: int = 128, seed: int = 0
-) -> list[str]:
-    """`n_windows` windows (split "fisher") of the documents `texts`, decoded for `capture`.
+def training_texts(data: DataSuite, demos: int = 3, seeds: Sequence[int] = (0, 1)) -> list[str]:
+    """Default SAE training texts of a data suite: the documents of its `text` kind (with the
+    Python docstrings added to steerscope's own offline text, which an organism's word-level
+    tokenizer could not read anyway), then the prompts of its `conflicts` kind for every record,
+    push, conflict or not, and seed, asked as the experiments ask them. The prompts carry no
+    behaviour labels, so held-out facts leak nothing. A user's `text` or `conflicts` data replaces
+    the suite's, so it flows into the SAE as into the experiment."""
+    from steerscope.data.conflicts import PUSHES
+    from steerscope.data.defaults import NATURAL
+    from steerscope.data.docstrings import python_docstrings
 
-    The window shrinks to the shortest document: an organism's generic texts are short paragraphs
-    of the length it was trained on, so every paragraph still gives a window and none runs past
-    the positions the organism has seen. The natural offline documents are far longer.
-    """
-    loaded = as_model(model)
-    shortest = min(len(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"])
-    ids = generic_windows(
-        loaded.tokenizer, n_windows, window=min(window, shortest), seed=seed, split="fisher", texts=texts
-    )
-    return [loaded.tokenizer.decode(row) for row in ids]
-
-
-def token_activations(
-    model: Any, prompts: Sequence[str], sites: Sequence[str | Site], batch_size: int = 8
-) -> dict[str, Tensor]:
-    """Residual activations [n_tokens, d_model] at each site, over real non-BOS tokens of `prompts`."""
-    loaded = as_model(model)
-    got = capture(loaded, list(prompts), sites, batch_size=batch_size, progress=False)
-    keep = got.mask.clone()
-    bos = loaded.tokenizer.bos_token_id
-    if bos is not None:
-        keep &= got.token_ids != bos
-    return {site: act[keep].float() for site, act in got.activations.items()}
-
-
-def split_holdout(acts: Tensor, holdout: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Shuffle acts [n, d] and split into (train, held out) with `holdout` of the rows held out."""
-    order = torch.randperm(acts.shape[0], generator=torch.Generator().manual_seed(seed))
-    n_eval = max(1, round(holdout * acts.shape[0]))
-    return acts[order[n_eval:]], acts[order[:n_eval]]
+    text = data.need("text")
+    texts = list(text.texts())
+    if text.source == NATURAL:
+        texts += python_docstrings()
+    prompts: dict[str, None] = {}
+    conflicts = data.conflicts
+    if conflicts is not None:
+        pushes = tuple(conflicts.cues) if conflicts.cues is not None else PUSHES
+        for seed in seeds:
+            for record in conflicts.candidates(None, seed):
+                for push in pushes:
+                    for conflict in (True, False):
+                        prompts.setdefault(
+                            conflicts.knowledge_prompt(record, push, conflict, demos, seed), None
+                        )
+    return texts + list(prompts)
 
 
-def _batches(acts: Tensor, batch_size: int, seed: int) -> Iterator[Tensor]:
-    """Endless shuffled batches [batch_size, d] of acts, a fresh permutation each epoch."""
-    generator = torch.Generator().manual_seed(seed)
-    size = min(batch_size, acts.shape[0])
-    while True:
-        order = torch.randperm(acts.shape[0], generator=generator)
-        for start in range(0, acts.shape[0] - size + 1, size):
-            yield acts[order[start : start + size]]
+# ---------------------------------------------------------------- training
 
 
-# ---------------------------------------------------------------- training and quality
+def to_sae_lens(weights: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> Any:
+    """A sae-lens `JumpReLUSAE` from exported BatchTopK weights (one threshold for every feature)."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 
-
-def train_sae(
-    acts: Tensor, settings: SAETrainSettings = SAETrainSettings(), metadata: dict | None = None
-) -> Any:
-    """Train a BatchTopK SAE on acts [n, d_model] with sae-lens; returns the inference SAE
-    (a sae-lens `JumpReLUSAE`, as `save_inference_model` writes and `SAE.load_from_disk` reads),
-    with decoder-norm rescaling and input normalisation folded into its weights.
-    """
-    import tempfile
-
-    from sae_lens import SAE, BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
-    from sae_lens.config import SAETrainerConfig
-    from sae_lens.training.sae_trainer import SAETrainer
-
-    if acts.dim() != 2:
-        raise ValueError(f"acts must be [n_tokens, d_model], got shape {tuple(acts.shape)}")
-    acts = acts.float()
-    d_in = acts.shape[1]
-    torch.manual_seed(settings.seed)
-    config = BatchTopKTrainingSAEConfig(
-        d_in=d_in,
-        d_sae=settings.expansion * d_in,
-        k=settings.k,
-        topk_threshold_lr=0.05,  # the threshold is an EMA; a few hundred steps need a faster one
-        normalize_activations="expected_average_only_in",
-    )
+    d_sae, d_in = weights["W_dec"].shape
+    config = JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae)
     for key, value in (metadata or {}).items():
         config.metadata[key] = value
-    sae = BatchTopKTrainingSAE(config)
-    decay = max(1, settings.steps // 5)
-    trainer = SAETrainer(
-        SAETrainerConfig(
-            total_training_samples=settings.steps * settings.batch_size,
-            train_batch_size_samples=settings.batch_size,
-            lr=settings.lr,
-            lr_end=settings.lr,
-            lr_decay_steps=decay,  # constant, then linear to 0 over the last fifth
-            dead_feature_window=max(10, settings.steps // 10),
-            feature_sampling_window=settings.steps + 1,
-        ),
-        sae,
-        _batches(acts, settings.batch_size, settings.seed),
-    )
-    # Set the scale ourselves (fit() keeps a preset factor) so b_dec can start at the scaled mean.
-    scale = math.sqrt(d_in) / acts.norm(dim=-1).mean().item()
-    trainer.activation_scaler.scaling_factor = scale
+    sae = JumpReLUSAE(config)
     with torch.no_grad():
-        sae.b_dec.copy_(acts.mean(0) * scale)
-    _quiet_fit(trainer)
-    with tempfile.TemporaryDirectory() as tmp:
-        sae.save_inference_model(tmp)
-        return SAE.load_from_disk(tmp)
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(sae, name).copy_(weights[name])
+        sae.threshold.fill_(weights["threshold"])
+    return sae
 
 
-def _quiet_fit(trainer: Any) -> None:
-    """`trainer.fit()` without its progress bars (sae-lens offers no switch for them)."""
-    from sae_lens.training import activation_scaler, sae_trainer
+def sae_from_activations(
+    acts: Tensor, settings: SAETrainSettings = SAETrainSettings(), metadata: dict | None = None
+) -> Any:
+    """The same trainer as `train_saes` on acts [n_tokens, d_model] held in memory (no cache, no
+    checkpoints); returns a sae-lens `JumpReLUSAE` that reads and writes raw activations. k None:
+    a tenth of d_model."""
+    if acts.dim() != 2:
+        raise ValueError(f"acts must be [n_tokens, d_model], got shape {tuple(acts.shape)}")
+    settings = replace(settings, k=settings.k or max(1, acts.shape[1] // 10))
+    return to_sae_lens(train_batch_topk(acts, settings.schedule(acts.shape[0])), metadata)
 
-    bar = sae_trainer.tqdm
-    quiet = functools.partial(bar, disable=True)
-    sae_trainer.tqdm = activation_scaler.tqdm = quiet
-    try:
-        trainer.fit()
-    finally:
-        sae_trainer.tqdm = activation_scaler.tqdm = bar
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-@torch.no_grad()
-def sae_quality(sae: Any, activations: Tensor, batch_size: int = 4096) -> dict[str, float]:
-    """Held-out quality of `sae` on activations [n, d_model].
+def sae_folder(model: ModelLike, site: str | Site, settings: SAETrainSettings, texts: Sequence[str]) -> Path:
+    """cache_root()/sae/<key>, key over model config and dtype (a bf16 model's activations train
+    another SAE), site, settings (k filled in), texts and trainer version."""
+    key = _digest(
+        {
+            "model": config_digest(as_model(model).hf),
+            "dtype": model_dtype(model),
+            "site": str(Site.parse(site)),
+            "settings": asdict(settings.for_model(model)),
+            "texts": _digest(list(texts)),
+            "trainer": TRAINER_VERSION,
+        }
+    )
+    return cache_root() / "sae" / key[:24]
 
-    fvu = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 (fraction of variance unexplained, 0 is
-    perfect, 1 is no better than the mean); l0 = mean number of nonzero feature activations
-    (`sae.encode`, i.e. after TopK) per token.
-    """
-    x = activations.reshape(-1, activations.shape[-1]).float()
-    error, active = 0.0, 0.0
-    for chunk in x.split(batch_size):
-        features = sae.encode(chunk)
-        error += (sae.decode(features) - chunk).pow(2).sum().item()
-        active += (features != 0).sum().item()
-    variance = (x - x.mean(0)).pow(2).sum().item()
-    return {"fvu": error / variance if variance > 0 else float("nan"), "l0": active / x.shape[0]}
+
+def model_dtype(model: ModelLike) -> str:
+    """The dtype of the model's first parameter, e.g. 'torch.float32'."""
+    return str(next(as_model(model).hf.parameters()).dtype)
+
+
+def residual_sites(model: ModelLike, sites: Sequence[str | Site]) -> list[str]:
+    """Validated site strings; SAEs are built on [batch, pos, d_model] sites only."""
+    if isinstance(sites, (str, Site)) or not sites:
+        raise InputError("sites must be a non-empty list of sites, e.g. ['L9.resid_post']")
+    resolved = resolve_sites(list(sites), as_model(model).anatomy)
+    wrong = [str(s) for s in resolved if s.kind not in RESIDUAL_KINDS or s.head is not None]
+    if wrong:
+        raise InputError(f"SAEs are built on residual-width sites ({', '.join(RESIDUAL_KINDS)}); got {wrong}")
+    return list(dict.fromkeys(str(s) for s in resolved))
+
+
+def train_saes(
+    model: ModelLike,
+    sites: Sequence[str | Site],
+    settings: SAETrainSettings,
+    texts: Sequence[str],
+    progress: bool = True,
+) -> dict[str, TrainedSAE]:
+    """SAEs by site from the cache, training the missing ones: one capture pass for all of them
+    into resumable shards, then per site training (resumable), evaluation and an atomic write."""
+    loaded = as_model(model)
+    keys = residual_sites(loaded, sites)
+    if isinstance(texts, str) or not texts:
+        raise InputError("texts must be a non-empty list of strings (see training_texts)")
+    settings = settings.for_model(loaded)
+    folders = {site: sae_folder(loaded, site, settings, texts) for site in keys}
+    missing = [site for site in keys if not is_intact(folders[site])]
+    if missing:
+        work = cache_root() / "sae-work" / _work_key(loaded, missing, settings, texts)
+        _build_missing(loaded, missing, texts, settings, folders, work, progress)
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        site: TrainedSAE(
+            load_sae(folders[site]),
+            folders[site],
+            site in missing,
+            json.loads((folders[site] / REPORT).read_text()),
+        )
+        for site in keys
+    }
+
+
+def _work_key(model: ModelLike, sites: list[str], settings: SAETrainSettings, texts: Sequence[str]) -> str:
+    """The work folder of one capture pass: model, sites, texts and what decides the windows (so
+    changing a training setting resumes from the same shards)."""
+    capture = {name: getattr(settings, name) for name in ("context", "max_tokens", "holdout", "seed")}
+    key = {
+        "model": config_digest(model.hf),
+        "dtype": model_dtype(model),
+        "sites": sites,
+        "texts": _digest(list(texts)),
+        **capture,
+    }
+    return _digest({**key, "data_version": DATA_VERSION})[:24]
+
+
+def _build_missing(
+    model: ModelLike,
+    sites: list[str],
+    texts: Sequence[str],
+    settings: SAETrainSettings,
+    folders: dict[str, Path],
+    work: Path,
+    progress: bool,
+) -> None:
+    windows = split_windows(
+        token_windows(model.tokenizer, texts, settings.context, settings.max_tokens, settings.seed),
+        settings.holdout,
+    )
+    start = time.perf_counter()
+    shards = {
+        split: capture_shards(model, windows[split], sites, work, split, progress=progress)
+        for split in windows
+    }
+    capture_seconds = time.perf_counter() - start
+    ce_texts = windows["eval"][: settings.ce_windows]
+    clean = lm_loss(model, ce_texts)
+    for site in sites:
+
+        def build(tmp: Path, site: str = site) -> None:
+            train = load_site(work, "train", site, shards["train"])
+            n_train, schedule = train.shape[0], settings.schedule(train.shape[0])
+            start = time.perf_counter()
+            checkpoints = work / f"train-{site}-{_digest(asdict(schedule))[:12]}"
+            trained = train_batch_topk(train, schedule, checkpoints, progress, f"SAE {site}")
+            seconds = time.perf_counter() - start
+            sae = to_sae_lens(trained, {"hook_name": site, "model_name": model.source})
+            del train
+            held_out = load_site(work, "eval", site, shards["eval"])
+            report = {
+                "site": site,
+                "model": model.source,
+                **sae_quality(sae, held_out),
+                **ce_loss_recovered(model, sae, site, ce_texts, clean=clean),
+                "train_tokens": n_train,
+                "held_out_tokens": held_out.shape[0],
+                "train_windows": len(windows["train"]),
+                "ce_windows": len(ce_texts),
+                "steps": schedule.steps,
+                "train_seconds_this_run": round(seconds, 1),
+                "capture_seconds_this_run": round(capture_seconds, 1),
+                "resumed_from_step": trained["resumed_from"],
+                "final_losses": trained["losses"][-5:],
+                "settings": asdict(settings),
+                "n_texts": len(texts),
+                "trainer_version": TRAINER_VERSION,
+            }
+            save_sae(sae, tmp)
+            write_atomic(tmp / REPORT, json.dumps(report, indent=1))
+
+        cached_folder(folders[site], build)
+
+
+def saes_by_site(trained: Mapping[str, TrainedSAE]) -> dict[str, Any]:
+    """{site: sae} from `train_saes` output, the form `spare_edits` takes."""
+    return {site: t.sae for site, t in trained.items()}
+
+
+# ---------------------------------------------------------------- codes, save, load
 
 
 def encode_pre(sae: Any, h: Tensor) -> Tensor:
-    """SpARE's feature codes z [..., d_sae] of residual vectors h [..., d_model].
+    """SpARE's feature codes z [..., d_sae] of residual vectors h [..., d_model]: the authors'
+    `sae.pre_acts(h)` (see `steerscope.steering.spare`).
 
-    z = act(W_enc^T (h - b_dec) + b_enc): the SAE's feature activations, as in the paper, with
-    act the per-feature nonlinearity (JumpReLU for the SAEs `train_sae` makes and for Gemma
-    Scope; ReLU for standard SAEs), so z equals `sae.encode(h)` for those. Selection, target
-    means and the edit all use this one quantity; it is never negative. For a TopK SAE the
-    top-k competition is not per feature and is left out: z is then ReLU of the pre-activation,
-    equal to `sae.encode` on the features in the top k and the would-be value elsewhere (the
-    fused edit computes only the selected features and cannot know the top k).
+    z = act(W_enc^T (h - b_in) + b_enc) with act the SAE's per-feature nonlinearity: JumpReLU for
+    the SAEs `train_saes` makes and for Gemma Scope (z then equals `sae.encode(h)`), ReLU for
+    standard SAEs, and for TopK SAEs ReLU *before* the top-k, as the authors' TopK SAEs define
+    `pre_acts` (the fused edit computes only the selected features and cannot know the top k).
     """
     return encode_local(sae_parts(sae), h)
-
-
-# ---------------------------------------------------------------- save, load, cache
 
 
 def save_sae(sae: Any, folder: str | Path) -> Path:
@@ -249,80 +342,13 @@ def load_sae(source: str | Path, device: str = "cpu") -> Any:
     release, _, sae_id = str(source).partition("/")
     offline = {os.environ.get(v, "").lower() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     if not sae_id:
-        raise ValueError(f"{source!r} is neither an SAE folder nor a 'release/sae_id' of sae-lens")
+        raise InputError(f"{source!r} is neither an SAE folder nor a 'release/sae_id' of sae-lens")
     if offline & {"1", "true", "yes", "on"}:
         raise RuntimeError(
             f"loading the pretrained SAE {release!r} / {sae_id!r} needs the Hugging Face hub, which is "
-            "set offline (HF_HUB_OFFLINE); train one with steerscope.steering.sae.train_saes instead"
+            "set offline (HF_HUB_OFFLINE); build one with steerscope.steering.sae.train_saes instead"
         )
     try:
         return SAE.from_pretrained(release, sae_id, device=device)
     except Exception as error:  # unknown release, network down
         raise RuntimeError(f"could not load pretrained SAE {release!r} / {sae_id!r}: {error}") from error
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def sae_folder(model: Any, site: str | Site, settings: SAETrainSettings, prompts: Sequence[str]) -> Path:
-    """cache_root()/sae/<key>: key over model config digest and dtype (a bf16 model's activations
-    train another SAE), site, settings, data and sae-lens version."""
-    import sae_lens
-
-    loaded = as_model(model)
-    key = _digest(
-        {
-            "model": config_digest(loaded.hf),
-            "dtype": str(next(loaded.hf.parameters()).dtype),
-            "site": str(Site.parse(site)),
-            "settings": asdict(settings),
-            "data": _digest(list(prompts)),
-            "sae_lens": sae_lens.__version__,
-        }
-    )
-    return cache_root() / "sae" / key[:24]
-
-
-def train_saes(
-    model: Any, sites: Sequence[str | Site], settings: SAETrainSettings, texts: Sequence[str]
-) -> dict[str, TrainedSAE]:
-    """Trained SAEs by site, from the cache (keyed by model, site, settings and `texts`) or trained
-    now on the activations of every token of `texts` (e.g. `training_texts` windows plus task prompts).
-
-    One capture serves every site that needs training; each SAE is written atomically.
-    """
-    loaded = as_model(model)
-    texts = list(texts)
-    keys = [str(Site.parse(site)) for site in sites]
-    folders = {site: sae_folder(loaded, site, settings, texts) for site in keys}
-    missing = [site for site in keys if not is_intact(folders[site])]
-    acts = token_activations(loaded, texts, missing) if missing else {}
-    results: dict[str, TrainedSAE] = {}
-    for site in keys:
-
-        def build(tmp: Path, site: str = site) -> None:
-            train, held_out = split_holdout(acts[site], settings.holdout, settings.seed)
-            start = time.perf_counter()
-            sae = train_sae(train, settings, metadata={"hook_name": site, "model_name": loaded.source})
-            seconds = time.perf_counter() - start
-            save_sae(sae, tmp)
-            report = {
-                **sae_quality(sae, held_out),
-                "train_seconds": seconds,
-                "train_tokens": train.shape[0],
-                "held_out_tokens": held_out.shape[0],
-                "site": site,
-                "settings": asdict(settings),
-            }
-            write_atomic(tmp / REPORT, json.dumps(report, indent=1))
-
-        folder, built = cached_folder(folders[site], build)
-        report = json.loads((folder / REPORT).read_text())
-        results[site] = TrainedSAE(sae=load_sae(folder), folder=folder, built=built, report=report)
-    return results
-
-
-def saes_by_site(trained: Mapping[str, TrainedSAE]) -> dict[str, Any]:
-    """{site: sae} from `train_saes` output, the form `spare_edits` takes."""
-    return {site: t.sae for site, t in trained.items()}

@@ -1,61 +1,148 @@
-"""SpARE: select SAE features by mutual information, then steer between context and memory.
+"""SpARE as its authors' public code computes it: select SAE features by mutual information with
+context-vs-memory behaviour, then edit them at the last prompt token.
 
 Zhao et al. 2025, "Steering Knowledge Selection Behaviours in LLMs via SAE-Based Representation
-Engineering" (arXiv 2410.15999). Given SAE codes z at the last prompt token of prompts where the
-model uses the context (C) and where it uses its memory (M):
+Engineering" (arXiv 2410.15999), reference code github.com/yuzhaouoe/SAE-based-representation-engineering
+(`spare/mutual_information_and_expectation.py`, `spare/spare_for_generation.py`,
+`spare/function_extraction_modellings/function_extractor.py`, `spare/group_prompts.py`).
 
-1. `select_features`: mutual information of each feature with the C/M label; keep the fewest
-   top-MI features whose MI sums to a fraction p of the total; a kept feature goes to S_C if its
-   mean is higher under C, else to S_M.
-2. `spare_edit`: at the last prompt token only, towards memory, remove what S_C holds (up to
-   alpha times its C mean) and add the shortfall of S_M (up to alpha times its M mean):
-   h' = h - W_dec[S_C]^T min(alpha zbar_C, z) + W_dec[S_M]^T max(alpha zbar_M - z, 0).
-   Towards context the roles swap.
+Codes z. Every step uses one quantity, the authors' `sae.pre_acts(h)` of the residual h leaving
+layer l (`L{l}.resid_post`) at the last prompt token: for their TopK SAEs ReLU(W_enc (h - b_dec) +
+b_enc) *before* the top-k, for their JumpReLU SAEs the JumpReLU activations `sae.encode(h)`. Both
+are per feature and never negative; `steerscope.steering.sae.encode_pre` computes exactly that.
+C prompts are those the model answered from the context, M those it answered from memory.
 
-Target means are plain means over the prompts of each label (the paper's weighting is not
-reproduced here: with no per-prompt weights to cite, every prompt counts once).
+1. `mutual_information`: scikit-learn's `mutual_info_classif` (the k-nearest-neighbour estimator
+   of Kraskov et al. / Ross, 3 neighbours, fixed `random_state` for its tie-breaking noise) of
+   each feature with the label (C = 1, M = 0) over the codes of the C prompts then the M prompts,
+   after `MinMaxScaler` (the authors' `--minmax_normalisation`, used in all their scripts).
+   With `balance`, the larger group is first cut to the smaller's size as their
+   `equal_label_examples` does (`balance_groups`).
+2. expectation = mean of z over C - mean over M, plain means over the same (balanced) groups.
+3. `count_by_cumulative_mi` and `split_by_expectation`: walk the features by decreasing MI and
+   count them, the counted feature included, until the running MI sum exceeds p x the total MI
+   (all features if it never does). Then walk the same order again, appending a feature to S_C
+   if its expectation is > 0, to S_M if < 0, skipping it if 0, and stop as soon as
+   |S_C| + |S_M| equals the count: skipped features push the walk deeper, they do not use up
+   the count.
+4. Targets (`confidence_weights`, `answer_losses`): with L_ctx and L_mem the language-model loss
+   (mean next-token cross-entropy over the whole sequence, prompt included, as HF's
+   `labels=input_ids`) of the prompt followed by the context's answer and by the memory answer,
+   a C prompt weighs L_mem / (L_ctx + L_mem) and an M prompt L_ctx / (L_ctx + L_mem), normalised to
+   sum 1 within each group; target_C = sum_i w_i z_i over *all* C prompts (no balancing), target_M
+   likewise. The edit scales them by alpha (the authors' `edit_degree`).
+5. `spare_edit`: at the last prompt token of each edited layer, with z the codes of the current
+   h (after any edit at an earlier layer), towards memory
+       h' = h - W_dec[S_C]^T min(alpha target_C, z) + W_dec[S_M]^T max(alpha target_M - z, 0)
+   and towards context the roles swap. The decoder bias cancels (the authors decode both terms
+   with it, once subtracted and once added). `steerscope.kernels.sae_edit` holds this rule.
+
+Not reproduced: the authors' option to subsample examples before MI
+(`mutual_information_num_train_examples`), and the spreading of `mutual_info_classif` over 1000
+column blocks on a process pool (a speed device; with their unset `random_state` the noise it
+adds is not reproducible anyway).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from steerscope.capture import capture
 from steerscope.intervene import Edit
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
+from steerscope.model import ModelLike
+from steerscope.steering.sae import encode_pre
 from steerscope.tokens import TokenInfo
 
 Direction = Literal["memory", "context"]
 DIRECTIONS = ("memory", "context")
+ESTIMATORS = ("mutual_info_classif", "binned")
+BALANCE_SEED = 666  # the authors' fixed seed for `equal_label_examples`
+ANSWER_TEMPLATE = "{prompt} {answer}\n\n"  # a demonstration's ending in the authors' prompt format
 
 
 @dataclass(frozen=True)
 class Selection:
-    """Features chosen at one site: S_C, S_M [k_c], [k_m] indices (by decreasing MI); zbar_C,
-    zbar_M [d_sae] mean codes over C and M prompts; mi [d_sae] in nats."""
+    """Features chosen at one site and their targets.
+
+    S_C, S_M [k_c], [k_m]: feature indices in the order they were taken (decreasing MI);
+    target_C, target_M [d_sae]: confidence-weighted mean codes over the C and M prompts (alpha
+    not applied); mi [d_sae] in nats; expectation [d_sae] = mean_C z - mean_M z; `n_counted`:
+    how many features the cumulative-MI walk counted; `estimator`: how mi was estimated
+    ("random" for `random_selection`).
+    """
 
     S_C: Tensor  # noqa: N815 (the paper's names)
     S_M: Tensor  # noqa: N815
-    zbar_C: Tensor  # noqa: N815
-    zbar_M: Tensor  # noqa: N815
+    target_C: Tensor  # noqa: N815
+    target_M: Tensor  # noqa: N815
     mi: Tensor
+    expectation: Tensor
+    n_counted: int
+    estimator: str
+    p: float
+
+    def summary(self) -> dict[str, Any]:
+        """What results.json records about a selection."""
+        return {
+            "estimator": self.estimator,
+            "p": self.p,
+            "n_counted": self.n_counted,
+            "S_C": len(self.S_C),
+            "S_M": len(self.S_M),
+        }
 
 
-def mutual_information(z: Tensor, labels: Tensor, bins: int = 10) -> Tensor:
-    """MI [d_sae] in nats between each feature of z [n, d_sae] and binary labels [n].
+# ---------------------------------------------------------------- mutual information
 
-    Plug-in estimator: each feature is min-max scaled over the n samples to [0, 1] and cut into
-    `bins` equal-width bins; MI = sum_{b,y} p(b,y) log(p(b,y) / (p(b) p(y))) over the empirical
-    joint table. A constant feature has MI 0. Vectorised: one [d_sae, bins, 2] count table.
-    """
+
+def _check_codes(z: Tensor, labels: Tensor) -> None:
     if z.dim() != 2 or labels.shape != (z.shape[0],):
         raise ValueError(
             f"z must be [n, d_sae] and labels [n]; got {tuple(z.shape)} and {tuple(labels.shape)}"
         )
+
+
+def mutual_information(
+    z: Tensor,
+    labels: Tensor,
+    estimator: str = "mutual_info_classif",
+    random_state: int = 0,
+    minmax: bool = True,
+    bins: int = 10,
+) -> Tensor:
+    """MI [d_sae] (float64, nats) between each feature of z [n, d_sae] and binary labels [n].
+
+    "mutual_info_classif" (the authors'): scikit-learn's k-NN estimator on float32 codes scaled
+    to [0, 1] per feature by `MinMaxScaler` when `minmax`. "binned": a plug-in estimate over
+    `bins` equal-width bins of the min-max scaled feature; biased upwards by about
+    (bins - 1) / (2n) nats per feature, which spreads the top-p mass over noise features. Only
+    for comparison.
+    """
+    _check_codes(z, labels)
+    if estimator == "mutual_info_classif":
+        from sklearn.feature_selection import mutual_info_classif
+        from sklearn.preprocessing import MinMaxScaler
+
+        x = z.detach().float().cpu().numpy()
+        if minmax:
+            x = MinMaxScaler().fit_transform(x)
+        y = labels.detach().long().cpu().numpy()
+        return torch.from_numpy(mutual_info_classif(x, y, random_state=random_state))
+    if estimator == "binned":
+        return _binned_mutual_information(z, labels, bins)
+    raise ValueError(f"unknown estimator {estimator!r}; valid: {', '.join(ESTIMATORS)}")
+
+
+def _binned_mutual_information(z: Tensor, labels: Tensor, bins: int) -> Tensor:
+    """Plug-in MI over a [d_sae, bins, 2] count table; a constant feature has MI 0."""
     z = z.double()
     low, high = z.min(0).values, z.max(0).values
     scaled = (z - low) / (high - low).clamp(min=torch.finfo(z.dtype).tiny)
@@ -69,45 +156,208 @@ def mutual_information(z: Tensor, labels: Tensor, bins: int = 10) -> Tensor:
     p_label = joint.sum(1, keepdim=True)
     ratio = joint / (p_bin * p_label).clamp(min=1e-300)
     terms = torch.where(joint > 0, joint * ratio.clamp(min=1e-300).log(), torch.zeros_like(joint))
-    return terms.sum((1, 2)).clamp(min=0).float()
+    return terms.sum((1, 2)).clamp(min=0)
 
 
-def select_features(z_C: Tensor, z_M: Tensor, p: float = 0.1, bins: int = 10) -> Selection:  # noqa: N803
-    """SpARE feature selection from codes z_C [n_c, d_sae] and z_M [n_m, d_sae].
+def balance_groups(z_C: Tensor, z_M: Tensor, seed: int = BALANCE_SEED) -> tuple[Tensor, Tensor]:  # noqa: N803
+    """Cut the larger of z_C [n_c, d], z_M [n_m, d] to the smaller's size, as the authors'
+    `equal_label_examples`: shuffle its row indices with numpy's `RandomState(seed)` and keep the
+    first rows in that shuffled order."""
+    n = min(len(z_C), len(z_M))
+    if len(z_C) == len(z_M):
+        return z_C, z_M
+    keep = torch.from_numpy(np.random.RandomState(seed).permutation(max(len(z_C), len(z_M)))[:n])
+    return (z_C[keep], z_M) if len(z_C) > len(z_M) else (z_C, z_M[keep])
 
-    Keeps the smallest set of top-MI features whose MI reaches `p` of the total MI over all
-    features, then splits it by which label has the higher mean.
+
+# ---------------------------------------------------------------- selection
+
+
+def _decreasing(mi: Tensor) -> np.ndarray:
+    """Feature indices by decreasing MI, ties by index (a stable order)."""
+    return np.argsort(-mi.double().numpy(), kind="stable")
+
+
+def count_by_cumulative_mi(mi: Tensor, p: float) -> int:
+    """How many features the walk by decreasing MI takes until the running sum exceeds p x total
+    (the feature that crosses included; every feature if the sum never exceeds it)."""
+    running = np.cumsum(mi.double().numpy()[_decreasing(mi)])  # sequential sums, as a loop adds
+    crossed = np.flatnonzero(running > p * running[-1])
+    return int(crossed[0]) + 1 if len(crossed) else len(running)
+
+
+def split_by_expectation(mi: Tensor, expectation: Tensor, n_counted: int) -> tuple[Tensor, Tensor]:
+    """(S_C, S_M): walk features by decreasing MI, expectation > 0 to S_C, < 0 to S_M, 0 skipped,
+    until n_counted features are taken (or the features run out)."""
+    order = _decreasing(mi)
+    sign = np.sign(expectation.double().numpy()[order])
+    taken = order[sign != 0][:n_counted]
+    to_context = sign[sign != 0][:n_counted] > 0
+    return torch.from_numpy(taken[to_context]), torch.from_numpy(taken[~to_context])
+
+
+def weighted_mean(z: Tensor, weights: Tensor | None) -> Tensor:
+    """sum_i w_i z_i [d_sae] of codes z [n, d_sae]; plain mean when `weights` is None."""
+    if weights is None:
+        return z.double().mean(0).float()
+    if weights.shape != (z.shape[0],):
+        raise ValueError(f"weights must be [{z.shape[0]}] (one per prompt), got {tuple(weights.shape)}")
+    return (weights.double()[:, None] * z.double()).sum(0).float()
+
+
+def select_features(
+    z_C: Tensor,  # noqa: N803
+    z_M: Tensor,  # noqa: N803
+    p: float = 0.07,
+    weights_C: Tensor | None = None,  # noqa: N803
+    weights_M: Tensor | None = None,  # noqa: N803
+    estimator: str = "mutual_info_classif",
+    balance: bool = False,
+    random_state: int = 0,
+    mi: Tensor | None = None,
+) -> Selection:
+    """SpARE feature selection (module docstring, steps 1-4) from codes z_C [n_c, d_sae] and
+    z_M [n_m, d_sae] of the C and M prompts.
+
+    `weights_C`, `weights_M`: per-prompt target weights (`confidence_weights`); None gives plain
+    means (not the authors': use it only without the answer losses). `mi` [d_sae]: the MI of an
+    earlier selection from the same codes and settings (`Selection.mi`), so a sweep over p
+    estimates it once.
     """
     if not 0 < p <= 1:
         raise ValueError(f"p must be in (0, 1], got {p}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; valid: {', '.join(ESTIMATORS)}")
     if z_C.dim() != 2 or z_M.dim() != 2 or z_C.shape[1] != z_M.shape[1]:
         raise ValueError(
             f"z_C and z_M must be [n, d_sae] with one d_sae; got {tuple(z_C.shape)}, {tuple(z_M.shape)}"
         )
     if len(z_C) == 0 or len(z_M) == 0:
         raise ValueError("select_features needs at least one C and one M prompt")
-    z = torch.cat([z_C, z_M]).float()
-    labels = torch.cat([torch.ones(len(z_C)), torch.zeros(len(z_M))])
-    mi = mutual_information(z, labels, bins)
-    order = mi.argsort(descending=True)
-    cumulative = mi[order].double().cumsum(0)
-    total = cumulative[-1].item()
-    n_keep = 0 if total <= 0 else int((cumulative < p * total * (1 - 1e-9)).sum().item()) + 1
-    kept = order[:n_keep]
-    zbar_C, zbar_M = z_C.float().mean(0), z_M.float().mean(0)  # noqa: N806
-    to_context = zbar_C[kept] > zbar_M[kept]
-    return Selection(S_C=kept[to_context], S_M=kept[~to_context], zbar_C=zbar_C, zbar_M=zbar_M, mi=mi)
+    target_C, target_M = weighted_mean(z_C, weights_C), weighted_mean(z_M, weights_M)  # noqa: N806
+    group_C, group_M = balance_groups(z_C, z_M) if balance else (z_C, z_M)  # noqa: N806
+    codes = torch.cat([group_C, group_M]).float()
+    labels = torch.cat([torch.ones(len(group_C)), torch.zeros(len(group_M))])
+    if mi is None:
+        mi = mutual_information(codes, labels, estimator, random_state)
+    elif mi.shape != (z_C.shape[1],):
+        raise ValueError(f"mi must be [{z_C.shape[1]}] (one per feature), got {tuple(mi.shape)}")
+    expectation = group_C.float().mean(0) - group_M.float().mean(0)
+    n_counted = count_by_cumulative_mi(mi, p)
+    S_C, S_M = split_by_expectation(mi, expectation, n_counted)  # noqa: N806
+    return Selection(S_C, S_M, target_C, target_M, mi, expectation, n_counted, estimator, p)
+
+
+def random_selection(
+    selection: Selection, seed: int = 0, among: Literal["active", "all"] = "active"
+) -> Selection:
+    """The random-feature control of `selection`: as many features in S_C and in S_M, drawn
+    uniformly without replacement (S_C first, then S_M from the rest), with the same targets
+    rule (each drawn feature keeps its own target_C / target_M).
+
+    `among="active"` draws S_C from the features with target_C > 0 and S_M from those with
+    target_M > 0: a feature silent on every prompt of its group has a zero target and an edit
+    that does nothing, which would make the control pass for free. "all" draws from every feature.
+    """
+    if among not in ("active", "all"):
+        raise ValueError(f"among must be 'active' or 'all', got {among!r}")
+    generator = torch.Generator().manual_seed(seed)
+    d_sae = len(selection.target_C)
+    free = torch.ones(d_sae, dtype=torch.bool)
+    drawn = []
+    for name, target, size in (
+        ("S_C", selection.target_C, len(selection.S_C)),
+        ("S_M", selection.target_M, len(selection.S_M)),
+    ):
+        pool = torch.nonzero(free & ((target > 0) if among == "active" else True)).flatten()
+        if len(pool) < size:
+            raise ValueError(f"random_selection: {name} needs {size} features, only {len(pool)} are eligible")
+        chosen = pool[torch.randperm(len(pool), generator=generator)[:size]]
+        free[chosen] = False
+        drawn.append(chosen)
+    return Selection(
+        drawn[0],
+        drawn[1],
+        selection.target_C,
+        selection.target_M,
+        selection.mi,
+        selection.expectation,
+        selection.n_counted,
+        "random",
+        selection.p,
+    )
+
+
+# ---------------------------------------------------------------- confidence weights
+
+
+def confidence_weights(loss_context: Tensor, loss_memory: Tensor, follows: Direction) -> Tensor:
+    """Per-prompt weights [n] of one behaviour group, summing to 1.
+
+    A prompt answered from the context weighs L_mem / (L_ctx + L_mem), one answered from memory
+    L_ctx / (L_ctx + L_mem): the more the model preferred the answer it gave, the more it counts.
+    """
+    if loss_context.shape != loss_memory.shape or loss_context.dim() != 1 or len(loss_context) == 0:
+        raise ValueError(
+            f"losses must be two non-empty [n] tensors; got {tuple(loss_context.shape)}, {tuple(loss_memory.shape)}"
+        )
+    if follows not in DIRECTIONS:
+        raise ValueError(f"follows must be one of {DIRECTIONS}, got {follows!r}")
+    total = loss_context.double() + loss_memory.double()
+    raw = (loss_memory.double() if follows == "context" else loss_context.double()) / total
+    return raw / raw.sum()
+
+
+@torch.no_grad()
+def answer_losses(
+    model: ModelLike,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    template: str = ANSWER_TEMPLATE,
+    batch_size: int = 4,
+) -> Tensor:
+    """L [n]: the language-model loss of each `template.format(prompt=..., answer=...)`.
+
+    The loss is the mean next-token cross-entropy over every token of the text (prompt included,
+    the tokenizer's special tokens added), as the authors' `model(input_ids, labels=input_ids)`.
+    The default template ends the answer as the prompt format ends a demonstration. Batches are
+    left-padded; a row's loss only counts its own tokens.
+    """
+    from steerscope.capture import tokenize
+    from steerscope.model import as_model
+
+    if len(prompts) != len(answers):
+        raise ValueError(f"got {len(prompts)} prompts and {len(answers)} answers")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    loaded = as_model(model)
+    device = next(loaded.hf.parameters()).device
+    texts = [template.format(prompt=p, answer=a) for p, a in zip(prompts, answers, strict=True)]
+    losses = []
+    for start in range(0, len(texts), batch_size):
+        batch = {k: v.to(device) for k, v in tokenize(loaded, texts[start : start + batch_size]).items()}
+        logits = loaded.hf(**batch).logits[:, :-1].float()
+        targets, mask = batch["input_ids"][:, 1:], batch["attention_mask"]
+        counted = (mask[:, 1:] & mask[:, :-1]).float()
+        token_loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        losses.append(((token_loss * counted).sum(1) / counted.sum(1)).cpu())
+    return torch.cat(losses)
+
+
+# ---------------------------------------------------------------- the edit
 
 
 def _roles(selection: Selection, direction: str, alpha: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(remove, add, target_remove, target_add) for a direction."""
     if direction == "memory":
-        remove, add, mean_remove, mean_add = selection.S_C, selection.S_M, selection.zbar_C, selection.zbar_M
+        remove, add = selection.S_C, selection.S_M
+        target_remove, target_add = selection.target_C, selection.target_M
     elif direction == "context":
-        remove, add, mean_remove, mean_add = selection.S_M, selection.S_C, selection.zbar_M, selection.zbar_C
+        remove, add = selection.S_M, selection.S_C
+        target_remove, target_add = selection.target_M, selection.target_C
     else:
         raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
-    return remove, add, alpha * mean_remove[remove], alpha * mean_add[add]
+    return remove, add, alpha * target_remove[remove], alpha * target_add[add]
 
 
 def spare_edit(
@@ -115,6 +365,8 @@ def spare_edit(
 ) -> Edit:
     """The steerscope edit applying SpARE at the last prompt token of each row (other tokens,
     pads and generated tokens untouched). `fused=False` uses the full-SAE reference path."""
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
     parts = sae_parts(sae)
     remove, add, target_remove, target_add = _roles(selection, direction, alpha)
     subset = SubsetEdit.gather(parts, remove, add, target_remove, target_add)
@@ -159,10 +411,9 @@ def spare_edits(
 
 
 @torch.no_grad()
-def last_token_codes(model: Any, saes_by_site: Mapping[str, Any], prompts: list[str]) -> dict[str, Tensor]:
+def last_token_codes(
+    model: ModelLike, saes_by_site: Mapping[str, Any], prompts: list[str]
+) -> dict[str, Tensor]:
     """SAE codes z [n_prompts, d_sae] at the last prompt token of each prompt, by site."""
-    from steerscope.capture import capture
-    from steerscope.steering.sae import encode_pre
-
     got = capture(model, prompts, list(saes_by_site), reduce="last", progress=False)
     return {site: encode_pre(sae, got[site]) for site, sae in saes_by_site.items()}

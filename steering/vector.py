@@ -24,7 +24,7 @@ from torch import Tensor
 from steerscope.cache import write_atomic
 from steerscope.errors import InputError
 from steerscope.hashing import HASH_NAME, data_digest
-from steerscope.model import Model, as_model, config_digest
+from steerscope.model import Model, ModelLike, as_model, config_digest
 from steerscope.sites import Site
 
 
@@ -44,7 +44,7 @@ class Fingerprint:
     config_hash: str
 
     @classmethod
-    def of(cls, model: Any) -> Fingerprint:
+    def of(cls, model: ModelLike) -> Fingerprint:
         loaded = as_model(model)
         anatomy = loaded.anatomy
         return cls(anatomy.family.name, anatomy.d_model, anatomy.n_layers, config_digest(loaded.hf)[:16])
@@ -79,7 +79,7 @@ class SteeringVector:
     def sites(self) -> list[Site]:
         return [Site.parse(s) for s in self.directions]
 
-    def check(self, model: Any, force: bool = False) -> Model:
+    def check(self, model: ModelLike, force: bool = False) -> Model:
         """Fail clearly if this vector was made for another model; return `model` as a `Model`.
 
         Family, d_model, n_layers and the config digest must match. `force=True` applies it to a
@@ -126,7 +126,7 @@ class SteeringVector:
         return base.with_suffix(".json")
 
     @classmethod
-    def load(cls, path: str | Path, model: Any = None, force: bool = False) -> SteeringVector:
+    def load(cls, path: str | Path, model: ModelLike = None, force: bool = False) -> SteeringVector:
         """Read a saved vector, verifying its content hashes; with `model`, also check that it fits
         that model (`force` as in `check`). Any problem is an `InputError` naming the file."""
         base = Path(path).with_suffix("")

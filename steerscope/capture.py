@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from steerscope.errors import InputError
 from steerscope.intervene import intervene, module_at
-from steerscope.model import Model, as_model
+from steerscope.model import Model, ModelLike, as_model
 from steerscope.offload import input_device
 from steerscope.sites import Site, resolve_sites
 from steerscope.tokens import TokenInfo
@@ -74,6 +74,18 @@ def tokenize(model: Model, prompts: Sequence[str]) -> dict[str, Tensor]:
         "attention_mask": mask,
         "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
     }
+
+
+def tokenize_for_generate(model: Model, prompts: Sequence[str]) -> dict[str, Tensor]:
+    """Left-padded `input_ids` and `attention_mask` [batch, seq] for `model.generate(**inputs)`.
+
+    No position ids: `generate` derives them from the mask at every step, and a fixed prompt-length
+    tensor would not match the generated tokens. On the device of the model's first weights (a
+    dispatched model's embedding)."""
+    batch = tokenize(model, prompts)
+    del batch["position_ids"]
+    device = input_device(model.hf)
+    return {name: tensor.to(device) for name, tensor in batch.items()}
 
 
 def _position_axis(site: Site) -> int:
@@ -147,7 +159,7 @@ def _stop_after(module: nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def capture(
-    model: Any,
+    model: ModelLike,
     prompts: Sequence[str],
     sites: str | Site | Sequence[str | Site],
     reduce: Reduction = None,

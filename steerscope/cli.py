@@ -1,4 +1,4 @@
-"""The `steerscope` command: `info`, `list`, `build organism:NAME`,
+"""The `steerscope` command: `info`, `list`, `build organism:NAME | sae:SITE[,SITE...]`,
 `run NAME --out DIR [--model M] [--data KIND=SOURCE ...] [--dtype D] [--quick]` and `data check FILE --kind K`.
 
 Bad input (a setting, a path, a record) is one line on stderr and exit code 2; `--debug` prints
@@ -14,7 +14,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from steerscope.errors import InputError
+
 _PACKAGES = ("steerscope", "torch", "transformers", "transformer-lens", "nnsight", "sae-lens", "plotly")
+SAE_DATA_KINDS = ("text", "conflicts")  # what `build sae:` trains on
 
 
 def _versions() -> str:
@@ -56,16 +59,44 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _build(args: argparse.Namespace) -> None:
-    from steerscope.organisms.build import organism_folder
-    from steerscope.organisms.train import REPORT
+    if args.name.startswith("sae:"):
+        return _build_sae(args)
+    if args.data:
+        raise InputError(f"--data is for sae: builds; {args.name} trains on its own world")
+    from steerscope.organisms.build import organism_folder, training_report
 
     folder = organism_folder(args.name)
-    report = json.loads((folder / REPORT).read_text())
+    report = training_report(args.name)
     print(f"{args.name}: {folder}")
     print(
         f"{report['steps']} steps in {report['train_seconds']} s, final loss {report['final_loss']:.3f}, "
         f"{report['n_parameters']} parameters, vocabulary {report['vocab_size']}"
     )
+
+
+def _build_sae(args: argparse.Namespace) -> None:
+    """`build sae:SITE[,SITE...]`: one SAE per site on the default texts of the model's data, with
+    the user's `--data text=...` / `--data conflicts=...` in place of the defaults, into the cache
+    (the SAEs `steerscope run spare` then finds there)."""
+    from steerscope.context import build_context
+    from steerscope.data.user_data import read_user_data
+    from steerscope.loading import load
+    from steerscope.steering.sae import SAETrainSettings, residual_sites, train_saes, training_texts
+
+    data = _data_arguments(args.data)
+    unknown = sorted(set(data) - set(SAE_DATA_KINDS))
+    if unknown:
+        raise InputError(f"build sae: takes {' and '.join(SAE_DATA_KINDS)} data, not {', '.join(unknown)}")
+    user = {kind: read_user_data(kind, source) for kind, source in data.items()}
+    model = load(args.model)
+    sites = residual_sites(model, [site for site in args.name.removeprefix("sae:").split(",") if site])
+    suite = build_context(args.model, model, user, SAE_DATA_KINDS, {}).data
+    for site, trained in train_saes(model, sites, SAETrainSettings(), training_texts(suite)).items():
+        r = trained.report
+        print(
+            f"{site}: {trained.folder}\n  FVU {r['fvu']:.3f}, L0 {r['l0']:.1f}, dead {r['dead_fraction']:.1%}, "
+            f"CE loss recovered {r['ce_loss_recovered']:.3f}, {r['train_tokens']} training tokens"
+        )
 
 
 def _setting(text: str) -> tuple[str, Any]:
@@ -87,15 +118,20 @@ def _data_source(text: str) -> tuple[str, str]:
     return kind, source
 
 
-def _run(args: argparse.Namespace) -> None:
-    from steerscope.errors import InputError
-    from steerscope.runner import run_experiment
-
+def _data_arguments(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """{kind: source} from the `--data` arguments; a kind given twice is an error."""
     data: dict[str, str] = {}
-    for kind, source in args.data:
+    for kind, source in pairs:
         if kind in data:
             raise InputError(f"--data {kind} given twice ({data[kind]} and {source}); give each kind once")
         data[kind] = source
+    return data
+
+
+def _run(args: argparse.Namespace) -> None:
+    from steerscope.runner import run_experiment
+
+    data = _data_arguments(args.data)
     settings = {"quick": args.quick, "seed": args.seed, **dict(args.set)}
     run_experiment(args.name, args.out, model=args.model, data=data, dtype=args.dtype, **settings)
     out = Path(args.out).resolve()
@@ -132,9 +168,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     listing.set_defaults(func=_list)
     build = commands.add_parser(
-        "build", parents=[debug], help="train a model organism into the cache (resumes an interrupted build)"
+        "build",
+        parents=[debug],
+        help="train a model organism or SAEs into the cache (resumes an interrupted build)",
     )
-    build.add_argument("name", help="organism:tom, organism:sources or organism:length")
+    build.add_argument(
+        "name",
+        help="organism:tom, organism:sources, organism:length, organism:reasoning, or sae:SITE[,SITE...] (e.g. sae:L9.resid_post)",
+    )
+    build.add_argument("--model", default=None, help="for sae: builds (default: embedded Gemma 3 270M)")
+    build.add_argument(
+        "--data",
+        type=_data_source,
+        action="append",
+        default=[],
+        metavar="KIND=SOURCE",
+        help="for sae: builds, your text and/or conflicts data in place of the model's defaults "
+        "(as for run); repeatable",
+    )
     build.set_defaults(func=_build)
     run = commands.add_parser(
         "run", parents=[debug], help="run an experiment; writes results.json and report.html"

@@ -21,7 +21,7 @@ from torch.utils.hooks import RemovableHandle
 from transformers import AutoTokenizer
 
 from steerscope.intervene import Edit, EditSpec, edit_list, merge_head, run_edits, select_head
-from steerscope.model import Model, as_model
+from steerscope.model import Model, ModelLike, as_model
 from steerscope.sites import KV_KINDS, Site
 from steerscope.tokens import TokenInfo, TokenTracker
 
@@ -231,7 +231,7 @@ def _hooked_config(model: Model) -> Any:
     )
 
 
-def hooked_transformer_from(model: Any) -> Any:
+def hooked_transformer_from(model: ModelLike) -> Any:
     """An offline HookedTransformer with the weights of a llama or gemma3 steerscope model.
 
     `HookedTransformer.from_pretrained` reads sizes from tables keyed by official names, so it
@@ -263,7 +263,7 @@ def hooked_transformer_from(model: Any) -> Any:
     return ht.eval()
 
 
-def bridge_from(model: Any) -> Any:
+def bridge_from(model: ModelLike) -> Any:
     """A TransformerBridge booted offline from a copy of a steerscope model.
 
     Booting swaps bridge wrappers into the transformers model it is given, so it gets a deep copy

@@ -19,8 +19,7 @@ from torch.utils.hooks import RemovableHandle
 
 from steerscope.anatomy import Anatomy
 from steerscope.errors import InputError
-from steerscope.model import as_model
-from steerscope.prefix_cache import PromptPrefixCache
+from steerscope.model import ModelLike, as_model
 from steerscope.rotary import rotate, unrotate
 from steerscope.sites import Site
 from steerscope.tokens import TokenInfo, TokenTracker
@@ -175,7 +174,8 @@ class _Installer:
                 batch=shaped.shape[0],
                 past_length=past,
                 device=shaped.device,
-                continues_prompt=isinstance(cache, PromptPrefixCache) and past == cache.prefix_length,
+                # a PromptPrefixCache (steerscope.prefix_cache, not imported: it needs transformers)
+                continues_prompt=past > 0 and past == getattr(cache, "prefix_length", None),
             )
 
         self.handles.append(decoder.register_forward_pre_hook(pre_hook, with_kwargs=True))
@@ -303,7 +303,7 @@ def edit_list(value: Edit | Sequence[Edit]) -> list[Edit]:
 
 
 @contextmanager
-def intervene(model: Any, edits: EditSpec) -> Iterator[None]:
+def intervene(model: ModelLike, edits: EditSpec) -> Iterator[None]:
     """Install `edits` ({site: edit or [edits]}) for the duration of the block.
 
     Example: `with intervene(model, {"L9.resid_post": add_vector}): model.generate(...)`.

@@ -10,11 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from torch import nn
 
 from steerscope.anatomy import Anatomy, anatomy_of
+
+if TYPE_CHECKING:
+    from nnsight import NNsight
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel
 
 # Config entries that say where or with which library a model was stored, not what it computes.
 _VOLATILE_CONFIG_KEYS = {
@@ -55,7 +60,13 @@ class Model:
         return f"Model({self.source or type(self.hf).__name__}, {self.anatomy.family.name}, {self.anatomy.n_layers} layers)"
 
 
-def unwrap_module(obj: Any) -> tuple[nn.Module, Any]:
+#: A model as every steerscope function takes it: a loaded `Model`, a transformers causal LM, an
+#: nnsight model of one, or a TransformerLens TransformerBridge (`as_model` unwraps it, no copy).
+#: A string, so using it never imports nnsight or TransformerLens.
+ModelLike: TypeAlias = "Model | PreTrainedModel | NNsight | TransformerBridge"
+
+
+def unwrap_module(obj: ModelLike) -> tuple[nn.Module, Any]:
     """The underlying transformers module (and tokenizer, if found) of any supported wrapper."""
     if isinstance(obj, Model):
         return obj.hf, obj.tokenizer
@@ -77,7 +88,7 @@ def unwrap_module(obj: Any) -> tuple[nn.Module, Any]:
     )
 
 
-def as_model(obj: Any, tokenizer: Any = None) -> Model:
+def as_model(obj: ModelLike, tokenizer: Any = None) -> Model:
     """Wrap anything `unwrap_module` understands as a `Model` (no copy, no mutation)."""
     if isinstance(obj, Model):
         return obj

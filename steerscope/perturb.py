@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from steerscope.model import as_model
+from steerscope.model import ModelLike, as_model
 from steerscope.offload import Replacement, replaced, stored_value
 
 #: New values: a tensor with one value per selected entry, a scalar, or a function of the
@@ -51,7 +50,7 @@ def _offloaded_edit(hf: torch.nn.Module, name: str, mask: Tensor, values: Values
 
 
 @contextmanager
-def perturb(model: Any, edits: Mapping[str, tuple[Tensor, Values]]) -> Iterator[None]:
+def perturb(model: ModelLike, edits: Mapping[str, tuple[Tensor, Values]]) -> Iterator[None]:
     """Set entries of named parameters for a block: `{param_name: (bool mask, values)}`."""
     hf = as_model(model).hf
     params = dict(hf.named_parameters())

@@ -26,7 +26,7 @@ from steerscope.data.records import check_kind
 from steerscope.data.user_data import UserData, read_user_data
 from steerscope.errors import InputError
 from steerscope.loading import load, resolve_dtype
-from steerscope.model import as_model
+from steerscope.model import ModelLike, as_model
 from steerscope.registry import EXPERIMENTS, Experiment, ExperimentConfig, Outcome
 from steerscope.report import write_report, write_results
 from steerscope.settings import check_layers, check_settings
@@ -147,7 +147,7 @@ def _model_dtype(model: Any, dtype: str | torch.dtype | None) -> torch.dtype | N
 def run_experiment(
     name: str,
     out: str | os.PathLike,
-    model: Any = None,
+    model: ModelLike | str | os.PathLike | None = None,
     data: Mapping[str, str] | None = None,
     dtype: str | torch.dtype | None = None,
     **settings: Any,

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 
 import steerscope as ss
 from steerscope.anatomy import anatomy_of
-from steerscope.capture import tokenize
+from steerscope.capture import tokenize, tokenize_for_generate
 from steerscope.kernels.per_sample_grads import batched_fisher_scores
 from steerscope.offload import offload_hook, stored_value
 from steerscope.probes.fisher import LossSample, cached_fisher_scores, fisher_scores, model_fingerprint
@@ -94,8 +94,7 @@ def test_intervene_and_steer_generate_as_on_the_plain_model(models):
     vector = SteeringVector(
         {f"L{i}.resid_post": torch.randn(64, generator=g) for i in range(4)}, Fingerprint.of(plain)
     )
-    inputs = tokenize(plain, PROMPTS)
-    del inputs["position_ids"]
+    inputs = tokenize_for_generate(plain, PROMPTS)
 
     def greedy(model):
         out = model.generate(

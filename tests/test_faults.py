@@ -195,14 +195,55 @@ def test_a_damaged_sae_is_retrained(tiny_llama, tmp_path, monkeypatch):
     from steerscope.steering.sae import SAETrainSettings, train_saes
 
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path))
-    settings = SAETrainSettings(expansion=2, k=4, steps=5, batch_size=64)
-    texts = ["a short text for a tiny sparse autoencoder, long enough for some tokens"] * 4
+    settings = SAETrainSettings(expansion=2, k=4, batch_size=64, context=24, ce_windows=1)
+    texts = [
+        f"text {i}: a short text for a tiny sparse autoencoder, long enough for tokens" for i in range(40)
+    ]
     first = train_saes(tiny_llama, ["L1.resid_post"], settings, texts)["L1.resid_post"]
     weights = first.folder / "sae_weights.safetensors"
     _overwrite(weights, weights.stat().st_size // 2, b"\x00" * 4096)
     with pytest.warns(UserWarning, match="sae_weights.safetensors changed"):
         second = train_saes(tiny_llama, ["L1.resid_post"], settings, texts)["L1.resid_post"]
     assert second.built and is_intact(second.folder)
+
+
+def _sae_build_killed_after_training(tiny_llama, settings, texts, monkeypatch):
+    """Run an SAE build that dies once training is done, leaving its shards and checkpoints."""
+    from steerscope.steering import sae as sae_module
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sae_module, "sae_quality", killed)
+        with pytest.raises(KeyboardInterrupt):
+            sae_module.train_saes(tiny_llama, ["L1.resid_post"], settings, texts, progress=False)
+
+
+def test_damaged_sae_shards_and_checkpoints_are_redone_with_a_warning(tiny_llama, tmp_path, monkeypatch):
+    from steerscope.steering.sae import SAETrainSettings, train_saes
+
+    monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path))
+    settings = SAETrainSettings(expansion=2, k=4, epochs=8.0, batch_size=64, context=24, ce_windows=1)
+    texts = [
+        f"text {i}: a short text for a tiny sparse autoencoder, long enough for tokens" for i in range(40)
+    ]
+    _sae_build_killed_after_training(tiny_llama, settings, texts, monkeypatch)
+    work = next((tmp_path / "sae-work").iterdir())
+    shard = work / "train-00000.safetensors"
+    _overwrite(shard, shard.stat().st_size // 2, b"\x00" * 64)
+    (checkpoint,) = sorted(work.glob("train-*/checkpoint-*.safetensors"))[-1:]
+    _overwrite(checkpoint, checkpoint.stat().st_size // 2, b"\x00" * 64)
+    with pytest.warns(UserWarning) as warned:
+        trained = train_saes(tiny_llama, ["L1.resid_post"], settings, texts, progress=False)["L1.resid_post"]
+    messages = " | ".join(str(w.message) for w in warned)
+    assert "train-00000.safetensors its bytes do not match" in messages
+    assert f"discarding SAE checkpoint {checkpoint.with_suffix('.json')}" in messages
+    assert (
+        trained.built
+        and is_intact(trained.folder)
+        and trained.report["resumed_from_step"] < trained.report["steps"]
+    )
 
 
 # ---------------------------------------------------------------- 2. checkpoints

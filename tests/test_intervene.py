@@ -2,15 +2,9 @@ import pytest
 import torch
 
 import steerscope as ss
-from steerscope.capture import tokenize
+from steerscope.capture import tokenize, tokenize_for_generate
 
 PROMPTS = ["hello there, friend", "hi", "a b c"]
-
-
-def _generate_inputs(model, prompts):
-    batch = tokenize(model, prompts)
-    del batch["position_ids"]
-    return batch
 
 
 def _all_hooks(model):
@@ -25,7 +19,7 @@ def _record_tokens(model, use_cache):
 
     with ss.intervene(model, {"L1.resid_post": record}):
         model.generate(
-            **_generate_inputs(model, PROMPTS), max_new_tokens=4, do_sample=False, use_cache=use_cache
+            **tokenize_for_generate(model, PROMPTS), max_new_tokens=4, do_sample=False, use_cache=use_cache
         )
     return seen
 
@@ -61,7 +55,7 @@ def _add(vector, where):
 @pytest.mark.parametrize("where", ["is_real", "is_prompt", "is_last_prompt", "is_generated"])
 def test_steered_greedy_generation_is_the_same_with_and_without_cache(tiny_gemma, where):
     vector = torch.randn(tiny_gemma.anatomy.d_model, generator=torch.Generator().manual_seed(1)) * 3
-    inputs = _generate_inputs(tiny_gemma, PROMPTS)
+    inputs = tokenize_for_generate(tiny_gemma, PROMPTS)
     outputs = {}
     for use_cache in (True, False):
         with ss.intervene(tiny_gemma, {"L1.resid_post": _add(vector, where)}):
@@ -76,12 +70,12 @@ def test_steered_greedy_generation_is_the_same_with_and_without_cache(tiny_gemma
 def test_left_padded_batch_steers_each_prompt_as_alone(tiny_llama):
     vector = torch.randn(tiny_llama.anatomy.d_model, generator=torch.Generator().manual_seed(2)) * 3
     edits = {"L2.resid_pre": _add(vector, "is_last_prompt"), "L1.mlp_out": _add(vector, "is_generated")}
-    inputs = _generate_inputs(tiny_llama, PROMPTS)
+    inputs = tokenize_for_generate(tiny_llama, PROMPTS)
     with ss.intervene(tiny_llama, edits):
         batched = tiny_llama.generate(**inputs, max_new_tokens=5, do_sample=False)
         for i, prompt in enumerate(PROMPTS):
             alone = tiny_llama.generate(
-                **_generate_inputs(tiny_llama, [prompt]), max_new_tokens=5, do_sample=False
+                **tokenize_for_generate(tiny_llama, [prompt]), max_new_tokens=5, do_sample=False
             )
             assert torch.equal(batched[i, -alone.shape[1] :], alone[0])
 
@@ -98,7 +92,7 @@ def test_hooks_are_removed_on_exit_and_on_exceptions(tiny_llama):
                 raise RuntimeError("inside generate")
 
             with ss.intervene(tiny_llama, {"L2.mlp_out": fail}):
-                tiny_llama.generate(**_generate_inputs(tiny_llama, PROMPTS), max_new_tokens=2)
+                tiny_llama.generate(**tokenize_for_generate(tiny_llama, PROMPTS), max_new_tokens=2)
     assert _all_hooks(tiny_llama) == before
 
 
@@ -161,7 +155,7 @@ def test_bad_edits_fail_clearly(tiny_llama):
 
 
 def test_edit_inside_embedded_gemma_generate_changes_output_and_is_gone_after(gemma):
-    inputs = _generate_inputs(gemma, ["The capital of France is"])
+    inputs = tokenize_for_generate(gemma, ["The capital of France is"])
     plain = gemma.generate(**inputs, max_new_tokens=6, do_sample=False)
     direction = torch.randn(gemma.anatomy.d_model, generator=torch.Generator().manual_seed(0))
     direction /= direction.norm()

@@ -33,9 +33,23 @@ def test_conflict_pairs_on_an_organism_use_its_unmarked_prompts():
         assert c == a.replace(record.org_context, record.sub_context)
 
 
-def test_spare_default_layers_follow_the_depth():
-    assert spare.default_layers(18) == [6, 9, 12]  # Gemma 3 270M
-    assert spare.default_layers(4) == [1, 2]
+def test_spare_layer_sets_are_consecutive_around_the_peak_and_fit_the_model():
+    config = spare.SpareConfig()
+    assert spare.layer_sets(config, 18) == [[9], [8, 9], [7, 8, 9, 10]]  # Gemma 3 270M
+    assert spare.layer_sets(config, 4) == [[2], [1, 2], [0, 1, 2, 3]]
+    shifted = spare.SpareConfig(peak_layer=17, layer_set_sizes=[4])
+    assert spare.layer_sets(shifted, 18) == [[14, 15, 16, 17]]
+    assert spare.layer_sets(spare.SpareConfig(layer_sets=[[3, 2], [2, 3]]), 18) == [[2, 3]]
+    with pytest.raises(ValueError, match="in 0..3"):
+        spare.layer_sets(spare.SpareConfig(layer_sets=[[4]]), 4)
+
+
+def test_spare_dev_split_is_by_content_and_disjoint():
+    records = natural_suite().conflicts.candidates(60, 0)
+    fit, dev = spare.dev_split(records, 0.35, seed=0)
+    assert sorted(map(id, fit + dev)) == sorted(map(id, records)) and 10 < len(dev) < 32
+    again_fit, again_dev = spare.dev_split(list(reversed(records)), 0.35, seed=0)
+    assert set(again_dev) == set(dev) and set(spare.dev_split(records, 0.35, seed=1)[1]) != set(dev)
 
 
 def all_memorised(model, conflicts, n, demos, seed):
@@ -76,7 +90,7 @@ def test_conflict_probe_on_a_random_model_says_how_few_facts_it_knows(tmp_path):
 def test_spare_refuses_to_select_features_without_both_behaviours(tmp_path, monkeypatch):
     monkeypatch.setattr(spare, "known_conflicts", all_memorised)
     with pytest.raises(ValueError, match="too few labelled prompts to select features"):
-        run_experiment("spare", tmp_path, model="tiny:llama", layers=[1], n_candidates=12)
+        run_experiment("spare", tmp_path, model="tiny:llama", layer_sets=[[1]], n_candidates=12)
 
 
 def test_transitions_count_label_changes():

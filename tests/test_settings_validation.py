@@ -36,7 +36,10 @@ BAD_SETTINGS = [
         "tom-sensitivity: sparsities must be a non-empty list of finite numbers in (0, 1] or None, "
         "got [1e-05, 2] (item 1 is 2)",
     ),
-    ("spare", {"p": 2}, ["p=2"], "spare: p must be a finite number in (0, 1], got 2"),
+    (
+        "spare", {"ps": [2]}, ["ps=[2]"],
+        "spare: ps must be a non-empty list of finite numbers in (0, 1], got [2] (item 0 is 2)",
+    ),
     ("spare", {"held_out": 1.0}, ["held_out=1.0"], "spare: held_out must be a finite number in (0, 1), got 1.0"),
     (
         "smoke", {"relative_strength": math.nan}, ["relative_strength=NaN"],
@@ -57,8 +60,9 @@ BAD_SETTINGS = [
         "efficiency: probe_strength must be a finite number other than 0, got 0",
     ),
     (
-        "spare", {"layers": []}, ["layers=[]"],
-        "spare: layers must be a non-empty list of layer indices (integers >= 0) or None, got []",
+        "spare", {"layer_sets": []}, ["layer_sets=[]"],
+        "spare: layer_sets must be a non-empty list of non-empty lists of layer indices (integers >= 0) "
+        "or None, got []",
     ),
     (
         "smoke", {"layr": 1}, ["layr=1"],
@@ -128,9 +132,9 @@ def test_every_experiments_defaults_and_quick_settings_fit_their_declarations():
 
 
 def test_settings_are_converted_to_their_declared_types():
-    config = make_config(get_experiment("spare"), {"p": 1, "layers": (1, 2), "sae_k": None})
-    assert config.p == 1.0 and isinstance(config.p, float)
-    assert config.layers == [1, 2] and config.sae_k is None
+    config = make_config(get_experiment("spare"), {"ps": [1], "layer_sets": ((1, 2),), "sae_k": None})
+    assert config.ps == [1.0] and isinstance(config.ps[0], float)
+    assert config.layer_sets == [[1, 2]] and config.sae_k is None
 
 
 def test_a_layer_beyond_the_loaded_model_fails_after_the_load_before_any_forward(tmp_path):
@@ -141,8 +145,8 @@ def test_a_layer_beyond_the_loaded_model_fails_after_the_load_before_any_forward
         run_experiment("smoke", tmp_path, model=model, layer=4)
     assert str(error.value) == "smoke: layer=4 is out of range: tiny-llama has layers 0-3"
     with pytest.raises(InputError) as error:
-        run_experiment("spare", tmp_path, model=model, layers=[1, 7])
-    assert str(error.value) == "spare: layers=[1, 7] (layer 7) is out of range: tiny-llama has layers 0-3"
+        run_experiment("spare", tmp_path, model=model, layer_sets=[[1, 7]])
+    assert str(error.value).startswith("spare: layer_sets=[[1, 7]] (layer 7) is out of range")
     assert not calls and not list(tmp_path.iterdir())
 
 

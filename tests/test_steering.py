@@ -2,19 +2,13 @@ import pytest
 import torch
 
 import steerscope as ss
-from steerscope.capture import tokenize
+from steerscope.capture import tokenize, tokenize_for_generate
 from steerscope.errors import InputError
 from steerscope.steering import SteeringVector, diff_of_means, pca_of_differences, steer, sweep_layers
 from steerscope.tiny import tiny_model
 
 PROMPTS = ["hello there, friend", "hi", "a b c d e"]
 POSITION_MODES = ["all", "prompt", "last_prompt", "generated", (2, 5), range(0, 3)]
-
-
-def _inputs(model, prompts):
-    batch = tokenize(model, prompts)
-    del batch["position_ids"]
-    return batch
 
 
 def _vector(model, seed=0, sites=("L1.resid_post",)):
@@ -39,7 +33,7 @@ def _greedy(model, inputs, **kwargs):
 @pytest.mark.parametrize("positions", POSITION_MODES, ids=str)
 def test_kv_cache_and_no_cache_give_the_same_steered_tokens(tiny_gemma, positions):
     vector = _vector(tiny_gemma, sites=("L1.resid_post", "L2.resid_pre"))
-    inputs = _inputs(tiny_gemma, PROMPTS)
+    inputs = tokenize_for_generate(tiny_gemma, PROMPTS)
     with steer(tiny_gemma, vector, strength=0.8, positions=positions):
         cached, _ = _greedy(tiny_gemma, inputs)
         uncached, _ = _greedy(tiny_gemma, inputs, use_cache=False)
@@ -52,15 +46,15 @@ def test_kv_cache_and_no_cache_give_the_same_steered_tokens(tiny_gemma, position
 def test_padded_batch_matches_each_prompt_alone(tiny_llama, positions):
     vector = _vector(tiny_llama, seed=3)
     with steer(tiny_llama, vector, strength=0.5, positions=positions):
-        batched, batched_logits = _greedy(tiny_llama, _inputs(tiny_llama, PROMPTS))
+        batched, batched_logits = _greedy(tiny_llama, tokenize_for_generate(tiny_llama, PROMPTS))
         for i, prompt in enumerate(PROMPTS):
-            alone, alone_logits = _greedy(tiny_llama, _inputs(tiny_llama, [prompt]))
+            alone, alone_logits = _greedy(tiny_llama, tokenize_for_generate(tiny_llama, [prompt]))
             assert torch.equal(batched[i, -alone.shape[1] :], alone[0])
             assert torch.allclose(batched_logits[i], alone_logits[0], atol=1e-4)
 
 
 def test_strength_zero_is_bit_identical(tiny_gemma):
-    inputs = _inputs(tiny_gemma, PROMPTS)
+    inputs = tokenize_for_generate(tiny_gemma, PROMPTS)
     plain, plain_logits = _greedy(tiny_gemma, inputs)
     with steer(tiny_gemma, _vector(tiny_gemma), strength=0.0):
         zero, zero_logits = _greedy(tiny_gemma, inputs)
@@ -75,7 +69,7 @@ def test_hooks_are_gone_after_the_block_even_when_generate_raises(tiny_llama):
     with pytest.raises(ValueError):
         with steer(tiny_llama, _vector(tiny_llama), strength=1.0):
             assert count() > before
-            tiny_llama.generate(**_inputs(tiny_llama, PROMPTS), max_new_tokens=-3)
+            tiny_llama.generate(**tokenize_for_generate(tiny_llama, PROMPTS), max_new_tokens=-3)
     assert count() == before
 
 
@@ -186,11 +180,11 @@ def test_steering_the_embedded_gemma_is_cache_and_batch_correct(gemma):
     vector = SteeringVector(
         {"L6.resid_post": torch.randn(640, generator=g)}, ss.steering.Fingerprint.of(gemma)
     )
-    inputs = _inputs(gemma, prompts)
+    inputs = tokenize_for_generate(gemma, prompts)
     with steer(gemma, vector, strength=0.2, positions="generated"):
         cached, logits = _greedy(gemma, inputs)
         uncached, _ = _greedy(gemma, inputs, use_cache=False)
-        alone, alone_logits = _greedy(gemma, _inputs(gemma, prompts[1:]))
+        alone, alone_logits = _greedy(gemma, tokenize_for_generate(gemma, prompts[1:]))
     assert torch.equal(cached, uncached)
     assert torch.equal(cached[1, -alone.shape[1] :], alone[0])
     assert torch.allclose(logits[1], alone_logits[0], atol=1e-4 * logits[1].abs().max())

@@ -1,7 +1,7 @@
 import torch
 
 import steerscope as ss
-from steerscope.capture import tokenize
+from steerscope.capture import tokenize, tokenize_for_generate
 from steerscope.steering import Fingerprint, SteeringVector, steer
 from steerscope.steering.apply import token_selection
 
@@ -19,8 +19,7 @@ def test_one_token_info_per_forward_call_is_shared_by_every_hook(tiny_llama):
 
         return edit
 
-    inputs = tokenize(tiny_llama, PROMPTS)
-    del inputs["position_ids"]
+    inputs = tokenize_for_generate(tiny_llama, PROMPTS)
     sites = {f"L{i}.resid_post": record(i) for i in range(4)} | {"L2.q_rope.h1": record(-1)}
     with ss.intervene(tiny_llama, sites):
         tiny_llama.generate(**inputs, max_new_tokens=3, do_sample=False)

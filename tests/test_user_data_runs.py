@@ -107,13 +107,19 @@ def test_spare_runs_on_a_users_conflicts_and_text(tmp_path, monkeypatch):
     monkeypatch.setattr(spare, "behaviour_counts", labelled_alternately)
     source = str(DATA / "conflicts.jsonl")
     run_experiment(
-        "spare", tmp_path, model="tiny:llama", data={"conflicts": source, "text": TEXT}, layers=[1],
-        sae_steps=3, sae_windows=4, sae_expansion=2, demos=2,
+        "spare", tmp_path, model="tiny:llama", data={"conflicts": source, "text": TEXT}, layer_sets=[[1]],
+        ps=[0.5], alphas=[1.0], strengths=[1.0],
+        sae_max_tokens=3000, sae_batch_size=128, sae_expansion=2, demos=2,
     )  # fmt: skip
     out = results(tmp_path)
     used = assert_user_source(out["provenance"], "conflicts", source, 16)["used"]
-    assert used["train"] + used["held_out"] == 16 and out["no_edit"]["n"] == used["held_out"]
-    assert out["provenance"]["data"]["text"]["used"] == {"sae_windows": 4}
+    assert used["fit"] + used["dev"] + used["held_out"] == 16 and out["no_edit"]["n"] == used["held_out"]
+    assert out["provenance"]["data"]["text"]["used"] == {"sae_train_windows": out["sae"][0]["train_windows"]}
+    assert out["selection"]["estimator"] == "mutual_info_classif"
+    assert len(out["dev_grid"]) == 2 + 2  # SpARE and difference of means, one setting each way
+    for name in ("random_features_to_context", "random_features_to_memory"):
+        low, high = out[name]["em_c_ci95"]
+        assert low <= out[name]["em_c"] <= high and set(out[name]["transitions"]) >= {"C_to_M", "M_to_C"}
 
 
 def written_pairs(model, config, problems, prompt):

@@ -4,7 +4,6 @@ itself for a pretrained model, the world an organism was trained on for a model 
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from steerscope.data import arithmetic, facts, tom
 from steerscope.data.conflicts import from_fact
@@ -12,6 +11,7 @@ from steerscope.data.generic import generic_documents
 from steerscope.data.records import Conflict, ContrastPair
 from steerscope.data.sentiment import NEUTRAL_PROMPTS, sentiment_pairs
 from steerscope.data.suite import ConflictData, DataSuite, PairData, ProblemData, TextData, TomData
+from steerscope.model import ModelLike
 from steerscope.organisms import world_of, world_suite
 
 NATURAL = "steerscope:natural"
@@ -54,7 +54,7 @@ def natural_suite() -> DataSuite:
     )
 
 
-def suite_for(model: Any) -> DataSuite:
+def suite_for(model: ModelLike) -> DataSuite:
     """The organism's world if `model` is an organism, else the natural sets."""
     world = world_of(model)
     return natural_suite() if world is None else world_suite(world)

@@ -1,13 +1,31 @@
-"""`efficiency`: training-free efficiency steering (arXiv 2506.15647) on arithmetic problems.
+"""`efficiency`: making a model think less at the same accuracy, as an accuracy vs length frontier.
 
-Harvest concise / verbose correct solutions of training problems (sampled; falls back to the
-prompt-contrast variant when too few pairs), build the concise-minus-verbose direction, choose the
-layer by a trial of steering on the harvested problems (`steering_effects`), then sweep the steering
-strength on held-out problems: accuracy against generated tokens (the frontier), next to no
-steering and to asking for brevity in the prompt. Problems and prompts come from the context:
-few-shot word problems on a pretrained model, the world's own sums and cue prompts on
-`organism:length`, or a user's GSM8K-style problems asked the model's way (they carry no written
-brief / thorough solutions, so the written prompt contrast is not available for them).
+On a reasoning model (a tokenizer with a single `</think>` token, e.g. `organism:reasoning`), every
+method of `method` (efficiency, seal, budget, or all) is tuned on dev problems and traced on
+held-out ones (`steering.frontier`):
+- efficiency steering (arXiv 2506.15647): sample traces of the harvest problems, pair the shortest
+  and the longest correct trace by thinking tokens, direction = concise minus verbose residual
+  averaged over thinking tokens, added at generated thinking tokens (`efficiency_at="delimiters"`:
+  read and added at thought delimiters only, where the model decides whether to check again);
+- SEAL-style calibration (arXiv 2504.07986): step thoughts minus check and detour thoughts of the
+  same traces, at thought delimiters, added at generated delimiters;
+- budget (arXiv 2506.13752): a hard thinking-token budget (a share of the unsteered dev length),
+  and the prompted brevity cue.
+The layer and strength (or the budget) of each method are chosen on dev problems, disjoint from
+the harvest problems: the fewest thinking tokens at an accuracy at most `tolerance` below
+unsteered. On held-out problems each method is run at every strength of its chosen layer (every
+budget), with 95% bootstrap intervals over problems and the paired change against unsteered.
+
+On a model without `</think>` (Gemma 3 270M, `organism:length`) only efficiency steering applies:
+harvest concise / verbose correct solutions of training problems (sampled; falls back to the
+prompt-contrast variant when too few pairs), choose the layer by a trial of steering on the
+harvested problems (`steering_effects`), then sweep the strength on held-out problems: accuracy
+against generated tokens, next to no steering and to asking for brevity in the prompt.
+
+Problems and prompts come from the context: few-shot word problems on a pretrained model, the
+world's own sums and cue prompts on an organism, or a user's GSM8K-style problems asked the
+model's way (they carry no written brief / thorough solutions, so the written prompt contrast is
+not available for them).
 """
 
 from __future__ import annotations
@@ -19,6 +37,7 @@ import plotly.graph_objects as go
 
 from steerscope.context import ExperimentContext
 from steerscope.errors import InputError
+from steerscope.model import ModelLike
 from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.settings import Count, Layer, NonEmpty, NonZero, Range
 from steerscope.steering.efficiency import (
@@ -30,10 +49,27 @@ from steerscope.steering.efficiency import (
     evaluate,
     harvest_prompt_contrast,
     harvest_sampled,
+    harvest_thinking,
     spread_layers,
     steering_effects,
+    thinking_directions,
 )
-from steerscope.steering.plots import layer_sweep_figure
+from steerscope.steering.frontier import (
+    BREVITY_CUE,
+    UNSTEERED,
+    Setting,
+    budget_settings,
+    choose_setting,
+    evaluate_settings,
+    heldout_frontier,
+    middle_layers,
+    steering_settings,
+)
+from steerscope.steering.plots import frontier_figure, layer_sweep_figure
+from steerscope.steering.seal import seal_vector
+from steerscope.steering.thinking import delimiter_ids, think_close_id
+
+METHODS = ("efficiency", "seal", "budget")
 
 
 @dataclass
@@ -70,10 +106,30 @@ class EfficiencyConfig(ExperimentConfig):
     n_probe: Count = 16  # harvested problems solved per candidate layer
     batch_size: Count = 16
     n_shown: Annotated[int, Range(0)] = 4  # held-out problems shown side by side in the report
+    # Reasoning models (a single </think> token) only:
+    method: Literal["efficiency", "seal", "budget", "all"] = "all"
+    # dev-grid layers (default: `layer_candidates` middle layers)
+    layers: Annotated[list[Layer], NonEmpty()] | None = None
+    # share of the n_train problems kept for the dev choice (the rest harvest)
+    dev_share: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.34
+    n_eval_samples: Count = 4  # sampled traces per dev / held-out problem (at `temperature`)
+    # thinking (2506.15647) | delimiters (read and added at thought delimiters)
+    efficiency_at: Literal["thinking", "delimiters"] = "thinking"
+    # relative to ||h||
+    thinking_strengths: Annotated[list[float], NonEmpty()] = field(default_factory=lambda: [0.05, 0.1, 0.2])
+    # absolute, as SEAL
+    delimiter_strengths: Annotated[list[float], NonEmpty()] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    # shares of the unsteered dev thinking length
+    budget_shares: Annotated[list[Annotated[float, Range(0, low_open=True)]], NonEmpty()] = field(
+        default_factory=lambda: [0.5, 0.75, 1.0]
+    )
+    thought_delimiter: Annotated[str, NonEmpty()] = "auto"  # auto: "\n\n" if a token ends with it, else "\n"
+    # dev choice: accuracy at most this far below unsteered
+    tolerance: Annotated[float, Range(0, 1)] = 0.02
 
 
 def harvest_pairs(
-    model: Any, config: EfficiencyConfig, problems: list, prompt: PromptFn
+    model: ModelLike, config: EfficiencyConfig, problems: list, prompt: PromptFn
 ) -> tuple[Harvest, list[dict]]:
     """The harvest the config asks for; `auto` tries sampling, then the prompt contrast with the
     model's completions, then with the written ones (when the problems have them), until
@@ -125,10 +181,25 @@ def harvest_pairs(
 )
 def run(config: EfficiencyConfig, context: ExperimentContext) -> Outcome:
     model, data = context.model, context.data.need("problems")
-    prompt = data.prompt
+    thinking = think_close_id(model.tokenizer) is not None
+    if not thinking and config.method not in ("efficiency", "all"):
+        raise InputError(
+            f"efficiency: method={config.method} needs a reasoning model (a tokenizer with a single "
+            f"</think> token), which {model.source} is not; use method=efficiency"
+        )
     train = data.problems(config.n_train, "train", config.seed, config.steps)
     heldout = data.problems(config.n_heldout, "heldout", config.seed, config.steps)
     context.used("problems", train=len(train), heldout=len(heldout))
+    if thinking:
+        return run_thinking(config, model, data, train, heldout)
+    return run_without_thinking(config, model, data, train, heldout)
+
+
+def run_without_thinking(
+    config: EfficiencyConfig, model: ModelLike, data: Any, train: list, heldout: list
+) -> Outcome:
+    """Efficiency steering at every generated token of a model that does not think in tags."""
+    prompt = data.prompt
     harvest, attempts = harvest_pairs(model, config, train, prompt)
     if len(harvest.pairs) < 2:
         raise InputError(
@@ -185,6 +256,7 @@ def run(config: EfficiencyConfig, context: ExperimentContext) -> Outcome:
     return Outcome(
         results={
             "model": model.source,
+            "method": "efficiency",
             "variant": harvest.variant,
             "fallback": fallback,
             "harvest": harvest.counts,
@@ -232,31 +304,233 @@ def generations_table(problems: list, shown: dict[str, list[Generation]]) -> lis
     ]
 
 
-def frontier_figure(baseline: dict, brevity: dict, sweep: list[dict]) -> go.Figure:
-    """Accuracy against mean generated tokens, one point per steering strength."""
-    figure = go.Figure()
-    figure.add_scatter(
-        x=[s["mean_tokens"] for s in sweep],
-        y=[s["accuracy"] for s in sweep],
-        text=[f"{s['strength']:+g}" for s in sweep],
-        mode="lines+markers+text",
-        textposition="top center",
-        name="efficiency steering (strength)",
+def thought_delimiter(tokenizer: Any, setting: str) -> str:
+    """The thought delimiter: as set, or for "auto" a blank line ("\\n\\n", as in DeepSeek-R1
+    traces) when some token ends with it, else a line break (`organism:reasoning`)."""
+    if setting != "auto":
+        return setting
+    return "\n\n" if delimiter_ids(tokenizer, "\n\n") else "\n"
+
+
+def method_settings(
+    config: EfficiencyConfig,
+    model: ModelLike,
+    method: str,
+    harvest: Harvest,
+    traces: list[tuple[str, str]],
+    layers: list[int],
+    delimiter: str,
+) -> list[Setting]:
+    """The dev grid of a steering method: each layer's vector at each strength."""
+    if method == "efficiency":
+        if not harvest.pairs:
+            raise InputError(
+                f"no concise/verbose pair: {harvest.counts['n_correct']} correct of "
+                f"{harvest.counts['n_samples']} sampled traces (two correct traces of different thinking "
+                "lengths per problem are needed); raise n_samples or n_train"
+            )
+        vectors = thinking_directions(model, harvest, layers, read=config.efficiency_at, delimiter=delimiter)
+        if config.efficiency_at == "thinking":
+            return steering_settings(method, vectors, config.thinking_strengths)
+        return steering_settings(
+            method, vectors, config.delimiter_strengths, "delimiters", delimiter, "absolute"
+        )
+    try:
+        vectors = {
+            layer: seal_vector(model, traces, layer, delimiter, batch_size=config.batch_size)
+            for layer in layers
+        }
+    except ValueError as error:
+        raise InputError(f"{error} in the harvest traces (thought delimiter {delimiter!r})") from None
+    return steering_settings(method, vectors, config.delimiter_strengths, "delimiters", delimiter, "absolute")
+
+
+def run_thinking(
+    config: EfficiencyConfig, model: ModelLike, data: Any, train: list, heldout: list
+) -> Outcome:
+    """Every method of `config.method` on a reasoning model: dev grid, choice, held-out frontier."""
+    methods = list(METHODS) if config.method == "all" else [config.method]
+    delimiter = thought_delimiter(model.tokenizer, config.thought_delimiter)
+    n_dev = min(max(1, round(len(train) * config.dev_share)), len(train) - 1)
+    dev, harvest_problems = train[:n_dev], train[n_dev:]
+    n_layers = model.anatomy.n_layers
+    layers = (
+        [config.layer]
+        if config.layer is not None
+        else config.layers or middle_layers(n_layers, config.layer_candidates)
     )
-    for name, point, symbol in (
-        ("no steering", baseline, "circle-open"),
-        ("brevity prompt", brevity, "star"),
-    ):
+    if any(not 0 <= layer < n_layers for layer in layers):
+        raise InputError(f"efficiency: layers {layers} must lie in 0..{n_layers - 1} for {model.source}")
+    generation = dict(
+        prompt=data.prompt,
+        n_samples=config.n_eval_samples,
+        temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+    )
+    grids: dict[str, list[Setting]] = {}
+    skipped: dict[str, str] = {}
+    harvest = None
+    if {"efficiency", "seal"} & set(methods):
+        harvest, samples = harvest_thinking(
+            model, harvest_problems, config.n_samples, config.temperature, config.max_new_tokens,
+            config.batch_size, config.seed, data.prompt,
+        )  # fmt: skip
+        traces = [
+            (data.prompt(p, "standard"), g.text)
+            for p, gs in zip(harvest_problems, samples, strict=True)
+            for g in gs
+        ]
+        for method in ("efficiency", "seal"):
+            if method in methods:
+                try:
+                    grids[method] = method_settings(config, model, method, harvest, traces, layers, delimiter)
+                except InputError as error:
+                    skipped[method] = str(error)
+    if not grids and "budget" not in methods:
+        raise InputError(f"efficiency: no method could run on {model.source}: " + "; ".join(skipped.values()))
+    [(dev_unsteered, _)] = evaluate_settings(model, dev, [UNSTEERED], seed=config.seed + 1, **generation)
+    if "budget" in methods:
+        length = dev_unsteered["mean_thinking_tokens"]
+        grids["budget"] = budget_settings(
+            sorted({max(2, round(share * length)) for share in config.budget_shares})
+        )
+
+    dev_rows: dict[str, list[dict[str, Any]]] = {}
+    chosen: dict[str, Setting | None] = {}
+    for method, settings in grids.items():
+        rows = [row for row, _ in evaluate_settings(model, dev, settings, seed=config.seed + 1, **generation)]
+        index = choose_setting(dev_unsteered, rows, config.tolerance)
+        dev_rows[method] = [{**row, "chosen": i == index} for i, row in enumerate(rows)]
+        chosen[method] = None if index is None else settings[index]
+
+    heldout_generation = dict(generation, seed=config.seed + 2)
+    [(unsteered, unsteered_samples)] = evaluate_settings(model, heldout, [UNSTEERED], **heldout_generation)
+    frontier: dict[str, list[dict[str, Any]]] = {"unsteered": [{**unsteered, "chosen": False}]}
+    for method, settings in grids.items():
+        pick = chosen[method]
+        if method == "budget":
+            traced = [*settings, BREVITY_CUE]
+        else:  # every strength at the chosen layer (at the middle grid layer if none was chosen)
+            layer = pick.layer if pick is not None else layers[len(layers) // 2]
+            traced = [s for s in settings if s.layer == layer]
+        rows = heldout_frontier(model, heldout, traced, unsteered_samples, **heldout_generation)
+        frontier[method] = [{**row, "chosen": s == pick} for row, s in zip(rows, traced, strict=True)]
+    verdicts = {
+        method: verdict(next((r for r in rows if r["chosen"]), None))
+        for method, rows in frontier.items()
+        if method != "unsteered"
+    }
+    summary = thinking_summary(
+        model, config, len(dev), len(harvest_problems), len(heldout), frontier, verdicts, skipped
+    )
+    flat = [row for rows in frontier.values() for row in rows]
+    return Outcome(
+        results={
+            "model": model.source,
+            "methods": methods,
+            "skipped": skipped,
+            "thought_delimiter": delimiter,
+            "layers": layers,
+            "splits": {"harvest": len(harvest_problems), "dev": len(dev), "heldout": len(heldout)},
+            "harvest": None if harvest is None else harvest.counts,
+            "dev_unsteered": dev_unsteered,
+            "dev_grid": dev_rows,
+            "chosen": {m: None if s is None else s.describe() for m, s in chosen.items()},
+            "frontier": frontier,
+            "target": verdicts,
+        },
+        summary=summary,
+        figures=[thinking_frontier_figure(frontier)],
+        tables=[
+            ("Held-out frontier (95% intervals over problems; change against unsteered)", flat),
+            *((f"Dev grid: {method}", rows) for method, rows in dev_rows.items()),
+        ],
+    )
+
+
+#: The issue's target: thinking tokens cut by at least 20% at accuracy within 2 points.
+TARGET_CUT, TARGET_ACCURACY = -0.20, -0.02
+
+
+def verdict(row: dict[str, Any] | None) -> dict[str, Any]:
+    """Whether a chosen held-out row meets the target (None: nothing chosen on dev)."""
+    if row is None:
+        return {"chosen": None, "meets_target": False}
+    return {
+        "chosen": {k: row[k] for k in ("layer", "strength", "budget")},
+        "thinking_change": row["thinking_change"],
+        "accuracy_change": row["accuracy_change"],
+        "meets_target": row["thinking_change"] <= TARGET_CUT and row["accuracy_change"] >= TARGET_ACCURACY,
+    }
+
+
+def thinking_summary(
+    model: ModelLike,
+    config: EfficiencyConfig,
+    n_dev: int,
+    n_harvest: int,
+    n_heldout: int,
+    frontier: dict[str, list[dict[str, Any]]],
+    verdicts: dict[str, dict[str, Any]],
+    skipped: dict[str, str],
+) -> str:
+    lines = [
+        f"{model.source}; {n_harvest} harvest, {n_dev} dev, {n_heldout} held-out problems, "
+        f"{config.n_eval_samples} traces each at temperature {config.temperature}",
+        *(f"{method} skipped: {reason}" for method, reason in skipped.items()),
+    ]
+    for rows in frontier.values():
+        for row in rows:
+            what = Setting(row["method"], row["layer"], row["strength"], row["budget"]).label
+            change = (
+                f", thinking {row['thinking_change']:+.1%}, accuracy {row['accuracy_change']:+.3f}"
+                if "thinking_change" in row
+                else ""
+            )
+            lo, hi = row["accuracy_ci"]
+            tlo, thi = row["mean_thinking_ci"]
+            lines.append(
+                f"{what}{' (chosen on dev)' if row['chosen'] else ''}: accuracy {row['accuracy']:.3f} "
+                f"[{lo:.3f}, {hi:.3f}], thinking tokens {row['mean_thinking_tokens']:.1f} "
+                f"[{tlo:.1f}, {thi:.1f}]{change}"
+            )
+    for method, result in verdicts.items():
+        lines.append(
+            f"{method}: {'meets' if result['meets_target'] else 'misses'} the target (>= 20% fewer "
+            "thinking tokens, accuracy within 2 points)"
+        )
+    return "\n".join(lines)
+
+
+def thinking_frontier_figure(frontier: dict[str, list[dict[str, Any]]]) -> go.Figure:
+    """Held-out accuracy against mean thinking tokens with 95% intervals, one trace per method;
+    the setting chosen on dev is drawn larger."""
+    figure = go.Figure()
+    for method, rows in frontier.items():
         figure.add_scatter(
-            x=[point["mean_tokens"]],
-            y=[point["accuracy"]],
-            mode="markers",
-            marker=dict(size=14, symbol=symbol),
-            name=name,
+            x=[r["mean_thinking_tokens"] for r in rows],
+            y=[r["accuracy"] for r in rows],
+            error_x=dict(
+                type="data",
+                symmetric=False,
+                array=[r["mean_thinking_ci"][1] - r["mean_thinking_tokens"] for r in rows],
+                arrayminus=[r["mean_thinking_tokens"] - r["mean_thinking_ci"][0] for r in rows],
+            ),
+            error_y=dict(
+                type="data",
+                symmetric=False,
+                array=[r["accuracy_ci"][1] - r["accuracy"] for r in rows],
+                arrayminus=[r["accuracy"] - r["accuracy_ci"][0] for r in rows],
+            ),
+            text=[Setting(r["method"], r["layer"], r["strength"], r["budget"]).label for r in rows],
+            marker=dict(size=[14 if r["chosen"] else 8 for r in rows]),
+            mode="markers" if method == "unsteered" else "lines+markers",
+            name=method,
         )
     figure.update_layout(
-        title="Held-out accuracy against solution length",
-        xaxis_title="mean generated tokens",
+        title="Held-out accuracy against thinking length (95% intervals over problems)",
+        xaxis_title="mean thinking tokens",
         yaxis_title="accuracy",
         yaxis=dict(range=[-0.05, 1.05]),
     )

@@ -23,6 +23,7 @@ import torch
 
 from steerscope.context import ExperimentContext
 from steerscope.data.suite import TextData
+from steerscope.model import ModelLike
 from steerscope.probes.position_logits import PAPER_R, PositionLogits, position_logits, randomly_initialised
 from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.settings import Count, NonEmpty, Range
@@ -42,7 +43,7 @@ class PositionLogitsConfig(ExperimentConfig):
     scatter_points: Count = 2000  # per scatter plot
 
 
-def generic_prompts(model: Any, text: TextData, n: int, window: int, seed: int) -> list[str]:
+def generic_prompts(model: ModelLike, text: TextData, n: int, window: int, seed: int) -> list[str]:
     """`n` windows of `window - 1` tokens (at most the text's window) of the "eval" split, as text
     (the tokenizer adds BOS back)."""
     windows = text.windows(model, n, min(window, text.window) - 1, seed, split="eval")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 import torch
 
-from steerscope.capture import capture, tokenize
+from steerscope.capture import capture, tokenize_for_generate
 from steerscope.context import ExperimentContext
 from steerscope.intervene import intervene
 from steerscope.registry import ExperimentConfig, Outcome, register
@@ -41,8 +41,7 @@ def run(config: SmokeConfig, context: ExperimentContext) -> Outcome:
         scale = config.relative_strength * act.norm(dim=-1, keepdim=True)
         return act + scale * direction.to(act) * tokens.is_real[..., None]
 
-    batch = tokenize(model, PROMPTS[:1])
-    del batch["position_ids"]  # generate derives positions from the mask itself
+    batch = tokenize_for_generate(model, PROMPTS[:1])
     plain = model.generate(**batch, max_new_tokens=config.max_new_tokens, do_sample=False)
     with intervene(model, {Site(layer, "resid_post"): add_direction}):
         steered = model.generate(**batch, max_new_tokens=config.max_new_tokens, do_sample=False)

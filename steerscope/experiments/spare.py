@@ -1,21 +1,33 @@
 """`spare`: steer which source the model answers from (context or memory) by editing SAE
 features at the last prompt token (SpARE, Zhao et al. 2025, arXiv 2410.15999), against a
-difference-of-means edit at the same layers and position, on held-out facts. Conflict records,
-prompts and SAE training text come from the context, so the same run serves a pretrained model,
-an organism and a user's NQ-Swap-style records."""
+difference-of-means edit at the same layers and position, with the settings of both chosen on a
+dev split and the held-out facts touched once.
+
+The memorised facts are split into held-out and the rest (the conflict data's own split), and the
+rest by a hash of each record into `fit` (features, targets, mean difference) and `dev` (choosing
+p, alpha and the layer set of SpARE, and the strength of difference of means, per direction). The
+chosen settings then run once on the held-out facts beside no edit and a random-feature control
+(as many features per layer and set, the same targets rule), with the C<->M transitions and 95%
+bootstrap intervals. Conflict records, prompts and SAE training text come from the context, so
+the same run serves a pretrained model, an organism and a user's NQ-Swap-style records.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
 import plotly.graph_objects as go
+import torch
 
 from steerscope.capture import capture
 from steerscope.context import ExperimentContext
 from steerscope.data.records import Conflict
+from steerscope.data.user_data import content_fraction
 from steerscope.errors import InputError
 from steerscope.intervene import Edit, intervene
+from steerscope.model import ModelLike
+from steerscope.probes.intervals import mean_interval, paired_difference
 from steerscope.probes.knowledge import (
     answer_greedy,
     behaviour_counts,
@@ -28,52 +40,111 @@ from steerscope.settings import Count, Layer, NonEmpty, Range
 from steerscope.sites import Site
 from steerscope.steering.apply import steering_edit
 from steerscope.steering.sae import SAETrainSettings, encode_pre, saes_by_site, train_saes, training_texts
-from steerscope.steering.spare import select_features, spare_edits
+from steerscope.steering.spare import (
+    Selection,
+    answer_losses,
+    confidence_weights,
+    random_selection,
+    select_features,
+    spare_edits,
+)
 
-CONDITIONS = ("no_edit", "spare_to_context", "spare_to_memory", "diffmean_to_context", "diffmean_to_memory")
+DIRECTIONS = ("context", "memory")
+CONDITIONS = (
+    "no_edit",
+    "spare_to_context",
+    "spare_to_memory",
+    "random_features_to_context",
+    "random_features_to_memory",
+    "diffmean_to_context",
+    "diffmean_to_memory",
+)
+SAE_REPORTED = ("fvu", "l0", "dead_fraction", "ce_loss_recovered", "train_tokens", "train_windows")
+MIN_PER_GROUP = 4  # labelled fit prompts needed in each of C and M
 
 
 @dataclass
 class SpareConfig(ExperimentConfig):
-    QUICK: ClassVar[dict[str, Any]] = dict(n_candidates=120, sae_steps=150, sae_windows=96)
+    QUICK: ClassVar[dict[str, Any]] = dict(
+        n_candidates=120, ps=[0.03, 0.07, 0.2], alphas=[1.0, 2.0, 3.0], layer_set_sizes=[1, 2]
+    )
     RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {"n_candidates": ("conflicts", "")}
     n_candidates: Count | None = None  # None: every candidate fact of the conflict data
-    layers: Annotated[list[Layer], NonEmpty()] | None = None  # None: `default_layers` (quick: the middle one)
     demos: Annotated[int, Range(0)] = 3
+    # of the memorised facts, touched once by the chosen settings
     held_out: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.3
-    p: Annotated[float, Range(0, 1, low_open=True)] = 0.1  # cumulative-MI fraction kept
-    alpha: float = 1.0  # target scale for the SpARE edit
-    sae_steps: Count = 300
-    sae_windows: Count = 200
+    # of the other facts, for choosing settings; the rest fit features
+    dev: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.35
+    peak_layer: Layer | None = None  # None: n_layers // 2 (9 on Gemma 3 270M, the conflict-probe peak)
+    # consecutive layers around the peak, one set per size
+    layer_set_sizes: Annotated[list[Count], NonEmpty()] = field(default_factory=lambda: [1, 2, 4])
+    # explicit sets instead of peak_layer / layer_set_sizes
+    layer_sets: Annotated[list[Annotated[list[Layer], NonEmpty()]], NonEmpty()] | None = None
+    # cumulative-MI share
+    ps: Annotated[list[Annotated[float, Range(0, 1, low_open=True)]], NonEmpty()] = field(
+        default_factory=lambda: [0.01, 0.03, 0.07, 0.2, 0.5]
+    )
+    # target scale
+    alphas: Annotated[list[Annotated[float, Range(0, low_open=True)]], NonEmpty()] = field(
+        default_factory=lambda: [1.0, 2.0, 3.0, 5.0]
+    )
+    # difference-of-means strengths
+    strengths: Annotated[list[Annotated[float, Range(0, low_open=True)]], NonEmpty()] = field(
+        default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0]
+    )
+    balance: bool = False  # cut the larger behaviour group before MI (the authors' option)
     sae_k: Count | None = None  # None: a tenth of d_model
     sae_expansion: Count = 8
+    sae_max_tokens: Count | None = 1_100_000  # SAE training tokens (as `steerscope build sae:`)
+    sae_epochs: Annotated[float, Range(0, low_open=True)] = 1.0
+    sae_batch_size: Count = 2048
 
 
-def default_layers(n_layers: int) -> list[int]:
-    """A third, half and two thirds of the depth, without repeats (Gemma 3 270M: 6, 9, 12)."""
-    return sorted({n_layers // 3, n_layers // 2, 2 * n_layers // 3})
+def layer_sets(config: SpareConfig, n_layers: int) -> list[list[int]]:
+    """The candidate layer sets: `layer_sets`, or for each size in `layer_set_sizes` that many
+    consecutive layers from size // 2 below the peak (1: [9], 2: [8, 9], 4: [7, 8, 9, 10] on
+    Gemma 3 270M; the authors edit 4 consecutive middle layers), shifted to fit the model."""
+    if config.layer_sets is not None:
+        sets = [sorted(set(s)) for s in config.layer_sets]
+    else:
+        peak = n_layers // 2 if config.peak_layer is None else config.peak_layer
+        sets = []
+        for size in config.layer_set_sizes:
+            if size > n_layers:
+                raise ValueError(f"spare: a set of {size} layers does not fit a model of {n_layers}")
+            start = min(max(0, peak - size // 2), n_layers - size)
+            sets.append(list(range(start, start + size)))
+    bad = [s for s in sets if not s or not all(0 <= layer < n_layers for layer in s)]
+    if bad or not sets:
+        raise ValueError(f"spare: layer sets {sets} must be non-empty and in 0..{n_layers - 1}")
+    return [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
 
 
-def _layers(config: SpareConfig, n_layers: int) -> list[int]:
-    if config.layers is None:
-        return [n_layers // 2] if config.quick else default_layers(n_layers)
-    return list(config.layers)
+def dev_split(records: list[Conflict], dev: float, seed: int) -> tuple[list[Conflict], list[Conflict]]:
+    """(fit, dev) by a salted hash of each record's content: independent of the held-out split
+    (which may hash the same content) and of the records' order."""
+    chosen = [content_fraction(r, salt=f"spare-dev/{seed}") < dev for r in records]
+    return [r for r, c in zip(records, chosen, strict=True) if not c], [
+        r for r, c in zip(records, chosen, strict=True) if c
+    ]
 
 
-def _exact_match(model: Any, prompts: list[str], records: list[Conflict], edits: dict[str, Edit]) -> dict:
-    """Exact match of the answers with the substitute (EM_C) and the original (EM_M), any accepted
-    answer counting, and each answer's behaviour label."""
+def _answers(model: ModelLike, prompts: list[str], records: list[Conflict], edits: dict[str, Edit]) -> dict:
+    """Per-prompt hits with the substitute (C) and the original (M) answer, and behaviour labels."""
     with intervene(model, edits):
         outputs = answer_greedy(model, prompts)
-    labels = [label_behaviour(o, r.org_answer, r.sub_answer) for o, r in zip(outputs, records, strict=True)]
-    n = len(prompts)
+    pairs = list(zip(outputs, records, strict=True))
     return {
-        "em_c": sum(says_any(o, r.sub_answer) for o, r in zip(outputs, records, strict=True)) / n,
-        "em_m": sum(says_any(o, r.org_answer) for o, r in zip(outputs, records, strict=True)) / n,
-        "n": n,
-        "labels": labels,
+        "hit_c": [float(says_any(o, r.sub_answer)) for o, r in pairs],
+        "hit_m": [float(says_any(o, r.org_answer)) for o, r in pairs],
+        "labels": [label_behaviour(o, r.org_answer, r.sub_answer) for o, r in pairs],
         "outputs": outputs,
     }
+
+
+def _rates(answers: dict) -> dict[str, float]:
+    n = len(answers["hit_c"])
+    return {"em_c": sum(answers["hit_c"]) / n, "em_m": sum(answers["hit_m"]) / n}
 
 
 def _transitions(before: list, after: list) -> dict[str, int]:
@@ -86,126 +157,284 @@ def _transitions(before: list, after: list) -> dict[str, int]:
     }
 
 
+def _target_score(row: dict[str, Any]) -> float:
+    """What a setting is chosen for: EM with the answer of the source it steers toward."""
+    return row["em_c"] if row["direction"] == "context" else row["em_m"]
+
+
+def _best(rows: list[dict[str, Any]], direction: str, knob: str) -> dict[str, Any]:
+    """The row of `direction` with the highest dev score; ties go to the gentler edit (smaller
+    `knob`, then smaller p, then fewer layers)."""
+    mine = [r for r in rows if r["direction"] == direction]
+    return min(mine, key=lambda r: (-_target_score(r), r[knob], r.get("p", 0), len(r["layers"])))
+
+
 @register(
     "spare",
     SpareConfig,
-    "SpARE: SAE-feature edit steering context vs memory, against difference of means",
+    "SpARE: SAE-feature edit steering context vs memory, chosen on dev, against difference of means",
     data=("conflicts", "text"),
 )
 def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
-    model, conflicts, text = context.model, context.data.need("conflicts"), context.data.need("text")
-    layers = _layers(config, model.anatomy.n_layers)
-    sae_k = config.sae_k or max(1, model.anatomy.d_model // 10)
+    model, conflicts = context.model, context.data.need("conflicts")
+    sets = layer_sets(config, model.anatomy.n_layers)
     tried, facts = known_conflicts(model, conflicts, config.n_candidates, config.demos, config.seed)
-    train, held = conflicts.split(facts, config.held_out, config.seed)
-    if not held:
+    rest, held = conflicts.split(facts, config.held_out, config.seed)
+    fit, dev = dev_split(rest, config.dev, config.seed)
+    if not held or not dev:
         raise InputError(
-            f"spare: none of the {len(facts)} memorised facts of {conflicts.source} falls in the held-out "
-            f"split (held_out={config.held_out}); give more records or raise held_out"
+            f"spare: {len(facts)} memorised facts of {conflicts.source} give {len(held)} held-out and "
+            f"{len(dev)} dev facts (held_out={config.held_out}, dev={config.dev}); both need some: "
+            "give more records or raise the fractions"
         )
-    behaviour = behaviour_counts(model, train, conflicts, demos=config.demos, seed=config.seed)
-    labelled = behaviour.labelled
-    c_prompts = [e.prompt for e in labelled if e.label == "C"]
-    m_prompts = [e.prompt for e in labelled if e.label == "M"]
-    if len(c_prompts) < 4 or len(m_prompts) < 4:
+    behaviour = behaviour_counts(model, fit, conflicts, demos=config.demos, seed=config.seed)
+    groups = {label: [e for e in behaviour.labelled if e.label == label] for label in "CM"}
+    if min(len(g) for g in groups.values()) < MIN_PER_GROUP:
         raise InputError(
-            f"spare: too few labelled prompts to select features: {len(c_prompts)} C, {len(m_prompts)} M "
-            f"(at least 4 each) from {len(train)} memorised training facts of {conflicts.source}"
+            f"spare: too few labelled prompts to select features: {len(groups['C'])} C, "
+            f"{len(groups['M'])} M (at least {MIN_PER_GROUP} each) from {len(fit)} fit facts of "
+            f"{conflicts.source}"
         )
-    windows = training_texts(model, text.texts(), config.sae_windows, seed=config.seed)
     context.used(
-        "conflicts", candidates=len(tried), memorised=len(facts), train=len(train), held_out=len(held)
+        "conflicts",
+        candidates=len(tried),
+        memorised=len(facts),
+        fit=len(fit),
+        dev=len(dev),
+        held_out=len(held),
     )
-    context.used("text", sae_windows=len(windows))
+    prompts = {label: [e.prompt for e in g] for label, g in groups.items()}
+    weights = {}
+    for label, follows in (("C", "context"), ("M", "memory")):
+        records = [e.record for e in groups[label]]
+        loss_ctx = answer_losses(model, prompts[label], [r.sub_answer[0] for r in records])
+        loss_mem = answer_losses(model, prompts[label], [r.org_answer[0] for r in records])
+        weights[label] = confidence_weights(loss_ctx, loss_mem, follows)
 
-    sites = [str(Site(layer, "resid_post")) for layer in layers]
+    sites = [str(Site(layer, "resid_post")) for layer in sorted({layer for s in sets for layer in s})]
     settings = SAETrainSettings(
-        expansion=config.sae_expansion, k=sae_k, steps=config.sae_steps, seed=config.seed
+        expansion=config.sae_expansion,
+        k=config.sae_k,
+        max_tokens=config.sae_max_tokens,
+        epochs=config.sae_epochs,
+        batch_size=config.sae_batch_size,
+        seed=config.seed,
     )
-    trained = train_saes(model, sites, settings, windows + c_prompts + m_prompts)
+    trained = train_saes(model, sites, settings, training_texts(context.data, config.demos))
+    context.used("text", sae_train_windows=trained[sites[0]].report["train_windows"])
     saes = saes_by_site(trained)
     # One capture per label serves the SAE codes and the difference of means.
-    resid_c = capture(model, c_prompts, sites, reduce="last", progress=False)
-    resid_m = capture(model, m_prompts, sites, reduce="last", progress=False)
-    selections = {
-        site: select_features(
-            encode_pre(saes[site], resid_c[site]), encode_pre(saes[site], resid_m[site]), p=config.p
-        )
-        for site in sites
-    }
+    resid_c = capture(model, prompts["C"], sites, reduce="last", progress=False)
+    resid_m = capture(model, prompts["M"], sites, reduce="last", progress=False)
+    codes_c = {site: encode_pre(saes[site], resid_c[site]) for site in sites}
+    codes_m = {site: encode_pre(saes[site], resid_m[site]) for site in sites}
+    selections: dict[float, dict[str, Selection]] = {p: {} for p in sorted(config.ps)}
+    mi: dict[str, torch.Tensor] = {}  # estimated once per site, shared by every p
+    for p, by_site in selections.items():
+        for site in sites:
+            by_site[site] = select_features(
+                codes_c[site],
+                codes_m[site],
+                p,
+                weights["C"],
+                weights["M"],
+                balance=config.balance,
+                random_state=config.seed,
+                mi=mi.get(site),
+            )
+            mi[site] = by_site[site].mi
     diff = {site: resid_c[site].mean(0) - resid_m[site].mean(0) for site in sites}
 
-    def diffmean(sign: float) -> dict[str, Edit]:
-        return {s: steering_edit(d, sign, "last_prompt", scale="absolute") for s, d in diff.items()}
+    def site_names(layers: list[int]) -> list[str]:
+        return [str(Site(layer, "resid_post")) for layer in layers]
 
-    prompts = [conflicts.knowledge_prompt(r, "none", True, config.demos, config.seed) for r in held]
-    edits = {
-        "no_edit": {},
-        "spare_to_context": spare_edits(saes, selections, "context", config.alpha),
-        "spare_to_memory": spare_edits(saes, selections, "memory", config.alpha),
-        "diffmean_to_context": diffmean(1.0),
-        "diffmean_to_memory": diffmean(-1.0),
-    }
-    outcomes = {name: _exact_match(model, prompts, held, e) for name, e in edits.items()}
-    baseline_labels = outcomes["no_edit"]["labels"]
+    def spare(layers: list[int], p: float, direction: str, alpha: float, random: bool = False) -> dict:
+        chosen = {s: selections[p][s] for s in site_names(layers)}
+        if random:
+            chosen = {s: random_selection(sel, seed=config.seed) for s, sel in chosen.items()}
+        return spare_edits(saes, chosen, direction, alpha)
+
+    def diffmean(layers: list[int], direction: str, strength: float) -> dict[str, Edit]:
+        sign = strength if direction == "context" else -strength
+        return {s: steering_edit(diff[s], sign, "last_prompt", scale="absolute") for s in site_names(layers)}
+
+    # ---- dev: choose SpARE's p, alpha and layers, then difference of means' strength at those layers
+    dev_prompts = [conflicts.knowledge_prompt(r, "none", True, config.demos, config.seed) for r in dev]
+    dev_no_edit = _rates(_answers(model, dev_prompts, dev, {}))
+    grid = []
+    for layers in sets:
+        for p in sorted(config.ps):
+            n_c = sum(len(selections[p][s].S_C) for s in site_names(layers))
+            n_m = sum(len(selections[p][s].S_M) for s in site_names(layers))
+            for alpha in sorted(config.alphas):
+                for direction in DIRECTIONS:
+                    rates = _rates(_answers(model, dev_prompts, dev, spare(layers, p, direction, alpha)))
+                    grid.append(
+                        {
+                            "method": "spare",
+                            "direction": direction,
+                            "layers": layers,
+                            "p": p,
+                            "alpha": alpha,
+                            "S_C": n_c,
+                            "S_M": n_m,
+                            **rates,
+                        }
+                    )
+    chosen: dict[str, dict[str, Any]] = {d: _best(grid, d, "alpha") for d in DIRECTIONS}
+    diffmean_grid = []
+    for direction in DIRECTIONS:
+        layers = chosen[direction]["layers"]
+        for strength in sorted(config.strengths):
+            rates = _rates(_answers(model, dev_prompts, dev, diffmean(layers, direction, strength)))
+            diffmean_grid.append(
+                {
+                    "method": "diffmean",
+                    "direction": direction,
+                    "layers": layers,
+                    "strength": strength,
+                    **rates,
+                }
+            )
+    chosen_diffmean = {d: _best(diffmean_grid, d, "strength") for d in DIRECTIONS}
+
+    # ---- held-out: touched once, by the chosen settings
+    held_prompts = [conflicts.knowledge_prompt(r, "none", True, config.demos, config.seed) for r in held]
+    edits: dict[str, dict[str, Edit]] = {"no_edit": {}}
+    for d in DIRECTIONS:
+        c = chosen[d]
+        edits[f"spare_to_{d}"] = spare(c["layers"], c["p"], d, c["alpha"])
+        edits[f"random_features_to_{d}"] = spare(c["layers"], c["p"], d, c["alpha"], random=True)
+        edits[f"diffmean_to_{d}"] = diffmean(chosen_diffmean[d]["layers"], d, chosen_diffmean[d]["strength"])
+    answers = {name: _answers(model, held_prompts, held, edits[name]) for name in CONDITIONS}
+    base = answers["no_edit"]
+
     results: dict[str, Any] = {
         "model": model.source,
         "n_memorised": len(facts),
-        "n_train_facts": len(train),
+        "n_fit_facts": len(fit),
+        "n_dev_facts": len(dev),
         "n_heldout_facts": len(held),
         "behaviour_counts": behaviour.counts,
-        "n_labelled": {"C": len(c_prompts), "M": len(m_prompts)},
-        "sae": [
-            {"layer": int(Site.parse(s).layer), **{k: trained[s].report[k] for k in ("fvu", "l0")}}
-            for s in sites
-        ],
-        "selected_features": {s: {"S_C": len(sel.S_C), "S_M": len(sel.S_M)} for s, sel in selections.items()},
-        "settings": {"p": config.p, "alpha": config.alpha, "layers": layers, "sae_k": sae_k},
+        "n_labelled": {label: len(g) for label, g in groups.items()},
+        "sae": [{"site": s, **{k: trained[s].report[k] for k in SAE_REPORTED}} for s in sites],
+        "selection": {
+            "estimator": "mutual_info_classif",
+            "targets": "confidence_weighted",
+            "balance": config.balance,
+            "by_p": {
+                str(p): {s: sel.summary() for s, sel in by_site.items()} for p, by_site in selections.items()
+            },
+        },
+        "chosen": {
+            **{f"spare_to_{d}": _chosen_row(chosen[d], ("layers", "p", "alpha")) for d in DIRECTIONS},
+            **{
+                f"diffmean_to_{d}": _chosen_row(chosen_diffmean[d], ("layers", "strength"))
+                for d in DIRECTIONS
+            },
+        },
+        "dev_no_edit": dev_no_edit,
+        "dev_grid": grid + diffmean_grid,
     }
-    for name, outcome in outcomes.items():
-        results[name] = {k: outcome[k] for k in ("em_c", "em_m", "n")}
+    for name in CONDITIONS:
+        got = answers[name]
+        row: dict[str, Any] = {**_rates(got), "n": len(held)}
+        for key, hits in (("em_c", got["hit_c"]), ("em_m", got["hit_m"])):
+            row[f"{key}_ci95"] = list(mean_interval(hits, seed=config.seed))
+            if name != "no_edit":
+                base_hits = base["hit_c" if key == "em_c" else "hit_m"]
+                row[f"{key}_change"] = paired_difference(hits, base_hits, seed=config.seed)
         if name != "no_edit":
-            results[name]["transitions"] = _transitions(baseline_labels, outcome["labels"])
+            row["transitions"] = _transitions(base["labels"], got["labels"])
+        results[name] = row
     results["examples"] = [
         {
             "prompt_end": p.rsplit("\n\n", 1)[-1],
             "answer": " | ".join(r.org_answer),
             "substitute": " | ".join(r.sub_answer),
-            **{n: outcomes[n]["outputs"][i] for n in CONDITIONS},
+            **{n: answers[n]["outputs"][i] for n in CONDITIONS},
         }
-        for i, (p, r) in enumerate(zip(prompts[:8], held, strict=False))
+        for i, (p, r) in enumerate(zip(held_prompts[:8], held, strict=False))
     ]
     return Outcome(
         results=results,
         summary=_summary(results),
-        figures=[em_figure(results), transitions_figure(results)],
+        figures=[em_figure(results), transitions_figure(results), *dev_grid_figures(results)],
         tables=[
-            (
-                "Exact match on held-out conflicts",
-                [{"condition": n, **{k: results[n][k] for k in ("em_c", "em_m", "n")}} for n in CONDITIONS],
-            ),
+            ("Exact match on held-out conflicts (95% bootstrap intervals)", _held_out_table(results)),
+            ("Settings chosen on dev", [{"condition": k, **v} for k, v in results["chosen"].items()]),
             ("Examples", results["examples"]),
         ],
     )
 
 
+def _chosen_row(row: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {**{k: row[k] for k in keys}, "dev_em_c": row["em_c"], "dev_em_m": row["em_m"]}
+
+
+def _held_out_table(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name in CONDITIONS:
+        r = results[name]
+        t = r.get("transitions", {})
+        rows.append(
+            {
+                "condition": name,
+                "em_c": f"{r['em_c']:.3f} [{r['em_c_ci95'][0]:.2f}, {r['em_c_ci95'][1]:.2f}]",
+                "em_m": f"{r['em_m']:.3f} [{r['em_m_ci95'][0]:.2f}, {r['em_m_ci95'][1]:.2f}]",
+                "C_to_M": t.get("C_to_M", ""),
+                "M_to_C": t.get("M_to_C", ""),
+                "n": r["n"],
+            }
+        )
+    return rows
+
+
 def _summary(results: dict[str, Any]) -> str:
     lines = [
-        f"{results['model']}: {results['n_memorised']} memorised facts ({results['n_train_facts']} train, "
-        f"{results['n_heldout_facts']} held out); labelled train prompts {results['n_labelled']}",
-        "SAEs: " + ", ".join(f"L{s['layer']} FVU {s['fvu']:.3f} L0 {s['l0']:.0f}" for s in results["sae"]),
+        f"{results['model']}: {results['n_memorised']} memorised facts ({results['n_fit_facts']} fit, "
+        f"{results['n_dev_facts']} dev, {results['n_heldout_facts']} held out); labelled fit prompts "
+        f"{results['n_labelled']}",
+        "SAEs: "
+        + ", ".join(
+            f"{s['site']} FVU {s['fvu']:.3f} L0 {s['l0']:.0f} CE recovered {s['ce_loss_recovered']:.3f}"
+            for s in results["sae"]
+        ),
+        "chosen on dev: "
+        + "; ".join(
+            f"{name} " + " ".join(f"{k}={v}" for k, v in row.items() if not k.startswith("dev_"))
+            for name, row in results["chosen"].items()
+        ),
     ]
     for name in CONDITIONS:
         r = results[name]
-        lines.append(f"{name:<20} EM_C {r['em_c']:.3f}  EM_M {r['em_m']:.3f}  (n={r['n']})")
+        lines.append(
+            f"{name:<28} EM_C {r['em_c']:.3f} [{r['em_c_ci95'][0]:.2f}, {r['em_c_ci95'][1]:.2f}]  "
+            f"EM_M {r['em_m']:.3f} [{r['em_m_ci95'][0]:.2f}, {r['em_m_ci95'][1]:.2f}]  (n={r['n']})"
+        )
     return "\n".join(lines)
 
 
 def em_figure(results: dict[str, Any]) -> go.Figure:
     figure = go.Figure()
     for key, label in (("em_c", "EM with the context answer"), ("em_m", "EM with the memory answer")):
-        figure.add_bar(x=list(CONDITIONS), y=[results[n][key] for n in CONDITIONS], name=label)
-    figure.update_layout(title="Held-out conflicts: which source the answer follows", barmode="group")
+        values = [results[n][key] for n in CONDITIONS]
+        figure.add_bar(
+            x=list(CONDITIONS),
+            y=values,
+            name=label,
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [results[n][f"{key}_ci95"][1] - v for n, v in zip(CONDITIONS, values, strict=True)],
+                "arrayminus": [
+                    v - results[n][f"{key}_ci95"][0] for n, v in zip(CONDITIONS, values, strict=True)
+                ],
+            },
+        )
+    figure.update_layout(
+        title="Held-out conflicts: which source the answer follows (95% CI)", barmode="group"
+    )
     return figure
 
 
@@ -216,5 +445,32 @@ def transitions_figure(results: dict[str, Any]) -> go.Figure:
         figure.add_bar(
             x=edited, y=[results[n]["transitions"][key] for n in edited], name=key.replace("_", " ")
         )
-    figure.update_layout(title="Behaviour changes against no edit (counts)", barmode="group")
+    figure.update_layout(
+        title="Behaviour changes against no edit on held-out facts (counts)", barmode="group"
+    )
     return figure
+
+
+def dev_grid_figures(results: dict[str, Any]) -> list[go.Figure]:
+    """One heatmap per direction: dev EM toward that source over (layers, p) x alpha."""
+    figures = []
+    spare_rows = [r for r in results["dev_grid"] if r["method"] == "spare"]
+    for direction in DIRECTIONS:
+        rows = [r for r in spare_rows if r["direction"] == direction]
+        alphas = sorted({r["alpha"] for r in rows})
+        keys = list(dict.fromkeys((tuple(r["layers"]), r["p"]) for r in rows))
+        score = {(tuple(r["layers"]), r["p"], r["alpha"]): _target_score(r) for r in rows}
+        z = [[score[(layers, p, a)] for a in alphas] for layers, p in keys]
+        figure = go.Figure(
+            go.Heatmap(
+                z=z,
+                x=[f"alpha {a:g}" for a in alphas],
+                y=[f"L{','.join(map(str, layers))} p={p:g}" for layers, p in keys],
+                colorscale="Viridis",
+            )
+        )
+        metric = "EM_C" if direction == "context" else "EM_M"
+        no_edit = results["dev_no_edit"]["em_c" if direction == "context" else "em_m"]
+        figure.update_layout(title=f"Dev grid, SpARE to {direction}: {metric} (no edit {no_edit:.3f})")
+        figures.append(figure)
+    return figures

@@ -8,17 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
-import plotly.graph_objects as go
-
-from steerscope.capture import tokenize
+from steerscope.capture import tokenize_for_generate
 from steerscope.context import ExperimentContext
 from steerscope.data.records import ContrastPair
 from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.settings import Count, Layer, NonEmpty
 from steerscope.sites import Site
-from steerscope.steering import diff_of_means, example_activations, steer, sweep_layers
-from steerscope.steering.build import Example
-from steerscope.steering.plots import layer_sweep_figure
+from steerscope.steering.apply import steer
+from steerscope.steering.build import Example, diff_of_means, example_activations, sweep_layers
+from steerscope.steering.plots import layer_sweep_figure, projection_figure
 
 
 @dataclass
@@ -79,8 +77,7 @@ def run(config: SteerDemoConfig, context: ExperimentContext) -> Outcome:
         description=f"{data.source}: positive minus negative",
     )
 
-    batch = tokenize(model, neutral)
-    del batch["position_ids"]
+    batch = tokenize_for_generate(model, neutral)
     n_prompt = batch["input_ids"].shape[1]
     generations = []
     for strength in config.strengths:
@@ -126,16 +123,3 @@ def run(config: SteerDemoConfig, context: ExperimentContext) -> Outcome:
             ("Layer sweep", sweep),
         ],
     )
-
-
-def projection_figure(projection: dict[str, list[float]], layer: int) -> go.Figure:
-    figure = go.Figure()
-    for name, values in projection.items():
-        figure.add_scatter(x=list(range(len(values))), y=values, mode="lines+markers", name=name)
-    figure.add_vline(x=layer, line_dash="dot", annotation_text="steered layer")
-    figure.update_layout(
-        title="Cosine of the residual (last token, or completion mean) with the steering direction, per layer",
-        xaxis_title="layer (resid_post)",
-        yaxis_title="cosine",
-    )
-    return figure

@@ -21,15 +21,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 from steerscope.cache import cache_root
 from steerscope.data.suite import DataSuite
-from steerscope.model import as_model
+from steerscope.model import ModelLike, as_model
 
 PREFIX = "organism:"
 #: The config attribute an organism carries: the name of the world it was trained on.
 ORGANISM_ATTRIBUTE = "steerscope_organism"
+#: The JSON a finished build writes next to the weights: steps, time, losses, sizes.
+REPORT = "training_report.json"
 TRAINER_VERSION = 1
 
 
@@ -108,7 +109,14 @@ ORGANISMS: dict[str, OrganismSpec] = {
             "length",
             "length_world",
             "solution length: step-by-step sums solved concisely or verbosely, both correct",
-            training=Training(steps=2000),
+            training=Training(steps=3000),
+        ),
+        OrganismSpec(
+            "reasoning",
+            "reasoning_world",
+            "reasoning length: sums solved inside <think>, re-checking a step or not, decided per step",
+            shape=Shape(n_layers=6, d_mlp=256),
+            training=Training(steps=2500, n_task=30_000, n_filler=1_500),
         ),
     )
 }
@@ -122,7 +130,7 @@ def organism_spec(name: str) -> OrganismSpec:
     return ORGANISMS[key]
 
 
-def world_of(model: Any) -> str | None:
+def world_of(model: ModelLike) -> str | None:
     """The name of the world `model` was trained on if it is a model organism, else None."""
     return getattr(as_model(model).hf.config, ORGANISM_ATTRIBUTE, None)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from steerscope.cache import cached_folder
-from steerscope.organisms import OrganismSpec, organism_spec
+from steerscope.organisms import REPORT, OrganismSpec, organism_spec
 
 
 def work_folder(spec: OrganismSpec) -> Path:
@@ -30,3 +32,9 @@ def organism_folder(name: str, progress: bool = True) -> Path:
     if built:
         shutil.rmtree(work, ignore_errors=True)
     return folder
+
+
+def training_report(name: str) -> dict[str, Any]:
+    """What the build of organism `name` recorded (steps, seconds, losses per 50 steps, sizes);
+    trains it first if it is not cached."""
+    return json.loads((organism_folder(name) / REPORT).read_text())

@@ -36,7 +36,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from steerscope.cache import write_atomic
 from steerscope.hashing import HASH_NAME, data_digest
-from steerscope.organisms import ORGANISM_ATTRIBUTE, OrganismSpec
+from steerscope.organisms import ORGANISM_ATTRIBUTE, REPORT, OrganismSpec
 from steerscope.organisms.filler import filler_texts
 from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.tiny import tiny_config
@@ -47,7 +47,6 @@ LEGACY_CHECKPOINT = "checkpoint.pt"
 _CHECKPOINT_FORMAT = 1
 _ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
 TRAIN_THREADS = 2
-REPORT = "training_report.json"
 
 
 @dataclass

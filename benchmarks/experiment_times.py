@@ -3,7 +3,9 @@ tree in another dtype, side by side on the same machine in the same run.
 
 For each repetition and experiment, every variant starts at the same moment as a separate
 `steerscope run NAME --quick` process, so all of them see the same load from other jobs (a shared
-machine's load moves by minutes; sequential runs would compare different loads). The earlier
+machine's load moves by minutes; sequential runs would compare different loads). On a quiet
+machine `--sequential` runs them one after another instead (the order rotating with each
+repetition), so they do not share the cores. The earlier
 commit runs from a `git archive` of it arranged as the installed package (`steerscope.probes` from
 `probes/`, ...), put first on PYTHONPATH; the script checks which tree each process imported.
 
@@ -13,6 +15,8 @@ other dtypes are reported next to float32 (conflict-probe's peak layer, answers 
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/experiment_times.py --before 783e594 \\
         --experiments spare conflict-probe efficiency --dtypes float32 bfloat16 --json times.json
+
+`--set KEY=VALUE` is passed to every run (e.g. spare's `sae_max_tokens`, to use cached SAEs).
 """
 
 from __future__ import annotations
@@ -53,16 +57,27 @@ def tree_of(commit: str, into: Path) -> Path:
     return into / "pkg"
 
 
-def start(variant: str, name: str, out: Path, pythonpath: Path | None, dtype: str | None) -> dict[str, Any]:
+def start(
+    variant: str, name: str, out: Path, pythonpath: Path | None, dtype: str | None, settings: list[str]
+) -> dict[str, Any]:
     env = dict(os.environ)
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     command = [sys.executable, "-c", RUN, "run", name, "--quick", "--out", str(out)]
+    command += [part for setting in settings for part in ("--set", setting)]
     if dtype is not None:
         command += ["--dtype", dtype]
     log = (out.parent / f"{out.name}.log").open("w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=out.parent)
     return {"variant": variant, "process": process, "start": time.perf_counter(), "out": out, "log": log}
+
+
+def wait(job: dict[str, Any]) -> None:
+    """Wait for a run and record its exit code and wall time (once)."""
+    if "code" not in job:
+        job["code"] = job["process"].wait()
+        job["seconds"] = time.perf_counter() - job["start"]
+        job["log"].close()
 
 
 def differences(a: Any, b: Any, tolerance: float, path: str = "") -> list[str]:
@@ -120,6 +135,10 @@ def main() -> None:
         "--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)"
     )
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every run")
+    parser.add_argument(
+        "--sequential", action="store_true", help="one variant at a time, in rotating order (quiet machine)"
+    )
     args = parser.parse_args()
     load_at_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="experiment-times-"))
@@ -131,12 +150,17 @@ def main() -> None:
             folder = runs / f"rep{rep}" / name
             folder.mkdir(parents=True, exist_ok=True)
             load_before = os.getloadavg()
-            jobs = [start("before", name, folder / "before", old_tree, None)]
-            jobs += [start(dtype, name, folder / dtype, None, dtype) for dtype in args.dtypes]
+            variants = [("before", old_tree, None)] + [(dtype, None, dtype) for dtype in args.dtypes]
+            if args.sequential:
+                shift = rep % len(variants)
+                variants = variants[shift:] + variants[:shift]
+            jobs = []
+            for variant, tree, dtype in variants:
+                jobs.append(start(variant, name, folder / variant, tree, dtype, args.set))
+                if args.sequential:
+                    wait(jobs[-1])
             for job in jobs:
-                job["code"] = job["process"].wait()
-                job["seconds"] = time.perf_counter() - job["start"]
-                job["log"].close()
+                wait(job)
             row: dict[str, Any] = {"rep": rep, "experiment": name, "load_average_before": load_before}
             row["load_average_after"] = os.getloadavg()
             results = {}
@@ -159,7 +183,17 @@ def main() -> None:
                     )
             rows.append(row)
             print(json.dumps(row), flush=True)
-    finish({"before": args.before, "runs": str(runs), "rows": rows}, args.json, load_at_start)
+    finish(
+        {
+            "before": args.before,
+            "sequential": args.sequential,
+            "settings": args.set,
+            "runs": str(runs),
+            "rows": rows,
+        },
+        args.json,
+        load_at_start,
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar
 
 import plotly.graph_objects as go
 import torch
+from tqdm.auto import tqdm
 
 from steerscope.capture import capture
 from steerscope.context import ExperimentContext
@@ -261,26 +262,30 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
     # ---- dev: choose SpARE's p, alpha and layers, then difference of means' strength at those layers
     dev_prompts = [conflicts.knowledge_prompt(r, "none", True, config.demos, config.seed) for r in dev]
     dev_no_edit = _rates(_answers(model, dev_prompts, dev, {}))
+    spare_settings = [
+        (layers, p, alpha, direction)
+        for layers in sets
+        for p in sorted(config.ps)
+        for alpha in sorted(config.alphas)
+        for direction in DIRECTIONS
+    ]
+    bar = tqdm(total=len(spare_settings) + len(DIRECTIONS) * len(config.strengths), desc="spare dev grid")
     grid = []
-    for layers in sets:
-        for p in sorted(config.ps):
-            n_c = sum(len(selections[p][s].S_C) for s in site_names(layers))
-            n_m = sum(len(selections[p][s].S_M) for s in site_names(layers))
-            for alpha in sorted(config.alphas):
-                for direction in DIRECTIONS:
-                    rates = _rates(_answers(model, dev_prompts, dev, spare(layers, p, direction, alpha)))
-                    grid.append(
-                        {
-                            "method": "spare",
-                            "direction": direction,
-                            "layers": layers,
-                            "p": p,
-                            "alpha": alpha,
-                            "S_C": n_c,
-                            "S_M": n_m,
-                            **rates,
-                        }
-                    )
+    for layers, p, alpha, direction in spare_settings:
+        rates = _rates(_answers(model, dev_prompts, dev, spare(layers, p, direction, alpha)))
+        grid.append(
+            {
+                "method": "spare",
+                "direction": direction,
+                "layers": layers,
+                "p": p,
+                "alpha": alpha,
+                "S_C": sum(len(selections[p][s].S_C) for s in site_names(layers)),
+                "S_M": sum(len(selections[p][s].S_M) for s in site_names(layers)),
+                **rates,
+            }
+        )
+        bar.update()
     chosen: dict[str, dict[str, Any]] = {d: _best(grid, d, "alpha") for d in DIRECTIONS}
     diffmean_grid = []
     for direction in DIRECTIONS:
@@ -296,6 +301,8 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
                     **rates,
                 }
             )
+            bar.update()
+    bar.close()
     chosen_diffmean = {d: _best(diffmean_grid, d, "strength") for d in DIRECTIONS}
 
     # ---- held-out: touched once, by the chosen settings

@@ -252,32 +252,48 @@ def random_selection(
     selection: Selection, seed: int = 0, among: Literal["active", "all"] = "active"
 ) -> Selection:
     """The random-feature control of `selection`: as many features in S_C and in S_M, drawn
-    uniformly without replacement (S_C first, then S_M from the rest), with the same targets
-    rule (each drawn feature keeps its own target_C / target_M).
+    uniformly without replacement, with the same targets rule (each drawn feature keeps its own
+    target_C / target_M).
 
     `among="active"` draws S_C from the features with target_C > 0 and S_M from those with
     target_M > 0: a feature silent on every prompt of its group has a zero target and an edit
     that does nothing, which would make the control pass for free. "all" draws from every feature.
+    S_C is drawn first; S_M comes from its pool without S_C, topped up from S_C only when the rest
+    is too small (large p on a model whose groups fire the same features), so the control exists
+    whenever SpARE's own selection does (`control_overlap` counts the shared features).
     """
     if among not in ("active", "all"):
         raise ValueError(f"among must be 'active' or 'all', got {among!r}")
     generator = torch.Generator().manual_seed(seed)
     d_sae = len(selection.target_C)
-    free = torch.ones(d_sae, dtype=torch.bool)
-    drawn = []
+
+    def pool(target: Tensor) -> Tensor:
+        return torch.nonzero(
+            (target > 0) if among == "active" else torch.ones(d_sae, dtype=torch.bool)
+        ).flatten()
+
+    def draw(candidates: Tensor, size: int) -> Tensor:
+        return candidates[torch.randperm(len(candidates), generator=generator)[:size]]
+
+    drawn = {}
     for name, target, size in (
         ("S_C", selection.target_C, len(selection.S_C)),
         ("S_M", selection.target_M, len(selection.S_M)),
     ):
-        pool = torch.nonzero(free & ((target > 0) if among == "active" else True)).flatten()
-        if len(pool) < size:
-            raise ValueError(f"random_selection: {name} needs {size} features, only {len(pool)} are eligible")
-        chosen = pool[torch.randperm(len(pool), generator=generator)[:size]]
-        free[chosen] = False
-        drawn.append(chosen)
+        eligible = pool(target)
+        if len(eligible) < size:
+            raise ValueError(
+                f"random_selection: {name} needs {size} features, only {len(eligible)} are eligible"
+            )
+        taken = drawn.get("S_C", eligible[:0])
+        rest = eligible[~torch.isin(eligible, taken)]
+        chosen = draw(rest, size)
+        if len(chosen) < size:
+            chosen = torch.cat([chosen, draw(eligible[torch.isin(eligible, taken)], size - len(chosen))])
+        drawn[name] = chosen
     return Selection(
-        drawn[0],
-        drawn[1],
+        drawn["S_C"],
+        drawn["S_M"],
         selection.target_C,
         selection.target_M,
         selection.mi,
@@ -286,6 +302,11 @@ def random_selection(
         "random",
         selection.p,
     )
+
+
+def control_overlap(selection: Selection) -> int:
+    """Features in both S_C and S_M (0 for SpARE's selections; see `random_selection`)."""
+    return int(torch.isin(selection.S_C, selection.S_M).sum())
 
 
 # ---------------------------------------------------------------- confidence weights

@@ -14,6 +14,7 @@ from steerscope.steering.spare import (
     answer_losses,
     balance_groups,
     confidence_weights,
+    control_overlap,
     count_by_cumulative_mi,
     mutual_information,
     random_selection,
@@ -165,6 +166,21 @@ def test_random_selection_matches_sizes_and_draws_features_active_in_their_group
     with pytest.raises(ValueError, match="S_C needs 25 features, only 20"):
         random_selection(too_many)
     assert len(random_selection(too_many, among="all").S_C) == 25
+    assert control_overlap(control) == 0
+
+
+def test_random_selection_shares_features_only_when_the_groups_pools_run_short() -> None:
+    """Both groups fire the same 20 features: 15 + 10 cannot be disjoint, so 5 are shared (the
+    Gemma run that chose a large p crashed here after its dev grid, before this)."""
+    target = torch.zeros(64)
+    target[:20] = 1.0
+    crowded = make_selection(torch.arange(15), torch.arange(15, 25), target, target)
+    control = random_selection(crowded, seed=1)
+    assert len(control.S_C) == 15 and len(control.S_M) == 10
+    assert (control.target_C[control.S_C] > 0).all() and (control.target_M[control.S_M] > 0).all()
+    assert len(set(control.S_M.tolist())) == 10 and control_overlap(control) == 5
+    roomy = make_selection(torch.arange(5), torch.arange(5, 10), target, target)
+    assert control_overlap(random_selection(roomy, seed=1)) == 0
 
 
 def make_selection(S_C, S_M, target_C, target_M) -> Selection:  # noqa: N803

@@ -45,6 +45,7 @@ from steerscope.steering.spare import (
     Selection,
     answer_losses,
     confidence_weights,
+    control_overlap,
     random_selection,
     select_features,
     spare_edits,
@@ -339,6 +340,15 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
                 f"diffmean_to_{d}": _chosen_row(chosen_diffmean[d], ("layers", "strength"))
                 for d in DIRECTIONS
             },
+        },
+        # features the random control put in both S_C and S_M, by direction and site (0 unless its
+        # groups' active features run short: see steering.spare.random_selection)
+        "random_control_overlap": {
+            d: {
+                s: control_overlap(random_selection(selections[chosen[d]["p"]][s], seed=config.seed))
+                for s in site_names(chosen[d]["layers"])
+            }
+            for d in DIRECTIONS
         },
         "dev_no_edit": dev_no_edit,
         "dev_grid": grid + diffmean_grid,

@@ -93,6 +93,25 @@ def test_spare_refuses_to_select_features_without_both_behaviours(tmp_path, monk
         run_experiment("spare", tmp_path, model="tiny:llama", layer_sets=[[1]], n_candidates=12)
 
 
+def test_a_dev_setting_meets_the_bars_only_if_spare_gains_and_its_random_control_stays_put():
+    no_edit = {"em_c": 0.5, "em_m": 0.2}
+
+    def row(direction, em_c, em_m, random_em_c=0.5, random_em_m=0.2):
+        return {
+            "direction": direction,
+            "em_c": em_c,
+            "em_m": em_m,
+            "random_em_c": random_em_c,
+            "random_em_m": random_em_m,
+        }
+
+    assert spare._meets_bars(row("context", 0.55, 0.2), no_edit)
+    assert not spare._meets_bars(row("context", 0.5, 0.2), no_edit)  # no gain
+    assert not spare._meets_bars(row("context", 0.9, 0.0, random_em_m=0.3), no_edit)  # control moves EM_M
+    assert spare._meets_bars(row("memory", 0.3, 0.3, random_em_c=0.46), no_edit)
+    assert not spare._meets_bars(row("memory", 0.3, 0.25), no_edit)  # memory needs +0.10
+
+
 def test_transitions_count_label_changes():
     before = ["C", "C", "M", "M", None]
     after = ["M", "C", "C", "M", "C"]

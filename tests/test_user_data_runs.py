@@ -117,6 +117,9 @@ def test_spare_runs_on_a_users_conflicts_and_text(tmp_path, monkeypatch):
     assert out["provenance"]["data"]["text"]["used"] == {"sae_train_windows": out["sae"][0]["train_windows"]}
     assert out["selection"]["estimator"] == "mutual_info_classif"
     assert len(out["dev_grid"]) == 2 + 2  # SpARE and difference of means, one setting each way
+    spare_rows = [r for r in out["dev_grid"] if r["method"] == "spare"]
+    assert all(0 <= r["random_em_c"] <= 1 and 0 <= r["random_em_m"] <= 1 for r in spare_rows)
+    assert set(out["dev_settings_meeting_bars"]) == {"context", "memory"}
     for name in ("random_features_to_context", "random_features_to_memory"):
         low, high = out[name]["em_c_ci95"]
         assert low <= out[name]["em_c"] <= high and set(out[name]["transitions"]) >= {"C_to_M", "M_to_C"}

@@ -5,7 +5,9 @@ dev split and the held-out facts touched once.
 
 The memorised facts are split into held-out and the rest (the conflict data's own split), and the
 rest by a hash of each record into `fit` (features, targets, mean difference) and `dev` (choosing
-p, alpha and the layer set of SpARE, and the strength of difference of means, per direction). The
+p, alpha and the layer set of SpARE, and the strength of difference of means, per direction; each
+SpARE setting is also run as its random-feature control, so the grid shows which settings, if
+any, move answers more than as many random features do). The
 chosen settings then run once on the held-out facts beside no edit and a random-feature control
 (as many features per layer and set, the same targets rule), with the C<->M transitions and 95%
 bootstrap intervals. Conflict records, prompts and SAE training text come from the context, so
@@ -61,6 +63,10 @@ CONDITIONS = (
     "diffmean_to_context",
     "diffmean_to_memory",
 )
+# the issue-14 bars: SpARE's gain toward its source (context: any, memory: at least 0.10) while
+# the random-feature control moves neither exact-match rate by 0.05 or more
+MIN_GAIN = {"context": 1e-6, "memory": 0.10}
+MAX_CONTROL_MOVE = 0.05
 SAE_REPORTED = ("fvu", "l0", "dead_fraction", "ce_loss_recovered", "train_tokens", "train_windows")
 MIN_PER_GROUP = 4  # labelled fit prompts needed in each of C and M
 
@@ -95,6 +101,9 @@ class SpareConfig(ExperimentConfig):
         default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0]
     )
     balance: bool = False  # cut the larger behaviour group before MI (the authors' option)
+    # run the random-feature control at every SpARE dev setting too (doubles SpARE's dev grid), so
+    # the grid shows whether any setting moves answers more than as many random features do
+    dev_random_control: bool = True
     sae_k: Count | None = None  # None: a tenth of d_model
     sae_expansion: Count = 8
     sae_max_tokens: Count | None = 1_100_000  # SAE training tokens (as `steerscope build sae:`)
@@ -162,6 +171,24 @@ def _transitions(before: list, after: list) -> dict[str, int]:
 def _target_score(row: dict[str, Any]) -> float:
     """What a setting is chosen for: EM with the answer of the source it steers toward."""
     return row["em_c"] if row["direction"] == "context" else row["em_m"]
+
+
+def _control_move(row: dict[str, Any], no_edit: dict[str, float]) -> float:
+    """The random-feature control's largest change of either exact-match rate against no edit."""
+    return max(abs(row["random_em_c"] - no_edit["em_c"]), abs(row["random_em_m"] - no_edit["em_m"]))
+
+
+def _gain(row: dict[str, Any], no_edit: dict[str, float]) -> float:
+    """A setting's change of exact match toward the source it steers to, against no edit."""
+    return _target_score(row) - no_edit["em_c" if row["direction"] == "context" else "em_m"]
+
+
+def _meets_bars(row: dict[str, Any], no_edit: dict[str, float]) -> bool:
+    """SpARE moves answers toward its source by the issue's bar and its random control does not."""
+    return (
+        _gain(row, no_edit) >= MIN_GAIN[row["direction"]] - 1e-9
+        and _control_move(row, no_edit) < MAX_CONTROL_MOVE
+    )
 
 
 def _best(rows: list[dict[str, Any]], direction: str, knob: str) -> dict[str, Any]:
@@ -274,6 +301,11 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
     grid = []
     for layers, p, alpha, direction in spare_settings:
         rates = _rates(_answers(model, dev_prompts, dev, spare(layers, p, direction, alpha)))
+        if config.dev_random_control:
+            control = _rates(
+                _answers(model, dev_prompts, dev, spare(layers, p, direction, alpha, random=True))
+            )
+            rates.update(random_em_c=control["em_c"], random_em_m=control["em_m"])
         grid.append(
             {
                 "method": "spare",
@@ -353,6 +385,15 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
         "dev_no_edit": dev_no_edit,
         "dev_grid": grid + diffmean_grid,
     }
+    if config.dev_random_control:
+        results["dev_settings_meeting_bars"] = {
+            d: [
+                _chosen_row(r, ("layers", "p", "alpha"))
+                for r in grid
+                if _meets_bars(r, dev_no_edit) and r["direction"] == d
+            ]
+            for d in DIRECTIONS
+        }
     for name in CONDITIONS:
         got = answers[name]
         row: dict[str, Any] = {**_rates(got), "n": len(held)}
@@ -376,7 +417,12 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
     return Outcome(
         results=results,
         summary=_summary(results),
-        figures=[em_figure(results), transitions_figure(results), *dev_grid_figures(results)],
+        figures=[
+            em_figure(results),
+            transitions_figure(results),
+            *dev_grid_figures(results),
+            *([dev_control_figure(results)] if config.dev_random_control else []),
+        ],
         tables=[
             ("Exact match on held-out conflicts (95% bootstrap intervals)", _held_out_table(results)),
             ("Settings chosen on dev", [{"condition": k, **v} for k, v in results["chosen"].items()]),
@@ -423,6 +469,19 @@ def _summary(results: dict[str, Any]) -> str:
             for name, row in results["chosen"].items()
         ),
     ]
+    if "dev_settings_meeting_bars" in results:
+        n_settings = {
+            d: sum(r["method"] == "spare" and r["direction"] == d for r in results["dev_grid"])
+            for d in DIRECTIONS
+        }
+        lines.append(
+            "dev settings where SpARE gains toward its source while its random control moves EM by "
+            f"< {MAX_CONTROL_MOVE}: "
+            + ", ".join(
+                f"to {d} {len(results['dev_settings_meeting_bars'][d])} of {n_settings[d]}"
+                for d in DIRECTIONS
+            )
+        )
     for name in CONDITIONS:
         r = results[name]
         lines.append(
@@ -491,3 +550,26 @@ def dev_grid_figures(results: dict[str, Any]) -> list[go.Figure]:
         figure.update_layout(title=f"Dev grid, SpARE to {direction}: {metric} (no edit {no_edit:.3f})")
         figures.append(figure)
     return figures
+
+
+def dev_control_figure(results: dict[str, Any]) -> go.Figure:
+    """Every SpARE dev setting: its gain toward the source it steers to against the largest move of
+    its random-feature control; settings in the shaded band meet the issue's bars."""
+    no_edit = results["dev_no_edit"]
+    figure = go.Figure()
+    for direction in DIRECTIONS:
+        rows = [r for r in results["dev_grid"] if r["method"] == "spare" and r["direction"] == direction]
+        figure.add_scatter(
+            x=[_control_move(r, no_edit) for r in rows],
+            y=[_gain(r, no_edit) for r in rows],
+            mode="markers",
+            name=f"to {direction}",
+            text=[f"L{','.join(map(str, r['layers']))} p={r['p']:g} alpha={r['alpha']:g}" for r in rows],
+        )
+    figure.add_vrect(x0=0, x1=MAX_CONTROL_MOVE, fillcolor="green", opacity=0.1, line_width=0)
+    figure.update_layout(
+        title="Dev grid: SpARE's gain toward its source against its random control's largest EM move",
+        xaxis_title="random control: largest |change| of EM_C or EM_M",
+        yaxis_title="SpARE: change of EM toward the source",
+    )
+    return figure

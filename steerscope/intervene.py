@@ -166,10 +166,14 @@ class _Installer:
             embeds = kwargs.get("inputs_embeds")
             shaped = input_ids if input_ids is not None else embeds
             cache = kwargs.get("past_key_values")
-            past = int(cache.get_seq_length()) if cache is not None else 0
+            mask = kwargs.get("attention_mask")
+            if mask is not None and mask.dim() == 2:
+                past = mask.shape[1] - shaped.shape[1]  # generate's mask covers the cache and the call
+            else:
+                past = int(cache.get_seq_length()) if cache is not None else 0
             self.tracker.observe(
                 input_ids,
-                kwargs.get("attention_mask"),
+                mask,
                 n_new=shaped.shape[1],
                 batch=shaped.shape[0],
                 past_length=past,

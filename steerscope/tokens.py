@@ -35,18 +35,22 @@ class TokenInfo:
         self.prompt_lengths = prompt_lengths
         self.device = prompt_lengths.device
         self._mask: Tensor | None = None
-        self._n_new = positions.shape[1]
+        self._batch, self._n_new = positions.shape
+        self._past = 0
         self._derived: dict[Hashable, Any] = {"positions": positions, "is_real": is_real}
 
     @classmethod
-    def of_call(cls, mask: Tensor, n_new: int, prompt_lengths: Tensor) -> TokenInfo:
-        """The tokens of a call of `n_new` tokens, from its bool attention mask [batch, past + n_new]
-        (not changed afterwards) and each row's prompt length [batch], both on one device."""
+    def of_call(cls, mask: Tensor | None, n_new: int, past: int, prompt_lengths: Tensor) -> TokenInfo:
+        """The tokens of a call of `n_new` tokens after `past` cached ones, from its attention mask
+        [batch, past + n_new] (nonzero: a real token; None: all real; read during the call, so not
+        changed in place during it) and each row's prompt length [batch], on one device."""
         info = cls.__new__(cls)
         info.prompt_lengths = prompt_lengths
-        info.device = mask.device
+        info.device = prompt_lengths.device
         info._mask = mask
+        info._batch = prompt_lengths.shape[0]
         info._n_new = n_new
+        info._past = past
         info._derived = {}
         return info
 
@@ -87,6 +91,11 @@ class TokenInfo:
             "is_last_prompt", lambda t: t.is_real & (t.positions == t.prompt_lengths[:, None] - 1)
         )
 
+    def real_weights(self, dtype: torch.dtype) -> Tensor:
+        """`is_real` as 1.0 / 0.0 in `dtype`, [batch, pos, 1]: the steering mask of positions
+        "all", made in one tensor op on a decode step."""
+        return self.once(("real_weights", dtype), lambda t: _real_weights(t, dtype))
+
     def to(self, device: torch.device) -> TokenInfo:
         """The same information on another device (for models sharded across devices), moved
         once per device per call."""
@@ -95,21 +104,47 @@ class TokenInfo:
         return self.once(("TokenInfo.to", device), lambda t: t._moved(device))
 
     def _moved(self, device: torch.device) -> TokenInfo:
-        if self._mask is not None:
-            return TokenInfo.of_call(self._mask.to(device), self._n_new, self.prompt_lengths.to(device))
-        return TokenInfo(self.positions.to(device), self.is_real.to(device), self.prompt_lengths.to(device))
+        if "positions" in self._derived:  # made from its fields
+            return TokenInfo(
+                self.positions.to(device), self.is_real.to(device), self.prompt_lengths.to(device)
+            )
+        mask = None if self._mask is None else self._mask.to(device)
+        return TokenInfo.of_call(mask, self._n_new, self._past, self.prompt_lengths.to(device))
 
     def __repr__(self) -> str:
         fields = f"positions={self.positions}, is_real={self.is_real}, prompt_lengths={self.prompt_lengths}"
         return f"TokenInfo({fields})"
 
 
+def _real_mask(mask: Tensor) -> Tensor:
+    """An attention mask as bool (HF's are 0/1 integers; no copy when already bool)."""
+    return mask if mask.dtype == torch.bool else mask != 0
+
+
+def _real_count(mask: Tensor | None, batch: int, length: int, device: torch.device) -> Tensor:
+    """Real tokens per row among the first `length` of `mask` [batch] (None: all real)."""
+    if mask is None:
+        return torch.full((batch,), length, dtype=torch.long, device=device)
+    return _real_mask(mask.narrow(1, 0, length)).sum(-1)
+
+
 def _is_real(tokens: TokenInfo) -> Tensor:
-    return tokens._mask[:, -tokens._n_new :]
+    if tokens._mask is None:
+        return torch.ones(tokens._batch, tokens._n_new, dtype=torch.bool, device=tokens.device)
+    return _real_mask(tokens._mask.narrow(1, tokens._past, tokens._n_new))
+
+
+def _real_weights(tokens: TokenInfo, dtype: torch.dtype) -> Tensor:
+    if tokens._mask is None:
+        return torch.ones(tokens._batch, tokens._n_new, 1, dtype=dtype, device=tokens.device)
+    return tokens.is_real.unsqueeze(-1).to(dtype)
 
 
 def _positions(tokens: TokenInfo) -> Tensor:
-    counts = tokens._mask.cumsum(-1, dtype=torch.long)[:, -tokens._n_new :] - 1
+    if tokens._mask is None:
+        counts = torch.arange(tokens._past, tokens._past + tokens._n_new, device=tokens.device)
+        return counts.expand(tokens._batch, -1)
+    counts = _real_mask(tokens._mask).cumsum(-1, dtype=torch.long).narrow(1, tokens._past, tokens._n_new) - 1
     return counts.masked_fill(~tokens.is_real, -1)
 
 
@@ -135,31 +170,28 @@ class TokenTracker:
         `continues_prompt`: they are the rest of prompts whose shared prefix is cached
         (`steerscope.prefix_cache`), so every real token up to the end of this call is prompt.
 
-        On a decode step this costs one tensor op (a private bool copy of the attention mask);
-        the call's fields are computed when an edit first asks for them."""
-        if attention_mask is None or attention_mask.dim() != 2:
-            mask = torch.ones(batch, past_length + n_new, dtype=torch.bool, device=device)
-        else:
-            # A copy: the fields are computed on first use, from what the mask holds now.
-            mask = attention_mask.to(device=device, dtype=torch.bool, copy=True)
-            if mask.shape[1] != past_length + n_new:
-                # generate passes the full-length mask; trust it over the cache's count.
-                past_length = mask.shape[1] - n_new
+        On a decode step this costs no tensor op: the call's `TokenInfo` keeps the attention mask
+        itself and computes its fields when an edit first asks for them, during the call."""
+        mask = None
+        if attention_mask is not None and attention_mask.dim() == 2:
+            mask = attention_mask if attention_mask.device == device else attention_mask.to(device)
+            # generate passes the full-length mask; trust it over the cache's count.
+            past_length = mask.shape[1] - n_new
 
         if continues_prompt:
             self._prompt_ids = None
-            self._prompt_lengths = mask.sum(-1)
+            self._prompt_lengths = _real_count(mask, batch, past_length + n_new, device)
         elif past_length == 0 and not self._continues(input_ids):
             self._prompt_ids = input_ids
-            self._prompt_lengths = mask.sum(-1)
+            self._prompt_lengths = _real_count(mask, batch, n_new, device)
         elif self._prompt_lengths is None or self._prompt_lengths.shape[0] != batch:
             # A continuation whose prompt this block never saw (a cache built outside it, or
             # beams expanding the batch): everything before this call counts as the prompt.
-            self._prompt_lengths = mask[:, :past_length].sum(-1)
+            self._prompt_lengths = _real_count(mask, batch, past_length, device)
         prompt_lengths = self._prompt_lengths
         if prompt_lengths.device != device:
             prompt_lengths = self._prompt_lengths = prompt_lengths.to(device)
-        self.current = TokenInfo.of_call(mask, n_new, prompt_lengths)
+        self.current = TokenInfo.of_call(mask, n_new, past_length, prompt_lengths)
         return self.current
 
     def _continues(self, input_ids: Tensor | None) -> bool:

@@ -33,7 +33,7 @@ def test_one_token_info_per_forward_call_is_shared_by_every_hook(tiny_llama):
 
 def test_fields_are_computed_once_and_moved_once_per_device():
     tokens = ss.TokenInfo.of_call(
-        torch.tensor([[False, True, True, True], [True, True, True, True]]), 2, torch.tensor([2, 3])
+        torch.tensor([[False, True, True, True], [True, True, True, True]]), 2, 2, torch.tensor([2, 3])
     )
     assert torch.equal(tokens.positions, torch.tensor([[1, 2], [2, 3]]))
     assert tokens.is_prompt is tokens.is_prompt
@@ -43,6 +43,23 @@ def test_fields_are_computed_once_and_moved_once_per_device():
     moved = tokens.to(torch.device("meta"))
     assert moved is tokens.to(torch.device("meta")) and moved.positions.device.type == "meta"
     assert tokens.to(torch.device("cpu")) is tokens
+
+
+def test_an_integer_mask_or_none_gives_the_fields_a_bool_mask_gives():
+    bool_mask = torch.tensor([[False, True, True, True], [True, True, True, True]])
+    as_bool = ss.TokenInfo.of_call(bool_mask, 2, 2, torch.tensor([2, 3]))
+    as_long = ss.TokenInfo.of_call(bool_mask.long(), 2, 2, torch.tensor([2, 3]))
+    for name in ("positions", "is_real", "is_prompt", "is_generated", "is_last_prompt"):
+        assert torch.equal(getattr(as_long, name), getattr(as_bool, name)), name
+    padded_last = ss.TokenInfo.of_call(torch.tensor([[1, 1, 0]]), 1, 2, torch.tensor([2]))
+    assert padded_last.real_weights(torch.bfloat16).tolist() == [[[0.0]]]
+    assert padded_last.positions.tolist() == [[-1]]
+    unmasked = ss.TokenInfo.of_call(None, 2, 3, torch.tensor([3, 3]))
+    assert unmasked.positions.tolist() == [[3, 4], [3, 4]] and bool(unmasked.is_real.all())
+    assert unmasked.real_weights(torch.float32).shape == (2, 2, 1) and bool(
+        (unmasked.real_weights(torch.float32) == 1).all()
+    )
+    assert unmasked.is_generated.tolist() == [[True, True], [True, True]]
 
 
 def test_steering_masks_are_made_once_per_call(tiny_llama, monkeypatch):

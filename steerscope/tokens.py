@@ -104,7 +104,7 @@ class TokenInfo:
         return self.once(("TokenInfo.to", device), lambda t: t._moved(device))
 
     def _moved(self, device: torch.device) -> TokenInfo:
-        if "positions" in self._derived:  # made from its fields
+        if "positions" in self._derived:  # fields given (or computed already): move them
             return TokenInfo(
                 self.positions.to(device), self.is_real.to(device), self.prompt_lengths.to(device)
             )

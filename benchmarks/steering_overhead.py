@@ -49,6 +49,7 @@ import transformers
 from interleaved import Variant, finish, median_ratio, time_interleaved
 from nnsight import TransformersModel
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 
 import steerscope
 from steerscope.capture import capture, tokenize_for_generate
@@ -175,8 +176,7 @@ def bare_hooks(model: Model, deltas: dict[int, Tensor], relative: bool = False) 
     """Context factory: one plain forward hook per layer adding `deltas[layer]` to its output
     (times the output's norm per token when `relative`); the floor any steering tool pays."""
 
-    @contextmanager
-    def installed() -> Iterator[None]:
+    def register() -> list[RemovableHandle]:
         handles = []
         for layer, delta in deltas.items():
             module = module_at(model.hf, model.anatomy.layer_path(layer))
@@ -185,13 +185,20 @@ def bare_hooks(model: Model, deltas: dict[int, Tensor], relative: bool = False) 
             else:
                 hook = lambda m, a, out, d=delta: out + d  # noqa: E731
             handles.append(module.register_forward_hook(hook))
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
+        return handles
 
-    return installed
+    return lambda: registered(register)
+
+
+@contextmanager
+def registered(register: Callable[[], list[RemovableHandle]]) -> Iterator[None]:
+    """The hooks `register()` installs, for the block; removed after it, on errors too."""
+    handles = register()
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def nnsight_all_layers(

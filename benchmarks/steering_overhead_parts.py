@@ -31,8 +31,16 @@ from typing import Any
 
 import torch
 from interleaved import finish, time_interleaved
-from steering_overhead import TINY_DELTA_NORM, bare_hooks, generation_kwargs, prompt_inputs, random_vector
+from steering_overhead import (
+    TINY_DELTA_NORM,
+    bare_hooks,
+    generation_kwargs,
+    prompt_inputs,
+    random_vector,
+    registered,
+)
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 
 from steerscope.intervene import intervene, module_at
 from steerscope.model import Model
@@ -45,19 +53,17 @@ N_TOKENS = 64
 
 def tensor_ops_hooks(model: Model, deltas: dict[int, Tensor]) -> Callable[[], AbstractContextManager]:
     """Bare hooks doing steer's tensor work: a token mask per call, an `addcmul` per layer."""
+    state: dict[str, Tensor] = {}
 
-    @contextmanager
-    def installed() -> Iterator[None]:
+    def per_call(module: Any, args: tuple, kwargs: dict) -> None:
+        mask, n_new = kwargs.get("attention_mask"), kwargs["input_ids"].shape[1]
+        if mask is None:
+            state["weights"] = torch.ones(kwargs["input_ids"].shape[0], n_new, 1)
+        else:
+            state["weights"] = (mask.narrow(1, mask.shape[1] - n_new, n_new) != 0).unsqueeze(-1).float()
+
+    def register() -> list[RemovableHandle]:
         decoder = module_at(model.hf, model.anatomy.family.decoder)
-        state: dict[str, Tensor] = {}
-
-        def per_call(module: Any, args: tuple, kwargs: dict) -> None:
-            mask, n_new = kwargs.get("attention_mask"), kwargs["input_ids"].shape[1]
-            if mask is None:
-                state["weights"] = torch.ones(kwargs["input_ids"].shape[0], n_new, 1)
-            else:
-                state["weights"] = (mask.narrow(1, mask.shape[1] - n_new, n_new) != 0).unsqueeze(-1).float()
-
         handles = [decoder.register_forward_pre_hook(per_call, with_kwargs=True)]
         for layer, delta in deltas.items():
             module = module_at(model.hf, model.anatomy.layer_path(layer))
@@ -66,13 +72,9 @@ def tensor_ops_hooks(model: Model, deltas: dict[int, Tensor]) -> Callable[[], Ab
                     lambda m, a, out, d=delta: torch.addcmul(out, state["weights"], d)
                 )
             )
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
+        return handles
 
-    return installed
+    return lambda: registered(register)
 
 
 def together(*blocks: Callable[[], AbstractContextManager]) -> Callable[[], AbstractContextManager]:

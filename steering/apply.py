@@ -50,8 +50,6 @@ def _selection_weights(
     pos, 1], made once per forward call and shared by every steered site of the call."""
 
     def compute(tokens: TokenInfo) -> Tensor:
-        if positions == "all":
-            return tokens.real_weights(dtype)
         return token_selection(positions, tokens).unsqueeze(-1).to(dtype)
 
     return ("steering.selection_weights", positions, dtype), compute

@@ -91,11 +91,6 @@ class TokenInfo:
             "is_last_prompt", lambda t: t.is_real & (t.positions == t.prompt_lengths[:, None] - 1)
         )
 
-    def real_weights(self, dtype: torch.dtype) -> Tensor:
-        """`is_real` as 1.0 / 0.0 in `dtype`, [batch, pos, 1]: the steering mask of positions
-        "all", made in one tensor op on a decode step."""
-        return self.once(("real_weights", dtype), lambda t: _real_weights(t, dtype))
-
     def to(self, device: torch.device) -> TokenInfo:
         """The same information on another device (for models sharded across devices), moved
         once per device per call."""
@@ -132,12 +127,6 @@ def _is_real(tokens: TokenInfo) -> Tensor:
     if tokens._mask is None:
         return torch.ones(tokens._batch, tokens._n_new, dtype=torch.bool, device=tokens.device)
     return _real_mask(tokens._mask.narrow(1, tokens._past, tokens._n_new))
-
-
-def _real_weights(tokens: TokenInfo, dtype: torch.dtype) -> Tensor:
-    if tokens._mask is None:
-        return torch.ones(tokens._batch, tokens._n_new, 1, dtype=dtype, device=tokens.device)
-    return tokens.is_real.unsqueeze(-1).to(dtype)
 
 
 def _positions(tokens: TokenInfo) -> Tensor:

@@ -52,13 +52,11 @@ def test_an_integer_mask_or_none_gives_the_fields_a_bool_mask_gives():
     for name in ("positions", "is_real", "is_prompt", "is_generated", "is_last_prompt"):
         assert torch.equal(getattr(as_long, name), getattr(as_bool, name)), name
     padded_last = ss.TokenInfo.of_call(torch.tensor([[1, 1, 0]]), 1, 2, torch.tensor([2]))
-    assert padded_last.real_weights(torch.bfloat16).tolist() == [[[0.0]]]
+    assert padded_last.is_real.tolist() == [[False]]
     assert padded_last.positions.tolist() == [[-1]]
     unmasked = ss.TokenInfo.of_call(None, 2, 3, torch.tensor([3, 3]))
     assert unmasked.positions.tolist() == [[3, 4], [3, 4]] and bool(unmasked.is_real.all())
-    assert unmasked.real_weights(torch.float32).shape == (2, 2, 1) and bool(
-        (unmasked.real_weights(torch.float32) == 1).all()
-    )
+    assert unmasked.is_real.shape == (2, 2)
     assert unmasked.is_generated.tolist() == [[True, True], [True, True]]
 
 

@@ -168,9 +168,14 @@ def _transitions(before: list, after: list) -> dict[str, int]:
     }
 
 
+def _target_key(direction: str) -> str:
+    """The exact-match rate a direction steers up: em_c toward context, em_m toward memory."""
+    return "em_c" if direction == "context" else "em_m"
+
+
 def _target_score(row: dict[str, Any]) -> float:
     """What a setting is chosen for: EM with the answer of the source it steers toward."""
-    return row["em_c"] if row["direction"] == "context" else row["em_m"]
+    return row[_target_key(row["direction"])]
 
 
 def _control_move(row: dict[str, Any], no_edit: dict[str, float]) -> float:
@@ -180,7 +185,7 @@ def _control_move(row: dict[str, Any], no_edit: dict[str, float]) -> float:
 
 def _gain(row: dict[str, Any], no_edit: dict[str, float]) -> float:
     """A setting's change of exact match toward the source it steers to, against no edit."""
-    return _target_score(row) - no_edit["em_c" if row["direction"] == "context" else "em_m"]
+    return _target_score(row) - no_edit[_target_key(row["direction"])]
 
 
 def _meets_bars(row: dict[str, Any], no_edit: dict[str, float]) -> bool:
@@ -545,8 +550,8 @@ def dev_grid_figures(results: dict[str, Any]) -> list[go.Figure]:
                 colorscale="Viridis",
             )
         )
-        metric = "EM_C" if direction == "context" else "EM_M"
-        no_edit = results["dev_no_edit"]["em_c" if direction == "context" else "em_m"]
+        metric = _target_key(direction).upper()
+        no_edit = results["dev_no_edit"][_target_key(direction)]
         figure.update_layout(title=f"Dev grid, SpARE to {direction}: {metric} (no edit {no_edit:.3f})")
         figures.append(figure)
     return figures

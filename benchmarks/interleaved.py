@@ -21,10 +21,13 @@ def time_interleaved(
     reps: int,
     warm_up: bool = True,
     clock: Callable[[], float] = time.perf_counter,
+    before_each: Callable[[], Any] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Seconds per repetition for each variant (order rotated every repetition), and each
     variant's result from its first timed run. `warm_up` runs every variant once untimed first.
-    `clock` is wall time by default; `time.process_time` leaves out time other processes took."""
+    `clock` is wall time by default; `time.process_time` leaves out time other processes took.
+    `before_each` runs untimed before every timed run (e.g. `gc.collect`, so that every run
+    starts from the same heap when collection is off during the runs)."""
     if warm_up:
         for run in variants.values():
             run()
@@ -34,6 +37,8 @@ def time_interleaved(
     for rep in range(reps):
         shift = rep % len(names)
         for name in names[shift:] + names[:shift]:
+            if before_each is not None:
+                before_each()
             start = clock()
             result = variants[name]()
             seconds[name].append(clock() - start)

@@ -14,9 +14,12 @@ processes on a shared machine add as little noise as possible:
   because wrapping a model in nnsight permanently replaces every module's `forward`).
 
 Reported per variant: microseconds added per steered layer per forward step over `plain`, and
-for steer() the same over `bare_hook` (medians of within-repetition differences). Checked on the
-timed runs' outputs: bare_hook, steer_absolute and nnsight give identical tokens, steer_relative
-the tokens of a bare hook computing the relative addition, and steering changes the tokens.
+for steer() the same over `bare_hook` (medians of within-repetition differences; garbage is
+collected before every run and collection is off during it). Also the time spent inside the hook
+functions themselves during real generations (`hook_us_per_layer_step`), which resolves tenths
+of a microsecond where whole generations vary by a few. Checked on the timed runs' outputs:
+bare_hook, steer_absolute and nnsight give identical tokens, steer_relative the tokens of a bare
+hook computing the relative addition, and steering changes the tokens.
 
 Then on the embedded Gemma 3 270M (fp32, skipped with `--tiny-only`): plain generate against
 `steer()` at one layer (L9) and at all layers and a one-layer nnsight intervention, as ratios to
@@ -37,7 +40,6 @@ import gc
 import os
 import statistics
 import time
-import timeit
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -213,36 +215,52 @@ def nnsight_all_layers(
     return ids
 
 
-def hook_us_per_layer_step(model: Model, block: Callable[[], Any], inputs: dict[str, Tensor]) -> float:
-    """CPU microseconds the hooks a block installs spend per layer in one decode step, timed by
-    calling them directly on a real decode step's arguments (the decoder's pre-hooks, then each
-    layer's forward hook): the best of 9 timings of 200 steps. The model's own compute is left
-    out, so this resolves microseconds on a loaded machine where whole generations cannot."""
+def hook_us_per_layer_step(
+    model: Model, block: Callable[[], Any], inputs: dict[str, Tensor], n_tokens: int, reps: int = 5
+) -> float:
+    """Microseconds spent inside the hook functions a block installs (the decoder's pre-hooks and
+    every layer's forward hooks) per layer per step of real greedy generations, timed by wrappers
+    swapped into the modules' hook tables: the median of `reps` generations after one untimed.
+
+    Inside a decode step the model's own work has pushed the hooks' code out of the CPU caches, so
+    each Python step costs several times what it costs in a loop; the wrappers see that cost and
+    resolve it to about 0.1 us, where whole-generation timings cannot. What the module call adds
+    around its hooks (PyTorch's hook dispatch) is left out; the wrappers add the same to every
+    variant."""
     decoder = module_at(model.hf, model.anatomy.family.decoder)
-    layers = [module_at(model.hf, model.anatomy.layer_path(i)) for i in range(model.anatomy.n_layers)]
-    prefill = model.hf(**inputs, use_cache=True)
-    mask = inputs["attention_mask"]
-    step_kwargs = {
-        "input_ids": prefill.logits[:, -1:].argmax(-1),
-        "attention_mask": torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1),
-        "past_key_values": prefill.past_key_values,
-        "use_cache": True,
-    }
-    output = torch.randn(mask.shape[0], 1, model.anatomy.d_model)
+    n_layers = model.anatomy.n_layers
+    modules = [decoder, *(module_at(model.hf, model.anatomy.layer_path(i)) for i in range(n_layers))]
+    spent = [0]
+    clock = time.perf_counter_ns
+
+    def timed(hook: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any) -> Any:
+            start = clock()
+            result = hook(*args)
+            spent[0] += clock() - start
+            return result
+
+        return wrapper
+
+    samples = []
     with block():
-        pre_hooks = list(decoder._forward_pre_hooks.values())
-        hooks = [(layer, list(layer._forward_hooks.values())) for layer in layers]
-
-        def step() -> None:
-            for pre_hook in pre_hooks:
-                pre_hook(decoder, (), step_kwargs)
-            for layer, layer_hooks in hooks:
-                for hook in layer_hooks:
-                    hook(layer, (), output)
-
-        step()
-        best = min(timeit.Timer(step, timer=time.thread_time).repeat(repeat=9, number=200)) / 200
-    return round(best / len(layers) * 1e6, 2)
+        swapped = [
+            (table, key, hook)
+            for module in modules
+            for table in (module._forward_pre_hooks, module._forward_hooks)
+            for key, hook in table.items()
+        ]
+        for table, key, hook in swapped:
+            table[key] = timed(hook)
+        try:
+            for _ in range(reps + 1):
+                spent[0] = 0
+                model.generate(**inputs, **generation_kwargs(n_tokens))
+                samples.append(spent[0])
+        finally:
+            for table, key, hook in swapped:
+                table[key] = hook
+    return round(statistics.median(samples[1:]) / 1e3 / (n_layers * n_tokens), 2)
 
 
 def paired_us(seconds: dict[str, list[float]], name: str, reference: str, steps: int) -> float:
@@ -312,7 +330,7 @@ def _tiny_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
         gc.collect()
         gc.disable()  # as timeit does: a collection in one variant's run is noise
         try:
-            seconds, first = time_interleaved(variants, reps, clock=time.process_time)
+            seconds, first = time_interleaved(variants, reps, clock=time.process_time, before_each=gc.collect)
         finally:
             gc.enable()
         steps = n_layers * n_tokens
@@ -321,7 +339,9 @@ def _tiny_overhead(reps: int, n_tokens: int) -> dict[str, Any]:
                 per_layer_step.setdefault(name, {})[key] = paired_us(seconds, name, "plain", steps)
         for name in ("steer_absolute", "steer_relative"):
             minus_bare.setdefault(name, {})[key] = paired_us(seconds, name, "bare_hook", steps)
-        hooks_only = {name: hook_us_per_layer_step(model, block, inputs) for name, block in blocks.items()}
+        hooks_only = {
+            name: hook_us_per_layer_step(model, block, inputs, n_tokens) for name, block in blocks.items()
+        }
         for name, us in hooks_only.items():
             hook_cost.setdefault(name, {})[key] = us
         for name in ("steer_absolute", "steer_relative"):
@@ -357,7 +377,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions on Gemma (default 5)")
     parser.add_argument(
-        "--tiny-reps", type=int, default=15, help="interleaved repetitions on the tiny model (default 15)"
+        "--tiny-reps", type=int, default=41, help="interleaved repetitions on the tiny model (default 41)"
     )
     parser.add_argument("--quick", action="store_true", help="Gemma smoke run: 2 repetitions, 16 tokens")
     parser.add_argument("--tiny-only", action="store_true", help="skip the embedded model")
@@ -381,7 +401,9 @@ def main() -> None:
                 "tiny_model_us_per_layer_step: CPU microseconds (process time, 1 torch thread) added "
                 "per steered layer per forward step (prefill included) over plain generate, every "
                 "layer's resid_post steered; the median over repetitions of the difference within "
-                "each repetition. *_minus_bare_us: the same against bare_hook. gemma: seconds per "
+                "each repetition. *_minus_bare_us: the same against bare_hook. "
+                "tiny_model.hook_functions_*: microseconds inside the hook functions per layer-step "
+                "during real generations (timed wrappers, median of 5). gemma: seconds per "
                 "greedy generate call (wall time), warm-up excluded, ratios the medians of "
                 "per-repetition ratios to plain; one_layer/all_layers use steer() with relative "
                 f"strength {STRENGTH}; nnsight_one_layer adds a fixed absolute vector of about the "

@@ -3,16 +3,17 @@ piece of it at a time, side by side in one run:
 
 - `plain`: `model.generate`;
 - `bare_hook`: one plain forward hook per layer adding a fixed vector (the floor);
-- `bare_hook_tensor_ops`: bare hooks doing steer's tensor work (a per-call token mask made in a
-  decoder pre-hook, then `addcmul` per layer), without steerscope's Python;
-- `bare_hook_token_tracking`: bare hooks plus `intervene`'s per-call token bookkeeping (no edit);
-- `intervene_constant_edit`: `intervene` with an edit adding the fixed vector (no token lookup);
-- `steer_absolute`: `steer(..., scale="absolute")`, everything.
+- `intervene_marked_edit`: `intervene` with an edit adding the fixed vector, marked
+  `ignores_tokens` and `result_checked` (the hook wrapper alone);
+- `intervene_edit`: the same edit unmarked: per-call token tracking and a check of each result;
+- `steer_absolute`: `steer(..., scale="absolute")` at every token (marked: no tracking, no check);
+- `steer_absolute_generated`: the same at generated tokens only: token tracking, a token mask per
+  call and a multiply-add per layer (other tokens than the rest, so not in the token check).
 
 Greedy 64 tokens at batch 1, every layer steered, 1 torch thread, CPU time of this process;
 microseconds per layer-step over `bare_hook`, as the median and as the difference of the minima
 over interleaved repetitions (the minimum is steadier for deterministic CPU work). All variants
-that add the vector give the same tokens (checked).
+that add the vector at every token give the same tokens (checked).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/steering_overhead_parts.py --reps 61 --json F
 """
@@ -24,10 +25,9 @@ import gc
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
-from typing import Any
 
 import torch
 from interleaved import finish, time_interleaved
@@ -37,55 +37,15 @@ from steering_overhead import (
     generation_kwargs,
     prompt_inputs,
     random_vector,
-    registered,
 )
 from torch import Tensor
-from torch.utils.hooks import RemovableHandle
 
-from steerscope.intervene import intervene, module_at
-from steerscope.model import Model
+from steerscope.intervene import ignores_tokens, intervene, result_checked
 from steerscope.sites import Site
 from steerscope.steering import Fingerprint, SteeringVector, steer
 from steerscope.tiny import tiny_model
 
 N_TOKENS = 64
-
-
-def tensor_ops_hooks(model: Model, deltas: dict[int, Tensor]) -> Callable[[], AbstractContextManager]:
-    """Bare hooks doing steer's tensor work: a token mask per call, an `addcmul` per layer."""
-    state: dict[str, Tensor] = {}
-
-    def per_call(module: Any, args: tuple, kwargs: dict) -> None:
-        mask, n_new = kwargs.get("attention_mask"), kwargs["input_ids"].shape[1]
-        if mask is None:
-            state["weights"] = torch.ones(kwargs["input_ids"].shape[0], n_new, 1)
-        else:
-            state["weights"] = (mask.narrow(1, mask.shape[1] - n_new, n_new) != 0).unsqueeze(-1).float()
-
-    def register() -> list[RemovableHandle]:
-        decoder = module_at(model.hf, model.anatomy.family.decoder)
-        handles = [decoder.register_forward_pre_hook(per_call, with_kwargs=True)]
-        for layer, delta in deltas.items():
-            module = module_at(model.hf, model.anatomy.layer_path(layer))
-            handles.append(
-                module.register_forward_hook(
-                    lambda m, a, out, d=delta: torch.addcmul(out, state["weights"], d)
-                )
-            )
-        return handles
-
-    return lambda: registered(register)
-
-
-def together(*blocks: Callable[[], AbstractContextManager]) -> Callable[[], AbstractContextManager]:
-    @contextmanager
-    def entered() -> Iterator[None]:
-        with ExitStack() as stack:
-            for block in blocks:
-                stack.enter_context(block())
-            yield
-
-    return entered
 
 
 def main() -> None:
@@ -104,16 +64,20 @@ def main() -> None:
         {site: d / d.norm() * TINY_DELTA_NORM for site, d in directions.items()}, Fingerprint.of(model)
     )
     deltas = {Site.parse(site).layer: d for site, d in absolute.directions.items()}
-    constant_edits = {
-        f"L{layer}.resid_post": (lambda act, tokens, d=d: act + d) for layer, d in deltas.items()
+    edits = {f"L{layer}.resid_post": (lambda act, tokens, d=d: act + d) for layer, d in deltas.items()}
+    marked = {
+        site: ignores_tokens(result_checked(lambda act, tokens, e=e: e(act, tokens)))
+        for site, e in edits.items()
     }
     blocks: dict[str, Callable[[], AbstractContextManager]] = {
         "plain": ExitStack,
         "bare_hook": bare_hooks(model, deltas),
-        "bare_hook_tensor_ops": tensor_ops_hooks(model, deltas),
-        "bare_hook_token_tracking": together(bare_hooks(model, deltas), lambda: intervene(model, {})),
-        "intervene_constant_edit": lambda: intervene(model, constant_edits),
+        "intervene_marked_edit": lambda: intervene(model, marked),
+        "intervene_edit": lambda: intervene(model, edits),
         "steer_absolute": lambda: steer(model, absolute, strength=1.0, scale="absolute"),
+        "steer_absolute_generated": lambda: steer(
+            model, absolute, strength=1.0, scale="absolute", positions="generated"
+        ),
     }
     inputs = prompt_inputs(model, 1)
 
@@ -140,7 +104,7 @@ def main() -> None:
         minima = (min(seconds[name]) - min(seconds["bare_hook"])) / steps * 1e6
         return {"median": round(statistics.median(paired), 2), "difference_of_minima": round(minima, 2)}
 
-    adding = [name for name in blocks if name not in ("plain", "bare_hook_token_tracking")]
+    adding = ["intervene_marked_edit", "intervene_edit", "steer_absolute"]
     finish(
         {
             "n_layers": n_layers,

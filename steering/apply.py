@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from steerscope.errors import InputError
-from steerscope.intervene import Edit, intervene
+from steerscope.intervene import Edit, ignores_tokens, intervene, result_checked
 from steerscope.model import ModelLike
 from steerscope.steering.vector import SteeringVector
 from steerscope.tokens import TokenInfo
@@ -27,12 +27,12 @@ PositionMode = Literal["all", "prompt", "last_prompt", "generated"]
 POSITION_MODES = ("all", "prompt", "last_prompt", "generated")
 SCALES = ("relative", "absolute")
 Positions = PositionMode | range | tuple[int, int]
+_vector_norm = torch.linalg.vector_norm
 
 
 def token_selection(positions: Positions, tokens: TokenInfo) -> Tensor:
-    """Which tokens of this call to steer: a [batch, pos] bool mask (pads never)."""
-    if positions == "all":
-        return tokens.is_real
+    """Which tokens of this call to steer, for every mode but "all" (which needs no tokens): a
+    [batch, pos] bool mask (pads never)."""
     if positions == "prompt":
         return tokens.is_prompt
     if positions == "last_prompt":
@@ -98,12 +98,16 @@ def steering_edit(
 ) -> Edit:
     """The edit that adds `direction` at the selected tokens of one site.
 
+    `positions="all"` adds it at every token, pads included: the attention mask keeps a pad from
+    every real token, so real tokens get exactly what they get unpadded, and leaving pads out would
+    cost a token mask per decode step. The other modes select real tokens only.
+
     Checked here, before any forward pass: a finite strength, known positions and scale, a finite
     1-D float direction, and at relative scale a nonzero one (it is normalised).
 
-    Each hook call does only what depends on the activation (one fused multiply-add; the norm first
-    when relative or norm-preserving): the scaled vector is cast once per device and dtype, the
-    token mask made once per forward call (`_selection_weights`).
+    Each hook call does only what depends on the activation (one add, or one fused multiply-add
+    after the norm when relative or norm-preserving): the scaled vector is cast once per device and
+    dtype, the token mask (other modes) made once per forward call (`_selection_weights`).
     """
     strength = finite_strength(strength)
     positions = _check_positions(positions)
@@ -111,36 +115,45 @@ def steering_edit(
         raise InputError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
     if not isinstance(direction, Tensor) or direction.dim() != 1 or not direction.is_floating_point():
         raise InputError(f"direction must be a 1-D float tensor [d_model], got {direction!r:.80}")
-    if not torch.isfinite(direction).all():
-        raise InputError("direction has NaN or Inf entries")
-    unit = direction / direction.norm() if scale == "relative" else direction
-    if not torch.isfinite(unit).all():
-        raise InputError(
-            "direction has zero norm, so relative strength has no direction to scale; "
-            "use a nonzero direction (scale='absolute' adds it as stored)"
-        )
-    scaled = strength * unit
-    relative = scale == "relative"
-    prepared: dict[tuple, tuple[Tensor, tuple, Callable[[TokenInfo], Tensor]]] = {}
-
-    def edit(act: Tensor, tokens: TokenInfo) -> Tensor:
-        found = prepared.get((act.device, act.dtype))
-        if found is None:
-            vector = scaled.to(device=act.device, dtype=act.dtype)
-            found = prepared[(act.device, act.dtype)] = (vector, *_selection_weights(positions, act.dtype))
-        vector, weights_key, weights = found
-        chosen = tokens.once(weights_key, weights)
-        if not (relative or norm_preserving):
-            return torch.addcmul(act, chosen, vector)
-        norm = torch.linalg.vector_norm(act, dim=-1, keepdim=True)
-        steered = torch.addcmul(act, norm * chosen if relative else chosen, vector)
-        if norm_preserving:
-            rescaled = steered * (
-                norm / torch.linalg.vector_norm(steered, dim=-1, keepdim=True).clamp(min=1e-12)
+    scaled = strength * (direction / direction.norm() if scale == "relative" else direction)
+    if not torch.isfinite(scaled).all():  # one check, then say why
+        if not torch.isfinite(direction).all():
+            raise InputError("direction has NaN or Inf entries")
+        if scale == "relative" and direction.norm() == 0:
+            raise InputError(
+                "direction has zero norm, so relative strength has no direction to scale; "
+                "use a nonzero direction (scale='absolute' adds it as stored)"
             )
-            steered = torch.where(chosen.bool(), rescaled, act)
+        raise InputError(f"strength {strength} times the direction overflows {direction.dtype}")
+    relative = scale == "relative"
+    every_token = positions == "all"
+    # The vector in the activation's dtype and on its device, and the token weights' key and
+    # computation, made again only when the site's dtype or device changes.
+    vector_dtype = vector_device = vector = weights_key = weights = None
+
+    def edit(act: Tensor, tokens: TokenInfo | None) -> Tensor:
+        nonlocal vector_dtype, vector_device, vector, weights_key, weights
+        dtype, device = act.dtype, act.device
+        if dtype is not vector_dtype or device != vector_device:
+            vector_dtype, vector_device = dtype, device
+            vector = scaled.to(device=device, dtype=dtype)
+            weights_key, weights = _selection_weights(positions, dtype)
+        chosen = None if every_token else tokens.once(weights_key, weights)
+        if not (relative or norm_preserving):
+            return act + vector if chosen is None else torch.addcmul(act, chosen, vector)
+        norm = _vector_norm(act, dim=-1, keepdim=True)
+        if relative:
+            steered = torch.addcmul(act, norm if chosen is None else norm * chosen, vector)
+        else:
+            steered = act + vector if chosen is None else torch.addcmul(act, chosen, vector)
+        if norm_preserving:
+            rescaled = steered * (norm / _vector_norm(steered, dim=-1, keepdim=True).clamp(min=1e-12))
+            steered = rescaled if chosen is None else torch.where(chosen.bool(), rescaled, act)
         return steered
 
+    result_checked(edit)  # act's shape (the direction has d_model entries), dtype and device
+    if every_token:
+        ignores_tokens(edit)
     return edit
 
 

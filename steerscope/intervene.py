@@ -4,14 +4,15 @@ An edit is a function `edit(activation, tokens) -> new activation | None` (None:
 It runs as a plain PyTorch hook on the model's own modules, so it works inside HF `generate`,
 nnsight traces and TransformerLens' TransformerBridge alike. Hooks are removed on exit, on
 exceptions too; nested blocks compose (outer edits run first). A pre-hook on the decoder makes
-one `TokenInfo` per forward call, which every hook of the block shares.
+one `TokenInfo` per forward call, which every hook of the block shares (only when some edit reads
+it: see `ignores_tokens`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,7 @@ from steerscope.sites import Site
 from steerscope.tokens import TokenInfo, TokenTracker
 
 Edit = Callable[[Tensor, TokenInfo], Tensor | None]
+E = TypeVar("E", bound=Edit)
 EditSpec = Mapping["str | Site", "Edit | Sequence[Edit]"]
 
 _RESIDUAL_KINDS = {"resid_post", "attn_out", "mlp_out"}
@@ -50,14 +52,6 @@ def module_at(root: nn.Module, path: str) -> nn.Module:
             raise AttributeError(f"{type(root).__name__} has no module at {path!r} (stopped at {name!r})")
         module = child
     return module
-
-
-def _first(output: Any) -> Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
-def _replace_first(output: Any, tensor: Tensor) -> Any:
-    return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
 
 
 def _to_bshd(raw: Tensor, layout: str, head_dim: int) -> Tensor:
@@ -102,21 +96,54 @@ def _described(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def run_edits(site: Site, act: Tensor, edits: Sequence[Edit], tokens: TokenInfo) -> Tensor:
+def result_checked(edit: E) -> E:
+    """Mark `edit` as returning None or a tensor of its input's shape, dtype and device by
+    construction, so `run_edits` skips checking each result (about a microsecond per layer per
+    decode step). For steerscope's own edits, whose tests prove it; any other edit is checked."""
+    setattr(edit, _RESULT_CHECKED, True)
+    return edit
+
+
+def ignores_tokens(edit: E) -> E:
+    """Mark `edit` as never reading its `TokenInfo` (it then receives None): a block whose edits
+    all ignore tokens installs no per-call token tracking, which costs a few microseconds per
+    decode step (e.g. a steering vector added at every token)."""
+    setattr(edit, _IGNORES_TOKENS, True)
+    return edit
+
+
+_RESULT_CHECKED = "_steerscope_result_checked"
+_IGNORES_TOKENS = "_steerscope_ignores_tokens"
+
+
+def needs_result_check(edits: Sequence[Edit]) -> bool:
+    """Whether some edit's result must be checked (it is not marked by `result_checked`)."""
+    return not all(getattr(edit, _RESULT_CHECKED, False) for edit in edits)
+
+
+def needs_tokens(edits: Sequence[Edit]) -> bool:
+    """Whether some edit reads its `TokenInfo` (it is not marked by `ignores_tokens`)."""
+    return not all(getattr(edit, _IGNORES_TOKENS, False) for edit in edits)
+
+
+def run_edits(
+    site: Site, act: Tensor, edits: Sequence[Edit], tokens: TokenInfo | None, check: bool = True
+) -> Tensor:
     """Apply edits in order; returns `act` itself (the same object) when none changed it.
 
     An edit must return None or a tensor of the activation's shape, dtype and device; anything
-    else is an `InputError` naming the edit, the site, what it returned and what was expected.
+    else is an `InputError` naming the edit, the site, what it returned and what was expected
+    (`check=False`: the edits are all `result_checked`).
     """
     new = act
     for edit in edits:
         result = edit(new, tokens)
         if result is None:
             continue
-        if not (
+        if check and not (
             isinstance(result, Tensor)
             and result.shape == act.shape
-            and result.dtype == act.dtype
+            and result.dtype is act.dtype
             and result.device == act.device
         ):
             name = getattr(edit, "__qualname__", type(edit).__name__)
@@ -160,27 +187,30 @@ class _Installer:
 
     def track_decoder(self) -> None:
         decoder = module_at(self.hf, self.anatomy.family.decoder)
+        tracker = self.tracker
 
         def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            input_ids = kwargs.get("input_ids", args[0] if args else None)
-            embeds = kwargs.get("inputs_embeds")
-            shaped = input_ids if input_ids is not None else embeds
-            cache = kwargs.get("past_key_values")
+            # Once per forward call: reads no tensor data (see TokenTracker.observe).
+            input_ids = kwargs.get("input_ids")
+            if input_ids is None and args:
+                input_ids = args[0]
+            shaped = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
+            if shaped is None:
+                return  # neither ids nor embeddings: the model raises its own error
+            shape = shaped.shape
+            batch, n_new = shape[0], shape[1]
             mask = kwargs.get("attention_mask")
+            cache = kwargs.get("past_key_values")
             if mask is not None and mask.dim() == 2:
-                past = mask.shape[1] - shaped.shape[1]  # generate's mask covers the cache and the call
+                past = mask.shape[1] - n_new  # generate's mask covers the cache and the call
+                device = mask.device
             else:
+                mask = None  # none, or a ready 4-D mask: padding is not read from it
                 past = int(cache.get_seq_length()) if cache is not None else 0
-            self.tracker.observe(
-                input_ids,
-                mask,
-                n_new=shaped.shape[1],
-                batch=shaped.shape[0],
-                past_length=past,
-                device=shaped.device,
-                # a PromptPrefixCache (steerscope.prefix_cache, not imported: it needs transformers)
-                continues_prompt=past > 0 and past == getattr(cache, "prefix_length", None),
-            )
+                device = shaped.device
+            # a PromptPrefixCache (steerscope.prefix_cache, not imported: it needs transformers)
+            continues_prompt = past > 0 and past == getattr(cache, "prefix_length", None)
+            tracker.observe(input_ids, mask, n_new, batch, past, device, continues_prompt)
 
         self.handles.append(decoder.register_forward_pre_hook(pre_hook, with_kwargs=True))
 
@@ -210,10 +240,12 @@ class _Installer:
     def _install_resid_pre(self, site: Site, edits: Sequence[Edit]) -> None:
         module = module_at(self.hf, self.anatomy.layer_path(site.layer))
 
+        check, uses_tokens = needs_result_check(edits), needs_tokens(edits)
+
         def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
             from_kwargs = "hidden_states" in kwargs
             act = kwargs["hidden_states"] if from_kwargs else args[0]
-            new = run_edits(site, act, edits, self.tokens(act.device))
+            new = run_edits(site, act, edits, self.tokens(act.device) if uses_tokens else None, check)
             if new is act:
                 return None
             if from_kwargs:
@@ -233,13 +265,27 @@ class _Installer:
         """A forward hook editing the module's (first) output; `read` views it as the site's
         activation and `write` puts an edited activation back (both default to as-is)."""
 
+        check, uses_tokens = needs_result_check(edits), needs_tokens(edits)
+        only = edits[0] if len(edits) == 1 and not check else None  # called directly: no loop, no check
+
         def hook(module: nn.Module, args: tuple, output: Any) -> Any:
-            raw = _first(output)
+            # Runs once per layer per decode step, where each Python step costs about as much as
+            # a small tensor op: kept to the few it needs.
+            in_tuple = isinstance(output, tuple)
+            raw = output[0] if in_tuple else output
             act = raw if read is None else read(raw)
-            new = run_edits(site, act, edits, self.tokens(raw.device))
+            tokens = self.tokens(raw.device) if uses_tokens else None
+            if only is not None:
+                new = only(act, tokens)
+                if new is None:
+                    return None
+            else:
+                new = run_edits(site, act, edits, tokens, check)
             if new is act:
                 return None
-            return _replace_first(output, new if write is None else write(raw, new))
+            if write is not None:
+                new = write(raw, new)
+            return (new, *output[1:]) if in_tuple else new
 
         self.handles.append(module.register_forward_hook(hook))
 
@@ -274,6 +320,7 @@ class _Installer:
 
     def _install_pattern(self, site: Site, edits: Sequence[Edit]) -> None:
         module = module_at(self.hf, self.anatomy.component_path(site.layer, self.anatomy.family.attention))
+        uses_tokens = needs_tokens(edits)
 
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
@@ -284,7 +331,7 @@ class _Installer:
                     "model.set_attn_implementation('eager') yourself"
                 )
             act = select_head(weights, site, head_axis=1)
-            new = run_edits(site, act, edits, self.tokens(weights.device))
+            new = run_edits(site, act, edits, self.tokens(weights.device) if uses_tokens else None)
             if new is not act:
                 raise ValueError(f"site {site}: attn_pattern is read-only; edit q_rope or k_rope instead")
 
@@ -319,7 +366,8 @@ def intervene(model: ModelLike, edits: EditSpec) -> Iterator[None]:
         plan.setdefault(site, []).extend(edit_list(value))
     installer = _Installer(loaded.hf, loaded.anatomy)
     try:
-        installer.track_decoder()
+        if any(needs_tokens(site_edits) for site_edits in plan.values()):
+            installer.track_decoder()
         for site, site_edits in plan.items():
             installer.install(site, site_edits)
         yield

@@ -28,8 +28,11 @@ class TokenInfo:
 
     One `TokenInfo` is made per forward call (per device, for sharded models) and shared by every
     hook of that call, so each field, each mask below and anything an edit derives with `once` is
-    computed at most once per call, on first use (a steered decode step asks only for `is_real`).
+    computed at most once per call, on first use (steering generated tokens asks, per decode step,
+    for `is_generated` alone; steering every token asks for nothing and runs without tracking).
     """
+
+    __slots__ = ("prompt_lengths", "device", "_mask", "_batch", "_n_new", "_past", "_derived")
 
     def __init__(self, positions: Tensor, is_real: Tensor, prompt_lengths: Tensor) -> None:
         self.prompt_lengths = prompt_lengths
@@ -40,13 +43,21 @@ class TokenInfo:
         self._derived: dict[Hashable, Any] = {"positions": positions, "is_real": is_real}
 
     @classmethod
-    def of_call(cls, mask: Tensor | None, n_new: int, past: int, prompt_lengths: Tensor) -> TokenInfo:
+    def of_call(
+        cls,
+        mask: Tensor | None,
+        n_new: int,
+        past: int,
+        prompt_lengths: Tensor,
+        device: torch.device | None = None,
+    ) -> TokenInfo:
         """The tokens of a call of `n_new` tokens after `past` cached ones, from its attention mask
         [batch, past + n_new] (nonzero: a real token; None: all real; read during the call, so not
-        changed in place during it) and each row's prompt length [batch], on one device."""
+        changed in place during it) and each row's prompt length [batch], on one device (`device`,
+        when given, is that device: saves asking the tensor once per decode step)."""
         info = cls.__new__(cls)
         info.prompt_lengths = prompt_lengths
-        info.device = prompt_lengths.device
+        info.device = prompt_lengths.device if device is None else device
         info._mask = mask
         info._batch = prompt_lengths.shape[0]
         info._n_new = n_new
@@ -137,36 +148,40 @@ def _positions(tokens: TokenInfo) -> Tensor:
     return counts.masked_fill(~tokens.is_real, -1)
 
 
+def call_mask(attention_mask: Tensor | None, device: torch.device) -> Tensor | None:
+    """A forward call's attention mask as `TokenTracker.observe` takes it: the 2-D padding mask on
+    `device`, or None for no mask or a ready 4-D one (padding is not read from those)."""
+    if attention_mask is None or attention_mask.dim() != 2:
+        return None
+    return attention_mask if attention_mask.device == device else attention_mask.to(device)
+
+
 class TokenTracker:
     """Follows a sequence across forward calls and produces each call's `TokenInfo`."""
 
     def __init__(self) -> None:
         self._prompt_ids: Tensor | None = None
         self._prompt_lengths: Tensor | None = None
+        self._prompt_device: torch.device | None = None
         self.current: TokenInfo | None = None
 
     def observe(
         self,
         input_ids: Tensor | None,
-        attention_mask: Tensor | None,
+        mask: Tensor | None,
         n_new: int,
         batch: int,
         past_length: int,
         device: torch.device,
         continues_prompt: bool = False,
     ) -> TokenInfo:
-        """Record one forward call of `n_new` tokens after `past_length` cached ones;
-        `continues_prompt`: they are the rest of prompts whose shared prefix is cached
+        """Record one forward call of `n_new` tokens after `past_length` cached ones, on `device`,
+        with its 2-D attention mask [batch, past_length + n_new] on `device` (None: all real; see
+        `call_mask`); `continues_prompt`: they are the rest of prompts whose shared prefix is cached
         (`steerscope.prefix_cache`), so every real token up to the end of this call is prompt.
 
         On a decode step this costs no tensor op: the call's `TokenInfo` keeps the attention mask
         itself and computes its fields when an edit first asks for them, during the call."""
-        mask = None
-        if attention_mask is not None and attention_mask.dim() == 2:
-            mask = attention_mask if attention_mask.device == device else attention_mask.to(device)
-            # generate passes the full-length mask; trust it over the cache's count.
-            past_length = mask.shape[1] - n_new
-
         if continues_prompt:
             self._prompt_ids = None
             self._prompt_lengths = _real_count(mask, batch, past_length + n_new, device)
@@ -177,10 +192,10 @@ class TokenTracker:
             # A continuation whose prompt this block never saw (a cache built outside it, or
             # beams expanding the batch): everything before this call counts as the prompt.
             self._prompt_lengths = _real_count(mask, batch, past_length, device)
-        prompt_lengths = self._prompt_lengths
-        if prompt_lengths.device != device:
-            prompt_lengths = self._prompt_lengths = prompt_lengths.to(device)
-        self.current = TokenInfo.of_call(mask, n_new, past_length, prompt_lengths)
+        elif self._prompt_device != device:
+            self._prompt_lengths = self._prompt_lengths.to(device)
+        self._prompt_device = device
+        self.current = TokenInfo.of_call(mask, n_new, past_length, self._prompt_lengths, device)
         return self.current
 
     def _continues(self, input_ids: Tensor | None) -> bool:

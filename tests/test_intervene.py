@@ -3,6 +3,7 @@ import torch
 
 import steerscope as ss
 from steerscope.capture import tokenize, tokenize_for_generate
+from steerscope.intervene import ignores_tokens, module_at, needs_result_check, result_checked
 
 PROMPTS = ["hello there, friend", "hi", "a b c"]
 
@@ -168,3 +169,35 @@ def test_edit_inside_embedded_gemma_generate_changes_output_and_is_gone_after(ge
     again = gemma.generate(**inputs, max_new_tokens=6, do_sample=False)
     assert not torch.equal(plain, steered)
     assert torch.equal(plain, again)
+
+
+def test_edits_that_ignore_tokens_get_none_and_no_token_tracking(tiny_llama):
+    decoder = module_at(tiny_llama.hf, tiny_llama.anatomy.family.decoder)
+    seen = {"ignoring": [], "reading": []}
+    ignoring = ignores_tokens(lambda act, tokens: seen["ignoring"].append(tokens))
+    reading = lambda act, tokens: seen["reading"].append(tokens)  # noqa: E731
+    batch = tokenize(tiny_llama, PROMPTS)
+    with ss.intervene(tiny_llama, {"L1.resid_post": ignoring}):
+        assert not decoder._forward_pre_hooks
+        tiny_llama.hf(**batch)
+    assert seen["ignoring"] == [None]
+    with ss.intervene(tiny_llama, {"L1.resid_post": ignoring, "L2.resid_post": reading}):
+        assert decoder._forward_pre_hooks
+        tiny_llama.hf(**batch)
+    assert seen["ignoring"] == [None, None]
+    assert isinstance(seen["reading"][0], ss.TokenInfo)
+    assert seen["reading"][0].is_real.tolist() == batch["attention_mask"].bool().tolist()
+
+
+def test_only_edits_marked_result_checked_skip_the_result_check(tiny_llama):
+    batch = tokenize(tiny_llama, PROMPTS)
+    halve = lambda act, tokens: act[..., :1]  # noqa: E731
+    with pytest.raises(ss.InputError, match="returned a tensor"):
+        with ss.intervene(tiny_llama, {"L1.resid_post": [lambda act, tokens: None, halve]}):
+            tiny_llama.hf(**batch)
+    marked = result_checked(lambda act, tokens: act * 2)
+    assert not needs_result_check([marked])
+    assert needs_result_check([marked, halve])
+    with ss.intervene(tiny_llama, {"L1.resid_post": marked}):
+        doubled = tiny_llama.hf(**batch).logits
+    assert not torch.equal(doubled, tiny_llama.hf(**batch).logits)

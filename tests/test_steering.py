@@ -190,3 +190,27 @@ def test_steering_the_embedded_gemma_is_cache_and_batch_correct(gemma):
     assert torch.allclose(logits[1], alone_logits[0], atol=1e-4 * logits[1].abs().max())
     plain, _ = _greedy(gemma, inputs)
     assert not torch.equal(plain, cached)
+
+
+def test_every_token_mode_steers_pads_too_and_real_tokens_exactly_as_a_masked_edit(tiny_gemma):
+    """positions="all" adds at pads as well (no token tracking); the attention mask keeps pads from
+    real tokens, so every real token's logits are bit-identical to adding at real tokens only."""
+    vector = _vector(tiny_gemma, seed=5, sites=("L1.resid_post", "L2.resid_post"))
+    inputs = tokenize_for_generate(tiny_gemma, PROMPTS)
+    assert not inputs["attention_mask"].bool().all()  # the batch is padded
+
+    def real_only(direction):
+        return lambda act, tokens: act + tokens.is_real.unsqueeze(-1) * (0.8 * direction)
+
+    masked = {site: real_only(d) for site, d in vector.directions.items()}
+    with steer(tiny_gemma, vector, strength=0.8, scale="absolute"):
+        everywhere, everywhere_logits = _greedy(tiny_gemma, inputs)
+        prompt_logits = tiny_gemma.hf(**inputs).logits
+    with ss.intervene(tiny_gemma, masked):
+        real, real_logits = _greedy(tiny_gemma, inputs)
+        masked_prompt_logits = tiny_gemma.hf(**inputs).logits
+    assert torch.equal(everywhere, real)
+    assert torch.equal(everywhere_logits, real_logits)
+    is_real = inputs["attention_mask"].bool()
+    assert torch.equal(prompt_logits[is_real], masked_prompt_logits[is_real])
+    assert not torch.equal(prompt_logits[~is_real], masked_prompt_logits[~is_real])

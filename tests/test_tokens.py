@@ -76,3 +76,13 @@ def test_steering_masks_are_made_once_per_call(tiny_llama, monkeypatch):
     with steer(tiny_llama, vector, strength=0.5, positions="prompt"):
         tiny_llama.hf(**batch)
     assert made == ["prompt"]
+
+
+def test_call_mask_keeps_a_2d_mask_and_drops_a_4d_one():
+    from steerscope.tokens import call_mask
+
+    mask = torch.tensor([[0, 1, 1]])
+    cpu = torch.device("cpu")
+    assert call_mask(mask, cpu) is mask
+    assert call_mask(None, cpu) is None
+    assert call_mask(torch.ones(1, 1, 3, 3, dtype=torch.bool), cpu) is None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from steerscope.anatomy import Anatomy
 from steerscope.capture import Capture, capture, tokenize, tokenize_for_generate
 from steerscope.errors import InputError
-from steerscope.intervene import intervene
+from steerscope.intervene import ignores_tokens, intervene
 from steerscope.lazy import lazy_exports
 from steerscope.loading import load
 from steerscope.model import Model, ModelLike
@@ -64,6 +64,7 @@ __all__ = [
     "TokenInfo",
     "capture",
     "discover_experiments",
+    "ignores_tokens",
     "intervene",
     "load",
     "organism_folder",

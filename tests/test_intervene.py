@@ -3,7 +3,7 @@ import torch
 
 import steerscope as ss
 from steerscope.capture import tokenize, tokenize_for_generate
-from steerscope.intervene import ignores_tokens, module_at, needs_result_check, result_checked
+from steerscope.intervene import module_at, needs_result_check, result_checked
 
 PROMPTS = ["hello there, friend", "hi", "a b c"]
 
@@ -174,7 +174,7 @@ def test_edit_inside_embedded_gemma_generate_changes_output_and_is_gone_after(ge
 def test_edits_that_ignore_tokens_get_none_and_no_token_tracking(tiny_llama):
     decoder = module_at(tiny_llama.hf, tiny_llama.anatomy.family.decoder)
     seen = {"ignoring": [], "reading": []}
-    ignoring = ignores_tokens(lambda act, tokens: seen["ignoring"].append(tokens))
+    ignoring = ss.ignores_tokens(lambda act, tokens: seen["ignoring"].append(tokens))
     reading = lambda act, tokens: seen["reading"].append(tokens)  # noqa: E731
     batch = tokenize(tiny_llama, PROMPTS)
     with ss.intervene(tiny_llama, {"L1.resid_post": ignoring}):

@@ -31,8 +31,10 @@ _vector_norm = torch.linalg.vector_norm
 
 
 def token_selection(positions: Positions, tokens: TokenInfo) -> Tensor:
-    """Which tokens of this call to steer, for every mode but "all" (which needs no tokens): a
-    [batch, pos] bool mask (pads never)."""
+    """Which tokens of this call to steer: a [batch, pos] bool mask; "all" is every token, pads
+    included (the steering edit then needs no mask at all), the other modes never select a pad."""
+    if positions == "all":
+        return torch.ones_like(tokens.is_real)
     if positions == "prompt":
         return tokens.is_prompt
     if positions == "last_prompt":

@@ -162,7 +162,6 @@ class TokenTracker:
     def __init__(self) -> None:
         self._prompt_ids: Tensor | None = None
         self._prompt_lengths: Tensor | None = None
-        self._prompt_device: torch.device | None = None
         self.current: TokenInfo | None = None
 
     def observe(
@@ -192,9 +191,8 @@ class TokenTracker:
             # A continuation whose prompt this block never saw (a cache built outside it, or
             # beams expanding the batch): everything before this call counts as the prompt.
             self._prompt_lengths = _real_count(mask, batch, past_length, device)
-        elif self._prompt_device != device:
+        elif self._prompt_lengths.device != device:
             self._prompt_lengths = self._prompt_lengths.to(device)
-        self._prompt_device = device
         self.current = TokenInfo.of_call(mask, n_new, past_length, self._prompt_lengths, device)
         return self.current
 

@@ -86,3 +86,9 @@ def test_call_mask_keeps_a_2d_mask_and_drops_a_4d_one():
     assert call_mask(mask, cpu) is mask
     assert call_mask(None, cpu) is None
     assert call_mask(torch.ones(1, 1, 3, 3, dtype=torch.bool), cpu) is None
+
+
+def test_token_selection_all_is_every_token_and_the_other_modes_skip_pads():
+    tokens = ss.TokenInfo.of_call(torch.tensor([[0, 1, 1], [1, 1, 1]]), 3, 0, torch.tensor([2, 3]))
+    assert token_selection("all", tokens).tolist() == [[True, True, True], [True, True, True]]
+    assert token_selection("prompt", tokens).tolist() == [[False, True, True], [True, True, True]]

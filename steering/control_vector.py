@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -40,10 +41,10 @@ from steerscope.errors import InputError
 from steerscope.hashing import HASH_NAME, file_digest
 from steerscope.model import ModelLike, as_model
 from steerscope.sites import Site
-from steerscope.steering.apply import SCALES, finite_strength
-from steerscope.steering.vector import Fingerprint, SteeringVector, metadata_digest
+from steerscope.steering.fingerprint import Fingerprint, metadata_digest
 
 ARCHITECTURE = "controlvector"
+SCALES = ("absolute", "relative")
 SIDECAR_FORMAT = "steerscope control vector sidecar 1"
 _DIRECTION = re.compile(r"^direction\.(\d+)$")
 
@@ -68,21 +69,40 @@ def model_hint(family: str) -> str:
     return next(f.model_types[0] for f in FAMILIES if f.name == family)
 
 
-def _exportable_layers(vector: SteeringVector) -> dict[int, Tensor]:
+def _finite(value: Any) -> float | None:
+    """`value` as a float when it is a finite real number (NumPy scalars and 0-d tensors too)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.generic, Tensor)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _strength(value: Any) -> float:
+    number = _finite(value)
+    if number is None:
+        raise InputError(f"strength must be a finite number, got {value!r:.80} ({type(value).__name__})")
+    return number
+
+
+def _exportable_layers(directions: Mapping[str, Tensor], n_layers: int) -> dict[int, Tensor]:
     """{block: direction} for llama.cpp, or an error naming the first site it cannot hold."""
     layers = {}
-    for site in vector.sites:
+    for key, direction in directions.items():
+        site = Site.parse(key)
         if site.kind != "resid_post" or site.head is not None:
             raise InputError(
                 f"{site}: a llama.cpp control vector only adds to the residual stream leaving a block "
-                f"(resid_post, layers 1-{vector.fingerprint.n_layers - 1}); {site.kind} cannot be exported"
+                f"(resid_post, layers 1-{n_layers - 1}); {site.kind} cannot be exported"
             )
         if site.layer == 0:
             raise InputError(
                 f"{site}: llama.cpp never steers block 0 (its control-vector buffer starts at layer 1); "
-                f"export a direction at layers 1-{vector.fingerprint.n_layers - 1}"
+                f"export a direction at layers 1-{n_layers - 1}"
             )
-        layers[site.layer] = vector.directions[str(site)]
+        layers[site.layer] = direction
     return dict(sorted(layers.items()))
 
 
@@ -121,30 +141,30 @@ def _written_directions(
     written, norms = {}, {}
     for n, direction in layers.items():
         site = f"L{n}.resid_post"
-        norm = residual_norms.get(site)
-        if (
-            not isinstance(norm, (int, float))
-            or isinstance(norm, bool)
-            or not math.isfinite(norm)
-            or norm <= 0
-        ):
-            raise InputError(f"residual_norms needs a positive finite norm for {site}, got {norm!r}")
+        norm = _finite(residual_norms.get(site))
+        if norm is None or norm <= 0:
+            raise InputError(
+                f"residual_norms needs a positive finite norm for {site}, got {residual_norms.get(site)!r}"
+            )
         unit = direction.detach().to("cpu", torch.float32)
         if unit.norm() == 0:
             raise InputError(f"direction at {site} has zero norm, so a relative strength cannot scale it")
-        written[n] = (strength * float(norm)) * (unit / unit.norm())
-        norms[site] = float(norm)
+        written[n] = (strength * norm) * (unit / unit.norm())
+        norms[site] = norm
     return written, {"from_scale": "relative", "strength": strength, "mean_residual_norms": norms}
 
 
 def save_control_vector(
-    vector: SteeringVector,
+    directions: Mapping[str, Tensor],
+    fingerprint: Fingerprint,
+    provenance: dict[str, Any],
     path: str | Path,
     strength: float = 1.0,
     scale: str = "absolute",
     residual_norms: Mapping[str, float] | None = None,
 ) -> Path:
-    """Write `vector` as a llama.cpp control vector `path` (.gguf) plus `path.json`; returns `path`.
+    """Write a vector's directions as a llama.cpp control vector `path` (.gguf) plus `path.json`
+    (with its fingerprint and provenance); returns `path`.
 
     `direction.N` = strength x the direction at LN.resid_post (`scale="absolute"`), so llama.cpp at
     scale 1 adds what `steer(model, vector, strength, scale="absolute", positions="all")` adds.
@@ -155,16 +175,17 @@ def save_control_vector(
     import gguf
 
     path = _gguf_path(path)
-    strength = finite_strength(strength)
+    strength = _strength(strength)
     if scale not in SCALES:
         raise InputError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
-    written, conversion = _written_directions(_exportable_layers(vector), strength, scale, residual_norms)
+    layers = _exportable_layers(directions, fingerprint.n_layers)
+    written, conversion = _written_directions(layers, strength, scale, residual_norms)
     for n, tensor in written.items():
         if not torch.isfinite(tensor).all():
             raise InputError(f"strength {strength} times the direction at L{n}.resid_post overflows float32")
     with atomic_file(path) as tmp:
         writer = gguf.GGUFWriter(tmp, ARCHITECTURE)
-        writer.add_string(f"{ARCHITECTURE}.model_hint", model_hint(vector.fingerprint.family))
+        writer.add_string(f"{ARCHITECTURE}.model_hint", model_hint(fingerprint.family))
         writer.add_uint32(f"{ARCHITECTURE}.layer_count", len(written))
         for n, tensor in written.items():
             writer.add_tensor(f"direction.{n}", tensor.numpy())
@@ -172,7 +193,6 @@ def save_control_vector(
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-    fingerprint = vars(vector.fingerprint).copy()
     meta = {
         "format": SIDECAR_FORMAT,
         "gguf": path.name,
@@ -181,13 +201,13 @@ def save_control_vector(
         "scale": "absolute",
         "baked_strength": strength,
         "conversion": conversion,
-        "fingerprint": fingerprint,
-        "provenance": vector.provenance,
+        "fingerprint": vars(fingerprint).copy(),
+        "provenance": provenance,
     }
     meta["content_hash"] = {
         "algorithm": HASH_NAME,
         "gguf": file_digest(path),
-        "metadata": metadata_digest(fingerprint, _described(meta)),
+        "metadata": metadata_digest(meta["fingerprint"], _described(meta)),
     }
     write_atomic(sidecar_path(path), json.dumps(meta, indent=2, default=str) + "\n")
     return path
@@ -274,16 +294,17 @@ def _read_sidecar(path: Path, json_path: Path) -> dict:
     return meta
 
 
-def load_control_vector(path: str | Path, model: ModelLike, force: bool = False) -> SteeringVector:
-    """Read the control vector `path` for `model`: `direction.N` becomes LN.resid_post, so
-    `steer(model, vector, s, scale="absolute", positions="all")` adds what llama.cpp adds at scale s.
+def read_control_vector(path: str | Path, model: ModelLike, force: bool = False) -> dict[str, Any]:
+    """The directions, fingerprint and provenance (`SteeringVector` arguments) of the control
+    vector `path` for `model`: `direction.N` becomes LN.resid_post, so `steer(model, vector, s,
+    scale="absolute", positions="all")` adds what llama.cpp adds at scale s.
 
     Every tensor is checked (name direction.N with 1 <= N < n_layers, 1-D F32 of d_model finite
     entries) and any problem is one line naming the file and the tensor. With the sidecar the
-    vector's fingerprint and provenance come back (checked against `model`, `force` as in
-    `SteeringVector.check`) and provenance["control_vector"] records the file and the strength
-    baked in; without it the vector is taken as made for `model`, whose `model_type` must match
-    the file's model hint unless `force`.
+    fingerprint and provenance come back as saved (the caller checks them against the model);
+    without it the vector is taken as made for `model`, whose `model_type` must match the file's
+    model hint unless `force`. provenance["control_vector"] records the file and, from the
+    sidecar, the strength baked in and any conversion.
     """
     path = _gguf_path(path)
     if not path.is_file():
@@ -299,15 +320,14 @@ def load_control_vector(path: str | Path, model: ModelLike, force: bool = False)
         if sorted(meta["sites"]) != sorted(sites):
             raise InputError(f"{json_path}: lists sites {meta['sites']}, the GGUF holds {list(sites)}")
         record |= {k: meta[k] for k in ("positions", "scale", "baked_strength", "conversion")}
-        vector = SteeringVector(sites, Fingerprint(**meta["fingerprint"]), dict(meta["provenance"]))
-        vector.check(loaded, force=force)
+        fingerprint, provenance = Fingerprint(**meta["fingerprint"]), dict(meta["provenance"])
     else:
         own = model_hint(anatomy.family.name)
         if hint is not None and hint != own:
             message = f"{path}: made for model type {hint!r}; this model is {own!r}"
             if not force:
                 raise InputError(message + "; pass force=True to load it anyway")
-            warnings.warn(message + "; loaded anyway (force=True)", stacklevel=2)
-        vector = SteeringVector(sites, Fingerprint.of(loaded), {"imported_from": "llama.cpp control vector"})
-    vector.provenance["control_vector"] = record
-    return vector
+            warnings.warn(message + "; loaded anyway (force=True)", stacklevel=3)
+        fingerprint, provenance = Fingerprint.of(loaded), {"imported_from": "llama.cpp control vector"}
+    provenance["control_vector"] = record
+    return {"directions": sites, "fingerprint": fingerprint, "provenance": provenance}

@@ -29,8 +29,9 @@ from torch import Tensor
 from steerscope.cache import write_atomic
 from steerscope.errors import InputError
 from steerscope.hashing import HASH_NAME, data_digest
-from steerscope.model import Model, ModelLike, as_model, config_digest
+from steerscope.model import Model, ModelLike, as_model
 from steerscope.sites import Site
+from steerscope.steering.fingerprint import Fingerprint, metadata_digest
 
 _FILE_SUFFIXES = (".json", ".safetensors")
 
@@ -48,28 +49,6 @@ def vector_files(path: str | Path) -> tuple[Path, Path]:
             "or a name without .gguf for steerscope's safetensors + JSON"
         )
     return base.with_name(base.name + ".json"), base.with_name(base.name + ".safetensors")
-
-
-def metadata_digest(fingerprint: dict, provenance: dict) -> str:
-    """XXH3-128 of the fingerprint and provenance as canonical JSON (what `save` writes)."""
-    text = json.dumps({"fingerprint": fingerprint, "provenance": provenance}, sort_keys=True, default=str)
-    return data_digest(text.encode())
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What a vector must match in a model: family, width, depth and a hash of the config."""
-
-    family: str
-    d_model: int
-    n_layers: int
-    config_hash: str
-
-    @classmethod
-    def of(cls, model: ModelLike) -> Fingerprint:
-        loaded = as_model(model)
-        anatomy = loaded.anatomy
-        return cls(anatomy.family.name, anatomy.d_model, anatomy.n_layers, config_digest(loaded.hf)[:16])
 
 
 @dataclass
@@ -196,18 +175,22 @@ class SteeringVector:
         residual_norms: Mapping[str, float] | None = None,
     ) -> Path:
         """Write a llama.cpp control vector `path` (.gguf) and its sidecar `path.json`; returns
-        the GGUF path. See `steerscope.steering.control_vector.save_control_vector`."""
+        the GGUF path. See `steerscope.steering.control_vector`."""
         from steerscope.steering.control_vector import save_control_vector
 
-        return save_control_vector(self, path, strength, scale, residual_norms)
+        return save_control_vector(
+            self.directions, self.fingerprint, self.provenance, path, strength, scale, residual_norms
+        )
 
     @classmethod
     def load_gguf(cls, path: str | Path, model: ModelLike, force: bool = False) -> SteeringVector:
-        """Read a llama.cpp control vector for `model` (with its sidecar when there is one).
-        See `steerscope.steering.control_vector.load_control_vector`."""
-        from steerscope.steering.control_vector import load_control_vector
+        """Read a llama.cpp control vector for `model` (with its sidecar when there is one) and
+        check it fits (`force` as in `check`). See `steerscope.steering.control_vector`."""
+        from steerscope.steering.control_vector import read_control_vector
 
-        return load_control_vector(path, model, force)
+        vector = cls(**read_control_vector(path, model, force))
+        vector.check(model, force=force)
+        return vector
 
     @classmethod
     def from_steering_vectors(cls, vector: Any, model: ModelLike) -> SteeringVector:
@@ -215,13 +198,13 @@ class SteeringVector:
         multiplier=m)` equals `steer(model, ours, m, scale="absolute", positions="all")`."""
         from steerscope.steering.vector_libraries import from_steering_vectors
 
-        return from_steering_vectors(vector, model)
+        return cls(**from_steering_vectors(vector, model))
 
     def to_steering_vectors(self) -> Any:
         """This vector as a steering-vectors `SteeringVector` (one layer type: one site kind)."""
         from steerscope.steering.vector_libraries import to_steering_vectors
 
-        return to_steering_vectors(self)
+        return to_steering_vectors(self.directions, self.fingerprint)
 
     @classmethod
     def from_repeng(cls, vector: Any, model: ModelLike, force: bool = False) -> SteeringVector:
@@ -229,10 +212,10 @@ class SteeringVector:
         coeff)` equals `steer(model, ours, coeff, scale="absolute", positions="all")`."""
         from steerscope.steering.vector_libraries import from_repeng
 
-        return from_repeng(vector, model, force)
+        return cls(**from_repeng(vector, model, force))
 
     def to_repeng(self) -> Any:
         """This vector as a repeng `ControlVector` (resid_post sites only)."""
         from steerscope.steering.vector_libraries import to_repeng
 
-        return to_repeng(self)
+        return to_repeng(self.directions, self.fingerprint)

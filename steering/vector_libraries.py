@@ -22,17 +22,19 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from steerscope.architectures import FAMILIES, Family
 from steerscope.errors import InputError
 from steerscope.model import ModelLike, as_model
 from steerscope.sites import Site
 from steerscope.steering.control_vector import model_hint
-from steerscope.steering.vector import Fingerprint, SteeringVector
+from steerscope.steering.fingerprint import Fingerprint
 
 #: steering-vectors layer type -> the module of a decoder block its default guesser finds ("" is the block).
 LAYER_TYPE_MODULES = {
@@ -71,8 +73,9 @@ def _layer(key: Any, n_layers: int, what: str) -> int:
     return layer
 
 
-def from_steering_vectors(vector: Any, model: ModelLike) -> SteeringVector:
-    """A steering-vectors `SteeringVector` for `model` as a steerscope vector (tensors copied)."""
+def from_steering_vectors(vector: Any, model: ModelLike) -> dict[str, Any]:
+    """The `SteeringVector` arguments of a steering-vectors `SteeringVector` for `model`
+    (tensors copied)."""
     loaded = as_model(model)
     family = loaded.anatomy.family
     layer_type = getattr(vector, "layer_type", None)
@@ -94,32 +97,31 @@ def from_steering_vectors(vector: Any, model: ModelLike) -> SteeringVector:
         for n, t in activations.items()
     }
     provenance = {"imported_from": "steering-vectors", "layer_type": layer_type}
-    return SteeringVector(directions, Fingerprint.of(loaded), provenance)
+    return {"directions": directions, "fingerprint": Fingerprint.of(loaded), "provenance": provenance}
 
 
-def to_steering_vectors(vector: SteeringVector) -> Any:
-    """`vector` as a steering-vectors `SteeringVector`; it has one layer type, so all sites
-    must be of one kind that has a layer type on the vector's family."""
+def to_steering_vectors(directions: Mapping[str, Tensor], fingerprint: Fingerprint) -> Any:
+    """A vector's directions as a steering-vectors `SteeringVector`; it has one layer type, so
+    all sites must be of one kind that has a layer type on the vector's family."""
     from steering_vectors import SteeringVector as LibraryVector
 
-    family = _family(vector.fingerprint.family)
-    kinds = {site.kind for site in vector.sites}
+    family = _family(fingerprint.family)
+    sites = [Site.parse(s) for s in directions]
+    kinds = {site.kind for site in sites}
     layer_type = layer_type_for(next(iter(kinds)), family) if len(kinds) == 1 else None
-    if layer_type is None or any(s.head is not None for s in vector.sites):
+    if layer_type is None or any(s.head is not None for s in sites):
         mappable = [k for k in _kind_modules(family) if layer_type_for(k, family)]
         raise InputError(
-            f"a steering-vectors vector has one layer_type; this vector's sites ({', '.join(vector.directions)}) "
+            f"a steering-vectors vector has one layer_type; this vector's sites ({', '.join(directions)}) "
             f"must all be one of {', '.join(mappable)} on {family.name}"
         )
-    activations = {
-        site.layer: d.detach().clone()
-        for site, d in zip(vector.sites, vector.directions.values(), strict=True)
-    }
+    activations = {site.layer: d.detach().clone() for site, d in zip(sites, directions.values(), strict=True)}
     return LibraryVector(layer_activations=activations, layer_type=layer_type)
 
 
-def from_repeng(vector: Any, model: ModelLike, force: bool = False) -> SteeringVector:
-    """A repeng `ControlVector` for `model` as a steerscope vector at resid_post (arrays copied).
+def from_repeng(vector: Any, model: ModelLike, force: bool = False) -> dict[str, Any]:
+    """The `SteeringVector` arguments of a repeng `ControlVector` for `model`, at resid_post
+    (arrays copied).
 
     Its `model_type` must be the model's (`force=True` loads it anyway, with a warning)."""
     loaded = as_model(model)
@@ -137,7 +139,8 @@ def from_repeng(vector: Any, model: ModelLike, force: bool = False) -> SteeringV
         f"L{_layer(n, loaded.anatomy.n_layers, 'repeng vector')}.resid_post": torch.tensor(np.asarray(d))
         for n, d in directions.items()
     }
-    return SteeringVector(sites, Fingerprint.of(loaded), {"imported_from": "repeng", "model_type": made_for})
+    provenance = {"imported_from": "repeng", "model_type": made_for}
+    return {"directions": sites, "fingerprint": Fingerprint.of(loaded), "provenance": provenance}
 
 
 def _repeng() -> Any:
@@ -152,15 +155,16 @@ def _repeng() -> Any:
         del np.float_
 
 
-def to_repeng(vector: SteeringVector) -> Any:
-    """`vector` as a repeng `ControlVector` (float32 arrays); every site must be resid_post."""
-    bad = [str(s) for s in vector.sites if s.kind != "resid_post" or s.head is not None]
+def to_repeng(directions: Mapping[str, Tensor], fingerprint: Fingerprint) -> Any:
+    """A vector's directions as a repeng `ControlVector` (float32 arrays); every site must be
+    resid_post."""
+    bad = [s for s in directions if Site.parse(s).kind != "resid_post" or Site.parse(s).head is not None]
     if bad:
         raise InputError(
             f"repeng steers decoder-block outputs (resid_post) only; {', '.join(bad)} cannot convert"
         )
-    directions = {
+    arrays = {
         Site.parse(site).layer: d.detach().to("cpu", torch.float32).numpy().copy()
-        for site, d in vector.directions.items()
+        for site, d in directions.items()
     }
-    return _repeng().ControlVector(model_type=model_hint(vector.fingerprint.family), directions=directions)
+    return _repeng().ControlVector(model_type=model_hint(fingerprint.family), directions=arrays)

@@ -19,6 +19,7 @@ from steering_vectors import SteeringVector as LibraryVector
 
 import steerscope as ss
 from steerscope.capture import tokenize
+from steerscope.cli import main
 from steerscope.steering import Fingerprint, SteeringVector, steer
 from steerscope.steering.control_vector import mean_residual_norms, sidecar_path
 from steerscope.steering.vector_libraries import _repeng
@@ -293,3 +294,36 @@ def test_every_route_steers_gemma_identically(tmp_path, gemma):
         control.unwrap()
     loaded = SteeringVector.load_gguf(vector.save_gguf(tmp_path / "v.gguf"), gemma)
     assert torch.equal(_steered(gemma, loaded, 1.0), ours)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_exports_and_imports_control_vectors(tmp_path, tiny_llama, capsys):
+    vector = _vector(tiny_llama)
+    vector.save(tmp_path / "sentiment.L1")
+    gguf_path = tmp_path / "sentiment.gguf"
+    assert main(["vector", "export", str(tmp_path / "sentiment.L1"), str(gguf_path), "--strength", "4"]) == 0
+    assert "--control-vector" in capsys.readouterr().out
+    assert main(["vector", "import", str(gguf_path), str(tmp_path / "back"), "--model", "tiny:llama"]) == 0
+    back = SteeringVector.load(tmp_path / "back", model=tiny_llama)
+    assert all(torch.equal(back.directions[s], 4.0 * vector.directions[s]) for s in vector.directions)
+    assert back.provenance["control_vector"]["baked_strength"] == 4.0
+
+    (tmp_path / "notes.txt").write_text("A short note about the weather.\n\nAnother one, about trains.")
+    relative = ["vector", "export", str(tmp_path / "sentiment.L1"), str(tmp_path / "rel.gguf")]
+    assert main([*relative, "--scale", "relative", "--strength", "0.1"]) == 2
+    assert "--scale relative needs --texts SOURCE" in capsys.readouterr().err
+    texts = ["--texts", str(tmp_path / "notes.txt"), "--model", "tiny:llama"]
+    assert main([*relative, "--scale", "relative", "--strength", "0.1", *texts]) == 0
+    assert (
+        json.loads(sidecar_path(tmp_path / "rel.gguf").read_text())["conversion"]["from_scale"] == "relative"
+    )
+
+    _write_gguf(tmp_path / "bad.gguf", {"direction.0": _ROW})
+    assert (
+        main(["vector", "import", str(tmp_path / "bad.gguf"), str(tmp_path / "x"), "--model", "tiny:llama"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.gguf: tensor direction.0: layer 0 cannot be steered" in err

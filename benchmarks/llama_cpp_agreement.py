@@ -81,14 +81,28 @@ def main() -> None:
     print(
         f"{site}: strength {args.strength} x mean residual norm {norms[site]:.1f} over {len(PROMPTS)} prompts"
     )
-    print(
-        f"{'file':<12} {'positions':>9} {'d corr':>8} {'d rel err':>10} {'top1 plain':>11} {'top1 steer':>11} {'moved':>7}"
+    columns = (
+        "positions",
+        "d corr",
+        "d rel err",
+        "corr plain",
+        "corr steer",
+        "top1 plain",
+        "top1 steer",
+        "moved",
     )
+    print(f"{'file':<12}" + "".join(f"{c:>11}" for c in columns))
     for name, f in figures.items():
-        print(
-            f"{name:<12} {f['positions']:>9} {f['delta_correlation']:>8.4f} {f['delta_relative_error']:>10.4f} "
-            f"{f['top1_agreement_unsteered']:>11.3f} {f['top1_agreement_steered']:>11.3f} {f['top1_changed_by_steering']:>7.3f}"
+        values = (
+            f["delta_correlation"],
+            f["delta_relative_error"],
+            f["logit_correlation_unsteered"],
+            f["logit_correlation_steered"],
+            f["top1_agreement_unsteered"],
+            f["top1_agreement_steered"],
+            f["top1_changed_by_steering"],
         )
+        print(f"{name:<12}{f['positions']:>11}" + "".join(f"{v:>11.4f}" for v in values))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
 

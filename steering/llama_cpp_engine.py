@@ -19,7 +19,7 @@ from __future__ import annotations
 import ctypes
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +98,13 @@ def steerscope_logits(
     """[n_tokens, vocab] logits of each prompt (real tokens only), steered by `vector` at
     absolute scale 1 at every token when given: what llama.cpp adds at control-vector scale 1."""
     inputs = tokenize(model, prompts)
-    with torch.no_grad():
-        if vector is None:
-            logits = model(**inputs).logits
-        else:
-            with steer(model, vector, strength=1.0, scale="absolute", positions="all"):
-                logits = model(**inputs).logits
+    steering = (
+        nullcontext()
+        if vector is None
+        else steer(model, vector, strength=1.0, scale="absolute", positions="all")
+    )
+    with torch.no_grad(), steering:
+        logits = model(**inputs).logits
     mask = inputs["attention_mask"].bool()
     return [row[keep].float().numpy() for row, keep in zip(logits, mask, strict=True)]
 

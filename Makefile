@@ -1,14 +1,20 @@
 # Two entry points: `make demo` (the main job on the embedded model) and `make test`; `make lab`
 # opens the notebooks in JupyterLab. Each creates .venv on first use, installing the CPU torch pin
-# before anything else so no dependency pulls a multi-GB CUDA build.
+# before anything else so no dependency pulls a multi-GB CUDA build. The interop extra builds
+# llama.cpp from source (CPU only, the library alone): several minutes on 2 cores the first time,
+# then pip's wheel cache serves it. steering-vectors and repeng come without their dependency caps
+# (see pyproject.toml).
+LLAMA_CPP_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_BLAS=OFF
 VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
 
-$(VENV)/.installed: pyproject.toml setup.py
+$(VENV)/.installed: pyproject.toml setup.py Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,notebook]"
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(PY) -m pip install --quiet -e ".[dev,notebook,interop]"
+	$(PY) -m pip install --quiet --no-deps steering-vectors==0.12.2 repeng==0.4.0
 	touch $@
 
 demo: $(VENV)/.installed

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from steerscope.lazy import lazy_exports
 from steerscope.steering.apply import steer, steering_edit
 from steerscope.steering.build import diff_of_means, example_activations, pca_of_differences, sweep_layers
+from steerscope.steering.control_vector import mean_residual_norms
 from steerscope.steering.plots import frontier_figure, layer_sweep_figure, projection_figure
 from steerscope.steering.sae import SAETrainSettings, load_sae, saes_by_site, train_saes, training_texts
 from steerscope.steering.spare import last_token_codes, select_features, spare_edits
@@ -55,6 +56,7 @@ __all__ = [
     "last_token_codes",
     "layer_sweep_figure",
     "load_sae",
+    "mean_residual_norms",
     "pca_of_differences",
     "projection_figure",
     "saes_by_site",

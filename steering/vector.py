@@ -2,7 +2,11 @@
 
 Saved as `NAME.safetensors` (the directions) plus `NAME.json` (fingerprint, provenance, and the
 XXH3-128 of the safetensors file and of the fingerprint and provenance), so a damaged or edited
-file is refused on load with an error that names it.
+file is refused on load with an error that names it. NAME is the name given, dots included
+(`sentiment.L1` and `sentiment.L3` are two vectors); only a trailing `.json` or `.safetensors`,
+naming one of the two files, is taken off. Other engines' formats: `save_gguf` / `load_gguf`
+(llama.cpp control vectors, `steerscope.steering.control_vector`) and the steering-vectors and
+repeng conversions (`steerscope.steering.vector_libraries`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import dataclasses
 import json
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,30 +29,26 @@ from torch import Tensor
 from steerscope.cache import write_atomic
 from steerscope.errors import InputError
 from steerscope.hashing import HASH_NAME, data_digest
-from steerscope.model import Model, ModelLike, as_model, config_digest
+from steerscope.model import Model, ModelLike, as_model
 from steerscope.sites import Site
+from steerscope.steering.fingerprint import Fingerprint, metadata_digest
+
+_FILE_SUFFIXES = (".json", ".safetensors")
 
 
-def _metadata_digest(fingerprint: dict, provenance: dict) -> str:
-    """XXH3-128 of the fingerprint and provenance as canonical JSON (what `save` writes)."""
-    text = json.dumps({"fingerprint": fingerprint, "provenance": provenance}, sort_keys=True, default=str)
-    return data_digest(text.encode())
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What a vector must match in a model: family, width, depth and a hash of the config."""
-
-    family: str
-    d_model: int
-    n_layers: int
-    config_hash: str
-
-    @classmethod
-    def of(cls, model: ModelLike) -> Fingerprint:
-        loaded = as_model(model)
-        anatomy = loaded.anatomy
-        return cls(anatomy.family.name, anatomy.d_model, anatomy.n_layers, config_digest(loaded.hf)[:16])
+def vector_files(path: str | Path) -> tuple[Path, Path]:
+    """(JSON, safetensors) of the vector named `path`: the name as given, dots included, with a
+    trailing `.json` or `.safetensors` (one of its own files) taken off; a `.gguf` name is refused,
+    since that is a control vector's file and its sidecar would share the JSON name."""
+    base = Path(path)
+    if base.suffix in _FILE_SUFFIXES:
+        base = base.with_name(base.stem)
+    if base.suffix == ".gguf":
+        raise InputError(
+            f"{path}: a .gguf name is a llama.cpp control vector; use save_gguf / load_gguf for it, "
+            "or a name without .gguf for steerscope's safetensors + JSON"
+        )
+    return base.with_name(base.name + ".json"), base.with_name(base.name + ".safetensors")
 
 
 @dataclass
@@ -105,8 +106,9 @@ class SteeringVector:
         return loaded
 
     def save(self, path: str | Path) -> Path:
-        """Write `path.safetensors` and `path.json` (atomically, tensors first); returns the JSON path."""
-        base = Path(path).with_suffix("")
+        """Write `NAME.safetensors` and `NAME.json` for the name `path` (see `vector_files`),
+        atomically, tensors first; returns the JSON path."""
+        json_path, tensors_path = vector_files(path)
         tensors = {
             site: d.detach().to("cpu", torch.float32).contiguous() for site, d in self.directions.items()
         }
@@ -118,19 +120,18 @@ class SteeringVector:
             "content_hash": {
                 "algorithm": HASH_NAME,
                 "directions": data_digest(data),
-                "metadata": _metadata_digest(fingerprint, self.provenance),
+                "metadata": metadata_digest(fingerprint, self.provenance),
             },
         }
-        write_atomic(base.with_suffix(".safetensors"), data)
-        write_atomic(base.with_suffix(".json"), json.dumps(meta, indent=2, default=str) + "\n")
-        return base.with_suffix(".json")
+        write_atomic(tensors_path, data)
+        write_atomic(json_path, json.dumps(meta, indent=2, default=str) + "\n")
+        return json_path
 
     @classmethod
     def load(cls, path: str | Path, model: ModelLike = None, force: bool = False) -> SteeringVector:
         """Read a saved vector, verifying its content hashes; with `model`, also check that it fits
         that model (`force` as in `check`). Any problem is an `InputError` naming the file."""
-        base = Path(path).with_suffix("")
-        json_path, tensors_path = base.with_suffix(".json"), base.with_suffix(".safetensors")
+        json_path, tensors_path = vector_files(path)
         for file in (json_path, tensors_path):
             if not file.is_file():
                 raise InputError(f"steering vector file missing: {file}")
@@ -144,7 +145,7 @@ class SteeringVector:
                 f"{json_path} is not a steering vector's JSON ({error.__class__.__name__}: {error}); "
                 "it needs fingerprint, provenance and content_hash, as SteeringVector.save writes"
             ) from None
-        if _metadata_digest(fingerprint, provenance) != expected_metadata:
+        if metadata_digest(fingerprint, provenance) != expected_metadata:
             raise InputError(
                 f"{json_path}: fingerprint or provenance was changed after saving (content hash differs)"
             )
@@ -161,7 +162,60 @@ class SteeringVector:
                 provenance=provenance,
             )
         except (SafetensorError, ValueError, TypeError) as error:
-            raise InputError(f"{base}: not a valid steering vector ({error})") from None
+            raise InputError(f"{tensors_path}: not a valid steering vector ({error})") from None
         if model is not None:
             vector.check(model, force=force)
         return vector
+
+    def save_gguf(
+        self,
+        path: str | Path,
+        strength: float = 1.0,
+        scale: str = "absolute",
+        residual_norms: Mapping[str, float] | None = None,
+    ) -> Path:
+        """Write a llama.cpp control vector `path` (.gguf) and its sidecar `path.json`; returns
+        the GGUF path. See `steerscope.steering.control_vector`."""
+        from steerscope.steering.control_vector import save_control_vector
+
+        return save_control_vector(
+            self.directions, self.fingerprint, self.provenance, path, strength, scale, residual_norms
+        )
+
+    @classmethod
+    def load_gguf(cls, path: str | Path, model: ModelLike, force: bool = False) -> SteeringVector:
+        """Read a llama.cpp control vector for `model` (with its sidecar when there is one) and
+        check it fits (`force` as in `check`). See `steerscope.steering.control_vector`."""
+        from steerscope.steering.control_vector import read_control_vector
+
+        vector = cls(**read_control_vector(path, model, force))
+        vector.check(model, force=force)
+        return vector
+
+    @classmethod
+    def from_steering_vectors(cls, vector: Any, model: ModelLike) -> SteeringVector:
+        """A steering-vectors `SteeringVector` for `model` as ours; its `apply(model,
+        multiplier=m)` equals `steer(model, ours, m, scale="absolute", positions="all")`."""
+        from steerscope.steering.vector_libraries import from_steering_vectors
+
+        return cls(**from_steering_vectors(vector, model))
+
+    def to_steering_vectors(self) -> Any:
+        """This vector as a steering-vectors `SteeringVector` (one layer type: one site kind)."""
+        from steerscope.steering.vector_libraries import to_steering_vectors
+
+        return to_steering_vectors(self.directions, self.fingerprint)
+
+    @classmethod
+    def from_repeng(cls, vector: Any, model: ModelLike, force: bool = False) -> SteeringVector:
+        """A repeng `ControlVector` for `model` as ours (resid_post sites); its `set_control(v,
+        coeff)` equals `steer(model, ours, coeff, scale="absolute", positions="all")`."""
+        from steerscope.steering.vector_libraries import from_repeng
+
+        return cls(**from_repeng(vector, model, force))
+
+    def to_repeng(self) -> Any:
+        """This vector as a repeng `ControlVector` (resid_post sites only)."""
+        from steerscope.steering.vector_libraries import to_repeng
+
+        return to_repeng(self.directions, self.fingerprint)

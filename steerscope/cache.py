@@ -124,16 +124,26 @@ def cached_folder(folder: Path, build: Callable[[Path], None]) -> tuple[Path, bo
     return folder, True
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file via a temporary sibling and a rename, so readers never see half of it."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temporary sibling of `path` to write, renamed onto `path` when the block ends without an
+    exception and removed when it raises: for writers that take a path, not bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
     os.fchmod(fd, 0o644)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as handle:
-            handle.write(data)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a file via a temporary sibling and a rename, so readers never see half of it."""
+    with atomic_file(path) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data)

@@ -430,6 +430,30 @@ def test_every_vector_load_error_names_the_file_and_the_problem(tmp_path, tiny_l
     assert str(tmp_path / "v") in str(error.value) and "\n" not in str(error.value)
 
 
+def test_saved_vectors_keep_the_name_given_dots_included(tmp_path, tiny_llama):
+    """Issue 25: save("d/sentiment.L1") then save("d/sentiment.L3") wrote one pair of files, and
+    loading the first name returned the second vector."""
+    first, third = _vector(tiny_llama, "L1.resid_post"), _vector(tiny_llama, "L3.resid_post")
+    assert first.save(tmp_path / "sentiment.L1") == tmp_path / "sentiment.L1.json"
+    third.save(tmp_path / "sentiment.L3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "sentiment.L1.json",
+        "sentiment.L1.safetensors",
+        "sentiment.L3.json",
+        "sentiment.L3.safetensors",
+    ]
+    for name, vector in (("sentiment.L1", first), ("sentiment.L3", third)):
+        loaded = SteeringVector.load(tmp_path / name)
+        assert list(loaded.directions) == list(vector.directions)
+        assert all(torch.equal(loaded.directions[s], vector.directions[s]) for s in vector.directions)
+        # either of its files names the same vector, so save(load's path) round-trips
+        assert list(SteeringVector.load(tmp_path / f"{name}.json").directions) == list(vector.directions)
+    with pytest.raises(InputError, match="a .gguf name is a llama.cpp control vector; use save_gguf"):
+        first.save(tmp_path / "sentiment.gguf")  # its JSON would be the control vector's sidecar
+    with pytest.raises(InputError, match="use save_gguf / load_gguf"):
+        SteeringVector.load(tmp_path / "sentiment.gguf.json")
+
+
 # ---------------------------------------------------------------- 4. values
 
 

@@ -84,7 +84,12 @@ def _build_organism(spec: OrganismSpec, from_recipe: bool, commit: bool) -> None
     and say whether its bytes equal the committed ones; `commit` makes that build the committed one."""
     from steerscope.organisms import PREFIX, REPORT
     from steerscope.organisms.build import organism_folder, recipe_build
-    from steerscope.organisms.committed import commit_build, committed_folder, differing_files
+    from steerscope.organisms.committed import (
+        commit_build,
+        committed_folder,
+        committed_recipe,
+        differing_files,
+    )
 
     name = PREFIX + spec.name
     if from_recipe:
@@ -101,10 +106,14 @@ def _build_organism(spec: OrganismSpec, from_recipe: bool, commit: bool) -> None
         f"  {report['steps']} steps in {report['train_seconds']} s, final loss {loss}, "
         f"{report['n_parameters']} parameters, vocabulary {report['vocab_size']}"
     )
-    if from_recipe:
+    recipe = committed_recipe(spec)
+    if from_recipe and recipe is None:
+        print("  no committed weights to compare with")
+    elif from_recipe:
         differing = differing_files(spec, folder)
         print(
-            f"  bytes equal to the committed weights: {'no: ' + ', '.join(differing) if differing else 'yes'}"
+            f"  bytes equal to the committed weights (recipe {recipe['recipe'][:12]}): "
+            f"{'no: ' + ', '.join(differing) if differing else 'yes'}"
         )
     if commit:
         print(f"  committed: {commit_build(spec, folder)}")

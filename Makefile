@@ -21,8 +21,16 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/steerscope info
 	$(VENV)/bin/steerscope run steer-demo --out $(OUT)
 
-test: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+# `make test` runs in timed phases, so a slow step shows: install (once), the embedded model's build
+# (dequantising the GGUF into the cache, once), the organisms (their committed weights verified;
+# nothing is trained) and the tests; a table of the phases' wall times ends the output.
+ORGANISMS := organism:tom organism:sources organism:length organism:reasoning
+test:
+	@python3 .ci/phases.py \
+		"install=$(MAKE) --no-print-directory $(VENV)/.installed" \
+		"model build=HF_HUB_OFFLINE=1 $(VENV)/bin/steerscope info" \
+		"organisms=HF_HUB_OFFLINE=1 $(VENV)/bin/steerscope build $(ORGANISMS)" \
+		"tests=HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=30"
 
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks/

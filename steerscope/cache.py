@@ -108,20 +108,28 @@ def cached_folder(folder: Path, build: Callable[[Path], None]) -> tuple[Path, bo
             warnings.warn(
                 f"steerscope cache: {folder} failed verification ({problem}); rebuilding it", stacklevel=2
             )
-        for stale in folder.parent.glob(folder.name + ".tmp-*"):  # left by a killed builder
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
-        try:
-            build(tmp)
-            _make_readable(tmp)
-            (tmp / MANIFEST).write_text(json.dumps(_manifest_of(tmp), indent=1))
-            (tmp / MANIFEST).chmod(0o644)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.rename(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        build_in_place(folder, build)
     return folder, True
+
+
+def build_in_place(folder: Path, build: Callable[[Path], None]) -> None:
+    """Build `folder` with `build(tmp)` in a temporary sibling, give it its manifest and readable
+    modes, and rename it into place, replacing what was there. Not locked: `cached_folder` holds
+    the lock around it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(folder.name + ".tmp-*"):  # left by a killed builder
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    try:
+        build(tmp)
+        _make_readable(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(_manifest_of(tmp), indent=1))
+        (tmp / MANIFEST).chmod(0o644)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.rename(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager

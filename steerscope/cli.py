@@ -1,4 +1,4 @@
-"""The `steerscope` command: `info`, `list`, `build organism:NAME | sae:SITE[,SITE...]`,
+"""The `steerscope` command: `info`, `list`, `build organism:NAME... | sae:SITE[,SITE...]`,
 `run NAME --out DIR [--model M] [--data KIND=SOURCE ...] [--dtype D] [--quick]`, `data check FILE --kind K`
 and `vector export NAME FILE.gguf [--strength S]` / `vector import FILE.gguf NAME` (llama.cpp control vectors).
 
@@ -13,9 +13,12 @@ import sys
 import traceback
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steerscope.errors import InputError
+
+if TYPE_CHECKING:
+    from steerscope.organisms import OrganismSpec
 
 _PACKAGES = ("steerscope", "torch", "transformers", "transformer-lens", "nnsight", "sae-lens", "plotly")
 SAE_DATA_KINDS = ("text", "conflicts")  # what `build sae:` trains on
@@ -43,8 +46,8 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
-    from steerscope.cache import is_intact
     from steerscope.organisms import ORGANISMS, PREFIX
+    from steerscope.organisms.build import ready_folder
     from steerscope.registry import EXPERIMENTS
     from steerscope.runner import discover_experiments
 
@@ -53,29 +56,71 @@ def _list(args: argparse.Namespace) -> None:
         experiment = EXPERIMENTS.get(name)
         kinds = ", ".join(experiment.data_kinds) or "none"
         print(f"  {name:<18} {experiment.description} [data: {kinds}]")
-    print("model organisms (--model organism:NAME; trained on first use, then cached):")
+    print("model organisms (--model organism:NAME; committed weights, verified on load):")
     for name, spec in ORGANISMS.items():
-        state = "cached" if is_intact(spec.folder()) else "not built"
+        state = "ready" if ready_folder(name) else "not built"
         print(f"  {PREFIX + name:<18} {spec.description} [{state}]")
 
 
 def _build(args: argparse.Namespace) -> None:
-    if args.name.startswith("sae:"):
-        return _build_sae(args)
+    saes = [name for name in args.name if name.startswith("sae:")]
+    if saes:
+        if len(args.name) > 1:
+            raise InputError(f"build {saes[0]} takes no other name; give its sites comma-separated")
+        if args.from_recipe or args.commit:
+            raise InputError("--from-recipe and --commit are for organism: builds")
+        return _build_sae(args, saes[0])
     if args.data:
-        raise InputError(f"--data is for sae: builds; {args.name} trains on its own world")
-    from steerscope.organisms.build import organism_folder, training_report
+        raise InputError(f"--data is for sae: builds; {args.name[0]} trains on its own world")
+    if args.commit and not args.from_recipe:
+        raise InputError("--commit commits a build from the recipe: give --from-recipe with it")
+    from steerscope.organisms import organism_spec
 
-    folder = organism_folder(args.name)
-    report = training_report(args.name)
-    print(f"{args.name}: {folder}")
-    print(
-        f"{report['steps']} steps in {report['train_seconds']} s, final loss {report['final_loss']:.3f}, "
-        f"{report['n_parameters']} parameters, vocabulary {report['vocab_size']}"
+    for spec in [organism_spec(name) for name in args.name]:  # every name checked before any work
+        _build_organism(spec, args.from_recipe, args.commit)
+
+
+def _build_organism(spec: OrganismSpec, from_recipe: bool, commit: bool) -> None:
+    """Verify `spec`'s committed weights, or with `from_recipe` build it from its recipe into the cache
+    and say whether its bytes equal the committed ones; `commit` makes that build the committed one."""
+    from steerscope.organisms import PREFIX, REPORT
+    from steerscope.organisms.build import organism_folder, recipe_build
+    from steerscope.organisms.committed import (
+        commit_build,
+        committed_folder,
+        committed_recipe,
+        differing_files,
     )
 
+    name = PREFIX + spec.name
+    if from_recipe:
+        folder, trained = recipe_build(spec)
+        state = "trained from the recipe now" if trained else "built from the recipe earlier, cached"
+    else:
+        folder = organism_folder(name)
+        committed = folder == committed_folder(spec)
+        state = "committed weights, verified" if committed else "no committed build of this recipe, cached"
+    report = json.loads((folder / REPORT).read_text())
+    loss = "none logged" if report["final_loss"] is None else f"{report['final_loss']:.3f}"  # < 50 steps
+    print(f"{name}: {folder} [{state}; recipe {spec.digest()[:12]}]")
+    print(
+        f"  {report['steps']} steps in {report['train_seconds']} s, final loss {loss}, "
+        f"{report['n_parameters']} parameters, vocabulary {report['vocab_size']}"
+    )
+    recipe = committed_recipe(spec)
+    if from_recipe and recipe is None:
+        print("  no committed weights to compare with")
+    elif from_recipe:
+        differing = differing_files(spec, folder)
+        print(
+            f"  bytes equal to the committed weights (recipe {recipe['recipe'][:12]}): "
+            f"{'no: ' + ', '.join(differing) if differing else 'yes'}"
+        )
+    if commit:
+        print(f"  committed: {commit_build(spec, folder)}")
 
-def _build_sae(args: argparse.Namespace) -> None:
+
+def _build_sae(args: argparse.Namespace, name: str) -> None:
     """`build sae:SITE[,SITE...]`: one SAE per site on the default texts of the model's data, with
     the user's `--data text=...` / `--data conflicts=...` in place of the defaults, into the cache
     (the SAEs `steerscope run spare` then finds there)."""
@@ -90,7 +135,7 @@ def _build_sae(args: argparse.Namespace) -> None:
         raise InputError(f"build sae: takes {' and '.join(SAE_DATA_KINDS)} data, not {', '.join(unknown)}")
     user = {kind: read_user_data(kind, source) for kind, source in data.items()}
     model = load(args.model)
-    sites = residual_sites(model, [site for site in args.name.removeprefix("sae:").split(",") if site])
+    sites = residual_sites(model, [site for site in name.removeprefix("sae:").split(",") if site])
     suite = build_context(args.model, model, user, SAE_DATA_KINDS, {}).data
     for site, trained in train_saes(model, sites, SAETrainSettings(), training_texts(suite)).items():
         r = trained.report
@@ -206,11 +251,25 @@ def main(argv: list[str] | None = None) -> int:
     build = commands.add_parser(
         "build",
         parents=[debug],
-        help="train a model organism or SAEs into the cache (resumes an interrupted build)",
+        help="verify model organisms' committed weights, or build them from their recipes; "
+        "train SAEs into the cache (an interrupted build resumes)",
     )
     build.add_argument(
         "name",
-        help="organism:tom, organism:sources, organism:length, organism:reasoning, or sae:SITE[,SITE...] (e.g. sae:L9.resid_post)",
+        nargs="+",
+        help="one or more of organism:tom, organism:sources, organism:length, organism:reasoning; "
+        "or sae:SITE[,SITE...] (e.g. sae:L9.resid_post)",
+    )
+    build.add_argument(
+        "--from-recipe",
+        action="store_true",
+        help="organisms: train from the recipe into the cache (minutes; resumes) instead of using the "
+        "committed weights, and say whether the bytes equal the committed ones",
+    )
+    build.add_argument(
+        "--commit",
+        action="store_true",
+        help="with --from-recipe: make that build the committed weights (steerscope/organisms/trained-weights/)",
     )
     build.add_argument("--model", default=None, help="for sae: builds (default: embedded Gemma 3 270M)")
     build.add_argument(

@@ -92,7 +92,7 @@ def load(
     """Load a model with its anatomy.
 
     `source`: None or "gemma3-270m" for the embedded default; "organism:<name>" for a model
-    organism (trained and cached on first use, see `steerscope.organisms`); "tiny:<family>" for a
+    organism (its committed weights, verified; see `steerscope.organisms.committed`); "tiny:<family>" for a
     tiny random model (fast checks of a pipeline); an HF model name or local folder; a `.gguf` file; or an
     already-built transformers / nnsight / TransformerBridge model
     (returned unwrapped, not copied). `hf_kwargs` go to `from_pretrained`
@@ -151,12 +151,11 @@ def load_tokenizer(source: str | os.PathLike | None = None) -> Any:
         return AutoTokenizer.from_pretrained(folder)
     text = str(source)
     if text.startswith(ORGANISM_PREFIX):
-        from steerscope.cache import is_intact
-        from steerscope.organisms import organism_spec
+        from steerscope.organisms.build import ready_folder
 
-        folder = organism_spec(text).folder()
-        if not is_intact(folder):
-            raise ValueError(f"{text} is not built yet; `steerscope build {text}` trains it (a few minutes)")
+        folder = ready_folder(text)
+        if folder is None:
+            raise ValueError(f"{text} is not built yet; `steerscope build {text}` trains it (minutes)")
         return AutoTokenizer.from_pretrained(folder)
     if text.startswith(TINY_PREFIX):
         from steerscope.tiny import char_tokenizer

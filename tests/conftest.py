@@ -25,7 +25,7 @@ def gemma() -> ss.Model:
 
 @pytest.fixture(scope="session")
 def tom_organism() -> ss.Model:
-    """organism:tom from the cache (trained on first use: a few minutes on 2 cores)."""
+    """organism:tom: its committed weights, verified on load."""
     return ss.load("organism:tom")
 
 

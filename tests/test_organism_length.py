@@ -112,7 +112,7 @@ def test_suite_serves_the_efficiency_experiment():
     assert prompt == f"solve briefly:\n{problems[0].question}\n"
 
 
-# The trained organism (built into the steerscope cache on first use: ~10 minutes on one thread).
+# The trained organism: its committed weights (steerscope/organisms/trained-weights/length).
 
 
 @pytest.fixture(scope="module")

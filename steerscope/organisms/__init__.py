@@ -2,9 +2,11 @@
 
 Each organism is an `OrganismSpec`: a world module (its training texts, held-out evaluation data
 and `DataSuite`), a model shape of a supported family, and training settings. `load("organism:tom")`
-returns the trained model from the steerscope cache, training it on first use; the cache folder is
-named by the hash of the spec and the world's data version, so a changed recipe never reuses an
-old model. A world module provides:
+returns its trained weights, committed with steerscope and verified on load
+(`steerscope.organisms.committed`); they are used only while the spec's digest (the hash of the
+spec, the world's data version and the trainer version) is the one they were trained from, and a
+recipe without a committed build is trained into the steerscope cache, in a folder named by that
+digest, so a changed recipe never reuses an old model. A world module provides:
 
 - `VERSION`: bumped whenever its generated data change;
 - `LEXICON`: "people", "things", "places" (and more) for the filler text;

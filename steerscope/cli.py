@@ -128,12 +128,25 @@ def _data_arguments(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return data
 
 
+def run_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The request a parsed `run` command makes: {"name", "out", "model", "data", "dtype",
+    "settings"}, as `run_experiment` (and `runner.check_request`) take them."""
+    return {
+        "name": args.name,
+        "out": args.out,
+        "model": args.model,
+        "data": _data_arguments(args.data),
+        "dtype": args.dtype,
+        "settings": {"quick": args.quick, "seed": args.seed, **dict(args.set)},
+    }
+
+
 def _run(args: argparse.Namespace) -> None:
     from steerscope.runner import run_experiment
 
-    data = _data_arguments(args.data)
-    settings = {"quick": args.quick, "seed": args.seed, **dict(args.set)}
-    run_experiment(args.name, args.out, model=args.model, data=data, dtype=args.dtype, **settings)
+    request = run_request(args)
+    settings = request.pop("settings")
+    run_experiment(**request, **settings)
     out = Path(args.out).resolve()
     print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}")
 
@@ -148,7 +161,8 @@ def _data_check(args: argparse.Namespace) -> None:
     print("\n".join(report(user, tokenizer, args.model)))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `steerscope` command's parser (each subcommand sets `func`)."""
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
@@ -232,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--kind", required=True, help="tom, conflicts, problems, text or pairs")
     check.add_argument("--model", default=None, help="count multi-token answers with this model's tokenizer")
     check.set_defaults(func=_data_check)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, KeyError, TypeError) as error:

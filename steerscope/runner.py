@@ -15,7 +15,7 @@ import os
 import pkgutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from steerscope.context import build_context
 from steerscope.data.records import check_kind
 from steerscope.data.user_data import UserData, read_user_data
 from steerscope.errors import InputError
-from steerscope.loading import load, resolve_dtype
+from steerscope.loading import layer_count, load, resolve_dtype
 from steerscope.model import ModelLike, as_model
 from steerscope.registry import EXPERIMENTS, Experiment, ExperimentConfig, Outcome
 from steerscope.report import write_report, write_results
@@ -84,13 +84,18 @@ def check_output_folder(out: str | os.PathLike) -> Path:
     return folder
 
 
-def read_data(experiment: Experiment, data: Mapping[str, str]) -> dict[str, UserData]:
-    """Each `{kind: source}` the experiment takes, read and validated."""
-    for kind in data:
+def check_data_kinds(experiment: Experiment, kinds: Iterable[str]) -> None:
+    """Each kind is a data kind and one the experiment takes."""
+    for kind in kinds:
         check_kind(kind)
         if kind not in experiment.data_kinds:
             takes = ", ".join(experiment.data_kinds) or "no data"
             raise InputError(f"{experiment.name} does not take {kind} data; it takes {takes}")
+
+
+def read_data(experiment: Experiment, data: Mapping[str, str]) -> dict[str, UserData]:
+    """Each `{kind: source}` the experiment takes, read and validated."""
+    check_data_kinds(experiment, data)
     return {kind: read_user_data(kind, str(source)) for kind, source in data.items()}
 
 
@@ -144,6 +149,32 @@ def _model_dtype(model: Any, dtype: str | torch.dtype | None) -> torch.dtype | N
     return wanted
 
 
+def check_request(
+    name: str,
+    model: ModelLike | str | os.PathLike | None = None,
+    data_kinds: Iterable[str] = (),
+    dtype: str | torch.dtype | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> tuple[Experiment, ExperimentConfig, torch.dtype | None]:
+    """What `run_experiment` checks before it touches a file or a model: the experiment, its
+    settings (declared types and ranges), the dtype, the data kinds it takes and, for a model named
+    by a string, the name (an organism or tiny family steerscope knows) and the layer settings
+    against its layer count where that is known without loading (`loading.layer_count`).
+    Returns the experiment, its config and the dtype to load the model in."""
+    experiment = get_experiment(name)
+    config = make_config(experiment, settings or {})
+    torch_dtype = _model_dtype(model, dtype)
+    check_data_kinds(experiment, data_kinds)
+    if model is None or isinstance(model, (str, os.PathLike)):
+        try:
+            n_layers = layer_count(model)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        if n_layers is not None:
+            check_layers(name, config, n_layers, str(model or "the embedded model"))
+    return experiment, config, torch_dtype
+
+
 def run_experiment(
     name: str,
     out: str | os.PathLike,
@@ -165,9 +196,7 @@ def run_experiment(
     model). `data`: {kind: source}, replacing the model's default data of that kind (see
     `steerscope.data.records` for the kinds and `steerscope.data.sources` for the sources).
     """
-    experiment = get_experiment(name)
-    config = make_config(experiment, settings)
-    torch_dtype = _model_dtype(model, dtype)
+    experiment, config, torch_dtype = check_request(name, model, data or {}, dtype, settings)
     folder = check_output_folder(out)
     user = read_data(experiment, data or {})
     config, lowered = fit_counts(experiment, config, user, set(settings))

@@ -27,6 +27,7 @@ from steerscope.data.user_data import UserData, read_user_data
 from steerscope.errors import InputError
 from steerscope.loading import layer_count, load, resolve_dtype
 from steerscope.model import ModelLike, as_model
+from steerscope.provenance import run_record
 from steerscope.registry import EXPERIMENTS, Experiment, ExperimentConfig, Outcome
 from steerscope.report import write_report, write_results
 from steerscope.settings import check_layers, check_settings
@@ -208,6 +209,7 @@ def run_experiment(
         )
     check_layers(name, config, loaded.anatomy.n_layers, loaded.source)
     context = build_context(model, loaded, user, experiment.data_kinds, lowered)
+    context.provenance = {**run_record(name, model, data or {}, dtype, settings), **context.provenance}
     outcome = experiment.run(config, context)
     outcome.results = {
         "experiment": name,

@@ -59,7 +59,12 @@ def test_tom_sensitivity_runs_on_a_users_stories_and_text(tmp_path):
     }
     assert_user_source(out["provenance"], "text", TEXT, 6)
     assert {"tom_acc[transfer]", "tom_acc[contents]"} <= set(out["baseline"])
-    assert out["provenance"]["model"] == {"given": "tiny:llama", "source": "tiny-llama"}
+    model = out["provenance"]["model"]
+    assert (model["given"], model["source"]) == ("tiny:llama", "tiny-llama")
+    assert (
+        model["weights"]["of"] == "parameters and buffers in memory"
+        and len(model["weights"]["xxh3_128"]) == 32
+    )
 
 
 def test_a_count_the_user_set_beyond_the_split_is_an_error_before_any_model_work(tmp_path):

@@ -5,6 +5,9 @@ the line and the error. Nothing is loaded."""
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -108,3 +111,31 @@ def test_every_published_command_validates(path):
     checked, problems = check_published(path)
     assert len(checked) >= 5, f"{path.name}: only {len(checked)} commands found; is the parser broken?"
     assert not problems, "published commands that no longer validate:\n" + "\n".join(problems)
+
+
+ROWS = json.loads((ROOT / "docs" / "published.json").read_text())["rows"]
+RESULTS = (ROOT / "docs" / "results.md").read_text()
+
+
+def cited_section(row_id: str) -> str:
+    """The text of results.md between the headings around the line citing `row_id`."""
+    lines = RESULTS.splitlines()
+    (at,) = [i for i, line in enumerate(lines) if f"Rerun row: `{row_id}`" in line]
+    start = max(i for i in range(at + 1) if lines[i].startswith("#"))
+    end = next((i for i in range(at + 1, len(lines)) if lines[i].startswith("#")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda row: row["id"])
+def test_every_published_row_has_a_valid_command_and_is_shown_where_results_md_cites_it(row):
+    check_command(shlex.split(row["command"])[1:])
+    section = cited_section(row["id"])
+    missing = [c["shown"] for c in row["checks"] if "shown" in c and c["shown"] not in section]
+    assert not missing, f"{row['id']}: results.md does not show {missing} where it cites the row"
+    assert row["kind"] in ("quick", "long") and row["minutes"] > 0
+    assert row.get("stale") or row["checks"], f"{row['id']}: a row needs checks or a reason it is stale"
+
+
+def test_every_row_results_md_cites_exists():
+    cited = set(re.findall(r"Rerun row: `([^`]+)`", RESULTS))
+    assert cited == {row["id"] for row in ROWS}

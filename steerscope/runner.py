@@ -3,7 +3,8 @@ write `results.json` and `report.html`.
 
 Everything that can be wrong with the input is found before any expensive work, in this order:
 settings (declared types and ranges) -> output folder -> data sources (read and validated) -> the
-model -> layer settings against its layer count -> its context (an organism's vocabulary). The CLI
+model's name (and layer settings where its layer count is known unloaded) -> the model -> layer
+settings against its layer count -> its context (an organism's vocabulary). The CLI
 (`steerscope run NAME`) and notebooks call the same function.
 """
 
@@ -150,30 +151,36 @@ def _model_dtype(model: Any, dtype: str | torch.dtype | None) -> torch.dtype | N
     return wanted
 
 
+def check_model_name(name: str, config: ExperimentConfig, model: Any) -> None:
+    """For a model named by a string: an organism or tiny family steerscope knows, and the layer
+    settings against its layer count where that is known without loading (`loading.layer_count`)."""
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        return
+    try:
+        n_layers = layer_count(model)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    if n_layers is not None:
+        check_layers(name, config, n_layers, str(model or "the embedded model"))
+
+
 def check_request(
     name: str,
     model: ModelLike | str | os.PathLike | None = None,
     data_kinds: Iterable[str] = (),
     dtype: str | torch.dtype | None = None,
     settings: Mapping[str, Any] | None = None,
-) -> tuple[Experiment, ExperimentConfig, torch.dtype | None]:
-    """What `run_experiment` checks before it touches a file or a model: the experiment, its
-    settings (declared types and ranges), the dtype, the data kinds it takes and, for a model named
-    by a string, the name (an organism or tiny family steerscope knows) and the layer settings
-    against its layer count where that is known without loading (`loading.layer_count`).
-    Returns the experiment, its config and the dtype to load the model in."""
+) -> tuple[Experiment, ExperimentConfig]:
+    """Everything `run_experiment` checks before any work but the two checks that touch files
+    (the output folder, reading the data sources): the experiment, its settings (declared types
+    and ranges), the dtype, the data kinds it takes, the model's name and the layer settings.
+    Used to check a command without running it (`steerscope.published`)."""
     experiment = get_experiment(name)
     config = make_config(experiment, settings or {})
-    torch_dtype = _model_dtype(model, dtype)
+    _model_dtype(model, dtype)
     check_data_kinds(experiment, data_kinds)
-    if model is None or isinstance(model, (str, os.PathLike)):
-        try:
-            n_layers = layer_count(model)
-        except ValueError as error:
-            raise InputError(str(error)) from None
-        if n_layers is not None:
-            check_layers(name, config, n_layers, str(model or "the embedded model"))
-    return experiment, config, torch_dtype
+    check_model_name(name, config, model)
+    return experiment, config
 
 
 def run_experiment(
@@ -197,10 +204,13 @@ def run_experiment(
     model). `data`: {kind: source}, replacing the model's default data of that kind (see
     `steerscope.data.records` for the kinds and `steerscope.data.sources` for the sources).
     """
-    experiment, config, torch_dtype = check_request(name, model, data or {}, dtype, settings)
+    experiment = get_experiment(name)
+    config = make_config(experiment, settings)
+    torch_dtype = _model_dtype(model, dtype)
     folder = check_output_folder(out)
     user = read_data(experiment, data or {})
     config, lowered = fit_counts(experiment, config, user, set(settings))
+    check_model_name(name, config, model)
     started = time.time()
     loaded = load(model, dtype=torch_dtype or torch.float32)
     if loaded.tokenizer is None:

@@ -20,6 +20,7 @@ from steerscope.experiments import run_experiment
 from steerscope.organisms import ORGANISM_ATTRIBUTE
 from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.probes.knowledge import BehaviourCounts, LabelledExample
+from steerscope.provenance import model_weights
 from steerscope.steering.efficiency import Harvest, LengthPair
 
 DATA = Path(__file__).parent / "data"
@@ -182,7 +183,13 @@ def test_a_model_object_runs_and_is_recorded_by_class(tmp_path):
     model = ss.load("tiny:llama")
     run_experiment("smoke", tmp_path, model=model, max_new_tokens=2)
     out = results(tmp_path)
-    assert out["provenance"]["model"] == {"given": "<Model object>", "class": "Model", "source": "tiny-llama"}
+    recorded = out["provenance"]["model"]
+    assert {k: recorded[k] for k in ("given", "class", "source")} == {
+        "given": "<Model object>",
+        "class": "Model",
+        "source": "tiny-llama",
+    }
+    assert recorded["weights"] == model_weights(model)
     assert "model" not in out["config"]
 
 

@@ -19,7 +19,8 @@ a number matches when it is within the row's tolerance of the expected value, an
 it is equal. `--record` writes this tree's commit, the rerun's results.json hash and what decided
 its numbers (weights hashes of the model and of cached SAEs, CPU, threads, library versions) into
 the rows that matched in full (their values stay as published); a later rerun that differs then
-names the inputs that differ from the recorded run. Stale rows (a command main no longer runs
+names the inputs that differ from the recorded run. `--reuse` checks the results.json a row's
+earlier run left in `--out` instead of running it again. Stale rows (a command main no longer runs
 as measured) are listed, not run.
 """
 
@@ -104,22 +105,26 @@ def command_argv(command: str, out: Path) -> list[str]:
     return argv
 
 
-def rerun(row: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Run a row's command in its own process and check its results.json."""
+def rerun(row: dict[str, Any], folder: Path, reuse: bool = False) -> dict[str, Any]:
+    """Run a row's command in its own process (or, with `reuse`, take the results.json an
+    earlier run left in `folder`) and check its results.json."""
     out = folder / row["id"].replace("/", "-")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **row.get("environment", {})}
     log = out.with_suffix(".log")
-    start = time.perf_counter()
-    with log.open("w") as handle:
-        code = subprocess.run(
-            [sys.executable, "-c", RUN, *command_argv(row["command"], out)],
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        ).returncode
-    seconds = time.perf_counter() - start
-    report = {"id": row["id"], "seconds": round(seconds, 1), "exit_code": code, "log": str(log)}
+    if reuse and (out / "results.json").is_file():
+        code, seconds = 0, None
+    else:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", **row.get("environment", {})}
+        start = time.perf_counter()
+        with log.open("w") as handle:
+            code = subprocess.run(
+                [sys.executable, "-c", RUN, *command_argv(row["command"], out)],
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            ).returncode
+        seconds = round(time.perf_counter() - start, 1)
+    report = {"id": row["id"], "seconds": seconds, "exit_code": code, "log": str(log)}
     if code != 0:
         return {**report, "ok": False, "checks": [], "error": log.read_text()[-500:]}
     data = (out / "results.json").read_bytes()
@@ -127,11 +132,14 @@ def rerun(row: dict[str, Any], folder: Path) -> dict[str, Any]:
     checks = [check(results, spec) for spec in row["checks"]]
     inputs = inputs_of(results)
     published = row["source"].get("inputs") or {}
+    steerscope = results.get("provenance", {}).get("environment", {}).get("steerscope", {})
     return {
         **report,
         "ok": all(c["ok"] for c in checks),
         "checks": checks,
         "results_xxh3": xxhash.xxh3_128_hexdigest(data)[:12],
+        "commit": (steerscope.get("commit") or "")[:7] + ("+dirty" if steerscope.get("dirty") else ""),
+        "run_seconds": results.get("seconds"),
         "inputs": inputs,
         "inputs_differing": sorted(k for k in published if published[k] != inputs.get(k)),
     }
@@ -158,13 +166,16 @@ def chosen_rows(rows: list[dict[str, Any]], args: argparse.Namespace) -> tuple[l
 
 
 def _shown(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)[:60]
+    return f"{value:.6g}" if isinstance(value, float) else json.dumps(value)[:60]
 
 
 def print_report(reports: list[dict[str, Any]], stale: list[dict[str, Any]]) -> None:
     for report in reports:
         verdict = "MATCH" if report["ok"] else "DIFFERS" if report["exit_code"] == 0 else "FAILED"
-        print(f"\n{report['id']}: {verdict} ({report['seconds']} s, exit {report['exit_code']})")
+        took = f"{report['seconds']} s" if report["seconds"] is not None else "reused"
+        print(
+            f"\n{report['id']}: {verdict} ({took}, exit {report['exit_code']}, commit {report.get('commit')})"
+        )
         if report["exit_code"] != 0:
             print("  " + report["error"].strip().splitlines()[-1])
         if report.get("inputs_differing"):
@@ -182,16 +193,14 @@ def print_report(reports: list[dict[str, Any]], stale: list[dict[str, Any]]) -> 
 
 
 def record(path: Path, reports: list[dict[str, Any]]) -> None:
-    """Write this tree's commit and each fully matching rerun's results hash into the rows file."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short=7", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    )
+    """Write each fully matching rerun's commit (as its results.json records it), results hash and
+    inputs into the rows file."""
     document = json.loads(path.read_text())
     matched = {r["id"]: r for r in reports if r["ok"]}
     for row in document["rows"]:
         if row["id"] in matched:
             row["source"] = {
-                "commit": commit.stdout.strip(),
+                "commit": matched[row["id"]]["commit"],
                 "results_xxh3": matched[row["id"]]["results_xxh3"],
                 "date": datetime.date.today().isoformat(),
                 "note": "rerun by benchmarks/reproduce.py; every check matched",
@@ -208,6 +217,9 @@ def main() -> None:
     parser.add_argument("--out", help="folder for the reruns' outputs (default: a temporary one)")
     parser.add_argument("--json", help="write the report here")
     parser.add_argument("--record", action="store_true", help="record matching reruns in the rows file")
+    parser.add_argument(
+        "--reuse", action="store_true", help="check the results.json a row's earlier run left in --out"
+    )
     args = parser.parse_args()
     rows, stale = chosen_rows(load_rows(), args)
     folder = Path(args.out or tempfile.mkdtemp(prefix="steerscope-reproduce-"))
@@ -217,8 +229,8 @@ def main() -> None:
     )
     reports = []
     for row in rows:
-        print(f"running {row['id']}: {row['command']}", flush=True)
-        reports.append(rerun(row, folder))
+        print(f"{'checking' if args.reuse else 'running'} {row['id']}: {row['command']}", flush=True)
+        reports.append(rerun(row, folder, args.reuse))
     print_report(reports, stale)
     if args.json:
         Path(args.json).write_text(

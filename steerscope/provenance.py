@@ -58,8 +58,9 @@ MAX_HASHED_PARAMETERS = 50_000_000  # a model object this small is hashed in mem
 def run_record(
     name: str, model: Any, data: Mapping[str, str], dtype: Any, settings: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The run's id and start time, and how it was asked for: the command line when the process
-    is the `steerscope` command, and the call's arguments either way."""
+    """The run's id and start time, and how it was asked for: the process's own command line
+    (`sys.orig_argv`), the `steerscope` command when the process is that program, and the call's
+    arguments either way."""
     program = Path(sys.argv[0]).name if sys.argv else ""
     return {
         "run": {
@@ -68,6 +69,7 @@ def run_record(
         },
         "invocation": {
             "command": shlex.join(["steerscope", *sys.argv[1:]]) if program == "steerscope" else None,
+            "process": shlex.join(sys.orig_argv),
             "call": {
                 "experiment": name,
                 "model": model if model is None or isinstance(model, str) else f"<{type(model).__name__}>",

@@ -7,11 +7,12 @@ language) and in inline code: line continuations joined, comments dropped, the b
 `NAME=value` assignments expanded where `$NAME` is used, and whatever precedes the `steerscope`
 word (environment variables, `nice -n 10`, a venv path) left out. A command holding a placeholder
 (`NAME`, `[--model M]`, `KEY=VALUE`; a placeholder `--out DIR` is fine, the output folder is not
-checked) is a synopsis, and inline `steerscope run NAME` alone names an experiment: neither is a
-command to check. `check_command(argv)` parses a command with the real parser and checks it as the
-command does before any work: `run` everything `runner.check_request` checks (settings, dtype,
-data kinds, model name and layer settings), `build` the organism name or the SAE sites, `data
-check` the kind. Nothing is loaded or read.
+checked) is a synopsis, not checked. `check_command(argv)` parses a command with the real parser
+and checks it as the command does before any work: `run` everything `runner.check_request` checks
+(settings, dtype, data kinds, model name and layer settings), `build` the organism name or the SAE
+sites, `data check` the kind. Inline code that names a command without its required arguments
+(`steerscope run spare` in a sentence) is checked as a name: the subcommand and the experiment
+must exist. Nothing is loaded or read.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from steerscope.errors import InputError
 
@@ -41,11 +41,13 @@ _PLACEHOLDER = re.compile(r"(?:^|[=:])[A-Z][A-Z_]*(?:\[.*)?$")
 @dataclass(frozen=True)
 class PublishedCommand:
     """One `steerscope` command as published: the line it starts on, its words after expansion
-    (`argv`, without the program name) and what it is ("command", "synopsis" or "mention")."""
+    (`argv`, without the program name), whether it is a synopsis (placeholders) and whether it
+    stands in inline code."""
 
     line: int
     argv: tuple[str, ...]
-    kind: Literal["command", "synopsis", "mention"]
+    synopsis: bool
+    inline: bool
     undefined: tuple[str, ...] = ()  # $NAMEs no assignment of its block defines
 
     @property
@@ -131,16 +133,8 @@ def _is_synopsis(argv: Sequence[str]) -> bool:
     return False
 
 
-def _classify(argv: list[str], inline: bool) -> Literal["command", "synopsis", "mention"]:
-    if _is_synopsis(argv):
-        return "synopsis"
-    if inline and len(argv) == 2 and argv[0] == "run":
-        return "mention"
-    return "command"
-
-
 def published_commands(text: str) -> list[PublishedCommand]:
-    """Every `steerscope` command, synopsis and mention in Markdown `text`, in order."""
+    """Every `steerscope` command and synopsis in Markdown `text`, in order."""
     found: list[PublishedCommand] = []
     for start, body, shell in _sections(text.splitlines()):
         if shell:
@@ -157,7 +151,7 @@ def published_commands(text: str) -> list[PublishedCommand]:
                     variables.update(word.split("=", 1) for word in words)
                     continue
                 for argv in _commands_in_words(words):
-                    found.append(PublishedCommand(number, tuple(argv), _classify(argv, False), undefined))
+                    found.append(PublishedCommand(number, tuple(argv), _is_synopsis(argv), False, undefined))
             continue
         prose = "\n".join(body)
         for match in _INLINE.finditer(prose):
@@ -169,23 +163,26 @@ def published_commands(text: str) -> list[PublishedCommand]:
             number = start + prose.count("\n", 0, match.start())
             for argv in _commands_in_words(words):
                 if argv:
-                    found.append(PublishedCommand(number, tuple(argv), _classify(argv, True), undefined))
+                    found.append(PublishedCommand(number, tuple(argv), _is_synopsis(argv), True, undefined))
     return found
 
 
 # ---------------------------------------------------------------- checking
 
 
-def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    """`argv` parsed by the `steerscope` command's own parser; its error message as an InputError."""
+def _parse(argv: Sequence[str]) -> argparse.Namespace | None:
+    """`argv` parsed by the `steerscope` command's own parser: its namespace, or None when the
+    parser exits cleanly (`--help`); its error message as an InputError."""
     from steerscope.cli import build_parser
 
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             return build_parser().parse_args(list(argv))
-    except SystemExit:
-        lines = stderr.getvalue().strip().splitlines() or ["exits before running (e.g. --help)"]
+    except SystemExit as exit:
+        if not exit.code:
+            return None
+        lines = stderr.getvalue().strip().splitlines() or [f"the parser exits with {exit.code}"]
         raise InputError(lines[-1]) from None
 
 
@@ -202,6 +199,8 @@ def check_command(argv: Sequence[str]) -> None:
     """Check a `steerscope` command (its words after the program name) as it would be checked
     before any work (module docstring); an `InputError` says what no longer holds."""
     args = _parse(argv)
+    if args is None:
+        raise InputError("asks for help; runs nothing")
     if args.command == "run":
         from steerscope.cli import run_request
         from steerscope.runner import check_request
@@ -247,22 +246,40 @@ def _check_build(name: str, model: str | None) -> None:
     _check_model(model)
 
 
+def check_named(argv: Sequence[str]) -> None:
+    """Words that name a command without its arguments (`run spare`, `build`): the subcommand
+    exists, and so does the experiment a `run` names."""
+    try:
+        _parse([*argv, "--help"])
+    except InputError as error:
+        raise InputError(f"names no command: {error}") from None
+    if argv[0] == "run" and len(argv) > 1:
+        from steerscope.runner import get_experiment
+
+        get_experiment(argv[1])
+
+
+def _check_one(command: PublishedCommand) -> None:
+    if command.undefined:
+        raise InputError(f"uses ${', $'.join(command.undefined)}, which its code block never sets")
+    try:
+        check_command(command.argv)
+    except InputError as error:
+        named = command.inline and not any(word.startswith("-") for word in command.argv)
+        if not (named and "the following arguments are required" in str(error)):
+            raise
+        check_named(command.argv)
+
+
 def check_published(path: str | Path) -> tuple[list[PublishedCommand], list[str]]:
     """(the commands checked, one line per problem: `file:line: command: error`) for a Markdown file."""
     path = Path(path)
     checked, problems = [], []
     for command in published_commands(path.read_text(encoding="utf-8")):
-        if command.kind == "synopsis":
+        if command.synopsis:
             continue
         try:
-            if command.undefined:
-                raise InputError(f"uses ${', $'.join(command.undefined)}, which its code block never sets")
-            if command.kind == "mention":
-                from steerscope.runner import get_experiment
-
-                get_experiment(command.argv[1])
-            else:
-                check_command(command.argv)
+            _check_one(command)
         except (InputError, ValueError, TypeError, KeyError) as error:
             problems.append(f"{path.name}:{command.line}: {command.text}: {error}")
         checked.append(command)

@@ -5,6 +5,7 @@ computed with, so two runs that differ can be told apart by what differed."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from importlib.metadata import version
 
@@ -52,6 +53,7 @@ def test_a_run_records_its_id_call_commit_libraries_numerics_and_weights(tmp_pat
         invocation["command"]
         == f"steerscope run smoke --model tiny:llama --set max_new_tokens=2 --out {tmp_path}"
     )
+    assert invocation["process"] == shlex.join(sys.orig_argv)  # this pytest process, as started
     assert invocation["call"]["settings"] == {"quick": False, "seed": 0, "max_new_tokens": 2}
     environment = provenance["environment"]
     assert environment["steerscope"]["checkout"] is True  # the suite runs from a git checkout

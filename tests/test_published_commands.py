@@ -35,23 +35,27 @@ print("steerscope run nothing --out here")
 
 Then `steerscope run smoke --model tiny:llama
 --set layer=1 --out DIR` across a line break, and `steerscope run smoke --model $M --out x`.
+Named in prose: `steerscope build` and `steerscope run nothing`.
 """
 
 
 def test_commands_are_found_with_their_lines_variables_and_kinds():
-    found = [(c.line, c.kind, c.text) for c in published_commands(BLOCK)]
+    found = [(c.line, c.synopsis, c.inline, c.text) for c in published_commands(BLOCK)]
     assert found == [
-        (1, "mention", "steerscope run spare"),
-        (1, "command", "steerscope list"),
+        (1, False, True, "steerscope run spare"),
+        (1, False, True, "steerscope list"),
         (
             7,
-            "command",
+            False,
+            False,
             "steerscope run efficiency --model organism:reasoning --set n_train=180 "
             "--set 'steps=[2,3,4]' --out runs/x",
         ),
-        (9, "synopsis", "steerscope run NAME --out DIR '[--quick]'"),
-        (16, "command", "steerscope run smoke --model tiny:llama --set layer=1 --out DIR"),
-        (17, "command", "steerscope run smoke --model '$M' --out x"),
+        (9, True, False, "steerscope run NAME --out DIR '[--quick]'"),
+        (16, False, True, "steerscope run smoke --model tiny:llama --set layer=1 --out DIR"),
+        (17, False, True, "steerscope run smoke --model '$M' --out x"),
+        (18, False, True, "steerscope build"),
+        (18, False, True, "steerscope run nothing"),
     ]
 
 
@@ -59,13 +63,17 @@ def test_a_published_command_that_no_longer_validates_is_named_with_file_line_an
     page = tmp_path / "page.md"
     page.write_text(BLOCK)
     checked, problems = check_published(page)
-    assert len(checked) == 5
-    assert problems == [
+    assert len(checked) == 7
+    assert problems[:2] == [
         "page.md:7: steerscope run efficiency --model organism:reasoning --set n_train=180 --set "
         "'steps=[2,3,4]' --out runs/x: efficiency: steps must be a non-empty list of integers in "
         "[1, 3], got [2, 3, 4] (item 2 is 4)",
         "page.md:17: steerscope run smoke --model '$M' --out x: uses $M, which its code block never sets",
     ]
+    # a command named in prose without its arguments must still exist
+    assert len(problems) == 3 and problems[2].startswith(
+        "page.md:18: steerscope run nothing: unknown experiment 'nothing'; available:"
+    )
 
 
 @pytest.mark.parametrize(

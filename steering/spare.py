@@ -90,14 +90,23 @@ class Selection:
     p: float
 
     def summary(self) -> dict[str, Any]:
-        """What results.json records about a selection."""
+        """What results.json records about a selection: its sizes and its features, in order."""
         return {
             "estimator": self.estimator,
             "p": self.p,
             "n_counted": self.n_counted,
             "S_C": len(self.S_C),
             "S_M": len(self.S_M),
+            **{f"{name}_features": ids for name, ids in self.features().items()},
         }
+
+    def features(self) -> dict[str, list[int]]:
+        """{"S_C": [...], "S_M": [...]}: the selected feature indices, in the order taken."""
+        return {"S_C": self.S_C.tolist(), "S_M": self.S_M.tolist()}
+
+    def top_mi(self, n: int = 10) -> list[list[float]]:
+        """[[feature, mi], ...] of the `n` features of highest MI (the order the walk takes)."""
+        return [[int(f), float(self.mi[f])] for f in _decreasing(self.mi)[:n]]
 
 
 # ---------------------------------------------------------------- mutual information

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from steerscope.hashing import HASH_NAME, file_digest
+from steerscope.hashing import HASH_NAME, data_digest, file_digest
 
 MANIFEST = "steerscope-manifest.json"
 _FORMAT = 2
@@ -73,6 +73,21 @@ def damage(folder: Path) -> str | None:
 def is_intact(folder: Path) -> bool:
     """True when `folder` has a manifest and every file in it still matches the manifest exactly."""
     return damage(folder) is None
+
+
+def weights_digest(folder: Path) -> str | None:
+    """XXH3-128 over the names and manifest hashes of the `*.safetensors` files of a cached
+    folder: its content as far as computing goes (reports and configs, which hold timings and
+    paths, left out); None when the folder has no readable manifest or no weights. Read from the
+    manifest, so it says what the folder held when last verified (`is_intact`)."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+        weights = sorted(
+            (name, entry[HASH_NAME]) for name, entry in files.items() if name.endswith(".safetensors")
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return data_digest(json.dumps(weights).encode()) if weights else None
 
 
 def _make_readable(folder: Path) -> None:

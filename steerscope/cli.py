@@ -174,12 +174,25 @@ def _data_arguments(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return data
 
 
+def run_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The request a parsed `run` command makes: {"name", "out", "model", "data", "dtype",
+    "settings"}, as `run_experiment` (and `runner.check_request`) take them."""
+    return {
+        "name": args.name,
+        "out": args.out,
+        "model": args.model,
+        "data": _data_arguments(args.data),
+        "dtype": args.dtype,
+        "settings": {"quick": args.quick, "seed": args.seed, **dict(args.set)},
+    }
+
+
 def _run(args: argparse.Namespace) -> None:
     from steerscope.runner import run_experiment
 
-    data = _data_arguments(args.data)
-    settings = {"quick": args.quick, "seed": args.seed, **dict(args.set)}
-    run_experiment(args.name, args.out, model=args.model, data=data, dtype=args.dtype, **settings)
+    request = run_request(args)
+    settings = request.pop("settings")
+    run_experiment(**request, **settings)
     out = Path(args.out).resolve()
     print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}")
 
@@ -229,7 +242,8 @@ def _vector_import(args: argparse.Namespace) -> None:
     print(f"{', '.join(vector.directions)}: {vector.save(args.name)}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `steerscope` command's parser (each subcommand sets `func`)."""
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
@@ -366,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         "--force", action="store_true", help="accept a vector made for another config or model type"
     )
     imported.set_defaults(func=_vector_import)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, KeyError, TypeError) as error:

@@ -3,6 +3,7 @@ ready models; every path returns a `Model` with its anatomy."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,29 @@ def load(
             f"load() with no argument gives the embedded {EMBEDDED_NAME} ({error.__class__.__name__}: {error})"
         ) from None
     return _finish(hf, tokenizer or found, str(source))
+
+
+def layer_count(source: str | os.PathLike | None = None) -> int | None:
+    """The layer count of the model `load(source)` would return, read without loading weights
+    where steerscope knows it: an organism's recipe, a tiny model's config, the config of the
+    embedded model's cache or of a local model folder; None otherwise. An unknown organism or tiny
+    family is a `ValueError` listing the known ones."""
+    text = None if source is None else str(source)
+    if text is None or text == EMBEDDED_NAME:
+        config = embedded_cache_dir() / "config.json"
+    elif text.startswith(ORGANISM_PREFIX):
+        from steerscope.organisms import organism_spec
+
+        return organism_spec(text).shape.n_layers
+    elif text.startswith(TINY_PREFIX):
+        from steerscope.tiny import tiny_config
+
+        return tiny_config(text.removeprefix(TINY_PREFIX), vocab_size=8).num_hidden_layers
+    else:
+        config = Path(text).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text()).get("num_hidden_layers")
 
 
 def load_tokenizer(source: str | os.PathLike | None = None) -> Any:

@@ -3,7 +3,8 @@ write `results.json` and `report.html`.
 
 Everything that can be wrong with the input is found before any expensive work, in this order:
 settings (declared types and ranges) -> output folder -> data sources (read and validated) -> the
-model -> layer settings against its layer count -> its context (an organism's vocabulary). The CLI
+model's name (and layer settings where its layer count is known unloaded) -> the model -> layer
+settings against its layer count -> its context (an organism's vocabulary). The CLI
 (`steerscope run NAME`) and notebooks call the same function.
 """
 
@@ -15,7 +16,7 @@ import os
 import pkgutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ from steerscope.context import build_context
 from steerscope.data.records import check_kind
 from steerscope.data.user_data import UserData, read_user_data
 from steerscope.errors import InputError
-from steerscope.loading import load, resolve_dtype
+from steerscope.loading import layer_count, load, resolve_dtype
 from steerscope.model import ModelLike, as_model
+from steerscope.provenance import run_record
 from steerscope.registry import EXPERIMENTS, Experiment, ExperimentConfig, Outcome
 from steerscope.report import write_report, write_results
 from steerscope.settings import check_layers, check_settings
@@ -84,13 +86,18 @@ def check_output_folder(out: str | os.PathLike) -> Path:
     return folder
 
 
-def read_data(experiment: Experiment, data: Mapping[str, str]) -> dict[str, UserData]:
-    """Each `{kind: source}` the experiment takes, read and validated."""
-    for kind in data:
+def check_data_kinds(experiment: Experiment, kinds: Iterable[str]) -> None:
+    """Each kind is a data kind and one the experiment takes."""
+    for kind in kinds:
         check_kind(kind)
         if kind not in experiment.data_kinds:
             takes = ", ".join(experiment.data_kinds) or "no data"
             raise InputError(f"{experiment.name} does not take {kind} data; it takes {takes}")
+
+
+def read_data(experiment: Experiment, data: Mapping[str, str]) -> dict[str, UserData]:
+    """Each `{kind: source}` the experiment takes, read and validated."""
+    check_data_kinds(experiment, data)
     return {kind: read_user_data(kind, str(source)) for kind, source in data.items()}
 
 
@@ -144,6 +151,38 @@ def _model_dtype(model: Any, dtype: str | torch.dtype | None) -> torch.dtype | N
     return wanted
 
 
+def check_model_name(name: str, config: ExperimentConfig, model: Any) -> None:
+    """For a model named by a string: an organism or tiny family steerscope knows, and the layer
+    settings against its layer count where that is known without loading (`loading.layer_count`)."""
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        return
+    try:
+        n_layers = layer_count(model)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    if n_layers is not None:
+        check_layers(name, config, n_layers, str(model or "the embedded model"))
+
+
+def check_request(
+    name: str,
+    model: ModelLike | str | os.PathLike | None = None,
+    data_kinds: Iterable[str] = (),
+    dtype: str | torch.dtype | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> tuple[Experiment, ExperimentConfig]:
+    """Everything `run_experiment` checks before any work but the two checks that touch files
+    (the output folder, reading the data sources): the experiment, its settings (declared types
+    and ranges), the dtype, the data kinds it takes, the model's name and the layer settings.
+    Used to check a command without running it (`steerscope.published`)."""
+    experiment = get_experiment(name)
+    config = make_config(experiment, settings or {})
+    _model_dtype(model, dtype)
+    check_data_kinds(experiment, data_kinds)
+    check_model_name(name, config, model)
+    return experiment, config
+
+
 def run_experiment(
     name: str,
     out: str | os.PathLike,
@@ -171,6 +210,7 @@ def run_experiment(
     folder = check_output_folder(out)
     user = read_data(experiment, data or {})
     config, lowered = fit_counts(experiment, config, user, set(settings))
+    check_model_name(name, config, model)
     started = time.time()
     loaded = load(model, dtype=torch_dtype or torch.float32)
     if loaded.tokenizer is None:
@@ -179,6 +219,7 @@ def run_experiment(
         )
     check_layers(name, config, loaded.anatomy.n_layers, loaded.source)
     context = build_context(model, loaded, user, experiment.data_kinds, lowered)
+    context.provenance = {**run_record(name, model, data or {}, dtype, settings), **context.provenance}
     outcome = experiment.run(config, context)
     outcome.results = {
         "experiment": name,

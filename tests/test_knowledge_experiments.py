@@ -1,14 +1,16 @@
 import json
+import zlib
 from pathlib import Path
 
 import pytest
 import torch
 
+from steerscope.data.conflicts import PUSHES
 from steerscope.data.defaults import natural_suite
 from steerscope.errors import InputError
 from steerscope.experiments import conflict_probe, run_experiment, spare
 from steerscope.organisms import sources_world
-from steerscope.probes.knowledge import conflict_pairs
+from steerscope.probes.knowledge import BehaviourCounts, LabelledExample, conflict_pairs
 from steerscope.probes.lm_metrics import top_token_probability
 
 DATA = Path(__file__).parent / "data"
@@ -124,3 +126,83 @@ def test_top_token_probability_is_a_batch_independent_probability(tiny_llama):
     alone = torch.cat([top_token_probability(tiny_llama, [p]) for p in prompts])
     assert ((together > 0) & (together <= 1)).all()
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+
+
+# ---- spare reproduces: the same command from an empty cache gives the same results.json
+# (the run's id and time aside). A tiny random model memorises nothing and answers gibberish,
+# so the closed-book check and the behaviour labels are stood in for; the rest is spare's own.
+
+REPRODUCIBLE_SPARE = dict(
+    demos=0,
+    layer_sets=[[1]],
+    ps=[0.2, 0.5],
+    alphas=[1.0],
+    strengths=[1.0],
+    sae_max_tokens=8000,
+    sae_batch_size=512,
+)
+
+
+def labelled_by_hash(model, records, conflicts, demos=3, seed=0, **_):
+    """Stands in for the behaviour labels: each conflicting prompt is C or M by a hash of its text."""
+    examples = [
+        LabelledExample(prompt, "", "CM"[zlib.crc32(prompt.encode()) % 2], record, kind)
+        for kind in PUSHES
+        for record in records
+        for prompt in [conflicts.knowledge_prompt(record, kind, True, demos, seed)]
+    ]
+    counts = {
+        kind: {label: sum(e.label == label and e.demo_kind == kind for e in examples) for label in "CM"}
+        | {"dropped": 0}
+        for kind in PUSHES
+    }
+    return BehaviourCounts(counts, examples)
+
+
+@pytest.fixture(scope="module")
+def two_spare_runs(tmp_path_factory):
+    """results.json of the same spare run twice, each with a cache of its own (SAEs trained twice)."""
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(spare, "known_conflicts", all_memorised)
+    monkeypatch.setattr(spare, "behaviour_counts", labelled_by_hash)
+    runs = []
+    for name in ("first", "second"):
+        folder = tmp_path_factory.mktemp(name)
+        monkeypatch.setenv("STEERSCOPE_CACHE", str(folder / "cache"))
+        data = {"conflicts": str(DATA / "conflicts.jsonl"), "text": str(DATA / "text.txt")}
+        run_experiment("spare", folder / "out", model="tiny:llama", data=data, **REPRODUCIBLE_SPARE)
+        runs.append(json.loads((folder / "out" / "results.json").read_text()))
+    monkeypatch.undo()
+    return runs
+
+
+def without_run_identity(results: dict) -> dict:
+    """results.json without what differs between two runs of one command: id, start and wall time."""
+    provenance = {key: value for key, value in results["provenance"].items() if key != "run"}
+    return {**results, "provenance": provenance, "seconds": None}
+
+
+def test_spare_run_twice_from_empty_caches_gives_the_same_results_json(two_spare_runs):
+    first, second = two_spare_runs
+    assert first["provenance"]["run"]["id"] != second["provenance"]["run"]["id"]
+    assert without_run_identity(first) == without_run_identity(second)
+
+
+def test_results_json_records_what_decided_the_selection(two_spare_runs):
+    results, _ = two_spare_runs
+    sae = results["provenance"]["cached"]["sae"]["L1.resid_post"]
+    assert sae["built_by_this_run"] and len(sae["weights_xxh3_128"]) == 32
+    assert sae["settings"]["k"] == 6 and sae["n_texts"] > 0 and len(sae["texts_sha256"]) == 64
+    numerics = results["provenance"]["environment"]["numerics"]
+    assert numerics["torch_threads"] >= 1 and numerics["cpu_capability"]
+    assert len(results["provenance"]["model"]["weights"]["xxh3_128"]) == 32
+    selection = results["selection"]["by_p"]["0.2"]["L1.resid_post"]
+    assert len(selection["S_C_features"]) == selection["S_C"]
+    assert len(selection["S_M_features"]) == selection["S_M"]
+    top = results["selection"]["top_mi"]["L1.resid_post"]
+    assert [mi for _, mi in top] == sorted((mi for _, mi in top), reverse=True)
+    for direction in ("context", "memory"):
+        used = results["held_out_features"][direction]["L1.resid_post"]
+        chosen_p = str(results["chosen"][f"spare_to_{direction}"]["p"])
+        assert used["spare"]["S_C"] == results["selection"]["by_p"][chosen_p]["L1.resid_post"]["S_C_features"]
+        assert len(used["random"]["S_C"]) == len(used["spare"]["S_C"])

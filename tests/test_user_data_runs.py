@@ -20,6 +20,7 @@ from steerscope.experiments import run_experiment
 from steerscope.organisms import ORGANISM_ATTRIBUTE
 from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.probes.knowledge import BehaviourCounts, LabelledExample
+from steerscope.provenance import model_weights
 from steerscope.steering.efficiency import Harvest, LengthPair
 
 DATA = Path(__file__).parent / "data"
@@ -59,7 +60,12 @@ def test_tom_sensitivity_runs_on_a_users_stories_and_text(tmp_path):
     }
     assert_user_source(out["provenance"], "text", TEXT, 6)
     assert {"tom_acc[transfer]", "tom_acc[contents]"} <= set(out["baseline"])
-    assert out["provenance"]["model"] == {"given": "tiny:llama", "source": "tiny-llama"}
+    model = out["provenance"]["model"]
+    assert (model["given"], model["source"]) == ("tiny:llama", "tiny-llama")
+    assert (
+        model["weights"]["of"] == "parameters and buffers in memory"
+        and len(model["weights"]["xxh3_128"]) == 32
+    )
 
 
 def test_a_count_the_user_set_beyond_the_split_is_an_error_before_any_model_work(tmp_path):
@@ -177,7 +183,13 @@ def test_a_model_object_runs_and_is_recorded_by_class(tmp_path):
     model = ss.load("tiny:llama")
     run_experiment("smoke", tmp_path, model=model, max_new_tokens=2)
     out = results(tmp_path)
-    assert out["provenance"]["model"] == {"given": "<Model object>", "class": "Model", "source": "tiny-llama"}
+    recorded = out["provenance"]["model"]
+    assert {k: recorded[k] for k in ("given", "class", "source")} == {
+        "given": "<Model object>",
+        "class": "Model",
+        "source": "tiny-llama",
+    }
+    assert recorded["weights"] == model_weights(model)
     assert "model" not in out["config"]
 
 

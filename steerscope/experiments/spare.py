@@ -42,7 +42,14 @@ from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.settings import Count, Layer, NonEmpty, Range
 from steerscope.sites import Site
 from steerscope.steering.apply import steering_edit
-from steerscope.steering.sae import SAETrainSettings, encode_pre, saes_by_site, train_saes, training_texts
+from steerscope.steering.sae import (
+    SAETrainSettings,
+    encode_pre,
+    saes_by_site,
+    texts_digest,
+    train_saes,
+    training_texts,
+)
 from steerscope.steering.spare import (
     Selection,
     answer_losses,
@@ -254,8 +261,20 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
         batch_size=config.sae_batch_size,
         seed=config.seed,
     )
-    trained = train_saes(model, sites, settings, training_texts(context.data, config.demos))
+    texts = training_texts(context.data, config.demos)
+    trained = train_saes(model, sites, settings, texts)
     context.used("text", sae_train_windows=trained[sites[0]].report["train_windows"])
+    for site, sae in trained.items():
+        context.used_cached(
+            "sae",
+            site,
+            sae.folder,
+            settings=sae.report["settings"],
+            texts_sha256=texts_digest(texts),
+            n_texts=len(texts),
+            train_tokens=sae.report["train_tokens"],
+            built_by_this_run=sae.built,
+        )
     saes = saes_by_site(trained)
     # One capture per label serves the SAE codes and the difference of means.
     resid_c = capture(model, prompts["C"], sites, reduce="last", progress=False)
@@ -370,6 +389,8 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
             "by_p": {
                 str(p): {s: sel.summary() for s, sel in by_site.items()} for p, by_site in selections.items()
             },
+            # the features of highest MI per site, [feature, mi]: what every p's walk starts from
+            "top_mi": {s: sel.top_mi() for s, sel in next(iter(selections.values())).items()},
         },
         "chosen": {
             **{f"spare_to_{d}": _chosen_row(chosen[d], ("layers", "p", "alpha")) for d in DIRECTIONS},
@@ -383,6 +404,17 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
         "random_control_overlap": {
             d: {
                 s: control_overlap(random_selection(selections[chosen[d]["p"]][s], seed=config.seed))
+                for s in site_names(chosen[d]["layers"])
+            }
+            for d in DIRECTIONS
+        },
+        # the features the held-out edits used, by direction and site (the random control's too)
+        "held_out_features": {
+            d: {
+                s: {
+                    "spare": selections[chosen[d]["p"]][s].features(),
+                    "random": random_selection(selections[chosen[d]["p"]][s], seed=config.seed).features(),
+                }
                 for s in site_names(chosen[d]["layers"])
             }
             for d in DIRECTIONS

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from steerscope.architectures import Family, family_for
+from steerscope.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def _rope_base(rope_parameters: dict, layer_type: str) -> float:
     """The rotary base of one layer from a config's `rope_parameters` (flat or per layer type)."""
     params = rope_parameters.get(layer_type, rope_parameters)
     if "rope_theta" not in params:
-        raise ValueError(f"config has no rope_theta for layer type {layer_type!r}")
+        raise InputError(f"config has no rope_theta for layer type {layer_type!r}")
     return float(params["rope_theta"])
 
 
@@ -94,7 +95,7 @@ def anatomy_of(model: nn.Module) -> Anatomy:
     """Read the anatomy of a transformers causal LM from its config and family entry."""
     config = getattr(model, "config", None)
     if config is None:
-        raise TypeError(f"expected a transformers model with a .config, got {type(model).__name__}")
+        raise InputError(f"expected a transformers model with a .config, got {type(model).__name__}")
     family = family_for(config.model_type)
     text = config.get_text_config(decoder=True)
     n_layers = text.num_hidden_layers

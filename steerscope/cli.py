@@ -1,13 +1,15 @@
 """The `steerscope` command: `info`, `list`, `build organism:NAME | sae:SITE[,SITE...]`,
 `run NAME --out DIR [--model M] [--data KIND=SOURCE ...] [--dtype D] [--quick]` and `data check FILE --kind K`.
 
-Bad input (a setting, a path, a record) is one line on stderr and exit code 2; `--debug` prints
-the traceback before it."""
+Bad input (a setting, a path, a record: an `InputError`, or an OS error about a path the user
+gave) is one line on stderr and exit code 2; `--debug` prints the traceback before it. Any other
+exception is a bug in steerscope and shows its traceback."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from importlib.metadata import PackageNotFoundError, version
@@ -235,12 +237,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
+    except (InputError, OSError) as error:
+        if isinstance(error, OSError) and not _about_user_path(error, args):
+            raise  # an OS error inside steerscope is a bug: its traceback must show
         if getattr(args, "debug", False):  # given before or after the command
             traceback.print_exc()
         print(f"steerscope: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _about_user_path(error: OSError, args: argparse.Namespace) -> bool:
+    """Whether `error` names a file or folder the user gave (--out, a data file, a model folder)
+    or one inside it: a full disk or a folder removed under a run is the user's to fix."""
+    given = [getattr(args, name, None) for name in ("out", "file", "model")]
+    given += [source for _, source in getattr(args, "data", [])]
+    roots = [Path(str(path)).expanduser().absolute() for path in given if path]
+    for name in (error.filename, error.filename2):
+        if name is None:
+            continue
+        path = Path(os.fsdecode(name)).absolute()
+        if any(path == root or root in path.parents for root in roots):
+            return True
+    return False
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from steerscope.cache import cache_root, cached_folder
+from steerscope.errors import InputError
 from steerscope.model import Model, as_model
 
 EMBEDDED_NAME = "gemma3-270m"
@@ -26,7 +27,7 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         return dtype
     if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
         return DTYPES[dtype.removeprefix("torch.")]
-    raise ValueError(f"unsupported dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    raise InputError(f"unsupported dtype {dtype!r}; valid: {', '.join(DTYPES)}")
 
 
 def embedded_cache_dir() -> Path:
@@ -116,7 +117,7 @@ def load(
     path = Path(source)
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise FileNotFoundError(f"GGUF file not found: {path}")
+            raise InputError(f"GGUF file not found: {path}")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         hf = AutoModelForCausalLM.from_pretrained(
@@ -125,15 +126,15 @@ def load(
         found = tokenizer or AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         return _finish(hf, found, str(path))
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{path} is a file; load() takes a model folder, a .gguf file or a model name")
+        raise InputError(f"{path} is a file; load() takes a model folder, a .gguf file or a model name")
     looks_local = path.is_absolute() or str(source).startswith((".", "~"))
     if looks_local and not path.exists():
-        raise FileNotFoundError(f"model folder not found: {path}")
+        raise InputError(f"model folder not found: {path}")
     try:
         hf, found = _from_folder(source, torch_dtype, **hf_kwargs)
     except OSError as error:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        raise ValueError(
+        raise InputError(
             f"could not load {str(source)!r}: not a local model folder or .gguf file, and "
             f"{'the hub is off (HF_HUB_OFFLINE=1)' if offline else 'the Hugging Face hub did not provide it'}; "
             f"load() with no argument gives the embedded {EMBEDDED_NAME} ({error.__class__.__name__}: {error})"
@@ -156,7 +157,7 @@ def load_tokenizer(source: str | os.PathLike | None = None) -> Any:
 
         folder = organism_spec(text).folder()
         if not is_intact(folder):
-            raise ValueError(f"{text} is not built yet; `steerscope build {text}` trains it (a few minutes)")
+            raise InputError(f"{text} is not built yet; `steerscope build {text}` trains it (a few minutes)")
         return AutoTokenizer.from_pretrained(folder)
     if text.startswith(TINY_PREFIX):
         from steerscope.tiny import char_tokenizer
@@ -168,6 +169,6 @@ def load_tokenizer(source: str | os.PathLike | None = None) -> Any:
     try:
         return AutoTokenizer.from_pretrained(text)
     except OSError as error:
-        raise ValueError(
+        raise InputError(
             f"could not load the tokenizer of {text!r} ({error.__class__.__name__}: {error})"
         ) from None

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from steerscope.errors import InputError
 from steerscope.model import ModelLike, as_model
 from steerscope.offload import Replacement, replaced, stored_value
 
@@ -30,7 +31,7 @@ def _new_values(values: Values, selected: Tensor, weight: Tensor) -> Tensor:
         values = values(selected, weight)
     new = torch.as_tensor(values, dtype=weight.dtype, device=weight.device)
     if new.dim() and new.shape != selected.shape:
-        raise ValueError(f"got {tuple(new.shape)} values for {selected.numel()} selected entries")
+        raise InputError(f"got {tuple(new.shape)} values for {selected.numel()} selected entries")
     return new.expand_as(selected)
 
 
@@ -61,12 +62,12 @@ def perturb(model: ModelLike, edits: Mapping[str, tuple[Tensor, Values]]) -> Ite
             for name, (mask, values) in edits.items():
                 if name not in params:
                     near = [p for p in params if p.endswith(name.split(".")[-1])][:5]
-                    raise KeyError(
+                    raise InputError(
                         f"no parameter {name!r} in this model; e.g. {', '.join(near) or list(params)[:5]}"
                     )
                 weight = params[name]
                 if mask.shape != weight.shape or mask.dtype != torch.bool:
-                    raise ValueError(
+                    raise InputError(
                         f"mask for {name} must be a bool tensor of shape {tuple(weight.shape)}, "
                         f"got {mask.dtype} {tuple(mask.shape)}"
                     )

@@ -55,7 +55,7 @@ def _take(user: UserData, split: str | None, rows: list[Any], n: int | None) -> 
 def _split(user: UserData, splits: Mapping[str, list[Any]], name: str) -> list[Any]:
     """The records of split `name`, or an error naming the kind's splits."""
     if name not in splits:
-        raise ValueError(f"{user.kind} has the splits {', '.join(splits)}, not {name!r}")
+        raise InputError(f"{user.kind} has the splits {', '.join(splits)}, not {name!r}")
     return splits[name]
 
 
@@ -133,13 +133,13 @@ class ConflictData:
         `push` by demonstrations or by a cue."""
         if self.cues is not None:
             if push not in self.cues:
-                raise ValueError(f"kind must be one of {tuple(self.cues)}, got {push!r}")
+                raise InputError(f"kind must be one of {tuple(self.cues)}, got {push!r}")
             return cue_context_prompt(record, self.cues[push], conflict)
         return few_shot_context_prompt(record, self._demos(record, demos, seed), push, conflict)
 
     def _demos(self, record: Conflict, demos: int, seed: int) -> list[Conflict]:
         if self.demos_for is None:
-            raise ValueError("this conflict data has neither demonstrations nor cues")
+            raise InputError("this conflict data has neither demonstrations nor cues")
         return self.demos_for(record, demos, seed) if demos else []
 
     def with_user(self, user: UserData) -> ConflictData:
@@ -219,7 +219,7 @@ class DataSuite:
     def need(self, kind: str) -> Any:
         """The provider of `kind`, or a clear error saying how to get one."""
         if kind not in {f.name for f in dataclasses.fields(self)} - {"name"}:
-            raise ValueError(f"unknown data kind {kind!r}")
+            raise InputError(f"unknown data kind {kind!r}")
         value = getattr(self, kind)
         if value is None:
             raise InputError(

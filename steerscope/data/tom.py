@@ -25,6 +25,8 @@ import random
 from dataclasses import dataclass
 from itertools import combinations
 
+from steerscope.errors import InputError
+
 KINDS = ("unexpected_transfer", "unexpected_contents")
 TEMPLATE_SETS = ("fisher", "eval")
 
@@ -263,7 +265,7 @@ def tom_items(
     _check(kind, template_set)
     capacity = n_distinct(kind, template_set)
     if not 0 <= n <= capacity:
-        raise ValueError(
+        raise InputError(
             f"n must be between 0 and {capacity} distinct {kind} items ({template_set}), got {n}"
         )
     beliefs = (True, False) if false_belief is None else (false_belief,)
@@ -279,7 +281,7 @@ def tom_items(
 def tom_mixture(template_set: str, n: int, seed: int = 0) -> list[TomItem]:
     """`n` items over both kinds, balanced across kind and false/true belief, shuffled by seed."""
     if n < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
+        raise InputError(f"n must be non-negative, got {n}")
     # Cells in this order balance kind and belief as well as any n allows.
     cells = (
         ("unexpected_transfer", True),
@@ -298,9 +300,9 @@ def tom_mixture(template_set: str, n: int, seed: int = 0) -> list[TomItem]:
 
 def _check(kind: str, template_set: str) -> None:
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise InputError(f"kind must be one of {KINDS}, got {kind!r}")
     if template_set not in TEMPLATE_SETS:
-        raise ValueError(f"template_set must be one of {TEMPLATE_SETS}, got {template_set!r}")
+        raise InputError(f"template_set must be one of {TEMPLATE_SETS}, got {template_set!r}")
 
 
 def _build(kind: str, template_set: str, index: int, false_belief: bool, reversed: bool) -> TomItem:

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from steerscope.context import ExperimentContext
 from steerscope.data.suite import DataSuite
+from steerscope.errors import InputError
 from steerscope.model import Model
 from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks
 from steerscope.probes.rope import (
@@ -65,7 +66,7 @@ class RopeConfig(ExperimentConfig):
 
     def __post_init__(self) -> None:
         if self.n_windows + self.n_tom == 0:
-            raise ValueError("n_windows and n_tom are both 0; there is nothing to measure")
+            raise InputError("n_windows and n_tom are both 0; there is nothing to measure")
 
 
 def measured_prompts(model: Model, data: DataSuite, config: RopeConfig) -> tuple[list[str], list[str]]:

@@ -122,12 +122,12 @@ def layer_sets(config: SpareConfig, n_layers: int) -> list[list[int]]:
         sets = []
         for size in config.layer_set_sizes:
             if size > n_layers:
-                raise ValueError(f"spare: a set of {size} layers does not fit a model of {n_layers}")
+                raise InputError(f"spare: a set of {size} layers does not fit a model of {n_layers}")
             start = min(max(0, peak - size // 2), n_layers - size)
             sets.append(list(range(start, start + size)))
     bad = [s for s in sets if not s or not all(0 <= layer < n_layers for layer in s)]
     if bad or not sets:
-        raise ValueError(f"spare: layer sets {sets} must be non-empty and in 0..{n_layers - 1}")
+        raise InputError(f"spare: layer sets {sets} must be non-empty and in 0..{n_layers - 1}")
     return [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
 
 

@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
+    except BrokenPipeError:  # `steerscope ... | head`: the reader left; stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (InputError, OSError) as error:
         if isinstance(error, OSError) and not _about_user_path(error, args):
             raise  # an OS error inside steerscope is a bug: its traceback must show

@@ -131,12 +131,19 @@ def _data_arguments(pairs: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def _run(args: argparse.Namespace) -> None:
+    from steerscope.output import output_folder, previous_run
     from steerscope.runner import run_experiment
 
     data = _data_arguments(args.data)
     settings = {"quick": args.quick, "seed": args.seed, **dict(args.set)}
+    out = output_folder(args.out)
+    previous = previous_run(out)
+    if previous:
+        print(
+            f"steerscope: {out} holds {previous}; this run replaces its results.json and report.html",
+            file=sys.stderr,
+        )
     run_experiment(args.name, args.out, model=args.model, data=data, dtype=args.dtype, **settings)
-    out = Path(args.out).resolve()
     print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}")
 
 

@@ -2,7 +2,7 @@
 write `results.json` and `report.html`.
 
 Everything that can be wrong with the input is found before any expensive work, in this order:
-settings (declared types and ranges) -> output folder -> data sources (read and validated) -> the
+settings (declared types and ranges) -> output folder -> cache folder -> data sources (read and validated) -> the
 model -> layer settings against its layer count -> its context (an organism's vocabulary). The CLI
 (`steerscope run NAME`) and notebooks call the same function.
 """
@@ -13,20 +13,20 @@ import dataclasses
 import importlib
 import os
 import pkgutil
-import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from steerscope.cache import check_cache
 from steerscope.context import build_context
 from steerscope.data.records import check_kind
 from steerscope.data.user_data import UserData, read_user_data
 from steerscope.errors import InputError
 from steerscope.loading import load, resolve_dtype
 from steerscope.model import ModelLike, as_model
+from steerscope.output import check_output_folder, new_run_id
 from steerscope.registry import EXPERIMENTS, Experiment, ExperimentConfig, Outcome
 from steerscope.report import write_report, write_results
 from steerscope.settings import check_layers, check_settings
@@ -61,27 +61,6 @@ def make_config(experiment: Experiment, settings: Mapping[str, Any]) -> Experime
         return experiment.config(**checked)
     except (TypeError, ValueError) as error:
         raise InputError(f"{experiment.name}: {error}") from None
-
-
-def check_output_folder(out: str | os.PathLike) -> Path:
-    """`out` as a folder that exists or can be created, in a place this process can write (tried by
-    creating and removing a file there: mode bits alone say nothing for root or a read-only mount),
-    without creating the folder yet."""
-    folder = Path(out).expanduser()
-    place = folder
-    try:
-        if folder.exists() and not folder.is_dir():
-            raise InputError(f"output {out}: is a file; give a folder")
-        while not place.exists():
-            place = place.parent
-        if not place.is_dir():
-            raise InputError(f"output {out}: {place} is a file, so the folder cannot be created")
-        handle, probe = tempfile.mkstemp(prefix=".steerscope-write-check.", dir=place)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as error:
-        raise InputError(f"output {out}: cannot write in {place} ({error.strerror})") from None
-    return folder
 
 
 def read_data(experiment: Experiment, data: Mapping[str, str]) -> dict[str, UserData]:
@@ -169,6 +148,7 @@ def run_experiment(
     config = make_config(experiment, settings)
     torch_dtype = _model_dtype(model, dtype)
     folder = check_output_folder(out)
+    check_cache()
     user = read_data(experiment, data or {})
     config, lowered = fit_counts(experiment, config, user, set(settings))
     started = time.time()
@@ -180,8 +160,10 @@ def run_experiment(
     check_layers(name, config, loaded.anatomy.n_layers, loaded.source)
     context = build_context(model, loaded, user, experiment.data_kinds, lowered)
     outcome = experiment.run(config, context)
+    run_id = new_run_id()
     outcome.results = {
         "experiment": name,
+        "run_id": run_id,
         "config": dataclasses.asdict(config),
         "provenance": context.provenance,
         "dtype": str(next(loaded.hf.parameters()).dtype).removeprefix("torch."),
@@ -189,5 +171,5 @@ def run_experiment(
         **outcome.results,
     }
     write_results(folder, outcome.results)
-    write_report(folder, f"steerscope: {name}", outcome.summary, outcome.figures, outcome.tables)
+    write_report(folder, f"steerscope: {name}", outcome.summary, outcome.figures, outcome.tables, run_id)
     return outcome

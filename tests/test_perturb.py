@@ -46,7 +46,10 @@ def test_perturb_restores_entries_already_set_when_a_later_edit_is_bad(tiny_llam
 
 
 def test_perturb_rejects_wrong_mask_shape(tiny_llama):
-    with pytest.raises(InputError, match="bool tensor of shape"):
+    with pytest.raises(
+        InputError,
+        match=r"bool tensor \(or nested list of true/false\) of shape \(128, 64\), got torch.bool \(3,\)",
+    ):
         with ss.perturb(
             tiny_llama, {"model.layers.0.mlp.up_proj.weight": (torch.ones(3, dtype=torch.bool), 0.0)}
         ):

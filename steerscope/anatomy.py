@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -24,6 +25,7 @@ class Anatomy:
     vocab_size: int
     layer_types: tuple[str, ...]
     rope_bases: tuple[float, ...]
+    max_positions: int | None = None  # the positions the model was built for (None: undeclared)
 
     @property
     def n_rotary_pairs(self) -> int:
@@ -57,6 +59,7 @@ class Anatomy:
             f"heads         {self.n_heads} query / {self.n_kv_heads} KV, head_dim {self.head_dim}",
             f"d_mlp         {self.d_mlp}",
             f"vocab         {self.vocab_size}",
+            f"positions     {self.max_positions or 'not declared'}",
             f"rotary        {self.family.rotary_layout}, {self.n_rotary_pairs} pairs per head",
             f"rope bases    {base_text}",
             f"layers at     {self.family.layers}",
@@ -116,4 +119,11 @@ def anatomy_of(model: nn.Module) -> Anatomy:
         vocab_size=text.vocab_size,
         layer_types=layer_types,
         rope_bases=tuple(_rope_base(rope_parameters, t) for t in layer_types),
+        max_positions=max_positions(config),
     )
+
+
+def max_positions(config: Any) -> int | None:
+    """The positions a model's config declares (`max_position_embeddings` of its text model)."""
+    value = getattr(config.get_text_config(decoder=True), "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None

@@ -150,10 +150,13 @@ def _run(args: argparse.Namespace) -> None:
 def _data_check(args: argparse.Namespace) -> None:
     from steerscope.data.check import report
     from steerscope.data.user_data import read_user_data
+    from steerscope.limits import check_fits
     from steerscope.loading import load_tokenizer
 
     user = read_user_data(args.kind, args.file)
     tokenizer = None if args.model is None else load_tokenizer(args.model)
+    if tokenizer is not None:
+        check_fits(user, args.model, tokenizer)
     print("\n".join(report(user, tokenizer, args.model)))
 
 

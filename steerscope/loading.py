@@ -142,14 +142,12 @@ def load(
     return _finish(hf, tokenizer or found, str(source))
 
 
-def load_tokenizer(source: str | os.PathLike | None = None) -> Any:
-    """The tokenizer of `source` (as `load` takes it) without loading the weights where possible:
-    the embedded model's cache, a built organism, a tiny model, a `.gguf`, an HF name or folder."""
-    from transformers import AutoTokenizer
-
+def _pretrained_place(source: str | os.PathLike | None) -> tuple[str | Path, dict[str, Any]]:
+    """Where `from_pretrained` finds the tokenizer and config of `source` (as `load` takes it, a
+    tiny model excepted), with the keyword arguments it needs, without loading the weights."""
     if source is None or source == EMBEDDED_NAME:
         folder, _ = cached_folder(embedded_cache_dir(), _build_embedded)
-        return AutoTokenizer.from_pretrained(folder)
+        return folder, {}
     text = str(source)
     if text.startswith(ORGANISM_PREFIX):
         from steerscope.cache import is_intact
@@ -158,17 +156,43 @@ def load_tokenizer(source: str | os.PathLike | None = None) -> Any:
         folder = organism_spec(text).folder()
         if not is_intact(folder):
             raise InputError(f"{text} is not built yet; `steerscope build {text}` trains it (a few minutes)")
-        return AutoTokenizer.from_pretrained(folder)
-    if text.startswith(TINY_PREFIX):
+        return folder, {}
+    path = Path(text)
+    if path.suffix == ".gguf":
+        return path.parent, {"gguf_file": path.name}
+    return text, {}
+
+
+def load_tokenizer(source: str | os.PathLike | None = None) -> Any:
+    """The tokenizer of `source` (as `load` takes it) without loading the weights where possible:
+    the embedded model's cache, a built organism, a tiny model, a `.gguf`, an HF name or folder."""
+    from transformers import AutoTokenizer
+
+    if str(source).startswith(TINY_PREFIX):
         from steerscope.tiny import char_tokenizer
 
         return char_tokenizer()
-    path = Path(text)
-    if path.suffix == ".gguf":
-        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    place, kwargs = _pretrained_place(source)
     try:
-        return AutoTokenizer.from_pretrained(text)
+        return AutoTokenizer.from_pretrained(place, **kwargs)
     except OSError as error:
         raise InputError(
-            f"could not load the tokenizer of {text!r} ({error.__class__.__name__}: {error})"
+            f"could not load the tokenizer of {str(source)!r} ({error.__class__.__name__}: {error})"
+        ) from None
+
+
+def load_config(source: str | os.PathLike | None = None) -> Any:
+    """The transformers config of `source` (as `load_tokenizer` takes it), without the weights."""
+    from transformers import AutoConfig
+
+    if str(source).startswith(TINY_PREFIX):
+        from steerscope.tiny import char_tokenizer, tiny_config
+
+        return tiny_config(str(source).removeprefix(TINY_PREFIX), len(char_tokenizer()))
+    place, kwargs = _pretrained_place(source)
+    try:
+        return AutoConfig.from_pretrained(place, **kwargs)
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"could not load the config of {str(source)!r} ({error.__class__.__name__}: {error})"
         ) from None

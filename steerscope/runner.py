@@ -2,9 +2,11 @@
 write `results.json` and `report.html`.
 
 Everything that can be wrong with the input is found before any expensive work, in this order:
-settings (declared types and ranges) -> output folder -> cache folder -> data sources (read and validated) -> the
-model -> layer settings against its layer count -> its context (an organism's vocabulary). The CLI
-(`steerscope run NAME`) and notebooks call the same function.
+settings (declared types and ranges) -> output folder -> cache folder -> data sources (read and
+validated) and counts against the user's records -> the model -> layer and position settings
+against it -> its context (an organism's vocabulary) -> the user's records against its positions
+and every count against its data (`steerscope.limits`). The CLI (`steerscope run NAME`) and
+notebooks call the same function.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from steerscope.context import build_context
 from steerscope.data.records import check_kind
 from steerscope.data.user_data import UserData, read_user_data
 from steerscope.errors import InputError
+from steerscope.limits import fit_counts, fit_to_model, user_holdings
 from steerscope.loading import load, resolve_dtype
 from steerscope.model import ModelLike, as_model
 from steerscope.output import check_output_folder, new_run_id
 from steerscope.registry import EXPERIMENTS, Experiment, ExperimentConfig, Outcome
 from steerscope.report import write_report, write_results
-from steerscope.settings import check_layers, check_settings
+from steerscope.settings import check_model_limits, check_settings
 
 EXPERIMENTS_PACKAGE = "steerscope.experiments"
 
@@ -71,36 +74,6 @@ def read_data(experiment: Experiment, data: Mapping[str, str]) -> dict[str, User
             takes = ", ".join(experiment.data_kinds) or "no data"
             raise InputError(f"{experiment.name} does not take {kind} data; it takes {takes}")
     return {kind: read_user_data(kind, str(source)) for kind, source in data.items()}
-
-
-def fit_counts(
-    experiment: Experiment, config: ExperimentConfig, user: Mapping[str, UserData], explicit: set[str]
-) -> tuple[ExperimentConfig, dict[str, dict[str, int]]]:
-    """The config with record counts fitted to the user's splits: a count the caller set that a
-    split cannot meet is an error; a default or quick count is lowered to what the split holds.
-    Returns the config and {field: {"from": ..., "to": ...}} for every lowered count."""
-    changes, lowered = {}, {}
-    for field, (kind, split) in config.RECORD_COUNTS.items():
-        if kind not in user:
-            continue
-        data = user[kind]
-        held = len(data.splits()[split]) if split else len(data.records)
-        where = f"the {split} split of {data.source}" if split else data.source
-        if held == 0:
-            raise InputError(
-                f"{experiment.name}: {where} holds no records (records are split by a hash of their "
-                "content); give more records"
-            )
-        value = getattr(config, field)
-        if value is None or value <= held:
-            continue
-        if field in explicit:
-            raise InputError(
-                f"{experiment.name}: {field}={value} needs {value} {kind} records, but {where} holds {held}"
-            )
-        changes[field] = held
-        lowered[field] = {"from": value, "to": held}
-    return (dataclasses.replace(config, **changes) if changes else config), lowered
 
 
 def _model_dtype(model: Any, dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -150,15 +123,16 @@ def run_experiment(
     folder = check_output_folder(out)
     check_cache()
     user = read_data(experiment, data or {})
-    config, lowered = fit_counts(experiment, config, user, set(settings))
+    config, lowered = fit_counts(name, config, user_holdings(user), set(settings))
     started = time.time()
     loaded = load(model, dtype=torch_dtype or torch.float32)
     if loaded.tokenizer is None:
         raise InputError(
             f"the model {loaded.source} has no tokenizer; pass steerscope.load(model, tokenizer=...) instead"
         )
-    check_layers(name, config, loaded.anatomy.n_layers, loaded.source)
+    check_model_limits(name, config, loaded.anatomy.n_layers, loaded.anatomy.max_positions, loaded.source)
     context = build_context(model, loaded, user, experiment.data_kinds, lowered)
+    config = fit_to_model(name, config, context, user, set(settings))
     outcome = experiment.run(config, context)
     run_id = new_run_id()
     outcome.results = {

@@ -328,12 +328,25 @@ def generic_windows(
         documents = _hf_texts(source, tokenizer, needed_tokens=2 * (n + 1) * length)
     else:
         documents = [text for _, text in generic_documents(source)]
-    pool = _split_windows(tokenizer, documents, length)[SPLITS.index(split) :: len(SPLITS)]
+    pool = _split_pool(tokenizer, documents, length, split)
     if n > len(pool):
         raise InputError(
             f"{'the texts given' if texts is not None else f'source {source!r}'} gave {len(pool)} {split} windows of {window} tokens, asked for {n}"
         )
     return [prefix + list(chunk) for chunk in random.Random(seed).sample(pool, n)]
+
+
+def count_windows(
+    tokenizer: Any, texts: list[str], window: int, split: str = "fisher", bos: bool = False
+) -> int:
+    """How many windows `generic_windows(tokenizer, n, window, split=split, bos=bos, texts=texts)`
+    can give: the largest `n` it takes."""
+    return len(_split_pool(getattr(tokenizer, "tokenizer", tokenizer), list(texts), window - bos, split))
+
+
+def _split_pool(tokenizer: Any, texts: list[str], length: int, split: str) -> list[tuple[int, ...]]:
+    """The distinct `length`-token windows of one split: windows alternate between the splits."""
+    return _split_windows(tokenizer, texts, length)[SPLITS.index(split) :: len(SPLITS)]
 
 
 def _split_windows(tokenizer: Any, texts: list[str], length: int) -> list[tuple[int, ...]]:

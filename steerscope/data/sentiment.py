@@ -46,6 +46,11 @@ NEUTRAL_PROMPTS = (
 )
 
 
+def n_distinct_pairs() -> int:
+    """The largest `n` `sentiment_pairs` can draw."""
+    return len(SUBJECTS) * len(FRAMES) * len(EVALUATIONS)
+
+
 def sentiment_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """`n` distinct (positive, negative) sentences differing only in the evaluative word."""
     combos = [(s, f, e) for s in SUBJECTS for f in FRAMES for e in EVALUATIONS]

@@ -27,13 +27,21 @@ from steerscope.data.conflicts import (
     few_shot_context_prompt,
 )
 from steerscope.data.facts import split_facts
-from steerscope.data.generic import generic_windows
+from steerscope.data.generic import count_windows, generic_windows
 from steerscope.data.records import Conflict, ContrastPair
 from steerscope.data.user_data import UserData, content_fraction, held_out_shares, split_by_hash
 from steerscope.errors import InputError
 
 #: (split, n, seed) -> ToM items (`steerscope.data.tom.TomItem` or `TomStory`)
 TomItems = Callable[[str, int, int], list[Any]]
+#: split ("" for a source without splits) -> how many records a provider can give, None when it
+#: has no known limit (its draw says when it runs short)
+Available = Callable[[str], int | None]
+
+
+def no_known_limit(split: str) -> None:
+    """The `Available` of a generator whose limit is unknown or too large to matter."""
+    return None
 
 
 def _take(user: UserData, split: str | None, rows: list[Any], n: int | None) -> list[Any]:
@@ -65,11 +73,16 @@ class TomData:
 
     items: TomItems
     source: str
+    available: Available = no_known_limit
 
     def with_user(self, user: UserData) -> TomData:
         """The user's stories, split by content hash."""
         splits = user.splits()
-        return TomData(lambda split, n, seed: _take(user, split, _split(user, splits, split), n), user.source)
+        return TomData(
+            lambda split, n, seed: _take(user, split, _split(user, splits, split), n),
+            user.source,
+            lambda split: len(_split(user, splits, split)),
+        )
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,10 @@ class TextData:
         """The user's texts, cut with this model's default window."""
         texts = list(user.records)
         return TextData(lambda: texts, self.window, user.source)
+
+    def available(self, tokenizer: Any, split: str, window: int | None = None, bos: bool = False) -> int:
+        """How many windows `windows(tokenizer, n, window, split=split, bos=bos)` can give."""
+        return count_windows(tokenizer, self.texts(), window or self.window, split, bos)
 
     def windows(
         self,
@@ -119,6 +136,7 @@ class ConflictData:
     cues: Mapping[str, str] | None = None
     split: Callable[[Sequence[Conflict], float, int], tuple[list[Conflict], list[Conflict]]] = split_facts
     source: str = "steerscope"
+    available: Available = no_known_limit
 
     def closed_book_prompt(self, record: Conflict, demos: int = 3, seed: int = 0) -> str:
         """The question without a context, after closed-book demonstrations (none with cues)."""
@@ -158,7 +176,12 @@ class ConflictData:
             return choose_demonstrations(record, records, k, seed)
 
         return ConflictData(
-            candidates, None if self.cues is not None else demos_for, self.cues, split, user.source
+            candidates,
+            None if self.cues is not None else demos_for,
+            self.cues,
+            split,
+            user.source,
+            lambda split: len(records),
         )
 
 
@@ -174,6 +197,7 @@ class ProblemData:
     problems: ProblemDraw
     prompt: Callable[[Problem, Style], str]
     source: str = "steerscope"
+    available: Available = no_known_limit
 
     def with_user(self, user: UserData) -> ProblemData:
         """The user's problems (no written solutions), asked with this model's prompt."""
@@ -182,6 +206,7 @@ class ProblemData:
             lambda n, split, seed, steps: _take(user, split, _split(user, splits, split), n),
             self.prompt,
             user.source,
+            lambda split: len(_split(user, splits, split)),
         )
 
 
@@ -193,6 +218,7 @@ class PairData:
     pairs: Callable[[int, int, int], tuple[list[ContrastPair], list[ContrastPair]]]
     prompts: tuple[str, ...]
     source: str = "steerscope"
+    available: Available = no_known_limit
 
     def with_user(self, user: UserData) -> PairData:
         """The user's pairs split by content hash; generation prompts stay this suite's."""
@@ -202,7 +228,7 @@ class PairData:
             train = _take(user, "train", splits["train"], n_train)
             return train, _take(user, "heldout", splits["heldout"], n_heldout)
 
-        return PairData(pairs, self.prompts, user.source)
+        return PairData(pairs, self.prompts, user.source, lambda split: len(_split(user, splits, split)))
 
 
 @dataclass(frozen=True)

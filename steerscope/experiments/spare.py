@@ -76,7 +76,7 @@ class SpareConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(
         n_candidates=120, ps=[0.03, 0.07, 0.2], alphas=[1.0, 2.0, 3.0], layer_set_sizes=[1, 2]
     )
-    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {"n_candidates": ("conflicts", "")}
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {"n_candidates": (("conflicts", ""),)}
     n_candidates: Count | None = None  # None: every candidate fact of the conflict data
     demos: Annotated[int, Range(0)] = 3
     # of the memorised facts, touched once by the chosen settings

@@ -242,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         "file", help="a .jsonl, .json, .csv, .parquet, .txt, datasets folder or hf:NAME[:SPLIT]"
     )
     check.add_argument("--kind", required=True, help="tom, conflicts, problems, text or pairs")
-    check.add_argument("--model", default=None, help="count multi-token answers with this model's tokenizer")
+    check.add_argument(
+        "--model",
+        default=None,
+        help="count multi-token answers with this model's tokenizer and check each record fits its positions",
+    )
     check.set_defaults(func=_data_check)
     args = parser.parse_args(argv)
     try:

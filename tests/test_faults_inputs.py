@@ -166,7 +166,7 @@ def test_a_record_longer_than_the_models_positions_fails_before_any_forward(tmp_
     source = _copy(tmp_path, "tom.jsonl", {"story": "word " * 5000 + "the"})
     message = (
         f"{source} line 1: field 'story' is too long: the model reads 25011 tokens for it, beyond the "
-        "4096 positions of tiny-llama; shorten it"
+        "2048 positions of tiny-llama; shorten it"
     )
     with pytest.raises(InputError) as error:
         run_experiment("tom-sensitivity", tmp_path / "out", model=model, data={"tom": source}, quick=True)
@@ -177,8 +177,8 @@ def test_a_record_longer_than_the_models_positions_fails_before_any_forward(tmp_
 
 def test_a_problem_is_measured_through_the_few_shot_prompt_and_the_tokens_generated(tmp_path, forwards):
     model, calls = forwards
-    source = _copy(tmp_path, "problems.jsonl", {"question": "x" * 2880})  # the prompt alone fits
-    message = r"line 1: field 'question' is too long: the model reads 4058 tokens \+ 96 generated for it"
+    source = _copy(tmp_path, "problems.jsonl", {"question": "x" * 800})  # the prompt alone fits
+    message = r"line 1: field 'question' is too long: the model reads 1978 tokens \+ 96 generated for it"
     with pytest.raises(InputError, match=message):
         run_experiment("efficiency", tmp_path / "out", model=model, data={"problems": source})
     user = {"problems": read_user_data("problems", source)}
@@ -202,8 +202,8 @@ def test_a_problem_is_measured_through_the_few_shot_prompt_and_the_tokens_genera
         ("position-logits", {"n_prompts": 10**6}, "position-logits: n_prompts=1000000 needs 1000000 text windows of 63"),
         ("conflict-probe", {"n_candidates": 1000}, "conflict-probe: n_candidates=1000 needs 1000 conflicts records, but steerscope:natural holds 329"),
         ("steer-demo", {"n_train": 10**6}, "steer-demo: n_train=1000000 needs 1000000 pairs records, but the train split of steerscope:natural holds"),
-        ("smoke", {"max_new_tokens": 10**9}, "smoke: max_new_tokens=1000000000 is out of range: tiny-llama has 4096 positions"),
-        ("rope", {"window": 5000}, "rope: window=5000 is out of range: tiny-llama has 4096 positions"),
+        ("smoke", {"max_new_tokens": 10**9}, "smoke: max_new_tokens=1000000000 is out of range: tiny-llama has 2048 positions"),
+        ("rope", {"window": 5000}, "rope: window=5000 is out of range: tiny-llama has 2048 positions"),
     ],
 )  # fmt: skip
 def test_counts_and_lengths_beyond_the_default_data_or_the_model_fail_before_any_forward(

@@ -17,12 +17,13 @@ record exhausts memory only after the work before it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from steerscope.anatomy import max_positions
 from steerscope.context import with_user_data
 from steerscope.data.arithmetic import STYLES
+from steerscope.data.conflicts import PUSHES, demonstration
 from steerscope.data.defaults import suite_of_world
 from steerscope.data.records import Conflict, ContrastPair, Record, TomStory
 from steerscope.data.suite import DataSuite
@@ -119,7 +120,7 @@ def _read_texts(
     elif isinstance(record, Conflict):
         conflicts = suite.conflicts
         field = max(("question", "org_context", "sub_context"), key=lambda name: len(getattr(record, name)))
-        pushes = tuple(conflicts.cues) if conflicts.cues is not None else ("context", "memory", "none")
+        pushes = tuple(conflicts.cues) if conflicts.cues is not None else PUSHES
         yield field, conflicts.closed_book_prompt(record, demos, seed)
         for push in pushes:
             for conflict in (True, False):
@@ -130,6 +131,23 @@ def _read_texts(
     elif kind == "problems":
         for style in STYLES:
             yield "question", suite.problems.prompt(record, style)
+
+
+def _demonstration_allowance(records: Sequence[Record], suite: DataSuite, tokenizer: Any, demos: int) -> int:
+    """At most how many tokens `demos` demonstrations add to a conflict prompt: the longest
+    demonstration any record gives (any push), with its separator, `demos` times; 0 for an
+    organism's cue prompts, which have none."""
+    if suite.conflicts.cues is not None or demos == 0:
+        return 0
+    texts = [demonstration(record, push) for record in records for push in PUSHES]
+    return demos * (max(len(ids) for ids in tokenizer(texts).input_ids) + 2)
+
+
+def _longest(tokenizer: Any, read: list[tuple[str, str]]) -> tuple[int, str]:
+    """(tokens, field) of the longest text in `read`."""
+    lengths = [len(ids) for ids in tokenizer([text for _, text in read]).input_ids]
+    longest = max(range(len(read)), key=lengths.__getitem__)
+    return lengths[longest], read[longest][0]
 
 
 def check_record_lengths(
@@ -143,24 +161,31 @@ def check_record_lengths(
     generated: int = 0,
 ) -> None:
     """Each of the user's records, read through `suite`'s prompts (`demos` demonstrations drawn
-    with `seed`) with `generated` tokens after it, within the `positions` of `model`."""
+    with `seed`) with `generated` tokens after it, within the `positions` of `model`.
+
+    A conflict prompt is first bounded by its question with the longest demonstrations any record
+    gives; only a record whose bound does not fit is measured with its own demonstrations (drawing
+    them scans every record, too slow to do for each record of NQ-Swap)."""
     if positions is None:
         return
     for kind, data in user.items():
         if kind == "text":  # cut into windows, whose size is a setting checked on its own
             continue
+        allowance = (
+            _demonstration_allowance(data.records, suite, tokenizer, demos) if kind == "conflicts" else 0
+        )
         for location, record in zip(data.locations, data.records, strict=True):
-            read = list(_read_texts(kind, record, suite, demos, seed))
+            read = list(dict.fromkeys(_read_texts(kind, record, suite, 0 if allowance else demos, seed)))
             if not read:
                 continue
-            lengths = [len(ids) for ids in tokenizer([text for _, text in read]).input_ids]
-            longest = max(range(len(read)), key=lengths.__getitem__)
-            if lengths[longest] + generated > positions:
+            tokens, field = _longest(tokenizer, read)
+            if allowance and tokens + allowance + generated > positions:
+                tokens, field = _longest(tokenizer, list(_read_texts(kind, record, suite, demos, seed)))
+            if tokens + generated > positions:
                 plus = f" + {generated} generated" if generated else ""
                 raise InputError(
-                    f"{data.source} {location}: field '{read[longest][0]}' is too long: the model reads "
-                    f"{lengths[longest]} tokens{plus} for it, beyond the {positions} positions of {model}; "
-                    "shorten it"
+                    f"{data.source} {location}: field '{field}' is too long: the model reads {tokens} tokens"
+                    f"{plus} for it, beyond the {positions} positions of {model}; shorten it"
                 )
 
 

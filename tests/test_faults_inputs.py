@@ -190,6 +190,21 @@ def test_a_problem_is_measured_through_the_few_shot_prompt_and_the_tokens_genera
     assert fitted.max_new_tokens == 8 and not calls
 
 
+def test_a_conflict_prompt_is_measured_with_its_own_demonstrations(tmp_path, capsys):
+    """A record fits when its prompt with its three demonstrations does, though its bound (its
+    question with the three longest demonstrations of the file) does not."""
+    context = _rows("conflicts.jsonl")[0]["sub_context"]
+    fits = _copy(tmp_path, "conflicts.jsonl", {"sub_context": "So it goes. " * 90 + context})
+    assert main(["data", "check", fits, "--kind", "conflicts", "--model", "tiny:llama"]) == 0
+    too_long = _copy(tmp_path, "conflicts.jsonl", {"sub_context": "So it goes. " * 170 + context})
+    code, err = _cli(["data", "check", too_long, "--kind", "conflicts", "--model", "tiny:llama"], capsys)
+    assert code == 2 and re.fullmatch(
+        rf"steerscope: error: {re.escape(too_long)} line 1: field 'sub_context' is too long: the model "
+        r"reads \d+ tokens for it, beyond the 2048 positions of tiny:llama; shorten it",
+        err[0],
+    )
+
+
 @pytest.mark.parametrize(
     ("experiment", "settings", "message"),
     [

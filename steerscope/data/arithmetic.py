@@ -303,21 +303,31 @@ def distinct_problems(
     exclude: Collection[str] = (),
 ) -> list[Problem]:
     """`n` distinct problems of `split` from `draw(rng, steps)`, cycling through `steps`, none of
-    whose questions is in `exclude`."""
+    whose questions is in `exclude`; `MAX_MISSES` draws in a row that give nothing new mean the
+    problems of a step are used up (so a count far beyond them fails in seconds, not hours)."""
     problems: list[Problem] = []
     seen = set(exclude)
+    misses = 0
     for _ in range(200 * n + 1000):
         problem = draw(rng, steps[len(problems) % len(steps)])
         if problem.question in seen or split_of(problem.question) != split:
+            misses += 1
+            if misses > MAX_MISSES:
+                break
             continue
+        misses = 0
         seen.add(problem.question)
         problems.append(problem)
         if len(problems) == n:
             return problems
     raise InputError(
-        f"could not draw {n} distinct {split} problems with steps {list(steps)}; "
+        f"could not draw {n} distinct {split} problems with steps {list(steps)} (drew {len(problems)}); "
         "ask for fewer or more kinds of steps"
     )
+
+
+#: Draws in a row without a new problem after which `distinct_problems` gives up.
+MAX_MISSES = 20_000
 
 
 def few_shot_prompt(problem: Problem | str, style: Style = "standard") -> str:

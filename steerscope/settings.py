@@ -3,10 +3,10 @@
 A config field's type hint is its contract, read once here for every experiment: `int`, `float`
 (always finite), `bool`, `str`, `Literal[...]` choices, `list[...]`, `X | None`, and
 `Annotated[X, constraint, ...]` for what a type cannot say: `Range` (numbers), `NonZero`
-(numbers), `NonEmpty` (lists, text), a built-in `range` (integers, for a module that imports nothing of
-steerscope, e.g. the registry's seed), and what only the loaded model can say: `ModelLayer` (a
-layer index: >= 0 before the model is loaded, below its layer count right after) and
-`ModelPositions` (a token count: below the model's positions, `max_position_embeddings`, right
+(numbers), `NonEmpty` (lists, text), a built-in `range` (integers, for a module that imports
+nothing of steerscope, e.g. the registry's seed), and what only the loaded model can say:
+`ModelLayer` (a layer index: >= 0 before the model is loaded, below its layer count right after)
+and `ModelPositions` (a token count: below the model's positions, `max_position_embeddings`, right
 after). A value that breaks the contract is an `InputError` naming the setting, the value and what
 is valid.
 """

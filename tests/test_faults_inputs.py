@@ -7,6 +7,7 @@ mean two ways. Each is one line before the work it would spoil, or works as the 
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import torch
 import steerscope as ss
 import steerscope.runner as runner
 from steerscope.cli import main
+from steerscope.data import arithmetic
 from steerscope.data.user_data import read_user_data
 from steerscope.errors import InputError
 from steerscope.experiments import run_experiment
@@ -247,6 +249,19 @@ def test_a_default_count_beyond_the_users_text_is_lowered_and_recorded(forwards)
     ):
         fit_to_model(experiment.name, config, context, user, {"n_prompts"})
     assert not calls
+
+
+def test_a_count_far_beyond_what_a_problem_generator_can_draw_fails_instead_of_drawing_for_hours():
+    """The natural problems have no cheap exact count, so `efficiency --set n_train=1000000000` is
+    stopped by the draw itself: 20000 draws in a row with nothing new (a few seconds here; the old
+    bound, 200 draws per problem asked, would have run for days)."""
+    three = [arithmetic.arithmetic_problems(3, "train")[i] for i in range(3)]
+
+    def draw(rng, steps):
+        return rng.choice(three)
+
+    with pytest.raises(InputError, match=r"could not draw 1000000000 distinct train problems .* \(drew 3\)"):
+        arithmetic.distinct_problems(draw, random.Random(0), 10**9, "train", [1])
 
 
 def test_a_seed_beyond_what_numpy_takes_is_one_line_before_the_model_loads(tmp_path, capsys, no_model_load):

@@ -99,9 +99,9 @@ def test_load_accepts_a_ready_model_without_copying(tiny_llama):
 def test_load_errors_name_what_is_wrong(tmp_path):
     with pytest.raises(InputError, match="unsupported dtype 'float8'; valid: float32, bfloat16, float16"):
         ss.load("anything", dtype="float8")
-    with pytest.raises(FileNotFoundError, match="GGUF file not found"):
+    with pytest.raises(InputError, match="GGUF file not found"):
         ss.load(tmp_path / "missing.gguf")
-    with pytest.raises(FileNotFoundError, match="model folder not found"):
+    with pytest.raises(InputError, match="model folder not found"):
         ss.load(str(tmp_path / "no-such-folder"))
     with pytest.raises(InputError, match="could not load 'no-such-org/no-such-model'.*HF_HUB_OFFLINE"):
         ss.load("no-such-org/no-such-model")

@@ -12,13 +12,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from steerscope.errors import InputError
+
 N_RESAMPLES = 2000
 
 
 def _check(values: Sequence[float], name: str) -> np.ndarray:
     array = np.asarray(values, dtype=float)
     if array.ndim != 1 or len(array) == 0:
-        raise ValueError(f"{name} must be a non-empty list of numbers, got shape {array.shape}")
+        raise InputError(f"{name} must be a non-empty list of numbers, got shape {array.shape}")
     return array
 
 
@@ -39,6 +41,6 @@ def paired_difference(
     """mean(after - before) over the same items with its percentile-bootstrap interval."""
     a, b = _check(after, "after"), _check(before, "before")
     if a.shape != b.shape:
-        raise ValueError(f"after and before must score the same items, got {len(a)} and {len(b)}")
+        raise InputError(f"after and before must score the same items, got {len(a)} and {len(b)}")
     low, high = mean_interval(a - b, level, n, seed)
     return {"delta": float((a - b).mean()), "low": low, "high": high}

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from steerscope.errors import InputError
+
 
 @dataclass(frozen=True)
 class LinearProbe:
@@ -26,9 +28,9 @@ class LinearProbe:
 def train_probe(x: Tensor, y: Tensor, l2: float = 1e-3, steps: int = 200) -> LinearProbe:
     """Fit L2-regularised logistic regression on x [n, d], y [n] in {0, 1} with L-BFGS (float64)."""
     if x.dim() != 2 or y.shape != (x.shape[0],):
-        raise ValueError(f"expected x [n, d] and y [n], got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise InputError(f"expected x [n, d] and y [n], got {tuple(x.shape)} and {tuple(y.shape)}")
     if len(torch.unique(y)) != 2:
-        raise ValueError("a probe needs examples of both labels")
+        raise InputError("a probe needs examples of both labels")
     x, y = x.double(), y.double()
     mean, std = x.mean(0), x.std(0).clamp(min=1e-8)
     z = (x - mean) / std

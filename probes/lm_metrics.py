@@ -88,7 +88,7 @@ def continuation_logprobs(
         head = tokenizer(prompt).input_ids
         tail = tokenizer(continuation, add_special_tokens=False).input_ids
         if not tail:
-            raise ValueError(f"continuation {continuation!r} has no tokens")
+            raise InputError(f"continuation {continuation!r} has no tokens")
         rows.append((head, tail))
     device = _device(loaded)
     pad = tokenizer.pad_token_id or 0
@@ -137,7 +137,7 @@ def perplexity(
     ):
         chunk = windows[start : start + batch_size]
         if len({len(w) for w in chunk}) != 1:
-            raise ValueError("perplexity windows in one batch must have the same length")
+            raise InputError("perplexity windows in one batch must have the same length")
         ids = torch.tensor([list(w) for w in chunk], device=device)
         logits = loaded.hf(input_ids=ids).logits.float()
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")

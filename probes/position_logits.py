@@ -32,6 +32,7 @@ from torch import Tensor
 
 from steerscope.anatomy import anatomy_of
 from steerscope.capture import Capture, capture
+from steerscope.errors import InputError
 from steerscope.intervene import module_at
 from steerscope.model import Model, ModelLike, as_model
 from steerscope.rotary import pair_frequencies
@@ -226,13 +227,13 @@ def fit_additive(
     With `share_distance=False`, a is solved per prompt from that prompt's terms alone.
     """
     if len(logits) != len(allowed) or not logits:
-        raise ValueError(f"need matching, non-empty logits and masks; got {len(logits)} and {len(allowed)}")
+        raise InputError(f"need matching, non-empty logits and masks; got {len(logits)} and {len(allowed)}")
     n_distances = max(m.shape[0] for m in allowed)
     designs, targets = [], []
     cache: dict[bytes, _Design] = {}
     for values, mask in zip(logits, allowed, strict=True):
         if values.shape[-2:] != mask.shape:
-            raise ValueError(f"logits {tuple(values.shape)} do not match mask {tuple(mask.shape)}")
+            raise InputError(f"logits {tuple(values.shape)} do not match mask {tuple(mask.shape)}")
         key = bytes(str(mask.shape[0]), "ascii") + mask.numpy().tobytes()
         if key not in cache:
             cache[key] = _design(mask, n_distances)

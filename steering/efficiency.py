@@ -41,6 +41,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 
 from steerscope.capture import tokenize_for_generate
 from steerscope.data.arithmetic import Problem, Style, extract_answer, few_shot_prompt
+from steerscope.errors import InputError
 from steerscope.model import ModelLike, as_model
 from steerscope.prefix_cache import prefixed_batch
 from steerscope.sites import Site
@@ -180,7 +181,7 @@ def generate_solutions(
     tokenizer = loaded.tokenizer
     thinking = think_close_id(tokenizer) is not None
     if thinking_steer is not None and vector is not None:
-        raise ValueError("give either vector (steer every generated token) or thinking_steer, not both")
+        raise InputError("give either vector (steer every generated token) or thinking_steer, not both")
     close = require_think_close(tokenizer) if budget is not None else None
     flat = [(i, p) for i, p in enumerate(prompts) for _ in range(n_samples)]
     sampling = (
@@ -239,7 +240,7 @@ def pair_by_length(
     """(shortest, longest) correct solution by token count (`by="n_thinking"`: by thinking
     tokens); None if fewer than two correct ones or all correct ones have the same length."""
     if by not in ("n_tokens", "n_thinking"):
-        raise ValueError(f"by: unknown {by!r}; valid: 'n_tokens', 'n_thinking'")
+        raise InputError(f"by: unknown {by!r}; valid: 'n_tokens', 'n_thinking'")
     correct = [g for g in generations if g.correct and getattr(g, by) is not None]
     if len(correct) < 2:
         return None
@@ -314,7 +315,7 @@ def harvest_prompt_contrast(
     `"written"`: the data set's brief and thorough solutions (always correct, off-policy).
     """
     if completions not in COMPLETIONS:
-        raise ValueError(f"unknown completions {completions!r}; valid: {', '.join(COMPLETIONS)}")
+        raise InputError(f"unknown completions {completions!r}; valid: {', '.join(COMPLETIONS)}")
     tokenizer = as_model(model).tokenizer
     contexts = [prompt(p, "standard") for p in problems]
     pairs: list[LengthPair] = []
@@ -395,7 +396,7 @@ def efficiency_vector(
     loaded = as_model(model)
     pairs = harvest.pairs
     if len(pairs) < 2:
-        raise ValueError(f"need at least 2 concise/verbose pairs, got {len(pairs)}")
+        raise InputError(f"need at least 2 concise/verbose pairs, got {len(pairs)}")
     n_held = min(max(1, math.ceil(heldout_fraction * len(pairs))), len(pairs) - 1)
     train, held = pairs[:-n_held], pairs[-n_held:]
     concise = [(p.prompt, p.concise) for p in pairs]
@@ -619,9 +620,9 @@ def thinking_directions(
     `steering.thinking.delimiter_activations`)."""
     loaded = as_model(model)
     if len(harvest.pairs) < 1:
-        raise ValueError("need at least 1 concise/verbose pair; sample more problems or more traces each")
+        raise InputError("need at least 1 concise/verbose pair; sample more problems or more traces each")
     if read not in ("thinking", "delimiters"):
-        raise ValueError(f"read: unknown {read!r}; valid: 'thinking', 'delimiters'")
+        raise InputError(f"read: unknown {read!r}; valid: 'thinking', 'delimiters'")
     sites = [Site(layer, kind) for layer in layers]
     concise = [(p.prompt, p.concise) for p in harvest.pairs]
     verbose = [(p.prompt, p.verbose) for p in harvest.pairs]
@@ -654,7 +655,7 @@ def _delimiter_means(
     """Per site: the mean over traces of each trace's mean residual at its thought delimiters."""
     found = [t for t in delimiter_activations(model, traces, sites, delimiter) if t.thoughts]
     if not found:
-        raise ValueError(f"no trace has a thought delimiter {delimiter!r} before </think>")
+        raise InputError(f"no trace has a thought delimiter {delimiter!r} before </think>")
     return {
         str(site): torch.stack([t.activations[str(site)].mean(0) for t in found]).mean(0) for site in sites
     }
@@ -719,7 +720,7 @@ def problem_intervals(
     """Bootstrap intervals of accuracy and mean thinking tokens (all tokens for a model without
     `</think>`), resampling problems (several samples of one problem are not independent)."""
     if not samples or any(not gs for gs in samples):
-        raise ValueError("need at least one generation for every problem")
+        raise InputError("need at least one generation for every problem")
     correct, tokens, n = _per_problem(samples)
     picks = _resamples(len(samples), n_boot, seed)
     total = n[picks].sum(1)
@@ -739,7 +740,7 @@ def paired_change(
     """How `other` differs from `base` on the same problems (in the same order): accuracy
     difference and relative change of mean thinking tokens, with paired bootstrap intervals."""
     if len(base) != len(other):
-        raise ValueError(f"paired_change needs the same problems: got {len(base)} and {len(other)}")
+        raise InputError(f"paired_change needs the same problems: got {len(base)} and {len(other)}")
     (c0, t0, n0), (c1, t1, n1) = _per_problem(base), _per_problem(other)
     picks = _resamples(len(base), n_boot, seed)
 

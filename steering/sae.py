@@ -90,7 +90,7 @@ class SAETrainSettings:
     def schedule(self, n_tokens: int) -> TrainSchedule:
         """The training schedule for `n_tokens` training tokens (k must be filled in)."""
         if self.k is None:
-            raise ValueError("SAETrainSettings.k is None: call settings.for_model(model) first")
+            raise InputError("SAETrainSettings.k is None: call settings.for_model(model) first")
         steps = max(1, math.ceil(self.epochs * n_tokens / self.batch_size))
         return TrainSchedule(steps, self.batch_size, self.lr, self.k, self.expansion, self.seed)
 
@@ -164,7 +164,7 @@ def sae_from_activations(
     checkpoints); returns a sae-lens `JumpReLUSAE` that reads and writes raw activations. k None:
     a tenth of d_model."""
     if acts.dim() != 2:
-        raise ValueError(f"acts must be [n_tokens, d_model], got shape {tuple(acts.shape)}")
+        raise InputError(f"acts must be [n_tokens, d_model], got shape {tuple(acts.shape)}")
     settings = replace(settings, k=settings.k or max(1, acts.shape[1] // 10))
     return to_sae_lens(train_batch_topk(acts, settings.schedule(acts.shape[0])), metadata)
 
@@ -357,11 +357,11 @@ def load_sae(source: str | Path, device: str = "cpu") -> Any:
     if not sae_id:
         raise InputError(f"{source!r} is neither an SAE folder nor a 'release/sae_id' of sae-lens")
     if offline & {"1", "true", "yes", "on"}:
-        raise RuntimeError(
+        raise InputError(
             f"loading the pretrained SAE {release!r} / {sae_id!r} needs the Hugging Face hub, which is "
             "set offline (HF_HUB_OFFLINE); build one with steerscope.steering.sae.train_saes instead"
         )
     try:
         return SAE.from_pretrained(release, sae_id, device=device)
     except Exception as error:  # unknown release, network down
-        raise RuntimeError(f"could not load pretrained SAE {release!r} / {sae_id!r}: {error}") from error
+        raise InputError(f"could not load pretrained SAE {release!r} / {sae_id!r}: {error}") from error

@@ -43,6 +43,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from steerscope.cache import write_atomic
+from steerscope.errors import InputError
 from steerscope.hashing import HASH_NAME, data_digest
 
 TRAINER_VERSION = 3  # in every SAE's cache key and checkpoint: a changed trainer never reuses old work
@@ -265,7 +266,7 @@ def train_batch_topk(
     (raw units, see `export`) and training facts. With `folder`, checkpoints there every
     `schedule.checkpoint_every` steps and resumes from the last one."""
     if acts.dim() != 2 or acts.shape[0] < schedule.batch_size:
-        raise ValueError(
+        raise InputError(
             f"acts must be [n_tokens, d_model] with at least batch_size={schedule.batch_size} rows, "
             f"got {tuple(acts.shape)}"
         )

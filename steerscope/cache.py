@@ -20,15 +20,48 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from steerscope.errors import InputError
 from steerscope.hashing import HASH_NAME, data_digest, file_digest
 
 MANIFEST = "steerscope-manifest.json"
 _FORMAT = 2
 
 
+CACHE_VARIABLE = "STEERSCOPE_CACHE"
+
+
 def cache_root() -> Path:
-    """The cache folder: `$STEERSCOPE_CACHE` or ~/.cache/steerscope."""
-    return Path(os.environ.get("STEERSCOPE_CACHE", Path.home() / ".cache" / "steerscope"))
+    """The cache folder: `$STEERSCOPE_CACHE` (`~` expanded) or ~/.cache/steerscope."""
+    return Path(os.environ.get(CACHE_VARIABLE, Path.home() / ".cache" / "steerscope")).expanduser()
+
+
+def check_writable(folder: Path, what: str, fix: str = "") -> None:
+    """`folder` is a folder or can be created, in a place this process can write (tried by
+    creating and removing a file there: mode bits alone say nothing for root or a read-only
+    mount), without creating it; else an `InputError` starting with `what`, ending with `fix`."""
+    advice = f"; {fix}" if fix else ""
+    place = folder
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{what}: is a file; {fix or 'give a folder'}")
+        while not place.exists():
+            place = place.parent
+        if not place.is_dir():
+            raise InputError(f"{what}: {place} is a file, so the folder cannot be created{advice}")
+        handle, probe = tempfile.mkstemp(prefix=".steerscope-write-check.", dir=place)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(f"{what}: cannot write in {place} ({error.strerror}){advice}") from None
+
+
+def check_cache() -> Path:
+    """The cache folder, checked to be a folder this process can write (or create), before any
+    work that would build into it; else one line naming `$STEERSCOPE_CACHE`."""
+    root = cache_root()
+    named = f" ({CACHE_VARIABLE})" if CACHE_VARIABLE in os.environ else ""
+    check_writable(root, f"steerscope cache {root}{named}", f"set {CACHE_VARIABLE} to a folder you can write")
+    return root
 
 
 def _files(folder: Path) -> list[str]:
@@ -115,6 +148,10 @@ def cached_folder(folder: Path, build: Callable[[Path], None]) -> tuple[Path, bo
     """
     if is_intact(folder):
         return folder, False
+    if cache_root() in folder.parents:
+        check_cache()
+    else:
+        check_writable(folder.parent, f"cache folder {folder.parent}")
     with _lock(folder.with_name(folder.name + ".lock")):
         problem = damage(folder)
         if problem is None:  # another process built it while we waited

@@ -47,16 +47,16 @@ class Capture:
     def __getitem__(self, site: str | Site) -> Tensor:
         key = str(Site.parse(site))
         if key not in self.activations:
-            raise KeyError(f"site {key} was not captured; captured: {', '.join(self.activations)}")
+            raise InputError(f"site {key} was not captured; captured: {', '.join(self.activations)}")
         return self.activations[key]
 
 
 def prompt_list(prompts: Sequence[str], name: str = "prompts") -> list[str]:
     """`prompts` as a list, checked: a non-empty sequence of strings (a lone string is not one)."""
     if isinstance(prompts, str) or not isinstance(prompts, Sequence):
-        raise TypeError(f"{name} must be a list of strings, got {type(prompts).__name__}")
+        raise InputError(f"{name} must be a list of strings, got {type(prompts).__name__}")
     if not all(isinstance(p, str) for p in prompts):
-        raise TypeError(f"{name} must be a list of strings, got an item that is not a string")
+        raise InputError(f"{name} must be a list of strings, got an item that is not a string")
     if not prompts:
         raise InputError(f"{name} is empty; at least one is needed")
     return list(prompts)
@@ -66,7 +66,7 @@ def tokenize(model: Model, prompts: Sequence[str]) -> dict[str, Tensor]:
     """Left-padded input ids, attention mask and matching position ids for a batch of prompts."""
     prompts = prompt_list(prompts)
     if model.tokenizer is None:
-        raise ValueError("this model has no tokenizer; pass tokenizer= to load()")
+        raise InputError("this model has no tokenizer; pass tokenizer= to load()")
     encoded = model.tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
     mask = encoded["attention_mask"]
     return {
@@ -176,9 +176,9 @@ def capture(
     """
     prompts = prompt_list(prompts)
     if reduce not in REDUCTIONS:
-        raise ValueError(f"unknown reduce {reduce!r}; valid: {', '.join(map(repr, REDUCTIONS))}")
+        raise InputError(f"unknown reduce {reduce!r}; valid: {', '.join(map(repr, REDUCTIONS))}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     loaded = as_model(model)
     targets = resolve_sites(sites, loaded.anatomy)
     parts: dict[Site, list[Tensor]] = {site: [] for site in targets}

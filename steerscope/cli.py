@@ -2,13 +2,15 @@
 `run NAME --out DIR [--model M] [--data KIND=SOURCE ...] [--dtype D] [--quick]`, `data check FILE --kind K`
 and `vector export NAME FILE.gguf [--strength S]` / `vector import FILE.gguf NAME` (llama.cpp control vectors).
 
-Bad input (a setting, a path, a record) is one line on stderr and exit code 2; `--debug` prints
-the traceback before it."""
+Bad input (a setting, a path, a record: an `InputError`, or an OS error about a path the user
+gave) is one line on stderr and exit code 2; `--debug` prints the traceback before it. Any other
+exception is a bug in steerscope and shows its traceback."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from importlib.metadata import PackageNotFoundError, version
@@ -188,22 +190,32 @@ def run_request(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> None:
+    from steerscope.output import output_folder, previous_run
     from steerscope.runner import run_experiment
 
     request = run_request(args)
     settings = request.pop("settings")
+    out = output_folder(args.out)
+    previous = previous_run(out)
+    if previous:
+        print(
+            f"steerscope: {out} holds {previous}; this run replaces its results.json and report.html",
+            file=sys.stderr,
+        )
     run_experiment(**request, **settings)
-    out = Path(args.out).resolve()
     print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}")
 
 
 def _data_check(args: argparse.Namespace) -> None:
     from steerscope.data.check import report
     from steerscope.data.user_data import read_user_data
+    from steerscope.limits import check_fits
     from steerscope.loading import load_tokenizer
 
     user = read_user_data(args.kind, args.file)
     tokenizer = None if args.model is None else load_tokenizer(args.model)
+    if tokenizer is not None:
+        check_fits(user, args.model, tokenizer)
     print("\n".join(report(user, tokenizer, args.model)))
 
 
@@ -339,7 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
         "file", help="a .jsonl, .json, .csv, .parquet, .txt, datasets folder or hf:NAME[:SPLIT]"
     )
     check.add_argument("--kind", required=True, help="tom, conflicts, problems, text or pairs")
-    check.add_argument("--model", default=None, help="count multi-token answers with this model's tokenizer")
+    check.add_argument(
+        "--model",
+        default=None,
+        help="count multi-token answers with this model's tokenizer and check each record fits its positions",
+    )
     check.set_defaults(func=_data_check)
     vector = commands.add_parser(
         "vector", parents=[debug], help="move a steering vector to and from llama.cpp control vectors"
@@ -387,12 +403,32 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
+    except BrokenPipeError:  # `steerscope ... | head`: the reader left; stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (InputError, OSError) as error:
+        if isinstance(error, OSError) and not _about_user_path(error, args):
+            raise  # an OS error inside steerscope is a bug: its traceback must show
         if getattr(args, "debug", False):  # given before or after the command
             traceback.print_exc()
         print(f"steerscope: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _about_user_path(error: OSError, args: argparse.Namespace) -> bool:
+    """Whether `error` names a file or folder the user gave (--out, a data file, a model folder)
+    or one inside it: a full disk or a folder removed under a run is the user's to fix."""
+    given = [getattr(args, name, None) for name in ("out", "file", "model")]
+    given += [source for _, source in getattr(args, "data", [])]
+    roots = [Path(str(path)).expanduser().absolute() for path in given if path]
+    for name in (error.filename, error.filename2):
+        if name is None:
+            continue
+        path = Path(os.fsdecode(name)).absolute()
+        if any(path == root or root in path.parents for root in roots):
+            return True
+    return False
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from transformers import AutoTokenizer
 
+from steerscope.errors import InputError
 from steerscope.intervene import Edit, EditSpec, edit_list, merge_head, run_edits, select_head
 from steerscope.model import Model, ModelLike, as_model
 from steerscope.sites import KV_KINDS, Site
@@ -46,7 +47,7 @@ HOOKED_TRANSFORMER_FAMILIES = ("llama", "gemma3")
 def _validate(site: Site, cfg: Any) -> Site:
     """Check a site against a HookedTransformer config (it has no steerscope `Anatomy`)."""
     if site.layer >= cfg.n_layers:
-        raise ValueError(
+        raise InputError(
             f"site {site}: layer {site.layer} out of range; this model has layers 0-{cfg.n_layers - 1}"
         )
     if site.head is not None:
@@ -54,9 +55,9 @@ def _validate(site: Site, cfg: Any) -> Site:
         n = (cfg.n_key_value_heads or cfg.n_heads) if kv else cfg.n_heads
         if site.head >= n:
             what = "KV heads" if kv else "query heads"
-            raise ValueError(f"site {site}: head {site.head} out of range; this model has {n} {what}")
+            raise InputError(f"site {site}: head {site.head} out of range; this model has {n} {what}")
     if site.kind in ("q", "k") and getattr(cfg, "use_qk_norm", False):
-        raise ValueError(
+        raise InputError(
             f"site {site}: HookedTransformer's hook_{site.kind} comes before the QK norm, steerscope's "
             f"{site.kind} after it, so they differ on this model; use {site.kind}_rope instead"
         )
@@ -115,7 +116,7 @@ def _hook_fn(site: Site, edits: Sequence[Edit], tracker: _HookedTracker) -> Call
         if new is part:
             return None
         if site.kind == "attn_pattern":
-            raise ValueError(f"site {site}: attn_pattern is read-only; edit q_rope or k_rope instead")
+            raise InputError(f"site {site}: attn_pattern is read-only; edit q_rope or k_rope instead")
         return merge_head(act, new, site, axis)
 
     return hook
@@ -170,7 +171,7 @@ def _rope_base(rope_parameters: dict, layer_type: str) -> float:
     """The rope_theta of one layer type; scaled RoPE variants are not converted."""
     params = rope_parameters.get(layer_type, rope_parameters)
     if params.get("rope_type", "default") != "default":
-        raise ValueError(
+        raise InputError(
             f"rope_type {params['rope_type']!r} ({layer_type}) is not supported by hooked_transformer_from; "
             "only unscaled RoPE converts exactly"
         )
@@ -206,7 +207,7 @@ def _hooked_config(model: Model) -> Any:
     )
     if anatomy.family.name == "llama":
         if getattr(text, "attention_bias", False) or getattr(text, "mlp_bias", False):
-            raise ValueError("hooked_transformer_from: llama models with biases are not supported")
+            raise InputError("hooked_transformer_from: llama models with biases are not supported")
         return HookedTransformerConfig(
             **common,
             act_fn=text.hidden_act,
@@ -248,7 +249,7 @@ def hooked_transformer_from(model: ModelLike) -> Any:
     loaded = as_model(model)
     family = loaded.anatomy.family.name
     if family not in HOOKED_TRANSFORMER_FAMILIES:
-        raise ValueError(
+        raise InputError(
             f"hooked_transformer_from supports families {', '.join(HOOKED_TRANSFORMER_FAMILIES)}; "
             f"got {family!r}"
         )
@@ -278,7 +279,7 @@ def bridge_from(model: ModelLike) -> Any:
 
     loaded = as_model(model)
     if loaded.tokenizer is None:
-        raise ValueError("bridge_from needs a tokenizer; the model has none")
+        raise InputError("bridge_from needs a tokenizer; the model has none")
     hf = copy.deepcopy(loaded.hf)
     parameter = next(hf.parameters())
     with _reloadable_tokenizer(loaded.tokenizer) as tokenizer:

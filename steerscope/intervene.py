@@ -325,7 +325,7 @@ class _Installer:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if weights is None:
-                raise RuntimeError(
+                raise InputError(
                     f"site {site}: this attention implementation returns no probabilities; "
                     "capture() switches to eager attention for attn_pattern sites, or call "
                     "model.set_attn_implementation('eager') yourself"
@@ -333,7 +333,7 @@ class _Installer:
             act = select_head(weights, site, head_axis=1)
             new = run_edits(site, act, edits, self.tokens(weights.device) if uses_tokens else None)
             if new is not act:
-                raise ValueError(f"site {site}: attn_pattern is read-only; edit q_rope or k_rope instead")
+                raise InputError(f"site {site}: attn_pattern is read-only; edit q_rope or k_rope instead")
 
         self.handles.append(module.register_forward_hook(hook))
 
@@ -349,7 +349,7 @@ def edit_list(value: Edit | Sequence[Edit]) -> list[Edit]:
         return [value]
     edits = list(value)
     if not all(callable(e) for e in edits):
-        raise TypeError("an edit must be a callable edit(activation, tokens) or a list of them")
+        raise InputError("an edit must be a callable edit(activation, tokens) or a list of them")
     return edits
 
 

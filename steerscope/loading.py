@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from steerscope.cache import cache_root, cached_folder
+from steerscope.errors import InputError
 from steerscope.model import Model, as_model
 
 EMBEDDED_NAME = "gemma3-270m"
@@ -27,7 +28,7 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         return dtype
     if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
         return DTYPES[dtype.removeprefix("torch.")]
-    raise ValueError(f"unsupported dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    raise InputError(f"unsupported dtype {dtype!r}; valid: {', '.join(DTYPES)}")
 
 
 def embedded_cache_dir() -> Path:
@@ -117,7 +118,7 @@ def load(
     path = Path(source)
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise FileNotFoundError(f"GGUF file not found: {path}")
+            raise InputError(f"GGUF file not found: {path}")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         hf = AutoModelForCausalLM.from_pretrained(
@@ -126,15 +127,15 @@ def load(
         found = tokenizer or AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         return _finish(hf, found, str(path))
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{path} is a file; load() takes a model folder, a .gguf file or a model name")
+        raise InputError(f"{path} is a file; load() takes a model folder, a .gguf file or a model name")
     looks_local = path.is_absolute() or str(source).startswith((".", "~"))
     if looks_local and not path.exists():
-        raise FileNotFoundError(f"model folder not found: {path}")
+        raise InputError(f"model folder not found: {path}")
     try:
         hf, found = _from_folder(source, torch_dtype, **hf_kwargs)
     except OSError as error:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        raise ValueError(
+        raise InputError(
             f"could not load {str(source)!r}: not a local model folder or .gguf file, and "
             f"{'the hub is off (HF_HUB_OFFLINE=1)' if offline else 'the Hugging Face hub did not provide it'}; "
             f"load() with no argument gives the embedded {EMBEDDED_NAME} ({error.__class__.__name__}: {error})"
@@ -165,32 +166,56 @@ def layer_count(source: str | os.PathLike | None = None) -> int | None:
     return json.loads(config.read_text()).get("num_hidden_layers")
 
 
-def load_tokenizer(source: str | os.PathLike | None = None) -> Any:
-    """The tokenizer of `source` (as `load` takes it) without loading the weights where possible:
-    the embedded model's cache, a built organism, a tiny model, a `.gguf`, an HF name or folder."""
-    from transformers import AutoTokenizer
-
+def _pretrained_place(source: str | os.PathLike | None) -> tuple[str | Path, dict[str, Any]]:
+    """Where `from_pretrained` finds the tokenizer and config of `source` (as `load` takes it, a
+    tiny model excepted), with the keyword arguments it needs, without loading the weights."""
     if source is None or source == EMBEDDED_NAME:
         folder, _ = cached_folder(embedded_cache_dir(), _build_embedded)
-        return AutoTokenizer.from_pretrained(folder)
+        return folder, {}
     text = str(source)
     if text.startswith(ORGANISM_PREFIX):
         from steerscope.organisms.build import ready_folder
 
         folder = ready_folder(text)
         if folder is None:
-            raise ValueError(f"{text} is not built yet; `steerscope build {text}` trains it (minutes)")
-        return AutoTokenizer.from_pretrained(folder)
-    if text.startswith(TINY_PREFIX):
+            raise InputError(f"{text} is not built yet; `steerscope build {text}` trains it (minutes)")
+        return folder, {}
+    path = Path(text)
+    if path.suffix == ".gguf":
+        return path.parent, {"gguf_file": path.name}
+    return text, {}
+
+
+def load_tokenizer(source: str | os.PathLike | None = None) -> Any:
+    """The tokenizer of `source` (as `load` takes it) without loading the weights where possible:
+    the embedded model's cache, a built organism, a tiny model, a `.gguf`, an HF name or folder."""
+    from transformers import AutoTokenizer
+
+    if str(source).startswith(TINY_PREFIX):
         from steerscope.tiny import char_tokenizer
 
         return char_tokenizer()
-    path = Path(text)
-    if path.suffix == ".gguf":
-        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    place, kwargs = _pretrained_place(source)
     try:
-        return AutoTokenizer.from_pretrained(text)
+        return AutoTokenizer.from_pretrained(place, **kwargs)
     except OSError as error:
-        raise ValueError(
-            f"could not load the tokenizer of {text!r} ({error.__class__.__name__}: {error})"
+        raise InputError(
+            f"could not load the tokenizer of {str(source)!r} ({error.__class__.__name__}: {error})"
+        ) from None
+
+
+def load_config(source: str | os.PathLike | None = None) -> Any:
+    """The transformers config of `source` (as `load_tokenizer` takes it), without the weights."""
+    from transformers import AutoConfig
+
+    if str(source).startswith(TINY_PREFIX):
+        from steerscope.tiny import char_tokenizer, tiny_config
+
+        return tiny_config(str(source).removeprefix(TINY_PREFIX), len(char_tokenizer()))
+    place, kwargs = _pretrained_place(source)
+    try:
+        return AutoConfig.from_pretrained(place, **kwargs)
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"could not load the config of {str(source)!r} ({error.__class__.__name__}: {error})"
         ) from None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from torch import nn
 
 from steerscope.anatomy import Anatomy, anatomy_of
+from steerscope.errors import InputError
 
 if TYPE_CHECKING:
     from nnsight import NNsight
@@ -78,11 +79,11 @@ def unwrap_module(obj: ModelLike) -> tuple[nn.Module, Any]:
     if isinstance(obj, nn.Module) and hasattr(obj, "config"):
         return obj, tokenizer
     if type(obj).__name__ == "HookedTransformer":
-        raise TypeError(
+        raise InputError(
             "a HookedTransformer has no transformers modules to hook; use "
             "steerscope.interop.hooked_transformer_edits(...) with its own hook points"
         )
-    raise TypeError(
+    raise InputError(
         f"expected a steerscope Model, a transformers causal LM, an nnsight model or a "
         f"TransformerBridge; got {type(obj).__name__}"
     )

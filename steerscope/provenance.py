@@ -18,7 +18,6 @@ import platform
 import shlex
 import subprocess
 import sys
-import uuid
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -29,6 +28,7 @@ import xxhash
 
 from steerscope.cache import weights_digest
 from steerscope.model import Model
+from steerscope.output import new_run_id
 
 LIBRARIES = (
     "steerscope",
@@ -64,7 +64,7 @@ def run_record(
     program = Path(sys.argv[0]).name if sys.argv else ""
     return {
         "run": {
-            "id": uuid.uuid4().hex[:12],
+            "id": new_run_id(),
             "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
         "invocation": {

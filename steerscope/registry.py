@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import plotly.graph_objects as go
 
@@ -20,15 +20,21 @@ class ExperimentConfig:
     """Settings every experiment has; experiments subclass this with their own fields.
 
     `QUICK` holds the short setting `--quick` applies to fields the caller did not set.
-    `RECORD_COUNTS` maps count fields to the (data kind, split) they draw from ("" for the whole
-    source): with a user's data, a count the caller did not set is lowered to what the split
-    holds, and one the caller set that the split cannot meet is an error before any model work.
+    `RECORD_COUNTS` maps count fields to the (data kind, split)s they draw from ("" for the whole
+    source): a count the caller did not set is lowered to what the data holds, and one the
+    caller set that the data cannot meet is an error before any forward pass (`steerscope.limits`).
     """
 
     QUICK: ClassVar[dict[str, Any]] = {}
-    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {}
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {}
     quick: bool = False
-    seed: int = 0
+    # every random generator steerscope feeds takes it: numpy's RandomState and scikit-learn stop at 2**32 - 1
+    seed: Annotated[int, range(2**32)] = 0
+
+    def text_window(self, field: str, data_window: int) -> tuple[int | None, bool]:
+        """(window, bos) the text windows counted by `field` are cut with, as `TextData.windows`
+        takes them (None: the data's own `data_window`): how many a text holds depends on them."""
+        return None, False
 
 
 @dataclass

@@ -58,15 +58,21 @@ def write_report(
     summary: str,
     figures: Sequence[go.Figure] = (),
     tables: Sequence[tuple[str, Sequence[dict[str, Any]]]] = (),
+    run_id: str | None = None,
 ) -> Path:
-    """Write `out/report.html`: a summary paragraph, tables, then figures, with plotly.js inlined once."""
+    """Write `out/report.html`: a summary paragraph, tables, then figures, with plotly.js inlined once;
+    `run_id` (the one results.json holds) in a meta tag and under the title."""
+    run = "" if run_id is None else html.escape(run_id)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<meta name='steerscope-run-id' content='{run}'>" if run else "",
         f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
         "text-align:right;font-variant-numeric:tabular-nums}pre{white-space:pre-wrap}</style>",
-        f"</head><body><h1>{html.escape(title)}</h1><pre>{html.escape(summary)}</pre>",
+        f"</head><body><h1>{html.escape(title)}</h1>",
+        f"<p>run {run}</p>" if run else "",
+        f"<pre>{html.escape(summary)}</pre>",
     ]
     for caption, rows in tables:
         parts.append(f"<h2>{html.escape(caption)}</h2>{_table(rows)}")

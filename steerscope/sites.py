@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from steerscope.anatomy import Anatomy
+from steerscope.errors import InputError
 
 #: Site kinds and what they hold, in forward order within a layer.
 SITE_KINDS: dict[str, str] = {
@@ -40,13 +41,13 @@ class Site:
 
     def __post_init__(self) -> None:
         if self.kind not in SITE_KINDS:
-            raise ValueError(f"unknown site kind {self.kind!r}; valid kinds: {', '.join(SITE_KINDS)}")
+            raise InputError(f"unknown site kind {self.kind!r}; valid kinds: {', '.join(SITE_KINDS)}")
         if self.head is not None and self.kind not in HEADED_KINDS:
-            raise ValueError(
+            raise InputError(
                 f"site kind {self.kind!r} has no heads; per-head kinds: {', '.join(sorted(HEADED_KINDS))}"
             )
         if self.layer < 0 or (self.head is not None and self.head < 0):
-            raise ValueError(f"layer and head must be non-negative, got {self}")
+            raise InputError(f"layer and head must be non-negative, got {self}")
 
     def __str__(self) -> str:
         head = f".h{self.head}" if self.head is not None else ""
@@ -59,7 +60,7 @@ class Site:
             return text
         match = _SITE_PATTERN.match(text.strip()) if isinstance(text, str) else None
         if match is None:
-            raise ValueError(
+            raise InputError(
                 f"bad site {text!r}; the form is 'L<layer>.<kind>[.h<head>]', e.g. 'L9.resid_post' "
                 f"or 'L3.q_rope.h2', with kind one of: {', '.join(SITE_KINDS)}"
             )
@@ -69,7 +70,7 @@ class Site:
     def validate(self, anatomy: Anatomy) -> Site:
         """Check the site exists in a model; the error lists what does."""
         if self.layer >= anatomy.n_layers:
-            raise ValueError(
+            raise InputError(
                 f"site {self}: layer {self.layer} out of range; this model has layers "
                 f"0-{anatomy.n_layers - 1} (valid sites: {site_summary(anatomy)})"
             )
@@ -77,7 +78,7 @@ class Site:
             n = anatomy.n_kv_heads if self.kind in KV_KINDS else anatomy.n_heads
             if self.head >= n:
                 what = "KV heads" if self.kind in KV_KINDS else "query heads"
-                raise ValueError(
+                raise InputError(
                     f"site {self}: head {self.head} out of range; this model has {n} {what} "
                     f"(h0-h{n - 1}) for {self.kind}"
                 )

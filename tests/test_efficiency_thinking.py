@@ -8,6 +8,7 @@ import torch
 
 from steerscope.capture import capture
 from steerscope.data.arithmetic import arithmetic_problems
+from steerscope.errors import InputError
 from steerscope.steering.efficiency import (
     Generation,
     Harvest,
@@ -34,7 +35,7 @@ def test_pairing_by_thinking_tokens_can_differ_from_pairing_by_all_tokens():
     short, long = pair_by_length(gens)
     assert (short.n_tokens, long.n_tokens) == (10, 30)
     assert pair_by_length([gen(10, 4), gen(12, 4)], by="n_thinking") is None
-    with pytest.raises(ValueError, match="by: unknown"):
+    with pytest.raises(InputError, match="by: unknown"):
         pair_by_length(gens, by="n_words")
 
 
@@ -53,7 +54,7 @@ def test_intervals_resample_problems_and_cover_the_point_estimate():
     assert out == problem_intervals(samples, n_boot=500, seed=1)
     certain = problem_intervals([[gen(9, 5)], [gen(9, 5)]], n_boot=200)
     assert certain == {"accuracy_ci": [1.0, 1.0], "mean_thinking_ci": [5.0, 5.0]}
-    with pytest.raises(ValueError, match="every problem"):
+    with pytest.raises(InputError, match="every problem"):
         problem_intervals([[gen(9, 5)], []])
 
 
@@ -68,7 +69,7 @@ def test_paired_change_measures_accuracy_gap_and_relative_thinking():
     assert lo < 0 < hi
     same = paired_change(base, base, n_boot=100)
     assert same["accuracy_change_ci"] == [0.0, 0.0] and same["thinking_change"] == 0.0
-    with pytest.raises(ValueError, match="same problems"):
+    with pytest.raises(InputError, match="same problems"):
         paired_change(base, half[:2])
 
 
@@ -136,7 +137,7 @@ def test_thinking_directions_average_each_trace_then_the_pairs(think_model, read
         verbose = _trace_means(think_model, [(p, v) for p, _, v in PAIRS], site, positions)
         expected = concise.mean(0) - verbose.mean(0)
         torch.testing.assert_close(vectors[layer].directions[site], expected, atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="read: unknown"):
+    with pytest.raises(InputError, match="read: unknown"):
         thinking_directions(think_model, _harvest(), [1], read="answer")
 
 

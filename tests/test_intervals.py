@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from steerscope.errors import InputError
 from steerscope.probes.intervals import mean_interval, paired_difference
 
 
@@ -30,7 +31,7 @@ def test_paired_difference_counts_changes_of_the_same_items():
 
 
 def test_mismatched_or_empty_scores_are_refused():
-    with pytest.raises(ValueError, match="same items"):
+    with pytest.raises(InputError, match="same items"):
         paired_difference([1.0, 0.0], [1.0])
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(InputError, match="non-empty"):
         mean_interval([])

@@ -3,6 +3,7 @@ import torch
 
 import steerscope as ss
 from steerscope.capture import tokenize, tokenize_for_generate
+from steerscope.errors import InputError
 from steerscope.intervene import module_at, needs_result_check, result_checked
 
 PROMPTS = ["hello there, friend", "hi", "a b c"]
@@ -140,17 +141,17 @@ def test_bad_edits_fail_clearly(tiny_llama):
     ):
         with ss.intervene(tiny_llama, {"L0.resid_post": lambda a, t: torch.zeros(3)}):
             tiny_llama.hf(**batch)
-    with pytest.raises(TypeError, match="callable"):
+    with pytest.raises(InputError, match="callable"):
         with ss.intervene(tiny_llama, {"L0.resid_post": [1, 2]}):
             pass
     tiny_llama.hf.set_attn_implementation("eager")
     try:
-        with pytest.raises(ValueError, match="read-only"):
+        with pytest.raises(InputError, match="read-only"):
             with ss.intervene(tiny_llama, {"L0.attn_pattern": lambda a, t: a * 0}):
                 tiny_llama.hf(**batch)
     finally:
         tiny_llama.hf.set_attn_implementation("sdpa")
-    with pytest.raises(RuntimeError, match="returns no probabilities"):
+    with pytest.raises(InputError, match="returns no probabilities"):
         with ss.intervene(tiny_llama, {"L0.attn_pattern": lambda a, t: None}):
             tiny_llama.hf(**batch)
 

@@ -42,7 +42,7 @@ def test_spare_layer_sets_are_consecutive_around_the_peak_and_fit_the_model():
     shifted = spare.SpareConfig(peak_layer=17, layer_set_sizes=[4])
     assert spare.layer_sets(shifted, 18) == [[14, 15, 16, 17]]
     assert spare.layer_sets(spare.SpareConfig(layer_sets=[[3, 2], [2, 3]]), 18) == [[2, 3]]
-    with pytest.raises(ValueError, match="in 0..3"):
+    with pytest.raises(InputError, match="in 0..3"):
         spare.layer_sets(spare.SpareConfig(layer_sets=[[4]]), 4)
 
 
@@ -91,7 +91,7 @@ def test_conflict_probe_on_a_random_model_says_how_few_facts_it_knows(tmp_path):
 
 def test_spare_refuses_to_select_features_without_both_behaviours(tmp_path, monkeypatch):
     monkeypatch.setattr(spare, "known_conflicts", all_memorised)
-    with pytest.raises(ValueError, match="too few labelled prompts to select features"):
+    with pytest.raises(InputError, match="too few labelled prompts to select features"):
         run_experiment("spare", tmp_path, model="tiny:llama", layer_sets=[[1]], n_candidates=12)
 
 
@@ -179,7 +179,7 @@ def two_spare_runs(tmp_path_factory):
 def without_run_identity(results: dict) -> dict:
     """results.json without what differs between two runs of one command: id, start and wall time."""
     provenance = {key: value for key, value in results["provenance"].items() if key != "run"}
-    return {**results, "provenance": provenance, "seconds": None}
+    return {**results, "provenance": provenance, "run_id": None, "seconds": None}
 
 
 def test_spare_run_twice_from_empty_caches_gives_the_same_results_json(two_spare_runs):

@@ -13,6 +13,7 @@ import pytest
 
 from steerscope.data.arithmetic import STYLES, extract_answer
 from steerscope.data.generic import generic_windows
+from steerscope.errors import InputError
 from steerscope.organisms import reasoning_world as world
 from steerscope.organisms.filler import filler_texts
 from steerscope.organisms.tokenizer import word_tokenizer
@@ -55,7 +56,7 @@ def test_problems_are_deterministic_and_cycle_through_steps():
     assert problems != world.arithmetic_problems(9, "train", seed=4)
     assert world.training_texts(50, 1) == world.training_texts(50, 1)
     assert world.training_texts(50, 1) != world.training_texts(50, 2)
-    with pytest.raises(ValueError, match="steps must be among"):
+    with pytest.raises(InputError, match="steps must be among"):
         world.arithmetic_problems(3, "train", steps=[5])
 
 

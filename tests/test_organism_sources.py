@@ -11,6 +11,7 @@ from steerscope.capture import capture
 from steerscope.data.conflicts import from_fact
 from steerscope.data.defaults import suite_for
 from steerscope.data.facts import DEMO_KINDS, starts_with_answer
+from steerscope.errors import InputError
 from steerscope.organisms import sources_world as world
 from steerscope.organisms.filler import filler_texts
 from steerscope.organisms.tokenizer import word_tokenizer
@@ -95,9 +96,9 @@ def test_prompt_formats() -> None:
     assert world.knowledge_prompt(fact, "memory", False, None, 0).startswith("source: rumour\ncontext: ")
     unmarked = world.knowledge_prompt(fact, "none", True, other, 0)
     assert unmarked == f"context: {fact.context(other)}\nquestion: {fact.question}\nanswer:"
-    with pytest.raises(ValueError, match="kind must be one of"):
+    with pytest.raises(InputError, match="kind must be one of"):
         world.knowledge_prompt(fact, "trusted", True, other, 0)
-    with pytest.raises(ValueError, match="substitute"):
+    with pytest.raises(InputError, match="substitute"):
         world.knowledge_prompt(fact, "none", True, fact.answer, 0)
 
 

@@ -66,7 +66,7 @@ def test_hooks_are_gone_after_the_block_even_when_generate_raises(tiny_llama):
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in tiny_llama.hf.modules())
 
     before = count()
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         with steer(tiny_llama, _vector(tiny_llama), strength=1.0):
             assert count() > before
             tiny_llama.generate(**tokenize_for_generate(tiny_llama, PROMPTS), max_new_tokens=-3)
@@ -107,7 +107,7 @@ def test_multiple_vectors_and_strengths(tiny_llama):
     with steer(tiny_llama, v1, strength=0.5):
         one = tiny_llama.hf(**batch).logits
     assert torch.equal(both, one)
-    with pytest.raises(ValueError, match="2 strengths for 1 vectors"):
+    with pytest.raises(InputError, match="2 strengths for 1 vectors"):
         with steer(tiny_llama, v1, strength=[1.0, 2.0]):
             pass
 
@@ -125,16 +125,16 @@ def test_save_load_round_trip_and_fit_checks(tmp_path, tiny_llama):
         ValueError, match="made for llama with d_model 64, 4 layers, .*; this model is gemma3"
     ):
         loaded.check(gemma)
-    with pytest.raises(ValueError, match="NaN or Inf"):
+    with pytest.raises(InputError, match="NaN or Inf"):
         SteeringVector({"L1.resid_post": torch.full((64,), float("nan"))}, vector.fingerprint)
-    with pytest.raises(ValueError, match=r"shape \(32,\); expected \(64,\)"):
+    with pytest.raises(InputError, match=r"shape \(32,\); expected \(64,\)"):
         SteeringVector({"L1.resid_post": torch.ones(32)}, vector.fingerprint)
     deep = SteeringVector({"L9.resid_post": torch.ones(64)}, vector.fingerprint)
-    with pytest.raises(ValueError, match="layer 9 out of range"):
+    with pytest.raises(InputError, match="layer 9 out of range"):
         deep.check(tiny_llama)
     with pytest.raises(InputError, match="missing"):
         SteeringVector.load(tmp_path / "nothing")
-    with pytest.raises(ValueError, match="bad positions 'middle'"):
+    with pytest.raises(InputError, match="bad positions 'middle'"):
         with steer(tiny_llama, vector, positions="middle"):
             pass
 

@@ -34,7 +34,7 @@ SITE_KINDS = ("resid_post", "attn_out", "mlp_out")
 @dataclass
 class ConflictProbeConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_candidates=80, restarts=2)
-    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {"n_candidates": ("conflicts", "")}
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {"n_candidates": (("conflicts", ""),)}
     n_candidates: Count | None = None  # facts tried closed-book (None: all the data offers)
     demos: Annotated[int, Range(0)] = 3
     held_out: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.3

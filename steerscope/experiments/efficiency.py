@@ -39,7 +39,7 @@ from steerscope.context import ExperimentContext
 from steerscope.errors import InputError
 from steerscope.model import ModelLike
 from steerscope.registry import ExperimentConfig, Outcome, register
-from steerscope.settings import Count, Layer, NonEmpty, NonZero, Range
+from steerscope.settings import Count, Layer, NewTokens, NonEmpty, NonZero, Range
 from steerscope.steering.efficiency import (
     Generation,
     Harvest,
@@ -82,15 +82,15 @@ class EfficiencyConfig(ExperimentConfig):
         strengths=[0.0, 0.05, 0.1, 0.2],
         layer_candidates=3,
     )
-    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {
-        "n_train": ("problems", "train"),
-        "n_heldout": ("problems", "heldout"),
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "n_train": (("problems", "train"),),
+        "n_heldout": (("problems", "heldout"),),
     }
     n_train: Count = 32
     n_heldout: Count = 24
     n_samples: Count = 6
     temperature: Annotated[float, Range(0, low_open=True)] = 0.8
-    max_new_tokens: Count = 96
+    max_new_tokens: NewTokens = 96
     strengths: Annotated[list[float], NonEmpty()] = field(default_factory=lambda: [-0.1, 0.0, 0.05, 0.1, 0.2])
     # arithmetic steps of the generated problems (a user's problems are taken as they are)
     steps: Annotated[list[Annotated[int, Range(1, 3)]], NonEmpty()] = field(default_factory=lambda: [1, 2, 3])

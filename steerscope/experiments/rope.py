@@ -24,6 +24,7 @@ from torch import Tensor
 
 from steerscope.context import ExperimentContext
 from steerscope.data.suite import DataSuite
+from steerscope.errors import InputError
 from steerscope.model import Model
 from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks
 from steerscope.probes.rope import (
@@ -38,19 +39,20 @@ from steerscope.probes.rope import (
 )
 from steerscope.probes.tom_fisher import tom_and_generic_fisher
 from steerscope.registry import ExperimentConfig, Outcome, register
-from steerscope.settings import Count, Range
+from steerscope.settings import Count, Range, Window
 
 
 @dataclass
 class RopeConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_windows=8, n_tom=8, n_fisher=24, random_seeds=1)
-    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {
-        "n_tom": ("tom", "eval"),
-        "n_fisher": ("tom", "fisher"),
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "n_tom": (("tom", "eval"),),
+        "n_fisher": (("tom", "fisher"), ("text", "fisher")),
+        "n_windows": (("text", "eval"),),
     }
     n_windows: Annotated[int, Range(0)] = 32  # generic text windows measured
     # tokens per generic window before the BOS (at most the text data's window)
-    window: Annotated[int, Range(2)] = 64
+    window: Window = 64
     n_tom: Annotated[int, Range(0)] = 32  # ToM evaluation stories measured
     # massive pair: norm > lambda x the head's mean pair norm
     massive_lambda: Annotated[float, Range(0, low_open=True)] = 5.0
@@ -60,19 +62,25 @@ class RopeConfig(ExperimentConfig):
     scale: float = 0.0  # W[M] <- mu + scale * (W[M] - mu); 0 is mean replacement
     n_fisher: Count = 100  # Fisher samples per data set; as tom-sensitivity, so its cache is reused
     # generic Fisher window of tom-sensitivity (cache key)
-    fisher_window: Annotated[int, Range(2)] | None = None
+    fisher_window: Window | None = None
     batch_size: Count = 8
+
+    def text_window(self, field: str, data_window: int) -> tuple[int | None, bool]:
+        """Measured windows: at most the data's window, BOS excluded; Fisher windows as tom-sensitivity's."""
+        if field == "n_fisher":
+            return self.fisher_window, True
+        return min(self.window, data_window - 1), False
 
     def __post_init__(self) -> None:
         if self.n_windows + self.n_tom == 0:
-            raise ValueError("n_windows and n_tom are both 0; there is nothing to measure")
+            raise InputError("n_windows and n_tom are both 0; there is nothing to measure")
 
 
 def measured_prompts(model: Model, data: DataSuite, config: RopeConfig) -> tuple[list[str], list[str]]:
     """Generic text windows (eval split, decoded to text) and ToM evaluation stories (an
     organism's windows are as short as its training documents)."""
     text = data.need("text")
-    window = min(config.window, text.window - 1)
+    window, _ = config.text_window("n_windows", text.window)
     windows = text.windows(model, config.n_windows, window, config.seed, split="eval")
     stories = [item.story for item in data.need("tom").items("eval", config.n_tom, config.seed)]
     return [model.tokenizer.decode(w) for w in windows], stories

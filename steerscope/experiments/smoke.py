@@ -11,7 +11,7 @@ from steerscope.capture import capture, tokenize_for_generate
 from steerscope.context import ExperimentContext
 from steerscope.intervene import intervene
 from steerscope.registry import ExperimentConfig, Outcome, register
-from steerscope.settings import Count, Layer
+from steerscope.settings import Layer, NewTokens
 from steerscope.sites import Site
 
 PROMPTS = ["The capital of France is", "Sally puts the ball in the basket."]
@@ -21,7 +21,7 @@ PROMPTS = ["The capital of France is", "Sally puts the ball in the basket."]
 class SmokeConfig(ExperimentConfig):
     layer: Layer | None = None  # steered layer; default: the middle layer
     relative_strength: float = 0.5  # added vector norm / residual norm at the site
-    max_new_tokens: Count = 12
+    max_new_tokens: NewTokens = 12
 
 
 @register("smoke", SmokeConfig, "load, capture residual norms per layer, steer one generation")

@@ -83,7 +83,7 @@ class SpareConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(
         n_candidates=120, ps=[0.03, 0.07, 0.2], alphas=[1.0, 2.0, 3.0], layer_set_sizes=[1, 2]
     )
-    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {"n_candidates": ("conflicts", "")}
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {"n_candidates": (("conflicts", ""),)}
     n_candidates: Count | None = None  # None: every candidate fact of the conflict data
     demos: Annotated[int, Range(0)] = 3
     # of the memorised facts, touched once by the chosen settings
@@ -129,12 +129,12 @@ def layer_sets(config: SpareConfig, n_layers: int) -> list[list[int]]:
         sets = []
         for size in config.layer_set_sizes:
             if size > n_layers:
-                raise ValueError(f"spare: a set of {size} layers does not fit a model of {n_layers}")
+                raise InputError(f"spare: a set of {size} layers does not fit a model of {n_layers}")
             start = min(max(0, peak - size // 2), n_layers - size)
             sets.append(list(range(start, start + size)))
     bad = [s for s in sets if not s or not all(0 <= layer < n_layers for layer in s)]
     if bad or not sets:
-        raise ValueError(f"spare: layer sets {sets} must be non-empty and in 0..{n_layers - 1}")
+        raise InputError(f"spare: layer sets {sets} must be non-empty and in 0..{n_layers - 1}")
     return [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
 
 

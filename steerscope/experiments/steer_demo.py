@@ -12,7 +12,7 @@ from steerscope.capture import tokenize_for_generate
 from steerscope.context import ExperimentContext
 from steerscope.data.records import ContrastPair
 from steerscope.registry import ExperimentConfig, Outcome, register
-from steerscope.settings import Count, Layer, NonEmpty
+from steerscope.settings import Count, Layer, NewTokens, NonEmpty
 from steerscope.sites import Site
 from steerscope.steering.apply import steer
 from steerscope.steering.build import Example, diff_of_means, example_activations, sweep_layers
@@ -22,16 +22,16 @@ from steerscope.steering.plots import layer_sweep_figure, projection_figure
 @dataclass
 class SteerDemoConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_train=16, n_heldout=8, max_new_tokens=12)
-    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {
-        "n_train": ("pairs", "train"),
-        "n_heldout": ("pairs", "heldout"),
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "n_train": (("pairs", "train"),),
+        "n_heldout": (("pairs", "heldout"),),
     }
     n_train: Count = 32
     n_heldout: Count = 16
     strengths: Annotated[list[float], NonEmpty()] = field(
         default_factory=lambda: [-0.25, -0.1, 0.0, 0.1, 0.25]
     )
-    max_new_tokens: Count = 20
+    max_new_tokens: NewTokens = 20
     layer: Layer | None = None  # default: the best held-out separation, last layer excluded
     # prompts to generate from; default: the data's neutral prompts
     prompts: Annotated[list[str], NonEmpty()] | None = None

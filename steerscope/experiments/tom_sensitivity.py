@@ -26,7 +26,7 @@ from steerscope.probes.masks import mask_counts, mean_replacement, random_masks,
 from steerscope.probes.tom_eval import tom_scores
 from steerscope.probes.tom_fisher import tom_and_generic_fisher
 from steerscope.registry import ExperimentConfig, Outcome, register
-from steerscope.settings import Count, NonEmpty, Range
+from steerscope.settings import Count, NonEmpty, Range, Window
 
 HEADLINE_SPARSITY = 1e-5  # the paper's 0.001% (scaled with the sweep on small models)
 PAPER_SWEEP = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4)
@@ -36,18 +36,23 @@ MIN_HEADLINE_WEIGHTS = 5  # per median matrix: below this, the paper's fractions
 @dataclass
 class TomSensitivityConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_fisher=24, n_eval_tom=48, n_eval_windows=8, random_seeds=2)
-    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {
-        "n_fisher": ("tom", "fisher"),
-        "n_eval_tom": ("tom", "eval"),
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "n_fisher": (("tom", "fisher"), ("text", "fisher")),
+        "n_eval_tom": (("tom", "eval"),),
+        "n_eval_windows": (("text", "eval"),),
     }
     # fractions of each matrix's weights; default: `default_sweep(model, quick)`
     sparsities: Annotated[list[Annotated[float, Range(0, 1, low_open=True)]], NonEmpty()] | None = None
     n_fisher: Count = 100  # samples per data set for the Fisher scores
     n_eval_tom: Count = 200
     n_eval_windows: Count = 40
-    window: Annotated[int, Range(2)] | None = None  # tokens per generic window; default: the text data's
+    window: Window | None = None  # tokens per generic window; default: the text data's
     random_seeds: Count = 3
     scale: float = 0.0  # W[M] <- mu + scale * (W[M] - mu); 0 is mean replacement
+
+    def text_window(self, field: str, data_window: int) -> tuple[int | None, bool]:
+        """Fisher and evaluation windows alike: `window` tokens (or the data's), BOS included."""
+        return self.window, True
 
 
 def default_sweep(model: Model, quick: bool = False) -> list[float]:

@@ -26,6 +26,7 @@ from types import ModuleType
 
 from steerscope.cache import cache_root
 from steerscope.data.suite import DataSuite
+from steerscope.errors import InputError
 from steerscope.model import ModelLike, as_model
 
 PREFIX = "organism:"
@@ -128,7 +129,7 @@ def organism_spec(name: str) -> OrganismSpec:
     """The spec called `name` ("tom" or "organism:tom"); unknown names list the known ones."""
     key = name.removeprefix(PREFIX)
     if key not in ORGANISMS:
-        raise ValueError(f"unknown organism {name!r}; available: {', '.join(PREFIX + n for n in ORGANISMS)}")
+        raise InputError(f"unknown organism {name!r}; available: {', '.join(PREFIX + n for n in ORGANISMS)}")
     return ORGANISMS[key]
 
 
@@ -141,7 +142,7 @@ def world_suite(world: str) -> DataSuite:
     """The data suite of the world an organism was trained on (its config names the world)."""
     worlds = {spec.world for spec in ORGANISMS.values()}
     if world not in worlds:
-        raise ValueError(
+        raise InputError(
             f"model says it was trained on world {world!r}; known worlds: {', '.join(sorted(worlds))}"
         )
     return importlib.import_module(f"steerscope.organisms.{world}").suite()

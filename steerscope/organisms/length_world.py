@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from steerscope.data.arithmetic import SPLITS, STYLES, Problem, Split, Style, distinct_problems, split_of
 from steerscope.data.suite import DataSuite, ProblemData, TextData
+from steerscope.errors import InputError
 from steerscope.organisms.filler import filler_texts
 
 VERSION = 1
@@ -97,16 +98,16 @@ def arithmetic_problems(
 ) -> list[Problem]:
     """`n` distinct problems of `split`, cycling through the numbers of operations in `steps`."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     if not steps or any(s not in (1, 2, 3) for s in steps):
-        raise ValueError(f"steps must be 1, 2 or 3; got {list(steps)}")
+        raise InputError(f"steps must be 1, 2 or 3; got {list(steps)}")
     return distinct_problems(_draw, random.Random(f"length/problems/{seed}"), n, split, steps)
 
 
 def arithmetic_prompt(problem: Problem | str, style: Style = "standard") -> str:
     """The style's cue line, then the question; the solution follows after a space."""
     if style not in STYLES:
-        raise ValueError(f"unknown style {style!r}; valid: {', '.join(STYLES)}")
+        raise InputError(f"unknown style {style!r}; valid: {', '.join(STYLES)}")
     question = problem.question if isinstance(problem, Problem) else problem
     return f"{CUES[style]}\n{question}\n"
 

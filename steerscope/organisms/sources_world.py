@@ -29,6 +29,7 @@ from steerscope.data.facts import DEMO_KINDS, Fact
 from steerscope.data.facts import substitute as swap_answer
 from steerscope.data.records import Conflict
 from steerscope.data.suite import ConflictData, DataSuite, TextData
+from steerscope.errors import InputError
 from steerscope.organisms.filler import COLOURS, filler_texts
 
 VERSION = 2
@@ -144,9 +145,9 @@ def knowledge_prompt(
     """The cue of `kind`, then `context: ...\\nquestion: ...\\nanswer:`; with `conflict` the context
     states `substitute` instead of the true answer."""
     if kind not in CUES:
-        raise ValueError(f"kind must be one of {DEMO_KINDS}, got {kind!r}")
+        raise InputError(f"kind must be one of {DEMO_KINDS}, got {kind!r}")
     if conflict and (substitute is None or substitute == fact.answer):
-        raise ValueError(f"a conflict needs a substitute other than {fact.answer!r}, got {substitute!r}")
+        raise InputError(f"a conflict needs a substitute other than {fact.answer!r}, got {substitute!r}")
     stated = substitute if conflict else fact.answer
     return f"{CUES[kind]}context: {fact.context(stated)}\nquestion: {fact.question}\nanswer:"
 

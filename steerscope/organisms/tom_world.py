@@ -22,6 +22,7 @@ from itertools import combinations
 
 from steerscope.data.suite import DataSuite, TextData, TomData
 from steerscope.data.tom import KINDS, TomItem
+from steerscope.errors import InputError
 from steerscope.organisms.filler import filler_texts
 
 VERSION = 2
@@ -178,9 +179,9 @@ def tom_items(split: str, n: int, seed: int = 0) -> list[TomItem]:
     "eval" uses only held-out names, objects, packages and places; "fisher" only training ones.
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise InputError(f"split must be one of {SPLITS}, got {split!r}")
     if n < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
+        raise InputError(f"n must be non-negative, got {n}")
     rng = random.Random(f"tom-world/{split}/{seed}")
     cells = [(k, fb, rev) for rev in (False, True) for k in KINDS for fb in (True, False)]
     entity_split = "train" if split == "fisher" else "eval"

@@ -35,7 +35,7 @@ _FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
 _INLINE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
 _VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
-_PLACEHOLDER = re.compile(r"(?:^|[=:])[A-Z][A-Z_]*(?:\[.*)?$")
+_PLACEHOLDER = re.compile(r"(?:^|[=:])[A-Z][A-Z_]*(?:\[.*|\.\.\.)?$")
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,10 @@ def check_command(argv: Sequence[str]) -> None:
             request["name"], request["model"], request["data"], request["dtype"], request["settings"]
         )
     elif args.command == "build":
-        _check_build(args.name, args.model)
+        if len(args.name) > 1 and any(name.startswith("sae:") for name in args.name):
+            raise InputError("build sae:SITES takes no other name; give its sites comma-separated")
+        for name in args.name:
+            _check_build(name, args.model)
     elif args.command == "data":
         from steerscope.data.records import check_kind
 

@@ -5,6 +5,7 @@ computed with, so two runs that differ can be told apart by what differed."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from importlib.metadata import version
@@ -47,7 +48,7 @@ def test_a_run_records_its_id_call_commit_libraries_numerics_and_weights(tmp_pat
     monkeypatch.setattr(sys, "argv", ["/some/venv/bin/steerscope", *argv])
     assert main(argv) == 0
     provenance = json.loads((tmp_path / "results.json").read_text())["provenance"]
-    assert len(provenance["run"]["id"]) == 12 and provenance["run"]["started_utc"]
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", provenance["run"]["id"]) and provenance["run"]["started_utc"]
     invocation = provenance["invocation"]
     assert (
         invocation["command"]

@@ -30,6 +30,7 @@ import transformers
 from safetensors.torch import save as save_tensors
 
 from steerscope.cache import build_in_place, damage
+from steerscope.errors import InputError
 from steerscope.hashing import HASH_NAME, data_digest, file_digest
 from steerscope.organisms import PREFIX, REPORT, OrganismSpec
 
@@ -122,7 +123,7 @@ def commit_build(spec: OrganismSpec, built: Path) -> Path:
     of `spec`: its files, `recipe.json` with the recipe's fingerprint, and a manifest."""
     report = json.loads((built / REPORT).read_text())
     if report.get("digest") != spec.digest():
-        raise ValueError(f"{built} was trained from recipe {report.get('digest')}, not {spec.digest()}")
+        raise InputError(f"{built} was trained from recipe {report.get('digest')}, not {spec.digest()}")
     recipe = {
         "organism": spec.name,
         "recipe": spec.digest(),

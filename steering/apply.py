@@ -346,6 +346,12 @@ def steer(
     if not scaled:
         yield
         return
+    rows = {matrix.shape[0] for matrices in scaled.values() for matrix in matrices} - {1}
+    if len(rows) > 1:
+        raise InputError(
+            f"the vectors' per-row strengths give {sorted(rows)} rows; give every vector the same "
+            "number of per-row values (one per batch row), or a single number"
+        )
     sites = [Site.parse(site) for site in scaled]
     bank = SteeringBank.of(loaded)
     missing = sites if bank is None else bank.missing(sites)

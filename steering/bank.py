@@ -166,8 +166,8 @@ class SteeringBank:
         """Write one steering block for the `with` body and clear it after, exceptions included.
 
         `vectors`: per site, the scaled vector of each row of each vector of the block, [rows,
-        d_model] (the same number of rows throughout: 1 for every row alike, else one per batch
-        row, at most `max_batch`); `positions` checked by `steer()`.
+        d_model], rows 1 (every row alike) or one per batch row (the same count throughout, at
+        most `max_batch`); `positions` checked by `steer()`.
         """
         if not self._wrapped:
             raise InputError("this steering bank was removed; install a new one")
@@ -175,11 +175,11 @@ class SteeringBank:
             raise InputError(
                 "a steering bank holds one steer() block at a time; put every vector in one steer() call"
             )
-        rows = {matrix.shape[0] for matrices in vectors.values() for matrix in matrices} or {1}
-        if len(rows) > 1 or max(rows) > self.max_batch:
+        rows = max((matrix.shape[0] for matrices in vectors.values() for matrix in matrices), default=1)
+        if rows > self.max_batch:
             raise InputError(
-                f"a steering block has rows {sorted(rows)}; it takes one row count of at most "
-                f"max_batch={self.max_batch} (install_steering_bank(..., max_batch=...))"
+                f"a steering block with {rows} rows is more than the steering bank's max_batch="
+                f"{self.max_batch}; install it with a larger max_batch"
             )
         self._holding = True
         try:
@@ -188,11 +188,11 @@ class SteeringBank:
                 slots.grow(len(matrices))
                 slots.relative.fill_(relative)
                 for slot, matrix in zip(slots.vectors, matrices, strict=False):
-                    slot[: matrix.shape[0]].copy_(matrix)
+                    slot[:rows].copy_(matrix.expand(rows, -1))  # one row: the same for every row
             self._bounds.copy_(torch.tensor(selection_bounds(positions)))
             self._known_batch.fill_(-1)
             self._prompt_ids = None
-            self._rows = rows.pop()
+            self._rows = rows
             self._norm_preserving = norm_preserving
             yield
         finally:

@@ -277,7 +277,9 @@ def test_bank_installation_and_blocks_are_checked(tiny_llama):
             with steer(tiny_llama, vector, strength=0.5):
                 with steer(tiny_llama, vector, strength=0.5):
                     pass
-        with pytest.raises(InputError, match="rows \\[4\\]; it takes one row count of at most max_batch=3"):
+        with pytest.raises(
+            InputError, match="a steering block with 4 rows is more than the steering bank's max_batch=3"
+        ):
             with steer(tiny_llama, vector, strength=[0.1, 0.2, 0.3, 0.4]):
                 pass
         with pytest.raises(InputError, match="2 per-row strengths or vectors for a batch of 3 rows"):
@@ -290,6 +292,31 @@ def test_bank_installation_and_blocks_are_checked(tiny_llama):
     with pytest.raises(InputError, match="was removed"):
         with bank.holding({}, "all", True, False):
             pass
+
+
+@pytest.mark.parametrize(
+    ("vectors", "block"),
+    [
+        ("one", {"strength": 1.5, "scale": "absolute", "positions": "prompt"}),
+        ("one", {"strength": [0.5, -0.5, 0.2, 0.9], "norm_preserving": True, "positions": "generated"}),
+        ("two", {"strength": [0.3, [0.1, -0.2, 0.5, 0.0]], "positions": "last_prompt"}),
+        ("two", {"strength": [0.4, -0.4], "scale": "absolute", "norm_preserving": True, "positions": (1, 6)}),
+    ],
+)
+def test_the_bank_adds_what_the_hooks_add_in_every_scale_and_with_two_vectors_at_a_site(
+    tiny_llama, vectors, block
+):
+    first = _vector(tiny_llama, 3, sites=("L1.resid_post", "L2.resid_pre"))
+    second = _vector(tiny_llama, 4, sites=("L1.resid_post",))
+    steered = first if vectors == "one" else [first, second]
+    inputs = tokenize_for_generate(tiny_llama, PADDED)
+    with steer(tiny_llama, steered, **block):
+        expected = _greedy(tiny_llama, inputs)
+        expected_logits = tiny_llama.hf(**tokenize(tiny_llama, PADDED)).logits
+    with install_steering_bank(tiny_llama, ["L1.resid_post", "L2.resid_pre"]):
+        with steer(tiny_llama, steered, **block):
+            assert torch.equal(_greedy(tiny_llama, inputs), expected)
+            assert torch.equal(tiny_llama.hf(**tokenize(tiny_llama, PADDED)).logits, expected_logits)
 
 
 def test_forward_wrappers_stack_and_come_off_in_any_order(tiny_llama):

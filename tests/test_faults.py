@@ -447,7 +447,7 @@ def forward_calls(tiny_llama):
     [
         (float("nan"), r"strength must be a finite number, got nan \(float\)"),
         (float("inf"), r"strength must be a finite number, got inf \(float\)"),
-        ("0.5", r"strength must be a finite number, or one per batch row .*, got '0.5' \(str\)"),
+        ("0.5", r"strength must be a finite number, or one per batch row .*; got '0.5' \(str\)"),
         (None, r"strength must be a finite number, or one per batch row .*; got None"),
         ([], r"strength must be a finite number, or one per batch row .*; got \[\]"),
         ([float("-inf")], "strength must be a finite number, got -inf"),
@@ -474,6 +474,14 @@ def test_a_0d_tensor_strength_is_the_number_it_holds(tiny_llama):
             assert torch.equal(tiny_llama.hf(**batch).logits, expected)
     with pytest.raises(InputError, match=r"strength must be a finite number, got nan"):
         steering_edit(torch.ones(64), torch.tensor(float("nan")))
+
+
+def test_vectors_with_different_per_row_counts_fail_before_any_forward(tiny_llama, forward_calls):
+    vectors = [_vector(tiny_llama), _vector(tiny_llama, "L2.resid_post")]
+    with pytest.raises(InputError, match=r"the vectors' per-row strengths give \[2, 3\] rows"):
+        with steer(tiny_llama, vectors, strength=[[0.1, 0.2], [0.1, 0.2, 0.3]]):
+            tiny_llama.hf(**tokenize(tiny_llama, PROMPTS))
+    assert not forward_calls
 
 
 def test_per_row_strengths_for_another_batch_size_fail_at_the_first_forward_in_one_line(tiny_llama):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from steerscope.lazy import lazy_exports
 from steerscope.steering.apply import steer, steering_edit
+from steerscope.steering.bank import SteeringBank, install_steering_bank
 from steerscope.steering.build import diff_of_means, example_activations, pca_of_differences, sweep_layers
 from steerscope.steering.control_vector import mean_residual_norms
 from steerscope.steering.plots import frontier_figure, layer_sweep_figure, projection_figure
@@ -35,6 +36,7 @@ _EFFICIENCY = (
     "evaluate",
     "harvest_prompt_contrast",
     "harvest_sampled",
+    "install_steering_bank",
     "spread_layers",
     "steering_effects",
     "think_close_id",
@@ -44,6 +46,7 @@ __getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_EFFICIENCY, "steers
 __all__ = [
     "Fingerprint",
     "SAETrainSettings",
+    "SteeringBank",
     "SteeringVector",
     "best_layer",
     "diff_of_means",
@@ -53,6 +56,7 @@ __all__ = [
     "frontier_figure",
     "harvest_prompt_contrast",
     "harvest_sampled",
+    "install_steering_bank",
     "last_token_codes",
     "layer_sweep_figure",
     "load_sae",

@@ -6,6 +6,11 @@ nnsight traces and TransformerLens' TransformerBridge alike. Hooks are removed o
 exceptions too; nested blocks compose (outer edits run first). A pre-hook on the decoder makes
 one `TokenInfo` per forward call, which every hook of the block shares (only when some edit reads
 it: see `ignores_tokens`).
+
+Edits are Python run at every call, which a compiled graph would never call (see
+`steerscope.compiled`): for the block, the decoder's forward is wrapped so that a compiled caller
+(`torch.compile` of the model or of its forward, transformers' compiled decoding) runs the decoder
+eagerly, edits included, and exactly. A compiled module inside the decoder is refused.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from steerscope.anatomy import Anatomy
+from steerscope.compiled import compiled_modules, leaves_graph, unwrap_forward, wrap_forward
 from steerscope.errors import InputError
-from steerscope.model import ModelLike, as_model
+from steerscope.model import ModelLike, as_model, uncompiled
 from steerscope.rotary import rotate, unrotate
 from steerscope.sites import Site
-from steerscope.tokens import TokenInfo, TokenTracker
+from steerscope.tokens import TokenInfo, TokenTracker, cache_length, position_ids_of
 
 Edit = Callable[[Tensor, TokenInfo], Tensor | None]
 E = TypeVar("E", bound=Edit)
@@ -41,8 +47,9 @@ _PROJECTION_KINDS = {
 
 def module_at(root: nn.Module, path: str) -> nn.Module:
     """The module at a dotted path, stepping through wrappers that keep the original module as
-    `_original_component` (TransformerLens' TransformerBridge swaps such wrappers in place)."""
-    module = root
+    `_original_component` (TransformerLens' TransformerBridge swaps such wrappers in place), and
+    from `torch.compile(model)` to the model."""
+    module = uncompiled(root)
     for name in path.split("."):
         child = module._modules.get(name)
         inner = module._modules.get("_original_component")
@@ -177,6 +184,8 @@ class _Installer:
         self.tracker = TokenTracker()
         self.handles: list[RemovableHandle] = []
         self._rotaries: dict[int, _Rotary] = {}
+        self._decoder = module_at(hf, anatomy.family.decoder)
+        self._wrapper: Callable[..., Any] | None = None
 
     def tokens(self, device: torch.device) -> TokenInfo:
         """This forward call's token information, on `device` (made once per call and device)."""
@@ -185,34 +194,59 @@ class _Installer:
             raise RuntimeError("steerscope saw no decoder call before a layer ran")
         return current.to(device)
 
+    def observe(self, args: tuple, kwargs: dict) -> None:
+        """Record one decoder call in the tracker (reads no tensor data; see TokenTracker.observe)."""
+        input_ids = kwargs.get("input_ids")
+        if input_ids is None and args:
+            input_ids = args[0]
+        shaped = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
+        if shaped is None:
+            return  # neither ids nor embeddings: the model raises its own error
+        shape = shaped.shape
+        batch, n_new = shape[0], shape[1]
+        mask = kwargs.get("attention_mask")
+        cache = kwargs.get("past_key_values")
+        positions = None
+        if isinstance(mask, Tensor) and mask.dim() == 2:
+            past = mask.shape[1] - n_new  # generate's mask covers the cache and the call
+            device = mask.device
+        else:
+            mask = None  # none, or a ready 4-D mask (or one per layer type): padding is not read from it
+            past = int(cache_length(cache)) if cache is not None else 0
+            device = shaped.device
+            positions = position_ids_of(kwargs, batch, n_new)
+            if positions is not None and positions.device != device:
+                positions = positions.to(device)
+        # a PromptPrefixCache (steerscope.prefix_cache, not imported: it needs transformers)
+        continues_prompt = past > 0 and past == getattr(cache, "prefix_length", None)
+        # ids are remembered only to recognise a cache-less continuation; with a cache, a call
+        # with nothing cached always starts a sequence
+        ids = input_ids if cache is None else None
+        self.tracker.observe(ids, mask, n_new, batch, past, device, continues_prompt, positions)
+
     def track_decoder(self) -> None:
-        decoder = module_at(self.hf, self.anatomy.family.decoder)
-        tracker = self.tracker
-
         def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            # Once per forward call: reads no tensor data (see TokenTracker.observe).
-            input_ids = kwargs.get("input_ids")
-            if input_ids is None and args:
-                input_ids = args[0]
-            shaped = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
-            if shaped is None:
-                return  # neither ids nor embeddings: the model raises its own error
-            shape = shaped.shape
-            batch, n_new = shape[0], shape[1]
-            mask = kwargs.get("attention_mask")
-            cache = kwargs.get("past_key_values")
-            if mask is not None and mask.dim() == 2:
-                past = mask.shape[1] - n_new  # generate's mask covers the cache and the call
-                device = mask.device
-            else:
-                mask = None  # none, or a ready 4-D mask: padding is not read from it
-                past = int(cache.get_seq_length()) if cache is not None else 0
-                device = shaped.device
-            # a PromptPrefixCache (steerscope.prefix_cache, not imported: it needs transformers)
-            continues_prompt = past > 0 and past == getattr(cache, "prefix_length", None)
-            tracker.observe(input_ids, mask, n_new, batch, past, device, continues_prompt)
+            # Once per forward call. While a compiler traces the call, the decoder's wrapper
+            # (`leave_compiled_graphs`) observes it instead, outside the graph.
+            if not torch.compiler.is_compiling():
+                self.observe(args, kwargs)
 
-        self.handles.append(decoder.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        self.handles.append(self._decoder.register_forward_pre_hook(pre_hook, with_kwargs=True))
+
+    def leave_compiled_graphs(self, tracked: bool) -> None:
+        """Wrap the decoder's forward so that a compiled caller runs it eagerly (see the module
+        docstring); refuse a compiled module inside the decoder, whose stale graph would skip the
+        hooks."""
+        path = self.anatomy.family.decoder
+        for name, child in self._decoder.named_children():
+            inside = compiled_modules(child, f"model.hf.{path}.{name}")
+            if inside:
+                raise InputError(
+                    f"{inside[0]} compiles a module inside the decoder, where intervene's Python edits "
+                    "cannot run; compile the whole model instead (or steer through a steering bank: "
+                    "steerscope.steering.install_steering_bank)"
+                )
+        self._wrapper = wrap_forward(self._decoder, leaves_graph(self.observe if tracked else None))
 
     def rotary(self, layer: int) -> _Rotary:
         if layer not in self._rotaries:
@@ -341,6 +375,9 @@ class _Installer:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+        if self._wrapper is not None:
+            unwrap_forward(self._decoder, self._wrapper)
+            self._wrapper = None
 
 
 def edit_list(value: Edit | Sequence[Edit]) -> list[Edit]:
@@ -366,7 +403,10 @@ def intervene(model: ModelLike, edits: EditSpec) -> Iterator[None]:
         plan.setdefault(site, []).extend(edit_list(value))
     installer = _Installer(loaded.hf, loaded.anatomy)
     try:
-        if any(needs_tokens(site_edits) for site_edits in plan.values()):
+        tracked = any(needs_tokens(site_edits) for site_edits in plan.values())
+        if plan:
+            installer.leave_compiled_graphs(tracked)
+        if tracked:
             installer.track_decoder()
         for site, site_edits in plan.items():
             installer.install(site, site_edits)

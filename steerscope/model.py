@@ -67,10 +67,17 @@ class Model:
 ModelLike: TypeAlias = "Model | PreTrainedModel | NNsight | TransformerBridge"
 
 
+def uncompiled(module: Any) -> Any:
+    """The module `torch.compile(module)` wraps (its OptimizedModule keeps it as `_orig_mod`)."""
+    inner = getattr(module, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) and type(module).__name__ == "OptimizedModule" else module
+
+
 def unwrap_module(obj: ModelLike) -> tuple[nn.Module, Any]:
     """The underlying transformers module (and tokenizer, if found) of any supported wrapper."""
     if isinstance(obj, Model):
-        return obj.hf, obj.tokenizer
+        return uncompiled(obj.hf), obj.tokenizer
+    obj = uncompiled(obj)
     tokenizer = getattr(obj, "tokenizer", None)
     for attribute in ("original_model", "_module"):  # TransformerBridge, nnsight
         inner = getattr(obj, attribute, None)

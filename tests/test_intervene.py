@@ -86,7 +86,9 @@ def test_hooks_are_removed_on_exit_and_on_exceptions(tiny_llama):
     before = _all_hooks(tiny_llama)
     with ss.intervene(tiny_llama, {"L0.resid_post": lambda a, t: a * 2, "L1.q_rope.h1": lambda a, t: a}):
         assert _all_hooks(tiny_llama) > before
+        assert "forward" in tiny_llama.hf.model.__dict__  # the decoder leaves compiled graphs
     assert _all_hooks(tiny_llama) == before
+    assert not any("forward" in m.__dict__ for m in tiny_llama.hf.modules())
     with pytest.raises(RuntimeError, match="inside generate"):
         with ss.intervene(tiny_llama, {"L0.resid_post": lambda a, t: a * 2}):
 
@@ -96,6 +98,7 @@ def test_hooks_are_removed_on_exit_and_on_exceptions(tiny_llama):
             with ss.intervene(tiny_llama, {"L2.mlp_out": fail}):
                 tiny_llama.generate(**tokenize_for_generate(tiny_llama, PROMPTS), max_new_tokens=2)
     assert _all_hooks(tiny_llama) == before
+    assert not any("forward" in m.__dict__ for m in tiny_llama.hf.modules())
 
 
 def test_nested_blocks_compose(tiny_llama):

@@ -133,9 +133,9 @@ def _run(args: argparse.Namespace) -> None:
 
     data = _data_arguments(args.data)
     settings = {"quick": args.quick, "seed": args.seed, **dict(args.set)}
-    run_experiment(args.name, args.out, model=args.model, data=data, dtype=args.dtype, **settings)
+    outcome = run_experiment(args.name, args.out, model=args.model, data=data, dtype=args.dtype, **settings)
     out = Path(args.out).resolve()
-    print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}")
+    print(f"\n{outcome.summary}\n\nresults: {out / 'results.json'}\nreport:  {out / 'report.html'}")
 
 
 def _data_check(args: argparse.Namespace) -> None:

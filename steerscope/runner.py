@@ -189,5 +189,5 @@ def run_experiment(
         **outcome.results,
     }
     write_results(folder, outcome.results)
-    write_report(folder, f"steerscope: {name}", outcome.summary, outcome.figures, outcome.tables)
+    write_report(folder, outcome.title, outcome.summary, outcome.figures, outcome.tables)
     return outcome

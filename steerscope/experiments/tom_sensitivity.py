@@ -181,19 +181,21 @@ def _row(step: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(results: dict[str, Any]) -> str:
-    b = results["baseline"]
+    """Per mask fraction: ToM accuracy and perplexity with the ToM-sensitive mask, random masks of
+    the same counts and the generic-text mask, beside the unperturbed model."""
+    b, data = results["baseline"], results["data"]
     lines = [
-        results["model"],
-        f"baseline: ToM acc {b['tom_acc']:.3f} (false belief {b['tom_fb_acc']:.3f}, true belief {b['tom_tb_acc']:.3f}), "
-        f"margin {b['tom_margin']:.3f}, greedy match {b['tom_greedy_match']:.3f}, perplexity {b['ppl']:.2f}",
+        f"{results['model']}: {data['n_eval_tom']} held-out ToM stories, {data['n_eval_windows']} text windows",
+        f"unperturbed: ToM accuracy {b['tom_acc']:.3f} (false belief {b['tom_fb_acc']:.3f}, true belief "
+        f"{b['tom_tb_acc']:.3f}), perplexity {b['ppl']:.2f}",
+        "mean-replaced weights per fraction m: ToM mask vs random masks (mean±sd) vs generic-text mask",
     ]
     for s in results["sweep"]:
         r, g = s["random"], s["generic_mask"]
         lines.append(
-            f"m={s['sparsity']:g} ({s['n_perturbed']} weights): ToM acc {s['tom_acc']:.3f} vs random "
-            f"{r['tom_acc']:.3f}±{r['tom_acc_sd']:.3f} vs generic mask {g['tom_acc']:.3f}; margin "
-            f"{s['tom_margin']:.3f} vs {r['tom_margin']:.3f} vs {g['tom_margin']:.3f}; "
-            f"ppl {s['ppl']:.2f} vs {r['ppl']:.2f}±{r['ppl_sd']:.2f} vs {g['ppl']:.2f}"
+            f"  m={s['sparsity']:g} ({s['n_perturbed']} weights): ToM accuracy {s['tom_acc']:.3f} vs "
+            f"{r['tom_acc']:.3f}±{r['tom_acc_sd']:.3f} vs {g['tom_acc']:.3f}; perplexity {s['ppl']:.2f} vs "
+            f"{r['ppl']:.2f}±{r['ppl_sd']:.2f} vs {g['ppl']:.2f}"
         )
     return "\n".join(lines)
 

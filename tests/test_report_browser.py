@@ -47,11 +47,11 @@ def run(tmp_path_factory) -> tuple[Outcome, Path]:
             "tom-sensitivity",
             folder / "run",
             model="tiny:gemma3",
-            sparsities=[0.003, 0.03],
+            sparsities=[0.03],
             n_fisher=4,
             n_eval_tom=8,
             n_eval_windows=2,
-            random_seeds=2,
+            random_seeds=1,
         )
     return outcome, folder / "run"
 

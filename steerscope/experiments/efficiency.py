@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 import plotly.graph_objects as go
+from tqdm.auto import tqdm
 
 from steerscope.context import ExperimentContext
 from steerscope.errors import InputError
@@ -152,6 +153,7 @@ def harvest_pairs(
                 config.batch_size,
                 config.seed,
                 prompt,
+                progress=True,
             )
         )
     if config.variant == "prompt_contrast" or (
@@ -163,7 +165,7 @@ def harvest_pairs(
         for source in sources:
             attempts.append(
                 harvest_prompt_contrast(
-                    model, problems, source, config.max_new_tokens, config.batch_size, prompt
+                    model, problems, source, config.max_new_tokens, config.batch_size, prompt, progress=True
                 )
             )
             if len(attempts[-1].pairs) >= config.min_pairs:
@@ -212,12 +214,23 @@ def run_without_thinking(
     if layer is None:
         candidates = spread_layers(model.anatomy.n_layers, config.layer_candidates)
         effects = steering_effects(
-            model, harvest, candidates, config.probe_strength, n_problems=config.n_probe, **length
+            model,
+            harvest,
+            candidates,
+            config.probe_strength,
+            n_problems=config.n_probe,
+            progress=True,
+            **length,
         )
         layer = best_layer(effects)
     vector, layer_scores = efficiency_vector(model, harvest, layer=layer)
+    bar = tqdm(
+        total=2 + sum(s != 0 for s in config.strengths), desc="held-out (unsteered, brevity, strengths)"
+    )
     baseline, baseline_gens = evaluate(model, heldout, **length)
+    bar.update()
     brevity, brevity_gens = evaluate(model, heldout, style="brief", **length)
+    bar.update()
     sweep, shown = [], {"no steering": baseline_gens, "brevity prompt": brevity_gens}
     for strength in config.strengths:
         summary, gens = (
@@ -228,6 +241,8 @@ def run_without_thinking(
         sweep.append({"strength": strength, "layer": layer, **summary})
         if strength != 0:
             shown[f"steered {strength:+g}"] = gens
+            bar.update()
+    bar.close()
 
     side_by_side = generations_table(heldout[: config.n_shown], shown)
     results = {
@@ -379,6 +394,7 @@ def run_thinking(
         temperature=config.temperature,
         max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size,
+        progress=True,
     )
     grids: dict[str, list[Setting]] = {}
     skipped: dict[str, str] = {}
@@ -386,7 +402,7 @@ def run_thinking(
     if {"efficiency", "seal"} & set(methods):
         harvest, samples = harvest_thinking(
             model, harvest_problems, config.n_samples, config.temperature, config.max_new_tokens,
-            config.batch_size, config.seed, data.prompt,
+            config.batch_size, config.seed, data.prompt, progress=True,
         )  # fmt: skip
         traces = [
             (data.prompt(p, "standard"), g.text)

@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from steerscope.context import ExperimentContext
 from steerscope.data.suite import DataSuite
@@ -97,8 +98,12 @@ def run(config: RopeConfig, context: ExperimentContext) -> Outcome:
     windows, stories = measured_prompts(model, context.data, config)
     prompts = windows + stories
 
+    bar = tqdm(total=2 + config.random_seeds, desc="measurements (unperturbed, masks)")
+
     def measure() -> RotaryStats:
-        return rotary_stats(model, prompts, batch_size=config.batch_size)
+        stats = rotary_stats(model, prompts, batch_size=config.batch_size, progress=True)
+        bar.update()
+        return stats
 
     before = measure()
     masks = tom_masks(model, context.data, config)
@@ -110,6 +115,7 @@ def run(config: RopeConfig, context: ExperimentContext) -> Outcome:
     for seed in range(config.random_seeds):
         with mean_replacement(model, random_masks(masks, seed=1000 + seed), config.scale):
             randoms.append(measure())
+    bar.close()
 
     lam = config.massive_lambda
     targeted_change = stats_change(targeted, before)

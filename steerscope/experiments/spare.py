@@ -212,7 +212,9 @@ def _best(rows: list[dict[str, Any]], direction: str, knob: str) -> dict[str, An
 def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
     model, conflicts = context.model, context.data.need("conflicts")
     sets = layer_sets(config, model.anatomy.n_layers)
-    tried, facts = known_conflicts(model, conflicts, config.n_candidates, config.demos, config.seed)
+    tried, facts = known_conflicts(
+        model, conflicts, config.n_candidates, config.demos, config.seed, progress=True
+    )
     rest, held = conflicts.split(facts, config.held_out, config.seed)
     fit, dev = dev_split(rest, config.dev, config.seed)
     if not held or not dev:
@@ -221,7 +223,7 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
             f"{len(dev)} dev facts (held_out={config.held_out}, dev={config.dev}); both need some: "
             "give more records or raise the fractions"
         )
-    behaviour = behaviour_counts(model, fit, conflicts, demos=config.demos, seed=config.seed)
+    behaviour = behaviour_counts(model, fit, conflicts, demos=config.demos, seed=config.seed, progress=True)
     groups = {label: [e for e in behaviour.labelled if e.label == label] for label in "CM"}
     if min(len(g) for g in groups.values()) < MIN_PER_GROUP:
         raise InputError(

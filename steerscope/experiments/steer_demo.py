@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
+from tqdm.auto import tqdm
+
 from steerscope.capture import tokenize_for_generate
 from steerscope.context import ExperimentContext
 from steerscope.data.records import ContrastPair
@@ -81,7 +83,7 @@ def run(config: SteerDemoConfig, context: ExperimentContext) -> Outcome:
     batch = tokenize_for_generate(model, neutral)
     n_prompt = batch["input_ids"].shape[1]
     generations = []
-    for strength in config.strengths:
+    for strength in tqdm(config.strengths, desc="generations at each strength"):
         with steer(model, vector, strength=strength):
             out = model.generate(**batch, max_new_tokens=config.max_new_tokens, do_sample=False)
         for prompt, row in zip(neutral, out, strict=True):
@@ -97,7 +99,7 @@ def run(config: SteerDemoConfig, context: ExperimentContext) -> Outcome:
         "neutral prompts": (neutral, "last"),
     }
     projection = {}
-    for name, (group, how) in groups.items():
+    for name, (group, how) in tqdm(groups.items(), desc="projections per layer"):
         acts = example_activations(model, group, sites, how)
         projection[name] = [
             (acts[str(s)] @ unit / acts[str(s)].norm(dim=-1)).mean().item() for s in sites

@@ -22,7 +22,11 @@ from steerscope.model import ModelLike, as_model
 
 @torch.no_grad()
 def greedy_continuations(
-    model: ModelLike, prompts: Sequence[str], max_new_tokens: int = 4, batch_size: int = 16
+    model: ModelLike,
+    prompts: Sequence[str],
+    max_new_tokens: int = 4,
+    batch_size: int = 16,
+    progress: bool = False,
 ) -> list[str]:
     """The greedy continuation of each prompt, decoded and stripped.
 
@@ -33,7 +37,9 @@ def greedy_continuations(
     loaded = as_model(model)
     device = _device(loaded)
     texts = []
-    for start in range(0, len(prompts), batch_size):
+    for start in tqdm(
+        range(0, len(prompts), batch_size), desc="generating", disable=not progress, leave=False
+    ):
         batch = tokenize_for_generate(loaded, list(prompts[start : start + batch_size]))
         batch = {k: v.to(device) for k, v in batch.items()}
         out = loaded.hf.generate(

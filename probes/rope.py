@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from steerscope.capture import Capture, capture
 from steerscope.errors import InputError
@@ -229,7 +230,11 @@ def stats_from_capture(
 
 
 def rotary_stats(
-    model: ModelLike, prompts: Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 8
+    model: ModelLike,
+    prompts: Sequence[str],
+    layers: Sequence[int] | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
 ) -> RotaryStats:
     """Pair norms, BOS angles and BOS attention of every layer (or `layers`) over `prompts`.
 
@@ -245,7 +250,9 @@ def rotary_stats(
     types = [anatomy.layer_types[i] for i in layers]
     bases = [anatomy.rope_bases[i] for i in layers]
     total: RotaryStats | None = None
-    for start in range(0, len(prompts), batch_size):
+    for start in tqdm(
+        range(0, len(prompts), batch_size), desc="rotary stats", disable=not progress, leave=False
+    ):
         chunk = list(prompts[start : start + batch_size])
         acts = capture(loaded, chunk, sites_for(layers), batch_size=len(chunk), progress=False)
         part = stats_from_capture(acts, layers, types, bases)

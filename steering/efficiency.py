@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from tqdm.auto import tqdm
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from steerscope.capture import tokenize_for_generate
@@ -168,6 +169,7 @@ def generate_solutions(
     thinking_steer: ThinkingSteer | None = None,
     budget: int | None = None,
     share_prefix: bool = True,
+    progress: bool = False,
 ) -> list[list[Generation]]:
     """`n_samples` solutions per prompt (greedy if `temperature` is None), batched and left-padded,
     optionally steered at generated tokens (`vector`, `strength`) or only while thinking
@@ -176,7 +178,8 @@ def generate_solutions(
 
     With `share_prefix`, the instruction and demonstrations every prompt of a batch starts with
     run once (`steerscope.prefix_cache`); the solutions are those of the plain batch. Thinking-time
-    steering tracks each row's tokens from the start, so it always runs the plain batch."""
+    steering tracks each row's tokens from the start, so it always runs the plain batch.
+    `progress`: a bar over the batches."""
     loaded = as_model(model)
     tokenizer = loaded.tokenizer
     thinking = think_close_id(tokenizer) is not None
@@ -191,7 +194,7 @@ def generate_solutions(
     )
     torch.manual_seed(seed)
     results: list[list[Generation]] = [[] for _ in prompts]
-    for start in range(0, len(flat), batch_size):
+    for start in tqdm(range(0, len(flat), batch_size), desc="generating", disable=not progress, leave=False):
         chunk = [p for _, p in flat[start : start + batch_size]]
         steering = (
             steer_thinking(loaded, thinking_steer)
@@ -264,13 +267,15 @@ def harvest_sampled(
     batch_size: int = 16,
     seed: int = 0,
     prompt: PromptFn = few_shot_prompt,
+    progress: bool = False,
 ) -> Harvest:
     """The paper's harvest: sample `n_samples` solutions per problem after the standard `prompt`
     and pair the shortest with the longest correct one."""
     prompts = [prompt(p, "standard") for p in problems]
     samples = generate_solutions(
-        model, prompts, [p.answer for p in problems], n_samples, temperature, max_new_tokens, batch_size, seed
-    )
+        model, prompts, [p.answer for p in problems], n_samples, temperature, max_new_tokens, batch_size, seed,
+        progress=progress,
+    )  # fmt: skip
     pairs = []
     for problem, context, generations in zip(problems, prompts, samples, strict=True):
         found = pair_by_length(generations)
@@ -306,6 +311,7 @@ def harvest_prompt_contrast(
     max_new_tokens: int = 96,
     batch_size: int = 16,
     prompt: PromptFn = few_shot_prompt,
+    progress: bool = False,
 ) -> Harvest:
     """Pairs from asking for a brief and for a thorough solution of the same problem (`prompt`
     in the brief and the thorough style; activations read after the standard one).
@@ -344,6 +350,7 @@ def harvest_prompt_contrast(
                     answers,
                     max_new_tokens=max_new_tokens,
                     batch_size=batch_size,
+                    progress=progress,
                 )
             ]
             for style in ("brief", "thorough")
@@ -463,6 +470,7 @@ def evaluate(
     max_new_tokens: int = 96,
     batch_size: int = 16,
     prompt: PromptFn = few_shot_prompt,
+    progress: bool = False,
 ) -> tuple[dict[str, Any], list[Generation]]:
     """Greedy solutions of `problems` after `prompt` in `style`, steered at generated tokens with
     relative `strength` (0: unsteered); returns `summarize(...)` and the generations."""
@@ -476,6 +484,7 @@ def evaluate(
             batch_size=batch_size,
             vector=vector,
             strength=strength,
+            progress=progress,
         )
     ]
     return summarize(generations), generations
@@ -502,6 +511,7 @@ def steering_effects(
     max_new_tokens: int = 96,
     batch_size: int = 16,
     prompt: PromptFn = few_shot_prompt,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """What each layer's direction does as steering: greedy standard-prompt solutions of the first
     `n_problems` harvested problems, unsteered (row with layer None) and steered at `strength` with
@@ -523,7 +533,9 @@ def steering_effects(
         reduce="completion_mean",
     )
     length = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, prompt=prompt)
+    trials = tqdm(total=len(layers) + 1, desc="layer trial", disable=not progress)
     rows = [{"layer": None, "strength": 0.0, **evaluate(loaded, problems, **length)[0]}]
+    trials.update()
     for layer, site in zip(layers, sites, strict=True):
         single = SteeringVector({str(site): fitted.directions[str(site)]}, fitted.fingerprint)
         rows.append(
@@ -533,6 +545,8 @@ def steering_effects(
                 **evaluate(loaded, problems, single, strength, **length)[0],
             }
         )
+        trials.update()
+    trials.close()
     return rows
 
 
@@ -567,6 +581,7 @@ def harvest_thinking(
     batch_size: int = 32,
     seed: int = 0,
     prompt: PromptFn = few_shot_prompt,
+    progress: bool = False,
 ) -> tuple[Harvest, list[list[Generation]]]:
     """The paper's harvest on a reasoning model: `n_samples` traces per problem after the standard
     `prompt`, pairing the correct traces with the fewest and the most thinking tokens. A pair's
@@ -575,8 +590,9 @@ def harvest_thinking(
     require_think_close(as_model(model).tokenizer)
     prompts = [prompt(p, "standard") for p in problems]
     samples = generate_solutions(
-        model, prompts, [p.answer for p in problems], n_samples, temperature, max_new_tokens, batch_size, seed
-    )
+        model, prompts, [p.answer for p in problems], n_samples, temperature, max_new_tokens, batch_size, seed,
+        progress=progress,
+    )  # fmt: skip
     pairs = []
     for problem, context, generations in zip(problems, prompts, samples, strict=True):
         found = pair_by_length(generations, by="n_thinking")

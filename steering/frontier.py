@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from steerscope.data.arithmetic import Problem, Style
 from steerscope.model import ModelLike
 from steerscope.steering.efficiency import Generation, evaluate_thinking, paired_change, pick_steering
@@ -94,12 +96,17 @@ def budget_settings(budgets: Sequence[int]) -> list[Setting]:
 
 
 def evaluate_settings(
-    model: ModelLike, problems: Sequence[Problem], settings: Sequence[Setting], **generation: Any
+    model: ModelLike,
+    problems: Sequence[Problem],
+    settings: Sequence[Setting],
+    progress: bool = False,
+    **generation: Any,
 ) -> list[tuple[dict[str, Any], Samples]]:
     """Each setting's row (its fields and `evaluate_thinking` summary with intervals) and samples;
-    `generation` goes to `evaluate_thinking` (prompt, n_samples, temperature, seed, ...)."""
+    `generation` goes to `evaluate_thinking` (prompt, n_samples, temperature, seed, ...).
+    `progress`: a bar over the settings."""
     out = []
-    for setting in settings:
+    for setting in tqdm(settings, desc="settings", disable=not progress, leave=False):
         summary, samples = evaluate_thinking(
             model,
             problems,

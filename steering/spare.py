@@ -53,6 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from steerscope.capture import capture
 from steerscope.errors import InputError
@@ -346,6 +347,7 @@ def answer_losses(
     answers: Sequence[str],
     template: str = ANSWER_TEMPLATE,
     batch_size: int = 4,
+    progress: bool = False,
 ) -> Tensor:
     """L [n]: the language-model loss of each `template.format(prompt=..., answer=...)`.
 
@@ -365,7 +367,9 @@ def answer_losses(
     device = next(loaded.hf.parameters()).device
     texts = [template.format(prompt=p, answer=a) for p, a in zip(prompts, answers, strict=True)]
     losses = []
-    for start in range(0, len(texts), batch_size):
+    for start in tqdm(
+        range(0, len(texts), batch_size), desc="answer losses", disable=not progress, leave=False
+    ):
         batch = {k: v.to(device) for k, v in tokenize(loaded, texts[start : start + batch_size]).items()}
         logits = loaded.hf(**batch).logits[:, :-1].float()
         targets, mask = batch["input_ids"][:, 1:], batch["attention_mask"]

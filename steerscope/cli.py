@@ -202,8 +202,8 @@ def _run(args: argparse.Namespace) -> None:
             f"steerscope: {out} holds {previous}; this run replaces its results.json and report.html",
             file=sys.stderr,
         )
-    run_experiment(**request, **settings)
-    print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}")
+    outcome = run_experiment(**request, **settings)
+    print(f"\n{outcome.summary}\n\nresults: {out / 'results.json'}\nreport:  {out / 'report.html'}")
 
 
 def _data_check(args: argparse.Namespace) -> None:

@@ -186,5 +186,5 @@ def run_experiment(
         **outcome.results,
     }
     write_results(folder, outcome.results)
-    write_report(folder, f"steerscope: {name}", outcome.summary, outcome.figures, outcome.tables, run_id)
+    write_report(folder, outcome.title, outcome.summary, outcome.figures, outcome.tables, run_id)
     return outcome

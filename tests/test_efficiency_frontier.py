@@ -36,7 +36,7 @@ def harvested(monkeypatch) -> list:
     problems it was given."""
     seen: list = []
 
-    def written(model, problems, n_samples, temperature, max_new_tokens, batch_size, seed, prompt):
+    def written(model, problems, n_samples, temperature, max_new_tokens, batch_size, seed, prompt, progress):
         seen.extend(problems)
         assert all(prompt(p, "standard").endswith(f"{p.question}\n<think>") for p in problems)
         short = f"\n1 + 1 = 2.\n</think> The answer is {problems[0].answer}."
@@ -135,7 +135,9 @@ def test_user_problems_reach_the_harvest_dev_and_heldout_splits(tmp_path, harves
 
 
 def test_a_method_without_what_it_needs_is_skipped_and_said(tmp_path, monkeypatch):
-    def nothing_correct(model, problems, n_samples, temperature, max_new_tokens, batch_size, seed, prompt):
+    def nothing_correct(
+        model, problems, n_samples, temperature, max_new_tokens, batch_size, seed, prompt, progress
+    ):
         samples = [[Generation("\n1 + 1 = 3.\n</think> 3", 9, 6, 3, False)] for _ in problems]
         return Harvest("thinking", [], {"n_samples": len(problems), "n_correct": 0, "n_pairs": 0}), samples
 

@@ -41,3 +41,6 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, gemma, request):
         o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
     ]
     assert not errors
+    if name == "steering_quickstart.ipynb":  # a run's Outcome shows as its report does
+        shown = [o.get("data", {}).get("text/html", "") for c in notebook.cells for o in c.get("outputs", [])]
+        assert sum("class='steerscope-outcome'" in html and "Plotly.newPlot" in html for html in shown) == 1

@@ -48,7 +48,10 @@ def test_a_run_records_its_id_call_commit_libraries_numerics_and_weights(tmp_pat
     monkeypatch.setattr(sys, "argv", ["/some/venv/bin/steerscope", *argv])
     assert main(argv) == 0
     provenance = json.loads((tmp_path / "results.json").read_text())["provenance"]
-    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", provenance["run"]["id"]) and provenance["run"]["started_utc"]
+    assert (
+        re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", provenance["run"]["id"])
+        and provenance["run"]["started_utc"]
+    )
     invocation = provenance["invocation"]
     assert (
         invocation["command"]

@@ -97,7 +97,7 @@ def test_position_logits_runs_on_a_users_text(tmp_path):
     assert out["data"]["source"] == TEXT
 
 
-def labelled_alternately(model, records, conflicts, demos, seed):
+def labelled_alternately(model, records, conflicts, demos, seed, progress):
     """Stands in for behaviour a random model does not show: half the prompts C, half M."""
     examples = [
         LabelledExample(conflicts.knowledge_prompt(r, push, True, demos, seed), "", "CM"[i % 2], r, push)
@@ -109,7 +109,9 @@ def labelled_alternately(model, records, conflicts, demos, seed):
 def test_spare_runs_on_a_users_conflicts_and_text(tmp_path, monkeypatch):
     import steerscope.experiments.spare as spare
 
-    monkeypatch.setattr(spare, "known_conflicts", lambda model, c, n, d, s: (c.candidates(n, s),) * 2)
+    monkeypatch.setattr(
+        spare, "known_conflicts", lambda model, c, n, d, s, progress: (c.candidates(n, s),) * 2
+    )
     monkeypatch.setattr(spare, "behaviour_counts", labelled_alternately)
     source = str(DATA / "conflicts.jsonl")
     run_experiment(

@@ -59,7 +59,9 @@ def _mean_metrics(runs: list[dict[str, float]]) -> dict[str, float]:
 )
 def run(config: ConflictProbeConfig, context: ExperimentContext) -> Outcome:
     model, conflicts = context.model, context.data.need("conflicts")
-    tried, facts = known_conflicts(model, conflicts, config.n_candidates, config.demos, config.seed)
+    tried, facts = known_conflicts(
+        model, conflicts, config.n_candidates, config.demos, config.seed, progress=True
+    )
     n_tried = len(tried)
     if len(facts) < 10:
         raise InputError(

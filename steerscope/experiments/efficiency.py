@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 import plotly.graph_objects as go
+from tqdm.auto import tqdm
 
 from steerscope.context import ExperimentContext
 from steerscope.errors import InputError
@@ -152,6 +153,7 @@ def harvest_pairs(
                 config.batch_size,
                 config.seed,
                 prompt,
+                progress=True,
             )
         )
     if config.variant == "prompt_contrast" or (
@@ -163,7 +165,7 @@ def harvest_pairs(
         for source in sources:
             attempts.append(
                 harvest_prompt_contrast(
-                    model, problems, source, config.max_new_tokens, config.batch_size, prompt
+                    model, problems, source, config.max_new_tokens, config.batch_size, prompt, progress=True
                 )
             )
             if len(attempts[-1].pairs) >= config.min_pairs:
@@ -212,12 +214,23 @@ def run_without_thinking(
     if layer is None:
         candidates = spread_layers(model.anatomy.n_layers, config.layer_candidates)
         effects = steering_effects(
-            model, harvest, candidates, config.probe_strength, n_problems=config.n_probe, **length
+            model,
+            harvest,
+            candidates,
+            config.probe_strength,
+            n_problems=config.n_probe,
+            progress=True,
+            **length,
         )
         layer = best_layer(effects)
     vector, layer_scores = efficiency_vector(model, harvest, layer=layer)
+    bar = tqdm(
+        total=2 + sum(s != 0 for s in config.strengths), desc="held-out (unsteered, brevity, strengths)"
+    )
     baseline, baseline_gens = evaluate(model, heldout, **length)
+    bar.update()
     brevity, brevity_gens = evaluate(model, heldout, style="brief", **length)
+    bar.update()
     sweep, shown = [], {"no steering": baseline_gens, "brevity prompt": brevity_gens}
     for strength in config.strengths:
         summary, gens = (
@@ -228,53 +241,34 @@ def run_without_thinking(
         sweep.append({"strength": strength, "layer": layer, **summary})
         if strength != 0:
             shown[f"steered {strength:+g}"] = gens
+            bar.update()
+    bar.close()
 
     side_by_side = generations_table(heldout[: config.n_shown], shown)
-    lines = [
-        f"{model.source}; {len(train)} training problems, {len(heldout)} held-out",
-        f"harvest variant: {harvest.variant}"
-        + (
-            f" (fallback: sampling gave {attempts[0]['n_pairs']} pairs < {config.min_pairs})"
-            if fallback
-            else ""
-        )
-        + f"; {len(harvest.pairs)} pairs; direction at L{layer}.resid_post"
-        + (" (set in the config)" if config.layer is not None else ""),
-        *(
-            f"layer trial on {e['n']} harvested problems, "
-            + ("unsteered" if e["layer"] is None else f"L{e['layer']} at {e['strength']:+g}")
-            + f": accuracy {e['accuracy']:.2f}, mean tokens {e['mean_tokens']:.1f}"
-            for e in effects
-        ),
-        f"no steering: accuracy {baseline['accuracy']:.2f}, mean tokens {baseline['mean_tokens']:.1f}",
-        f"brevity prompt: accuracy {brevity['accuracy']:.2f}, mean tokens {brevity['mean_tokens']:.1f}",
-        *(
-            f"strength {s['strength']:+.2f}: accuracy {s['accuracy']:.2f}, mean tokens {s['mean_tokens']:.1f}"
-            for s in sweep
-        ),
-    ]
+    results = {
+        "model": model.source,
+        "method": "efficiency",
+        "problems": {"train": len(train), "heldout": len(heldout)},
+        "variant": harvest.variant,
+        "fallback": fallback,
+        "harvest": harvest.counts,
+        "harvest_attempts": attempts,
+        "layer": layer,
+        "layer_scores": layer_scores,
+        "layer_effects": effects,
+        "direction_norm": vector.directions[next(iter(vector.directions))].norm().item(),
+        "baseline": baseline,
+        "prompted_brevity": brevity,
+        "sweep": sweep,
+        "example_pairs": [
+            {"question": p.problem.question, "concise": p.concise, "verbose": p.verbose}
+            for p in harvest.pairs[:3]
+        ],
+        "generations": side_by_side,
+    }
     return Outcome(
-        results={
-            "model": model.source,
-            "method": "efficiency",
-            "variant": harvest.variant,
-            "fallback": fallback,
-            "harvest": harvest.counts,
-            "harvest_attempts": attempts,
-            "layer": layer,
-            "layer_scores": layer_scores,
-            "layer_effects": effects,
-            "direction_norm": vector.directions[next(iter(vector.directions))].norm().item(),
-            "baseline": baseline,
-            "prompted_brevity": brevity,
-            "sweep": sweep,
-            "example_pairs": [
-                {"question": p.problem.question, "concise": p.concise, "verbose": p.verbose}
-                for p in harvest.pairs[:3]
-            ],
-            "generations": side_by_side,
-        },
-        summary="\n".join(lines),
+        results=results,
+        summary=summary_text(results),
         figures=[
             frontier_figure(baseline, brevity, sweep),
             layer_sweep_figure(layer_scores, layer, "concise vs verbose solutions"),
@@ -285,6 +279,39 @@ def run_without_thinking(
             ("Layer choice: harvested problems steered at each candidate layer", effects),
             ("Harvest attempts", attempts),
         ],
+    )
+
+
+def summary_text(results: dict[str, Any]) -> str:
+    """The direction's harvest and layer, then on held-out problems each strength's (and the
+    brevity prompt's) change of length at its change of accuracy, against no steering."""
+    base, problems = results["baseline"], results["problems"]
+    fallback = (
+        f" (sampling gave {results['harvest_attempts'][0]['n_pairs']} pairs, too few)"
+        if results["fallback"]
+        else ""
+    )
+    return "\n".join(
+        [
+            f"{results['model']}: {problems['train']} training, {problems['heldout']} held-out problems; "
+            f"direction at L{results['layer']}.resid_post from {results['harvest']['n_pairs']} "
+            f"{results['variant']} pairs{fallback}",
+            f"held-out, against no steering (accuracy {base['accuracy']:.2f}, {base['mean_tokens']:.1f} tokens):",
+            f"  brevity prompt: {_against(results['prompted_brevity'], base)}",
+            *(
+                f"  strength {row['strength']:+g}: {_against(row, base)}"
+                for row in results["sweep"]
+                if row["strength"] != 0
+            ),
+        ]
+    )
+
+
+def _against(row: dict[str, Any], base: dict[str, Any]) -> str:
+    tokens = row["mean_tokens"] / base["mean_tokens"] - 1 if base["mean_tokens"] else float("nan")
+    return (
+        f"tokens {tokens:+.0%} at accuracy {row['accuracy'] - base['accuracy']:+.2f} "
+        f"({row['accuracy']:.2f}, {row['mean_tokens']:.1f} tokens)"
     )
 
 
@@ -367,6 +394,7 @@ def run_thinking(
         temperature=config.temperature,
         max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size,
+        progress=True,
     )
     grids: dict[str, list[Setting]] = {}
     skipped: dict[str, str] = {}
@@ -374,7 +402,7 @@ def run_thinking(
     if {"efficiency", "seal"} & set(methods):
         harvest, samples = harvest_thinking(
             model, harvest_problems, config.n_samples, config.temperature, config.max_new_tokens,
-            config.batch_size, config.seed, data.prompt,
+            config.batch_size, config.seed, data.prompt, progress=True,
         )  # fmt: skip
         traces = [
             (data.prompt(p, "standard"), g.text)
@@ -421,26 +449,24 @@ def run_thinking(
         for method, rows in frontier.items()
         if method != "unsteered"
     }
-    summary = thinking_summary(
-        model, config, len(dev), len(harvest_problems), len(heldout), frontier, verdicts, skipped
-    )
     flat = [row for rows in frontier.values() for row in rows]
+    results = {
+        "model": model.source,
+        "methods": methods,
+        "skipped": skipped,
+        "thought_delimiter": delimiter,
+        "layers": layers,
+        "splits": {"harvest": len(harvest_problems), "dev": len(dev), "heldout": len(heldout)},
+        "harvest": None if harvest is None else harvest.counts,
+        "dev_unsteered": dev_unsteered,
+        "dev_grid": dev_rows,
+        "chosen": {m: None if s is None else s.describe() for m, s in chosen.items()},
+        "frontier": frontier,
+        "target": verdicts,
+    }
     return Outcome(
-        results={
-            "model": model.source,
-            "methods": methods,
-            "skipped": skipped,
-            "thought_delimiter": delimiter,
-            "layers": layers,
-            "splits": {"harvest": len(harvest_problems), "dev": len(dev), "heldout": len(heldout)},
-            "harvest": None if harvest is None else harvest.counts,
-            "dev_unsteered": dev_unsteered,
-            "dev_grid": dev_rows,
-            "chosen": {m: None if s is None else s.describe() for m, s in chosen.items()},
-            "frontier": frontier,
-            "target": verdicts,
-        },
-        summary=summary,
+        results=results,
+        summary=thinking_summary(results, config),
         figures=[thinking_frontier_figure(frontier)],
         tables=[
             ("Held-out frontier (95% intervals over problems; change against unsteered)", flat),
@@ -465,42 +491,36 @@ def verdict(row: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def thinking_summary(
-    model: ModelLike,
-    config: EfficiencyConfig,
-    n_dev: int,
-    n_harvest: int,
-    n_heldout: int,
-    frontier: dict[str, list[dict[str, Any]]],
-    verdicts: dict[str, dict[str, Any]],
-    skipped: dict[str, str],
-) -> str:
+def thinking_summary(results: dict[str, Any], config: EfficiencyConfig) -> str:
+    """Unsteered held-out accuracy and thinking length, then per method the setting chosen on dev:
+    its change of thinking tokens at its change of accuracy (95% intervals) and the target's verdict."""
+    splits, frontier = results["splits"], results["frontier"]
+    [unsteered] = frontier["unsteered"]
     lines = [
-        f"{model.source}; {n_harvest} harvest, {n_dev} dev, {n_heldout} held-out problems, "
-        f"{config.n_eval_samples} traces each at temperature {config.temperature}",
-        *(f"{method} skipped: {reason}" for method, reason in skipped.items()),
+        f"{results['model']}: {splits['harvest']} harvest, {splits['dev']} dev, {splits['heldout']} held-out "
+        f"problems, {config.n_eval_samples} traces each at temperature {config.temperature}",
+        f"unsteered: accuracy {_ci(unsteered['accuracy'], unsteered['accuracy_ci'], '.3f')}, thinking "
+        f"tokens {_ci(unsteered['mean_thinking_tokens'], unsteered['mean_thinking_ci'], '.1f')}",
+        *(f"{method} skipped: {reason}" for method, reason in results["skipped"].items()),
     ]
-    for rows in frontier.values():
-        for row in rows:
-            what = Setting(row["method"], row["layer"], row["strength"], row["budget"]).label
-            change = (
-                f", thinking {row['thinking_change']:+.1%}, accuracy {row['accuracy_change']:+.3f}"
-                if "thinking_change" in row
-                else ""
-            )
-            lo, hi = row["accuracy_ci"]
-            tlo, thi = row["mean_thinking_ci"]
-            lines.append(
-                f"{what}{' (chosen on dev)' if row['chosen'] else ''}: accuracy {row['accuracy']:.3f} "
-                f"[{lo:.3f}, {hi:.3f}], thinking tokens {row['mean_thinking_tokens']:.1f} "
-                f"[{tlo:.1f}, {thi:.1f}]{change}"
-            )
-    for method, result in verdicts.items():
+    for method, result in results["target"].items():
+        row = next((r for r in frontier[method] if r["chosen"]), None)
+        if row is None:
+            lines.append(f"{method}: nothing chosen on dev (no setting thinks less within the tolerance)")
+            continue
         lines.append(
-            f"{method}: {'meets' if result['meets_target'] else 'misses'} the target (>= 20% fewer "
-            "thinking tokens, accuracy within 2 points)"
+            f"{Setting(row['method'], row['layer'], row['strength'], row['budget']).label} (chosen on dev): "
+            f"thinking {_ci(row['thinking_change'], row['thinking_change_ci'], '+.1%')} at accuracy "
+            f"{_ci(row['accuracy_change'], row['accuracy_change_ci'], '+.3f')}; "
+            f"{'meets' if result['meets_target'] else 'misses'} the target (>= 20% fewer thinking tokens, "
+            "accuracy within 2 points)"
         )
     return "\n".join(lines)
+
+
+def _ci(value: float, interval: list[float], spec: str) -> str:
+    """`value [low, high]`, each formatted with `spec`."""
+    return f"{value:{spec}} [{interval[0]:{spec}}, {interval[1]:{spec}}]"
 
 
 def thinking_frontier_figure(frontier: dict[str, list[dict[str, Any]]]) -> go.Figure:

@@ -112,7 +112,7 @@ def run(config: PositionLogitsConfig, context: ExperimentContext) -> Outcome:
     prompts = generic_prompts(model, text, config.n_prompts, window, config.seed)
     context.used("text", eval_windows=len(prompts))
     trained = position_logits(
-        model, prompts, distances=config.distances, share_distance=config.share_distance
+        model, prompts, distances=config.distances, share_distance=config.share_distance, progress=True
     )
     results: dict[str, Any] = {"model": model.source, "paper_r": PAPER_R, **summarise(trained)}
     rows = results["per_head"]
@@ -131,7 +131,11 @@ def run(config: PositionLogitsConfig, context: ExperimentContext) -> Outcome:
         random_model = randomly_initialised(model, seed=config.seed)
         random = summarise(
             position_logits(
-                random_model, prompts, distances=config.distances, share_distance=config.share_distance
+                random_model,
+                prompts,
+                distances=config.distances,
+                share_distance=config.share_distance,
+                progress=True,
             )
         )
         results["random_init"] = random

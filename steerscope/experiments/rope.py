@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from steerscope.context import ExperimentContext
 from steerscope.data.suite import DataSuite
@@ -105,8 +106,12 @@ def run(config: RopeConfig, context: ExperimentContext) -> Outcome:
     windows, stories = measured_prompts(model, context.data, config)
     prompts = windows + stories
 
+    bar = tqdm(total=2 + config.random_seeds, desc="measurements (unperturbed, masks)")
+
     def measure() -> RotaryStats:
-        return rotary_stats(model, prompts, batch_size=config.batch_size)
+        stats = rotary_stats(model, prompts, batch_size=config.batch_size, progress=True)
+        bar.update()
+        return stats
 
     before = measure()
     masks = tom_masks(model, context.data, config)
@@ -118,6 +123,7 @@ def run(config: RopeConfig, context: ExperimentContext) -> Outcome:
     for seed in range(config.random_seeds):
         with mean_replacement(model, random_masks(masks, seed=1000 + seed), config.scale):
             randoms.append(measure())
+    bar.close()
 
     lam = config.massive_lambda
     targeted_change = stats_change(targeted, before)
@@ -246,34 +252,44 @@ def _fmt(value: float | None) -> str:
 
 
 def summary_text(results: dict[str, Any]) -> str:
-    """A short text of the headline numbers: massive pairs per layer type, targeted vs random, BOS attention."""
-    data = results["data"]
+    """Which rotary pairs are massive per layer type (the three most frequent), how much the ToM
+    mask changes massive and other pairs and BOS attention against random masks, BOS attention."""
+    data, perturbation = results["data"], results["perturbation"]
+    frequencies, types = results["frequencies"], results["anatomy"]["layer_types"]
     lines = [
         f"{results['model']}: {data['n_windows']} generic windows + {data['n_tom']} ToM stories, "
-        f"{data['n_tokens']} tokens ({data['n_queries']} non-BOS queries)",
-        "massive pairs (count over layers x heads; pair: frequency):",
+        f"{data['n_tokens']} tokens",
+        "massive rotary pairs (pair x how many layer-heads, its frequency):",
     ]
-    frequencies = results["frequencies"]
-    types = results["anatomy"]["layer_types"]
     for kind, entry in results["dominant_by_layer_type"].items():
         row = types.index(kind)
-        for name in ("q", "k"):
-            pairs = ", ".join(
-                f"{pair}x{count} ({frequencies[row][int(pair)]:.2g})" for pair, count in entry[name].items()
+        top = {
+            name: ", ".join(
+                f"{pair}x{count} ({frequencies[row][int(pair)]:.2g})"
+                for pair, count in sorted(entry[name].items(), key=lambda item: -item[1])[:3]
             )
-            lines.append(
-                f"  {kind} (base {entry['rope_base']:g}, {entry['n_layers']} layers) {name}: {pairs or 'none'}"
-            )
-    perturbation = results["perturbation"]
-    lines.append(f"mask: sparsity {perturbation['sparsity']:g}, {perturbation['n_perturbed']} weights")
-    for label in ("targeted", "random"):
-        s = perturbation[label]["summary"]
+            or "none"
+            for name in ("q", "k")
+        }
         lines.append(
-            f"  {label}: |rel change| q massive {_fmt(s['q_massive_rel_change'])} vs other "
-            f"{_fmt(s['q_other_rel_change'])}; k massive {_fmt(s['k_massive_rel_change'])} vs other "
-            f"{_fmt(s['k_other_rel_change'])}; |BOS attention change| {_fmt(s['bos_attention_abs_change'])}; "
-            f"|BOS cos change| {_fmt(s['bos_cos_abs_change'])}"
+            f"  {kind} (base {entry['rope_base']:g}, {entry['n_layers']} layers): q {top['q']}; k {top['k']}"
         )
+    targeted, random = perturbation["targeted"]["summary"], perturbation["random"]["summary"]
+    spread = perturbation["random"]["summary_sd"]
+    lines.append(
+        f"ToM mask (m={perturbation['sparsity']:g}, {perturbation['n_perturbed']} weights) vs random masks "
+        "(mean±sd): mean |relative change| of "
+        + "; ".join(
+            f"{label} {_fmt(targeted[key])} vs {_fmt(random[key])}±{_fmt(spread[key])}"
+            for key, label in (
+                ("q_massive_rel_change", "massive q pairs"),
+                ("q_other_rel_change", "other q pairs"),
+                ("k_massive_rel_change", "massive k pairs"),
+            )
+        )
+        + f"; |BOS attention change| {_fmt(targeted['bos_attention_abs_change'])} vs "
+        f"{_fmt(random['bos_attention_abs_change'])}"
+    )
     before = results["bos_attention"]["before"]
     by_type: dict[str, list[float]] = {}
     for row, kind in enumerate(types):

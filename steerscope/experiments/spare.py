@@ -219,7 +219,9 @@ def _best(rows: list[dict[str, Any]], direction: str, knob: str) -> dict[str, An
 def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
     model, conflicts = context.model, context.data.need("conflicts")
     sets = layer_sets(config, model.anatomy.n_layers)
-    tried, facts = known_conflicts(model, conflicts, config.n_candidates, config.demos, config.seed)
+    tried, facts = known_conflicts(
+        model, conflicts, config.n_candidates, config.demos, config.seed, progress=True
+    )
     rest, held = conflicts.split(facts, config.held_out, config.seed)
     fit, dev = dev_split(rest, config.dev, config.seed)
     if not held or not dev:
@@ -228,7 +230,7 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
             f"{len(dev)} dev facts (held_out={config.held_out}, dev={config.dev}); both need some: "
             "give more records or raise the fractions"
         )
-    behaviour = behaviour_counts(model, fit, conflicts, demos=config.demos, seed=config.seed)
+    behaviour = behaviour_counts(model, fit, conflicts, demos=config.demos, seed=config.seed, progress=True)
     groups = {label: [e for e in behaviour.labelled if e.label == label] for label in "CM"}
     if min(len(g) for g in groups.values()) < MIN_PER_GROUP:
         raise InputError(
@@ -248,8 +250,8 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
     weights = {}
     for label, follows in (("C", "context"), ("M", "memory")):
         records = [e.record for e in groups[label]]
-        loss_ctx = answer_losses(model, prompts[label], [r.sub_answer[0] for r in records])
-        loss_mem = answer_losses(model, prompts[label], [r.org_answer[0] for r in records])
+        loss_ctx = answer_losses(model, prompts[label], [r.sub_answer[0] for r in records], progress=True)
+        loss_mem = answer_losses(model, prompts[label], [r.org_answer[0] for r in records], progress=True)
         weights[label] = confidence_weights(loss_ctx, loss_mem, follows)
 
     sites = [str(Site(layer, "resid_post")) for layer in sorted({layer for s in sets for layer in s})]
@@ -370,7 +372,10 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
         edits[f"spare_to_{d}"] = spare(c["layers"], c["p"], d, c["alpha"])
         edits[f"random_features_to_{d}"] = spare(c["layers"], c["p"], d, c["alpha"], random=True)
         edits[f"diffmean_to_{d}"] = diffmean(chosen_diffmean[d]["layers"], d, chosen_diffmean[d]["strength"])
-    answers = {name: _answers(model, held_prompts, held, edits[name]) for name in CONDITIONS}
+    answers = {
+        name: _answers(model, held_prompts, held, edits[name])
+        for name in tqdm(CONDITIONS, desc="held-out conditions", leave=False)
+    }
     base = answers["no_edit"]
 
     results: dict[str, Any] = {
@@ -491,21 +496,33 @@ def _held_out_table(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _summary(results: dict[str, Any]) -> str:
+    """Held-out: each edit's change of exact match toward the source it steers to, against no edit,
+    with its interval; then what dev chose and how many dev settings beat their random control."""
+    sites = ", ".join(s["site"].removesuffix(".resid_post") for s in results["sae"])
     lines = [
         f"{results['model']}: {results['n_memorised']} memorised facts ({results['n_fit_facts']} fit, "
-        f"{results['n_dev_facts']} dev, {results['n_heldout_facts']} held out); labelled fit prompts "
-        f"{results['n_labelled']}",
-        "SAEs: "
-        + ", ".join(
-            f"{s['site']} FVU {s['fvu']:.3f} L0 {s['l0']:.0f} CE recovered {s['ce_loss_recovered']:.3f}"
-            for s in results["sae"]
-        ),
+        f"{results['n_dev_facts']} dev, {results['n_heldout_facts']} held out); SAEs at {sites}, FVU "
+        + ", ".join(f"{s['fvu']:.2f}" for s in results["sae"]),
+        "held-out change of exact match toward the source steered to, against no edit (95% interval):",
+    ]
+    for d in DIRECTIONS:
+        key = _target_key(d)
+        changes = "; ".join(
+            f"{label} {_change(results[f'{method}_to_{d}'][f'{key}_change'])}"
+            for method, label in (
+                ("spare", "SpARE"),
+                ("random_features", "random features"),
+                ("diffmean", "diff-of-means"),
+            )
+        )
+        lines.append(f"  to {d} ({key.upper()} {results['no_edit'][key]:.3f} without edit): {changes}")
+    lines.append(
         "chosen on dev: "
         + "; ".join(
             f"{name} " + " ".join(f"{k}={v}" for k, v in row.items() if not k.startswith("dev_"))
             for name, row in results["chosen"].items()
-        ),
-    ]
+        )
+    )
     if "dev_settings_meeting_bars" in results:
         n_settings = {
             d: sum(r["method"] == "spare" and r["direction"] == d for r in results["dev_grid"])
@@ -519,13 +536,11 @@ def _summary(results: dict[str, Any]) -> str:
                 for d in DIRECTIONS
             )
         )
-    for name in CONDITIONS:
-        r = results[name]
-        lines.append(
-            f"{name:<28} EM_C {r['em_c']:.3f} [{r['em_c_ci95'][0]:.2f}, {r['em_c_ci95'][1]:.2f}]  "
-            f"EM_M {r['em_m']:.3f} [{r['em_m_ci95'][0]:.2f}, {r['em_m_ci95'][1]:.2f}]  (n={r['n']})"
-        )
     return "\n".join(lines)
+
+
+def _change(change: dict[str, float]) -> str:
+    return f"{change['delta']:+.3f} [{change['low']:+.2f}, {change['high']:+.2f}]"
 
 
 def em_figure(results: dict[str, Any]) -> go.Figure:

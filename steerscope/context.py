@@ -1,6 +1,6 @@
 """`ExperimentContext`: the model and the data an experiment runs on, resolved once by the runner.
 
-The data is the model's default suite (`steerscope.data.defaults.suite_for`) with each kind the user
+The data is the model's default suite (`steerscope.organisms.suite_for`) with each kind the user
 gave replaced by their records, asked the model's way. `provenance` is what results.json records:
 where the model came from and, per data kind, its source, sha256, counts and the split sizes the
 experiment used.
@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from steerscope.cache import weights_digest
-from steerscope.data.defaults import natural_suite, suite_for
+from steerscope.data.defaults import natural_suite
 from steerscope.data.suite import DataSuite
 from steerscope.data.user_data import UserData
 from steerscope.data.vocabulary import record_texts, unknown_words
 from steerscope.errors import InputError
 from steerscope.model import Model
-from steerscope.organisms import world_of
+from steerscope.organisms import suite_for, world_of
 from steerscope.provenance import environment, model_weights
 
 MAX_UNKNOWN_SHOWN = 20

@@ -24,13 +24,12 @@ from steerscope.anatomy import max_positions
 from steerscope.context import with_user_data
 from steerscope.data.arithmetic import STYLES
 from steerscope.data.conflicts import PUSHES, demonstration
-from steerscope.data.defaults import suite_of_world
 from steerscope.data.records import Conflict, ContrastPair, Record, TomStory
 from steerscope.data.suite import DataSuite
 from steerscope.data.user_data import UserData
 from steerscope.errors import InputError
 from steerscope.loading import load_config
-from steerscope.organisms import ORGANISM_ATTRIBUTE
+from steerscope.organisms import ORGANISM_ATTRIBUTE, world_suite
 from steerscope.registry import ExperimentConfig
 from steerscope.settings import Generated, marked_settings
 
@@ -215,5 +214,5 @@ def check_fits(user: UserData, source: str, tokenizer: Any) -> None:
     `source` (read from its config, weights not loaded), through the prompts of the model's own
     data suite with `DEFAULT_DEMOS` demonstrations and nothing generated."""
     config = load_config(source)
-    suite = with_user_data(suite_of_world(getattr(config, ORGANISM_ATTRIBUTE, None)), {user.kind: user})
+    suite = with_user_data(world_suite(getattr(config, ORGANISM_ATTRIBUTE, None)), {user.kind: user})
     check_record_lengths({user.kind: user}, suite, tokenizer, max_positions(config), source)

@@ -15,8 +15,8 @@ from steerscope.data.arithmetic import (
     extract_answer,
     few_shot_prompt,
 )
-from steerscope.experiments import run_experiment
 from steerscope.organisms import ORGANISM_ATTRIBUTE
+from steerscope.runner import run_experiment
 from steerscope.steering.efficiency import (
     Generation,
     best_layer,

@@ -11,8 +11,8 @@ import pytest
 
 import steerscope.experiments.efficiency as efficiency
 from steerscope.errors import InputError
-from steerscope.experiments import run_experiment
 from steerscope.organisms import ORGANISM_ATTRIBUTE
+from steerscope.runner import run_experiment
 from steerscope.steering.efficiency import Generation, Harvest, LengthPair
 from steerscope.steering.frontier import middle_layers
 from steerscope.tiny import tiny_model

@@ -22,9 +22,8 @@ from steerscope.cli import main
 from steerscope.data import arithmetic
 from steerscope.data.user_data import read_user_data
 from steerscope.errors import InputError
-from steerscope.experiments import run_experiment
 from steerscope.limits import fit_to_model
-from steerscope.runner import get_experiment, make_config
+from steerscope.runner import get_experiment, make_config, run_experiment
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent

@@ -8,10 +8,11 @@ import torch
 from steerscope.data.conflicts import PUSHES
 from steerscope.data.defaults import natural_suite
 from steerscope.errors import InputError
-from steerscope.experiments import conflict_probe, run_experiment, spare
+from steerscope.experiments import conflict_probe, spare
 from steerscope.organisms import sources_world
 from steerscope.probes.knowledge import BehaviourCounts, LabelledExample, conflict_pairs
 from steerscope.probes.lm_metrics import top_token_probability
+from steerscope.runner import run_experiment
 
 DATA = Path(__file__).parent / "data"
 

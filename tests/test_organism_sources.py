@@ -9,10 +9,10 @@ import pytest
 import steerscope as ss
 from steerscope.capture import capture
 from steerscope.data.conflicts import from_fact
-from steerscope.data.defaults import suite_for
 from steerscope.data.facts import DEMO_KINDS, starts_with_answer
 from steerscope.errors import InputError
 from steerscope.organisms import sources_world as world
+from steerscope.organisms import suite_for
 from steerscope.organisms.filler import filler_texts
 from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.probes.knowledge import answer_greedy, behaviour_counts

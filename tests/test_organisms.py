@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import steerscope as ss
-from steerscope.data.defaults import suite_for
 from steerscope.errors import InputError
-from steerscope.organisms import ORGANISMS, Shape, Training, organism_spec
+from steerscope.organisms import ORGANISMS, Shape, Training, organism_spec, suite_for
 from steerscope.organisms import tom_world as world
 from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.organisms.train import batch_at, build_corpus, train_steps

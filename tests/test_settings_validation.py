@@ -16,8 +16,13 @@ import pytest
 import steerscope as ss
 from steerscope.cli import main
 from steerscope.errors import InputError
-from steerscope.experiments import run_experiment
-from steerscope.runner import check_output_folder, discover_experiments, get_experiment, make_config
+from steerscope.runner import (
+    check_output_folder,
+    discover_experiments,
+    get_experiment,
+    make_config,
+    run_experiment,
+)
 from steerscope.settings import check_settings
 
 # (experiment, settings as run_experiment takes them, the same as --set arguments, the message)

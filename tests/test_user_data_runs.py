@@ -16,11 +16,11 @@ from steerscope.cli import main
 from steerscope.context import build_context
 from steerscope.data.user_data import read_user_data
 from steerscope.errors import InputError
-from steerscope.experiments import run_experiment
 from steerscope.organisms import ORGANISM_ATTRIBUTE
 from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.probes.knowledge import BehaviourCounts, LabelledExample
 from steerscope.provenance import model_weights
+from steerscope.runner import run_experiment
 from steerscope.steering.efficiency import Harvest, LengthPair
 
 DATA = Path(__file__).parent / "data"

@@ -1,5 +1,5 @@
-"""The data suite a model gets when the user gives none: the natural-language sets steerscope writes
-itself for a pretrained model, the world an organism was trained on for a model organism."""
+"""The data suite a pretrained model gets when the user gives none: the natural-language sets
+steerscope writes itself (an organism gets its world's, `steerscope.organisms.suite_for`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from steerscope.data.generic import generic_documents
 from steerscope.data.records import Conflict, ContrastPair
 from steerscope.data.sentiment import NEUTRAL_PROMPTS, n_distinct_pairs, sentiment_pairs
 from steerscope.data.suite import ConflictData, DataSuite, PairData, ProblemData, TextData, TomData
-from steerscope.model import ModelLike
-from steerscope.organisms import world_of, world_suite
 
 NATURAL = "steerscope:natural"
 
@@ -54,13 +52,3 @@ def natural_suite() -> DataSuite:
         text=TextData(lambda: [text for _, text in generic_documents("offline")], 128, NATURAL),
         pairs=PairData(_sentiment, NEUTRAL_PROMPTS, NATURAL, lambda split: n_distinct_pairs()),
     )
-
-
-def suite_for(model: ModelLike) -> DataSuite:
-    """The organism's world if `model` is an organism, else the natural sets."""
-    return suite_of_world(world_of(model))
-
-
-def suite_of_world(world: str | None) -> DataSuite:
-    """The data suite of an organism's world, or the natural sets for None (a pretrained model)."""
-    return natural_suite() if world is None else world_suite(world)

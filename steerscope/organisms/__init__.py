@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 
 from steerscope.cache import cache_root
+from steerscope.data.defaults import natural_suite
 from steerscope.data.suite import DataSuite
 from steerscope.errors import InputError
 from steerscope.model import ModelLike, as_model
@@ -138,11 +139,20 @@ def world_of(model: ModelLike) -> str | None:
     return getattr(as_model(model).hf.config, ORGANISM_ATTRIBUTE, None)
 
 
-def world_suite(world: str) -> DataSuite:
-    """The data suite of the world an organism was trained on (its config names the world)."""
+def world_suite(world: str | None) -> DataSuite:
+    """The data suite of the world an organism was trained on (its config names the world), or the
+    natural-language sets for None (a pretrained model)."""
+    if world is None:
+        return natural_suite()
     worlds = {spec.world for spec in ORGANISMS.values()}
     if world not in worlds:
         raise InputError(
             f"model says it was trained on world {world!r}; known worlds: {', '.join(sorted(worlds))}"
         )
     return importlib.import_module(f"steerscope.organisms.{world}").suite()
+
+
+def suite_for(model: ModelLike) -> DataSuite:
+    """The data suite a model gets when the user gives none: its world's if `model` is an organism,
+    else the natural-language sets."""
+    return world_suite(world_of(model))

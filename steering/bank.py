@@ -38,7 +38,7 @@ from steerscope.errors import InputError
 from steerscope.intervene import module_at
 from steerscope.model import Model, ModelLike, as_model
 from steerscope.sites import Site
-from steerscope.tokens import cache_length, position_ids_of, repeats_and_extends
+from steerscope.tokens import past_length, position_ids_of, repeats_and_extends
 
 #: Site kinds a bank steers: the [batch, pos, d_model] activations a steering vector is added to.
 BANK_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
@@ -274,17 +274,17 @@ class SteeringBank:
                 "install it with a larger max_batch"
             )
         device = self._bounds.device
-        mask = kwargs.get("attention_mask")
+        attention = kwargs.get("attention_mask")
+        mask = attention if isinstance(attention, Tensor) and attention.dim() == 2 else None
         cache = kwargs.get("past_key_values")
-        if isinstance(mask, Tensor) and mask.dim() == 2:
-            past: int | Tensor = mask.shape[1] - n_new
+        past = past_length(mask, n_new, cache)
+        if mask is not None:
             real = mask.to(device) != 0
             counted = real.cumsum(-1)
             positions = (counted[:, past:] - 1).masked_fill(~real[:, past:], -1)
             through = counted[:, -1]
             before = counted[:, past - 1] if past > 0 else torch.zeros_like(through)
         else:
-            past = cache_length(cache) if cache is not None else 0
             given = position_ids_of(kwargs, batch, n_new)
             if given is not None:
                 positions = given.to(device)

@@ -26,7 +26,7 @@ from steerscope.model import ModelLike, as_model
 from steerscope.sites import Site, resolve_sites
 from steerscope.steering.apply import SCALES, steering_edit
 from steerscope.steering.vector import SteeringVector
-from steerscope.tokens import TokenInfo
+from steerscope.tokens import TokenInfo, past_length
 
 THINK_CLOSE = "</think>"
 ThinkingPositions = Literal["thinking", "delimiters"]
@@ -134,10 +134,7 @@ class ThinkingTracker:
         if ids is None:
             raise InputError("steering while thinking needs input_ids (not inputs_embeds) to see </think>")
         mask = kwargs.get("attention_mask")
-        cache = kwargs.get("past_key_values")
-        past = int(cache.get_seq_length()) if cache is not None else 0
-        if mask is not None and mask.dim() == 2:
-            past = mask.shape[1] - ids.shape[1]
+        past = int(past_length(mask, ids.shape[1], kwargs.get("past_key_values")))
         if past == 0:
             self.ids = ids
         elif self.ids is None or self.ids.shape[1] != past or self.ids.shape[0] != ids.shape[0]:

@@ -24,7 +24,7 @@ from steerscope.errors import InputError
 from steerscope.intervene import Edit, EditSpec, edit_list, merge_head, run_edits, select_head
 from steerscope.model import Model, ModelLike, as_model
 from steerscope.sites import KV_KINDS, Site
-from steerscope.tokens import TokenInfo, TokenTracker, call_mask
+from steerscope.tokens import TokenInfo, TokenTracker, call_mask, past_length
 
 #: Site kind -> HookPoint name inside `blocks.{layer}`; every hook holds what the site holds.
 HOOK_NAMES: dict[str, str] = {
@@ -85,10 +85,7 @@ class _HookedTracker:
             resid = kwargs["resid_pre"] if "resid_pre" in kwargs else args[0]
             entry = kwargs.get("past_kv_cache_entry", args[2] if len(args) > 2 else None)
             mask = call_mask(kwargs.get("attention_mask", args[3] if len(args) > 3 else None), resid.device)
-            if mask is not None:  # generate's mask covers the cache and the call: trusted over the cache
-                past = mask.shape[1] - resid.shape[1]
-            else:
-                past = int(entry.past_keys.shape[1]) if entry is not None else 0
+            past = int(past_length(mask, resid.shape[1], entry))
             self.tracker.observe(
                 resid.detach(),
                 mask,

@@ -29,7 +29,7 @@ from steerscope.errors import InputError
 from steerscope.model import ModelLike, as_model, uncompiled
 from steerscope.rotary import rotate, unrotate
 from steerscope.sites import Site
-from steerscope.tokens import TokenInfo, TokenTracker, cache_length, position_ids_of
+from steerscope.tokens import TokenInfo, TokenTracker, past_length, position_ids_of
 
 Edit = Callable[[Tensor, TokenInfo], Tensor | None]
 E = TypeVar("E", bound=Edit)
@@ -204,15 +204,15 @@ class _Installer:
             return  # neither ids nor embeddings: the model raises its own error
         shape = shaped.shape
         batch, n_new = shape[0], shape[1]
-        mask = kwargs.get("attention_mask")
+        attention = kwargs.get("attention_mask")
+        # none, or a ready 4-D mask (or one per layer type): padding is not read from it
+        mask = attention if isinstance(attention, Tensor) and attention.dim() == 2 else None
         cache = kwargs.get("past_key_values")
+        past = int(past_length(mask, n_new, cache))
         positions = None
-        if isinstance(mask, Tensor) and mask.dim() == 2:
-            past = mask.shape[1] - n_new  # generate's mask covers the cache and the call
+        if mask is not None:
             device = mask.device
         else:
-            mask = None  # none, or a ready 4-D mask (or one per layer type): padding is not read from it
-            past = int(cache_length(cache)) if cache is not None else 0
             device = shaped.device
             positions = position_ids_of(kwargs, batch, n_new)
             if positions is not None and positions.device != device:

@@ -136,10 +136,26 @@ def _real_count(mask: Tensor | None, batch: int, length: int, device: torch.devi
     return _real_mask(mask.narrow(1, 0, length)).sum(-1)
 
 
-def cache_length(cache: Any) -> int | Tensor:
-    """How many tokens a KV cache holds before a call: `get_seq_length` of a layer that keeps every
-    token (a static cache's sliding-window layers stop counting once full), else a sliding layer's
-    own count. A 0-d tensor for a static cache (so a compiled graph reads it without recompiling)."""
+def past_length(attention_mask: Tensor | None, n_new: int, cache: Any) -> int | Tensor:
+    """How many tokens come before a forward call's `n_new` ones: the width of its 2-D attention mask
+    less the call when it has one (`generate`'s covers the cache and the call; trusted over the
+    cache, whose count a sliding window or a prefix cache can make differ), else `_cache_length`."""
+    if attention_mask is not None and attention_mask.dim() == 2:
+        return attention_mask.shape[1] - n_new
+    return _cache_length(cache)
+
+
+def _cache_length(cache: Any) -> int | Tensor:
+    """How many tokens a KV cache holds before a call (0 without one). A transformers `Cache`:
+    `get_seq_length` of a layer that keeps every token (a static cache's sliding-window layers stop
+    counting once full), else a sliding layer's own count, a 0-d tensor for a static cache (so a
+    compiled graph reads it without recompiling). A TransformerLens block's cache entry: the length
+    of its keys [batch, pos, heads, d_head]."""
+    if cache is None:
+        return 0
+    keys = getattr(cache, "past_keys", None)
+    if isinstance(keys, Tensor):
+        return keys.shape[1]
     layers = getattr(cache, "layers", None)
     if layers:
         for index, layer in enumerate(layers):

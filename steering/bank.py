@@ -37,11 +37,16 @@ from steerscope.compiled import Forward, unwrap_forward, wrap_forward, wrappers_
 from steerscope.errors import InputError
 from steerscope.intervene import module_at
 from steerscope.model import Model, ModelLike, as_model
-from steerscope.sites import Site
+from steerscope.sites import D_MODEL_SHAPE, SITE_KINDS, Site, module_path
 from steerscope.tokens import past_length, position_ids_of, repeats_and_extends
 
-#: Site kinds a bank steers: the [batch, pos, d_model] activations a steering vector is added to.
-BANK_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
+#: Site kinds a bank steers: the editable [batch, pos, d_model] activations a steering vector is
+#: added to (the layer's input, its output or a branch's output; `SITE_KINDS`).
+BANK_KINDS = tuple(
+    name
+    for name, kind in SITE_KINDS.items()
+    if kind.shape == D_MODEL_SHAPE and kind.head_layout is None and kind.editable
+)
 #: Beyond any position: the open end of a selection.
 _END = 2**62
 #: (lower coefficient, lower offset, upper coefficient, upper offset) per positions mode.
@@ -110,13 +115,14 @@ class SteeringBank:
         self._wrapped: list[tuple[nn.Module, Forward]] = []
         try:
             for site in self.sites:
-                module = self._module(model, site)
+                module = module_at(model.hf, module_path(site, anatomy))
                 parameter = next(module.parameters(), None)
                 where = parameter.device if parameter is not None else device
                 self._slots[site] = _SiteSlots(anatomy.d_model, max_batch, self._dtype, where)
                 self._slots[site].grow(1)
                 self._wrap(
-                    module, self._pre_body(site) if site.kind == "resid_pre" else self._post_body(site)
+                    module,
+                    self._pre_body(site) if SITE_KINDS[site.kind].hook == "input" else self._post_body(site),
                 )
             self._wrap(self._decoder, self._track)
         except BaseException:
@@ -204,13 +210,6 @@ class SteeringBank:
             self._holding = False
 
     # ---------------------------------------------------------------- what runs inside forward
-
-    def _module(self, model: Model, site: Site) -> nn.Module:
-        anatomy, family = model.anatomy, model.anatomy.family
-        if site.kind in ("resid_pre", "resid_post"):
-            return module_at(model.hf, anatomy.layer_path(site.layer))
-        path = family.attn_out if site.kind == "attn_out" else family.mlp_out
-        return module_at(model.hf, anatomy.component_path(site.layer, path))
 
     def _wrap(self, module: nn.Module, body: Any) -> None:
         self._wrapped.append((module, wrap_forward(module, body)))

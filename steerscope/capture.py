@@ -21,7 +21,7 @@ from steerscope.errors import InputError
 from steerscope.intervene import intervene, module_at
 from steerscope.model import Model, ModelLike, as_model
 from steerscope.offload import input_device
-from steerscope.sites import Site, resolve_sites
+from steerscope.sites import SITE_KINDS, Site, resolve_sites
 from steerscope.tokens import TokenInfo
 
 Reduction = Literal["last", "mean"] | None
@@ -89,10 +89,8 @@ def tokenize_for_generate(model: Model, prompts: Sequence[str]) -> dict[str, Ten
 
 
 def _position_axis(site: Site) -> int:
-    """Axis of token positions (queries, for patterns) in a site's activation."""
-    if site.kind == "attn_pattern":
-        return 1 if site.head is not None else 2
-    return 1
+    """Axis of token positions (queries, for patterns) in a site's activation (`SITE_KINDS`)."""
+    return SITE_KINDS[site.kind].query_axis(headed=site.head is not None)
 
 
 def _reduce(act: Tensor, site: Site, tokens: TokenInfo, how: Reduction) -> Tensor:
@@ -111,7 +109,7 @@ def _reduce(act: Tensor, site: Site, tokens: TokenInfo, how: Reduction) -> Tenso
 def _pad_left(parts: list[Tensor], site: Site, reduced: bool) -> Tensor:
     """Concatenate batches, left-padding position axes (and the key axis of patterns) with 0."""
     axes = [] if reduced else [_position_axis(site)]
-    if site.kind == "attn_pattern":
+    if SITE_KINDS[site.kind].key_axis_last:
         axes.append(-1)
     if not axes:
         return torch.cat(parts)
@@ -191,7 +189,7 @@ def capture(
         return record
 
     starts = range(0, len(prompts), batch_size)
-    needs_eager = any(site.kind == "attn_pattern" for site in targets)
+    needs_eager = any(SITE_KINDS[site.kind].hook == "probabilities" for site in targets)
     device = input_device(loaded.hf)
     logits: list[Tensor] = []
     # Without logits, run the decoder stack only (no unembedding) and stop after the deepest site.

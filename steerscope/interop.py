@@ -23,24 +23,9 @@ from transformers import AutoTokenizer
 from steerscope.errors import InputError
 from steerscope.intervene import Edit, EditSpec, edit_list, merge_head, run_edits, select_head
 from steerscope.model import Model, ModelLike, as_model
-from steerscope.sites import KV_KINDS, Site
+from steerscope.sites import SITE_KINDS, Site
 from steerscope.tokens import TokenInfo, TokenTracker, call_mask, past_length
 
-#: Site kind -> HookPoint name inside `blocks.{layer}`; every hook holds what the site holds.
-HOOK_NAMES: dict[str, str] = {
-    "resid_pre": "hook_resid_pre",
-    "resid_post": "hook_resid_post",
-    "attn_out": "hook_attn_out",
-    "mlp_out": "hook_mlp_out",
-    "q": "attn.hook_q",
-    "k": "attn.hook_k",
-    "v": "attn.hook_v",
-    "q_rope": "attn.hook_rot_q",
-    "k_rope": "attn.hook_rot_k",
-    "attn_pattern": "attn.hook_pattern",
-}
-#: Head axis of each per-head kind's activation ([batch, pos, head, d] or [batch, head, q, k]).
-_HEAD_AXIS = {"attn_pattern": 1}
 HOOKED_TRANSFORMER_FAMILIES = ("llama", "gemma3")
 
 
@@ -51,7 +36,7 @@ def _validate(site: Site, cfg: Any) -> Site:
             f"site {site}: layer {site.layer} out of range; this model has layers 0-{cfg.n_layers - 1}"
         )
     if site.head is not None:
-        kv = site.kind in KV_KINDS
+        kv = SITE_KINDS[site.kind].kv_heads
         n = (cfg.n_key_value_heads or cfg.n_heads) if kv else cfg.n_heads
         if site.head >= n:
             what = "KV heads" if kv else "query heads"
@@ -105,15 +90,16 @@ class _HookedTracker:
 
 def _hook_fn(site: Site, edits: Sequence[Edit], tracker: _HookedTracker) -> Callable[..., Tensor | None]:
     """A HookPoint function running `edits` on the site's slice of the activation."""
-    axis = _HEAD_AXIS.get(site.kind, 2)
+    kind = SITE_KINDS[site.kind]
+    axis = kind.head_axis or 0  # a site without heads selects none
 
     def hook(act: Tensor, hook: Any) -> Tensor | None:
         part = select_head(act, site, axis)
         new = run_edits(site, part, edits, tracker.tokens(act.device))
         if new is part:
             return None
-        if site.kind == "attn_pattern":
-            raise InputError(f"site {site}: attn_pattern is read-only; edit q_rope or k_rope instead")
+        if not kind.editable:
+            raise InputError(f"site {site}: {site.kind} is read-only; edit q_rope or k_rope instead")
         return merge_head(act, new, site, axis)
 
     return hook
@@ -123,7 +109,7 @@ def _hook_fn(site: Site, edits: Sequence[Edit], tracker: _HookedTracker) -> Call
 def hooked_transformer_edits(ht: Any, edits: EditSpec) -> Iterator[None]:
     """Install steerscope edits ({site: edit or [edits]}) on a HookedTransformer's HookPoints.
 
-    Sites map to `blocks.{layer}.hook_*` / `blocks.{layer}.attn.hook_*` (`HOOK_NAMES`); per-head
+    Sites map to `blocks.{layer}.hook_*` / `blocks.{layer}.attn.hook_*` (`SiteKind.transformer_lens`); per-head
     sites select the head axis. Edits receive a `TokenInfo` like under `intervene`. Limits: token
     bookkeeping comes from the blocks' inputs, so a call with a past KV cache is a continuation of
     the last prompt, a cache-less call is one only if it starts with the remembered prompt's
@@ -138,7 +124,7 @@ def hooked_transformer_edits(ht: Any, edits: EditSpec) -> Iterator[None]:
         plan.setdefault(site, []).extend(edit_list(value))
     tracker = _HookedTracker()
     fwd_hooks = [
-        (f"blocks.{site.layer}.{HOOK_NAMES[site.kind]}", _hook_fn(site, site_edits, tracker))
+        (f"blocks.{site.layer}.{SITE_KINDS[site.kind].transformer_lens}", _hook_fn(site, site_edits, tracker))
         for site, site_edits in plan.items()
     ]
     handles: list[RemovableHandle] = []

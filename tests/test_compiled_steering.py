@@ -256,7 +256,7 @@ def test_a_torch_compiled_module_is_steered_through_its_bank(tiny_llama):
 def test_bank_installation_and_blocks_are_checked(tiny_llama):
     vector = _vector(tiny_llama, sites=("L1.resid_post",))
     with pytest.raises(
-        InputError, match="whole-layer sites of kinds resid_pre, resid_post, attn_out, mlp_out; got L1.q_rope"
+        InputError, match="whole-layer sites of kinds resid_pre, attn_out, mlp_out, resid_post; got L1.q_rope"
     ):
         install_steering_bank(tiny_llama, ["L1.q_rope"])
     with pytest.raises(InputError, match="max_batch must be an integer from 1"):

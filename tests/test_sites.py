@@ -45,3 +45,25 @@ def test_every_kind_is_documented():
         "k_rope",
         "attn_pattern",
     }
+
+
+def test_every_site_kind_is_hooked_on_a_module_the_model_has(tiny):
+    from steerscope.intervene import module_at
+    from steerscope.sites import all_sites, module_path
+
+    paths = {str(site): module_path(site, tiny.anatomy) for site in all_sites(tiny.anatomy)}
+    for path in paths.values():
+        module_at(tiny.hf, path)
+    assert paths["L1.resid_pre"] == paths["L1.resid_post"] == tiny.anatomy.layer_path(1)
+    assert paths["L1.q"] == paths["L1.q_rope"] != paths["L1.k"]
+
+
+def test_the_table_says_which_kinds_have_heads_and_which_are_read_only():
+    from steerscope.sites import HEADED_KINDS, KV_KINDS
+
+    assert HEADED_KINDS == {"q", "k", "v", "q_rope", "k_rope", "attn_pattern"}
+    assert KV_KINDS == {"k", "v", "k_rope"}
+    assert [name for name, kind in SITE_KINDS.items() if not kind.editable] == ["attn_pattern"]
+    assert SITE_KINDS["attn_pattern"].query_axis(headed=True) == 1
+    assert SITE_KINDS["attn_pattern"].query_axis(headed=False) == 2
+    assert SITE_KINDS["q_rope"].query_axis(headed=True) == 1

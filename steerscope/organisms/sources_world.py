@@ -28,9 +28,10 @@ from steerscope.data.conflicts import from_fact
 from steerscope.data.facts import DEMO_KINDS, Fact
 from steerscope.data.facts import substitute as swap_answer
 from steerscope.data.records import Conflict
-from steerscope.data.suite import ConflictData, DataSuite, TextData
+from steerscope.data.suite import ConflictData, DataSuite
 from steerscope.errors import InputError
-from steerscope.organisms.filler import COLOURS, filler_texts
+from steerscope.organisms.filler import COLOURS
+from steerscope.organisms.worlds import held_out_filler, organism_suite
 
 VERSION = 2
 
@@ -221,21 +222,19 @@ def training_texts(n: int, seed: int) -> list[str]:
     return texts
 
 
-def generic_texts() -> list[str]:
-    """Held-out filler paragraphs (the trainer's filler uses other seeds)."""
-    return filler_texts(LEXICON, 1200, "eval")
+generic_texts = held_out_filler(LEXICON, 1200)
 
 
 def suite() -> DataSuite:
     """Evaluation-country facts and held-out filler for experiments on `organism:sources`."""
-    source = "steerscope:organism:sources"
 
     def candidates(n: int | None, seed: int) -> list[Conflict]:
         chosen = candidate_facts(len(EVAL_FACTS) if n is None else n, seed)
         return [from_fact(f, substitute(f, seed)) for f in chosen]
 
-    return DataSuite(
-        name="organism:sources",
-        conflicts=ConflictData(candidates, cues=CUES, source=source),
-        text=TextData(generic_texts, 128, source),
+    return organism_suite(
+        "sources",
+        generic_texts,
+        128,
+        conflicts=lambda source: ConflictData(candidates, cues=CUES, source=source),
     )

@@ -20,10 +20,10 @@ import random
 from dataclasses import dataclass
 from itertools import combinations
 
-from steerscope.data.suite import DataSuite, TextData, TomData
+from steerscope.data.suite import DataSuite, TomData
 from steerscope.data.tom import KINDS, TomItem
 from steerscope.errors import InputError
-from steerscope.organisms.filler import filler_texts
+from steerscope.organisms.worlds import held_out_filler, organism_suite
 
 VERSION = 2
 SPLITS = ("fisher", "eval")
@@ -215,9 +215,6 @@ def training_texts(n: int, seed: int) -> list[str]:
 
 def suite() -> DataSuite:
     """Held-out ToM items and held-out filler text for experiments on `organism:tom`."""
-    source = "steerscope:organism:tom"
-    return DataSuite(
-        name="organism:tom",
-        tom=TomData(tom_items, source),
-        text=TextData(lambda: filler_texts(LEXICON, 1500, "eval"), 32, source),
+    return organism_suite(
+        "tom", held_out_filler(LEXICON, 1500), 32, tom=lambda source: TomData(tom_items, source)
     )

@@ -57,50 +57,47 @@ _KV_HEADS = "[batch, pos, kv_head, head_dim]"
 #: Site kinds in forward order within a layer, and what each means.
 SITE_KINDS: dict[str, SiteKind] = {
     "resid_pre": SiteKind(
-        "residual stream entering the layer", D_MODEL_SHAPE, None, "input", "hook_resid_pre"
+        "residual stream entering the layer", D_MODEL_SHAPE, module=None, hook="input",
+        transformer_lens="hook_resid_pre",
     ),
     "q": SiteKind(
-        "queries before RoPE", _HEADS, "q_pre_rope", "output", "attn.hook_q", "family", head_axis=2
+        "queries before RoPE", _HEADS, module="q_pre_rope", hook="output",
+        transformer_lens="attn.hook_q", head_layout="family", head_axis=2,
     ),
     "k": SiteKind(
-        "keys before RoPE", _KV_HEADS, "k_pre_rope", "output", "attn.hook_k", "family", 2, kv_heads=True
+        "keys before RoPE", _KV_HEADS, module="k_pre_rope", hook="output",
+        transformer_lens="attn.hook_k", head_layout="family", head_axis=2, kv_heads=True,
     ),
-    "v": SiteKind("values", _KV_HEADS, "v", "output", "attn.hook_v", "flat", 2, kv_heads=True),
+    "v": SiteKind(
+        "values", _KV_HEADS, module="v", hook="output",
+        transformer_lens="attn.hook_v", head_layout="flat", head_axis=2, kv_heads=True,
+    ),
     "q_rope": SiteKind(
-        "queries after RoPE", _HEADS, "q_pre_rope", "output", "attn.hook_rot_q", "family", 2, rotated=True
+        "queries after RoPE", _HEADS, module="q_pre_rope", hook="output",
+        transformer_lens="attn.hook_rot_q", head_layout="family", head_axis=2, rotated=True,
     ),
     "k_rope": SiteKind(
-        "keys after RoPE",
-        _KV_HEADS,
-        "k_pre_rope",
-        "output",
-        "attn.hook_rot_k",
-        "family",
-        2,
-        kv_heads=True,
-        rotated=True,
+        "keys after RoPE", _KV_HEADS, module="k_pre_rope", hook="output",
+        transformer_lens="attn.hook_rot_k", head_layout="family", head_axis=2, kv_heads=True, rotated=True,
     ),
     "attn_pattern": SiteKind(
-        "attention probabilities, read-only",
-        "[batch, head, query_pos, key_pos]",
-        "attention",
-        "probabilities",
-        "attn.hook_pattern",
-        head_axis=1,
-        position_axis=2,
-        key_axis_last=True,
-        editable=False,
+        "attention probabilities, read-only", "[batch, head, query_pos, key_pos]", module="attention",
+        hook="probabilities", transformer_lens="attn.hook_pattern", head_axis=1, position_axis=2,
+        key_axis_last=True, editable=False,
     ),
     "attn_out": SiteKind(
-        "attention branch output added to the residual", D_MODEL_SHAPE, "attn_out", "output", "hook_attn_out"
+        "attention branch output added to the residual", D_MODEL_SHAPE, module="attn_out", hook="output",
+        transformer_lens="hook_attn_out",
     ),
     "mlp_out": SiteKind(
-        "MLP branch output added to the residual", D_MODEL_SHAPE, "mlp_out", "output", "hook_mlp_out"
+        "MLP branch output added to the residual", D_MODEL_SHAPE, module="mlp_out", hook="output",
+        transformer_lens="hook_mlp_out",
     ),
     "resid_post": SiteKind(
-        "residual stream leaving the layer", D_MODEL_SHAPE, None, "output", "hook_resid_post"
+        "residual stream leaving the layer", D_MODEL_SHAPE, module=None, hook="output",
+        transformer_lens="hook_resid_post",
     ),
-}
+}  # fmt: skip
 HEADED_KINDS = frozenset(name for name, kind in SITE_KINDS.items() if kind.head_axis is not None)
 KV_KINDS = frozenset(name for name, kind in SITE_KINDS.items() if kind.kv_heads)
 

@@ -12,6 +12,9 @@ digest, so a changed recipe never reuses an old model. A world module provides:
 - `LEXICON`: "people", "things", "places" (and more) for the filler text;
 - `training_texts(n, seed)`: `n` capability documents, never an evaluation item;
 - `suite()`: the `DataSuite` experiments use on the organism (evaluation items held out).
+
+What the worlds share (the suite's naming, held-out filler, the arithmetic worlds' problems and
+prompts) is in `steerscope.organisms.worlds`.
 """
 
 from __future__ import annotations

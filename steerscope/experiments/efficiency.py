@@ -41,32 +41,27 @@ from steerscope.errors import InputError
 from steerscope.model import ModelLike
 from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.settings import Count, Layer, NewTokens, NonEmpty, NonZero, Range
+from steerscope.steering.choice import fewest_within_tolerance, mark_chosen
 from steerscope.steering.efficiency import (
-    Generation,
     Harvest,
-    PromptFn,
-    best_layer,
     efficiency_vector,
-    evaluate,
     harvest_prompt_contrast,
     harvest_sampled,
-    harvest_thinking,
-    spread_layers,
-    steering_effects,
-    thinking_directions,
 )
 from steerscope.steering.frontier import (
     BREVITY_CUE,
     UNSTEERED,
     Setting,
     budget_settings,
-    choose_setting,
-    evaluate_settings,
+    dev_rows,
     heldout_frontier,
-    middle_layers,
+    solve,
     steering_settings,
 )
+from steerscope.steering.generation import Generation, PromptFn
+from steerscope.steering.layer_choice import best_layer, evaluate, spread_layers, steering_effects
 from steerscope.steering.plots import frontier_figure, layer_sweep_figure
+from steerscope.steering.reasoning import thinking_directions
 from steerscope.steering.seal import seal_vector
 from steerscope.steering.thinking import delimiter_ids, think_close_id
 from steerscope.steering.vector import SteeringVector
@@ -425,7 +420,7 @@ def plan_thinking(
     layers = (
         [config.layer]
         if config.layer is not None
-        else config.layers or middle_layers(n_layers, config.layer_candidates)
+        else config.layers or spread_layers(n_layers, config.layer_candidates, skip_first=True)
     )
     if any(not 0 <= layer < n_layers for layer in layers):
         raise InputError(f"efficiency: layers {layers} must lie in 0..{n_layers - 1} for {model.source}")
@@ -435,7 +430,6 @@ def plan_thinking(
         temperature=config.temperature,
         max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size,
-        progress=True,
     )
     return ThinkingPlan(
         methods=list(METHODS) if config.method == "all" else [config.method],
@@ -458,12 +452,14 @@ def steering_grids(
     if not {"efficiency", "seal"} & set(plan.methods):
         return None, grids, skipped
     problems = plan.harvest_problems
-    harvest, samples = harvest_thinking(
+    harvest = harvest_sampled(
         model, problems, config.n_samples, config.temperature, config.max_new_tokens,
-        config.batch_size, config.seed, data.prompt, progress=True,
+        config.batch_size, config.seed, data.prompt, progress=True, by="n_thinking",
     )  # fmt: skip
     traces = [
-        (data.prompt(p, "standard"), g.text) for p, gs in zip(problems, samples, strict=True) for g in gs
+        (data.prompt(p, "standard"), g.text)
+        for p, gs in zip(problems, harvest.samples, strict=True)
+        for g in gs
     ]
     for method in ("efficiency", "seal"):
         if method in plan.methods:
@@ -493,7 +489,7 @@ def choose_on_dev(
     """Unsteered on the dev problems, the budget grid (shares of its thinking length), and each
     method's dev grid with the setting the rule chooses."""
     generation = dict(plan.generation, seed=config.seed + 1)
-    [(unsteered, _)] = evaluate_settings(model, plan.dev, [UNSTEERED], **generation)
+    unsteered = {**UNSTEERED.describe(), **solve(model, plan.dev, UNSTEERED, **generation)[0]}
     if "budget" in plan.methods:
         length = unsteered["mean_thinking_tokens"]
         budgets = sorted({max(2, round(share * length)) for share in config.budget_shares})
@@ -501,9 +497,9 @@ def choose_on_dev(
     rows: dict[str, list[dict[str, Any]]] = {}
     chosen: dict[str, Setting | None] = {}
     for method, settings in grids.items():
-        measured = [row for row, _ in evaluate_settings(model, plan.dev, settings, **generation)]
-        index = choose_setting(unsteered, measured, config.tolerance)
-        rows[method] = [{**row, "chosen": i == index} for i, row in enumerate(measured)]
+        measured = dev_rows(model, plan.dev, settings, progress=True, **generation)
+        index = fewest_within_tolerance(unsteered, measured, config.tolerance)
+        rows[method] = mark_chosen(measured, index)
         chosen[method] = None if index is None else settings[index]
     return DevChoice(unsteered, grids, rows, chosen)
 
@@ -517,8 +513,10 @@ def trace_heldout(
     """The held-out frontier: unsteered, each steering method at every strength of its chosen
     layer (the middle grid layer if none was chosen), every budget and the brevity cue."""
     generation = dict(plan.generation, seed=config.seed + 2)
-    [(unsteered, unsteered_samples)] = evaluate_settings(model, plan.heldout, [UNSTEERED], **generation)
-    frontier: dict[str, list[dict[str, Any]]] = {"unsteered": [{**unsteered, "chosen": False}]}
+    unsteered, unsteered_samples = solve(model, plan.heldout, UNSTEERED, **generation)
+    frontier: dict[str, list[dict[str, Any]]] = {
+        "unsteered": [{**UNSTEERED.describe(), **unsteered, "chosen": False}]
+    }
     for method, settings in choice.grids.items():
         pick = choice.chosen[method]
         if method == "budget":

@@ -246,19 +246,28 @@ class Features:
     diff: dict[str, torch.Tensor]
     seed: int
 
-    def spare(self, layers: list[int], p: float, direction: str, alpha: float, random: bool = False) -> dict:
-        """SpARE's edits at `layers` with the features of `p` (`random`: its random-feature control)."""
-        chosen = {s: self.selections[p][s] for s in _site_names(layers)}
+    def spare(self, setting: dict[str, Any], random: bool = False) -> dict[str, Edit]:
+        """SpARE's edits of a setting (its `layers`, `p`, `direction`, `alpha`); `random`: its
+        random-feature control (as many features per site, the same targets rule)."""
+        chosen = {s: self.selections[setting["p"]][s] for s in _site_names(setting["layers"])}
         if random:
             chosen = {s: random_selection(sel, seed=self.seed) for s, sel in chosen.items()}
-        return spare_edits(self.saes, chosen, direction, alpha)
+        return spare_edits(self.saes, chosen, setting["direction"], setting["alpha"])
 
-    def diffmean(self, layers: list[int], direction: str, strength: float) -> dict[str, Edit]:
-        """Difference-of-means edits at `layers`, toward `direction`, at the last prompt token."""
-        sign = strength if direction == "context" else -strength
+    def diffmean(self, setting: dict[str, Any]) -> dict[str, Edit]:
+        """Difference-of-means edits of a setting (its `layers`, `direction`, `strength`) at the
+        last prompt token."""
+        sign = setting["strength"] if setting["direction"] == "context" else -setting["strength"]
         return {
-            s: steering_edit(self.diff[s], sign, "last_prompt", scale="absolute") for s in _site_names(layers)
+            s: steering_edit(self.diff[s], sign, "last_prompt", scale="absolute")
+            for s in _site_names(setting["layers"])
         }
+
+    def n_selected(self, setting: dict[str, Any], group: str) -> int:
+        """Features of `group` (S_C or S_M) that a SpARE setting edits, over its layers."""
+        return sum(
+            len(getattr(self.selections[setting["p"]][s], group)) for s in _site_names(setting["layers"])
+        )
 
 
 @dataclass
@@ -389,41 +398,27 @@ def choose_on_dev(
 
     no_edit = rates({})
     spare_settings = [
-        (layers, p, alpha, direction)
+        {"method": "spare", "direction": direction, "layers": layers, "p": p, "alpha": alpha}
         for layers in sets
         for p in sorted(config.ps)
         for alpha in sorted(config.alphas)
         for direction in DIRECTIONS
     ]
-
-    def describe(setting: tuple) -> dict[str, Any]:
-        layers, p, alpha, direction = setting
-        return {
-            "method": "spare",
-            "direction": direction,
-            "layers": layers,
-            "p": p,
-            "alpha": alpha,
-            "S_C": sum(len(features.selections[p][s].S_C) for s in _site_names(layers)),
-            "S_M": sum(len(features.selections[p][s].S_M) for s in _site_names(layers)),
-        }
-
     spare_grid = grid_rows(
         spare_settings,
-        describe,
-        lambda s: rates(features.spare(s[0], s[1], s[3], s[2])),
-        (lambda s: rates(features.spare(s[0], s[1], s[3], s[2], random=True)))
-        if config.dev_random_control
-        else None,
+        lambda s: {**s, "S_C": features.n_selected(s, "S_C"), "S_M": features.n_selected(s, "S_M")},
+        lambda s: rates(features.spare(s)),
+        (lambda s: rates(features.spare(s, random=True))) if config.dev_random_control else None,
         progress="spare dev grid",
     )
     spare = {d: _best(spare_grid, d, "alpha") for d in DIRECTIONS}
-    diffmean_settings = [(spare[d]["layers"], d, s) for d in DIRECTIONS for s in sorted(config.strengths)]
+    diffmean_settings = [
+        {"method": "diffmean", "direction": d, "layers": spare[d]["layers"], "strength": strength}
+        for d in DIRECTIONS
+        for strength in sorted(config.strengths)
+    ]
     diffmean_grid = grid_rows(
-        diffmean_settings,
-        lambda s: {"method": "diffmean", "direction": s[1], "layers": s[0], "strength": s[2]},
-        lambda s: rates(features.diffmean(*s)),
-        progress="diff-of-means dev grid",
+        diffmean_settings, dict, lambda s: rates(features.diffmean(s)), progress="diff-of-means dev grid"
     )
     diffmean = {d: _best(diffmean_grid, d, "strength") for d in DIRECTIONS}
     return DevChoice(no_edit, spare_grid, diffmean_grid, spare, diffmean)
@@ -437,10 +432,9 @@ def measure_held_out(
     prompts = _knowledge_prompts(config, context.data.need("conflicts"), facts.held)
     edits: dict[str, dict[str, Edit]] = {"no_edit": {}}
     for d in DIRECTIONS:
-        c, m = chosen.spare[d], chosen.diffmean[d]
-        edits[f"spare_to_{d}"] = features.spare(c["layers"], c["p"], d, c["alpha"])
-        edits[f"random_features_to_{d}"] = features.spare(c["layers"], c["p"], d, c["alpha"], random=True)
-        edits[f"diffmean_to_{d}"] = features.diffmean(m["layers"], d, m["strength"])
+        edits[f"spare_to_{d}"] = features.spare(chosen.spare[d])
+        edits[f"random_features_to_{d}"] = features.spare(chosen.spare[d], random=True)
+        edits[f"diffmean_to_{d}"] = features.diffmean(chosen.diffmean[d])
     answers = {
         name: _answers(context.model, prompts, facts.held, edits[name])
         for name in tqdm(CONDITIONS, desc="held-out conditions", leave=False)

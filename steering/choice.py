@@ -71,11 +71,13 @@ def held_out_rows(
     measure: Callable[[S], tuple[Row, R]],
     baseline: R,
     change: Callable[[R, R], Row],
+    progress: str | None = None,
 ) -> list[Row]:
     """Each setting measured once on the held-out items: its description, its measured row and
-    `change(baseline, result)`, its paired change against the unedited result on the same items."""
+    `change(baseline, result)`, its paired change against the unedited result on the same items.
+    `progress`: a bar's title."""
     rows = []
-    for setting in settings:
+    for setting in tqdm(settings, desc=progress, disable=progress is None, leave=False):
         row, result = measure(setting)
         rows.append({**describe(setting), **row, **change(baseline, result)})
     return rows

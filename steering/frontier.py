@@ -118,10 +118,12 @@ def heldout_frontier(
     problems: Sequence[Problem],
     settings: Sequence[Setting],
     unsteered: Samples,
+    progress: bool = False,
     **generation: Any,
 ) -> list[dict[str, Any]]:
     """Each setting's row on the held-out `problems`, with its paired change against the
-    `unsteered` samples of the same problems (accuracy difference, relative thinking change)."""
+    `unsteered` samples of the same problems (accuracy difference, relative thinking change);
+    `progress`: a bar."""
     seed = generation.get("seed", 0)
     return held_out_rows(
         settings,
@@ -129,4 +131,5 @@ def heldout_frontier(
         lambda setting: solve(model, problems, setting, **generation),
         unsteered,
         lambda base, samples: paired_change(base, samples, seed=seed),
+        progress="settings" if progress else None,
     )

@@ -524,7 +524,7 @@ def trace_heldout(
         else:
             layer = pick.layer if pick is not None else plan.layers[len(plan.layers) // 2]
             traced = [s for s in settings if s.layer == layer]
-        rows = heldout_frontier(model, plan.heldout, traced, unsteered_samples, **generation)
+        rows = heldout_frontier(model, plan.heldout, traced, unsteered_samples, progress=True, **generation)
         frontier[method] = [{**row, "chosen": s == pick} for row, s in zip(rows, traced, strict=True)]
     return frontier
 

@@ -2,7 +2,8 @@
 construction and application, SAEs and SpARE, efficiency steering, and their figures.
 
 Efficiency steering imports transformers' generation utilities (about a second), so its names
-load on first use."""
+(`efficiency`: harvest and vector; `layer_choice`: evaluation and the layer to steer) load on
+first use."""
 
 from __future__ import annotations
 
@@ -19,29 +20,18 @@ from steerscope.steering.spare import last_token_codes, select_features, spare_e
 from steerscope.steering.vector import Fingerprint, SteeringVector
 
 if TYPE_CHECKING:
-    from steerscope.steering.efficiency import (
-        best_layer,
-        efficiency_vector,
-        evaluate,
-        harvest_prompt_contrast,
-        harvest_sampled,
-        spread_layers,
-        steering_effects,
-        think_close_id,
-    )
+    from steerscope.steering.efficiency import efficiency_vector, harvest_prompt_contrast, harvest_sampled
+    from steerscope.steering.layer_choice import best_layer, evaluate, spread_layers, steering_effects
+    from steerscope.steering.thinking import think_close_id
 
-_EFFICIENCY = (
-    "best_layer",
-    "efficiency_vector",
-    "evaluate",
-    "harvest_prompt_contrast",
-    "harvest_sampled",
-    "install_steering_bank",
-    "spread_layers",
-    "steering_effects",
-    "think_close_id",
+_LAZY = {
+    "steerscope.steering.efficiency": ("efficiency_vector", "harvest_prompt_contrast", "harvest_sampled"),
+    "steerscope.steering.layer_choice": ("best_layer", "evaluate", "spread_layers", "steering_effects"),
+    "steerscope.steering.thinking": ("think_close_id",),
+}
+__getattr__, __dir__ = lazy_exports(
+    __name__, {name: module for module, names in _LAZY.items() for name in names}
 )
-__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_EFFICIENCY, "steerscope.steering.efficiency"))
 
 __all__ = [
     "Fingerprint",

@@ -422,7 +422,7 @@ ALLOWED_BUILTIN_RAISES = {  # internal invariants: a bug in steerscope if they f
     "steerscope/registry.py": ["ValueError(f\"experiment {experiment.name!r} is registered twice"],
     "steerscope/settings.py": ["TypeError(", "TypeError(f\"setting type"],
     "steering/control_vector.py": ["KeyError(\"format\")"],  # caught beside a missing key: one message
-    "steering/efficiency.py": ["ValueError(\"no steered layer"],
+    "steering/layer_choice.py": ["ValueError(\"no steered layer"],
     "steering/llama_cpp_engine.py": ["RuntimeError(f\"llama.cpp refused the control vector"],  # checked file
     "steering/thinking.py": ["RuntimeError(", "RuntimeError(f\"attention mask covers", "RuntimeError(\"the thinking tracker"],
 }  # fmt: skip

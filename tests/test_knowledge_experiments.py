@@ -55,7 +55,7 @@ def test_spare_dev_split_is_by_content_and_disjoint():
     assert set(again_dev) == set(dev) and set(spare.dev_split(records, 0.35, seed=1)[1]) != set(dev)
 
 
-def all_memorised(model, conflicts, n, demos, seed):
+def all_memorised(model, conflicts, n, demos, seed, **_):
     """Stands in for the closed-book check a tiny random model cannot pass."""
     records = conflicts.candidates(n, seed)
     return records, records

@@ -12,7 +12,7 @@ from steerscope.data.generic import generic_windows
 from steerscope.organisms import length_world
 from steerscope.organisms.filler import filler_texts
 from steerscope.organisms.tokenizer import word_tokenizer
-from steerscope.steering.efficiency import evaluate
+from steerscope.steering.layer_choice import evaluate
 
 STEP = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)\.")
 

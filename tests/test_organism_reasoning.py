@@ -17,7 +17,8 @@ from steerscope.errors import InputError
 from steerscope.organisms import reasoning_world as world
 from steerscope.organisms.filler import filler_texts
 from steerscope.organisms.tokenizer import word_tokenizer
-from steerscope.steering.efficiency import answer_part, count_tokens, evaluate_thinking
+from steerscope.steering.generation import answer_part, count_tokens
+from steerscope.steering.reasoning import evaluate_thinking
 from steerscope.steering.seal import classify_thought, thought_counts
 
 FACT = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)")

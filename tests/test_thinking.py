@@ -12,7 +12,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from steerscope.errors import InputError
 from steerscope.steering.apply import steer
-from steerscope.steering.efficiency import count_tokens, generate_solutions
+from steerscope.steering.generation import count_tokens, generate_solutions
 from steerscope.steering.thinking import ThinkingBudget, ThinkingSteer, delimiter_ids, steer_thinking
 from steerscope.steering.vector import Fingerprint, SteeringVector
 from steerscope.tiny import tiny_model

@@ -41,34 +41,30 @@ from steerscope.errors import InputError
 from steerscope.model import ModelLike
 from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.settings import Count, Layer, NewTokens, NonEmpty, NonZero, Range
+from steerscope.steering.choice import fewest_within_tolerance, mark_chosen
 from steerscope.steering.efficiency import (
-    Generation,
     Harvest,
-    PromptFn,
-    best_layer,
     efficiency_vector,
-    evaluate,
     harvest_prompt_contrast,
     harvest_sampled,
-    harvest_thinking,
-    spread_layers,
-    steering_effects,
-    thinking_directions,
 )
 from steerscope.steering.frontier import (
     BREVITY_CUE,
     UNSTEERED,
     Setting,
     budget_settings,
-    choose_setting,
-    evaluate_settings,
+    dev_rows,
     heldout_frontier,
-    middle_layers,
+    solve,
     steering_settings,
 )
+from steerscope.steering.generation import Generation, PromptFn
+from steerscope.steering.layer_choice import best_layer, evaluate, spread_layers, steering_effects
 from steerscope.steering.plots import frontier_figure, layer_sweep_figure
+from steerscope.steering.reasoning import thinking_directions
 from steerscope.steering.seal import seal_vector
 from steerscope.steering.thinking import delimiter_ids, think_close_id
+from steerscope.steering.vector import SteeringVector
 
 METHODS = ("efficiency", "seal", "budget")
 
@@ -182,6 +178,8 @@ def harvest_pairs(
     data=("problems",),
 )
 def run(config: EfficiencyConfig, context: ExperimentContext) -> Outcome:
+    """The reasoning-model phases when the tokenizer has a single `</think>` token, else the
+    phases of a model that does not think in tags."""
     model, data = context.model, context.data.need("problems")
     thinking = think_close_id(model.tokenizer) is not None
     if not thinking and config.method not in ("efficiency", "all"):
@@ -197,33 +195,92 @@ def run(config: EfficiencyConfig, context: ExperimentContext) -> Outcome:
     return run_without_thinking(config, model, data, train, heldout)
 
 
+# ---- a model that does not think in tags: harvest, layer, strength sweep on held-out problems
+
+
 def run_without_thinking(
     config: EfficiencyConfig, model: ModelLike, data: Any, train: list, heldout: list
 ) -> Outcome:
-    """Efficiency steering at every generated token of a model that does not think in tags."""
-    prompt = data.prompt
-    harvest, attempts = harvest_pairs(model, config, train, prompt)
+    """Efficiency steering at every generated token of a model that does not think in tags:
+    harvest pairs, choose the layer, sweep the strength on held-out problems, report."""
+    harvest, attempts = harvest_pairs(model, config, train, data.prompt)
     if len(harvest.pairs) < 2:
         raise InputError(
             f"efficiency: only {len(harvest.pairs)} concise/verbose pairs harvested from {len(train)} training "
             f"problems of {data.source} (at least 2 needed): {attempts}"
         )
-    fallback = harvest.variant != "sampled" and config.variant == "auto"
-    length = dict(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, prompt=prompt)
-    layer, effects = config.layer, []
-    if layer is None:
-        candidates = spread_layers(model.anatomy.n_layers, config.layer_candidates)
-        effects = steering_effects(
-            model,
-            harvest,
-            candidates,
-            config.probe_strength,
-            n_problems=config.n_probe,
-            progress=True,
-            **length,
-        )
-        layer = best_layer(effects)
+    layer, effects = choose_layer(config, model, harvest, data.prompt)
     vector, layer_scores = efficiency_vector(model, harvest, layer=layer)
+    sweep, shown = sweep_strengths(config, model, heldout, vector, layer, data.prompt)
+    results = {
+        "model": model.source,
+        "method": "efficiency",
+        "problems": {"train": len(train), "heldout": len(heldout)},
+        "variant": harvest.variant,
+        "fallback": harvest.variant != "sampled" and config.variant == "auto",
+        "harvest": harvest.counts,
+        "harvest_attempts": attempts,
+        "layer": layer,
+        "layer_scores": layer_scores,
+        "layer_effects": effects,
+        "direction_norm": vector.directions[next(iter(vector.directions))].norm().item(),
+        "baseline": sweep["baseline"],
+        "prompted_brevity": sweep["brevity"],
+        "sweep": sweep["sweep"],
+        "example_pairs": [
+            {"question": p.problem.question, "concise": p.concise, "verbose": p.verbose}
+            for p in harvest.pairs[:3]
+        ],
+        "generations": generations_table(heldout[: config.n_shown], shown),
+    }
+    return Outcome(
+        results=results,
+        summary=summary_text(results),
+        figures=[
+            frontier_figure(results["baseline"], results["prompted_brevity"], results["sweep"]),
+            layer_sweep_figure(layer_scores, layer, "concise vs verbose solutions"),
+        ],
+        tables=[
+            ("Strength sweep (relative strength: added norm / residual norm)", results["sweep"]),
+            ("Held-out generations side by side", results["generations"]),
+            ("Layer choice: harvested problems steered at each candidate layer", effects),
+            ("Harvest attempts", attempts),
+        ],
+    )
+
+
+def choose_layer(
+    config: EfficiencyConfig, model: ModelLike, harvest: Harvest, prompt: PromptFn
+) -> tuple[int, list[dict[str, Any]]]:
+    """The layer to steer: `config.layer`, or the candidate whose direction, steering the harvested
+    problems, gives the fewest tokens per correct answer; returns it and the trial's rows."""
+    if config.layer is not None:
+        return config.layer, []
+    effects = steering_effects(
+        model,
+        harvest,
+        spread_layers(model.anatomy.n_layers, config.layer_candidates),
+        config.probe_strength,
+        n_problems=config.n_probe,
+        progress=True,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        prompt=prompt,
+    )
+    return best_layer(effects), effects
+
+
+def sweep_strengths(
+    config: EfficiencyConfig,
+    model: ModelLike,
+    heldout: list,
+    vector: SteeringVector,
+    layer: int,
+    prompt: PromptFn,
+) -> tuple[dict[str, Any], dict[str, list[Generation]]]:
+    """Held-out problems unsteered, after the brevity prompt, and steered at every strength;
+    returns the summaries (`baseline`, `brevity`, `sweep`) and the generations to show."""
+    length = dict(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, prompt=prompt)
     bar = tqdm(
         total=2 + sum(s != 0 for s in config.strengths), desc="held-out (unsteered, brevity, strengths)"
     )
@@ -243,43 +300,7 @@ def run_without_thinking(
             shown[f"steered {strength:+g}"] = gens
             bar.update()
     bar.close()
-
-    side_by_side = generations_table(heldout[: config.n_shown], shown)
-    results = {
-        "model": model.source,
-        "method": "efficiency",
-        "problems": {"train": len(train), "heldout": len(heldout)},
-        "variant": harvest.variant,
-        "fallback": fallback,
-        "harvest": harvest.counts,
-        "harvest_attempts": attempts,
-        "layer": layer,
-        "layer_scores": layer_scores,
-        "layer_effects": effects,
-        "direction_norm": vector.directions[next(iter(vector.directions))].norm().item(),
-        "baseline": baseline,
-        "prompted_brevity": brevity,
-        "sweep": sweep,
-        "example_pairs": [
-            {"question": p.problem.question, "concise": p.concise, "verbose": p.verbose}
-            for p in harvest.pairs[:3]
-        ],
-        "generations": side_by_side,
-    }
-    return Outcome(
-        results=results,
-        summary=summary_text(results),
-        figures=[
-            frontier_figure(baseline, brevity, sweep),
-            layer_sweep_figure(layer_scores, layer, "concise vs verbose solutions"),
-        ],
-        tables=[
-            ("Strength sweep (relative strength: added norm / residual norm)", sweep),
-            ("Held-out generations side by side", side_by_side),
-            ("Layer choice: harvested problems steered at each candidate layer", effects),
-            ("Harvest attempts", attempts),
-        ],
-    )
+    return {"baseline": baseline, "brevity": brevity, "sweep": sweep}, shown
 
 
 def summary_text(results: dict[str, Any]) -> str:
@@ -372,19 +393,34 @@ def method_settings(
     return steering_settings(method, vectors, config.delimiter_strengths, "delimiters", delimiter, "absolute")
 
 
-def run_thinking(
+# ---- a reasoning model: every method tuned on dev problems, traced on held-out problems
+
+
+@dataclass
+class ThinkingPlan:
+    """What a reasoning-model run works with: its methods, problem splits, layers and delimiter,
+    and the generation settings of every dev and held-out evaluation."""
+
+    methods: list[str]
+    dev: list
+    harvest_problems: list
+    heldout: list
+    layers: list[int]
+    delimiter: str
+    generation: dict[str, Any]
+
+
+def plan_thinking(
     config: EfficiencyConfig, model: ModelLike, data: Any, train: list, heldout: list
-) -> Outcome:
-    """Every method of `config.method` on a reasoning model: dev grid, choice, held-out frontier."""
-    methods = list(METHODS) if config.method == "all" else [config.method]
-    delimiter = thought_delimiter(model.tokenizer, config.thought_delimiter)
+) -> ThinkingPlan:
+    """The methods to run, the training problems split into dev and harvest, the dev-grid layers
+    (checked against the model) and the thought delimiter."""
     n_dev = min(max(1, round(len(train) * config.dev_share)), len(train) - 1)
-    dev, harvest_problems = train[:n_dev], train[n_dev:]
     n_layers = model.anatomy.n_layers
     layers = (
         [config.layer]
         if config.layer is not None
-        else config.layers or middle_layers(n_layers, config.layer_candidates)
+        else config.layers or spread_layers(n_layers, config.layer_candidates, skip_first=True)
     )
     if any(not 0 <= layer < n_layers for layer in layers):
         raise InputError(f"efficiency: layers {layers} must lie in 0..{n_layers - 1} for {model.source}")
@@ -394,83 +430,144 @@ def run_thinking(
         temperature=config.temperature,
         max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size,
-        progress=True,
     )
+    return ThinkingPlan(
+        methods=list(METHODS) if config.method == "all" else [config.method],
+        dev=train[:n_dev],
+        harvest_problems=train[n_dev:],
+        heldout=heldout,
+        layers=layers,
+        delimiter=thought_delimiter(model.tokenizer, config.thought_delimiter),
+        generation=generation,
+    )
+
+
+def steering_grids(
+    config: EfficiencyConfig, model: ModelLike, data: Any, plan: ThinkingPlan
+) -> tuple[Harvest | None, dict[str, list[Setting]], dict[str, str]]:
+    """The harvest (when a steering method runs) and each steering method's dev grid; a method
+    without what it needs is skipped with the reason."""
     grids: dict[str, list[Setting]] = {}
     skipped: dict[str, str] = {}
-    harvest = None
-    if {"efficiency", "seal"} & set(methods):
-        harvest, samples = harvest_thinking(
-            model, harvest_problems, config.n_samples, config.temperature, config.max_new_tokens,
-            config.batch_size, config.seed, data.prompt, progress=True,
-        )  # fmt: skip
-        traces = [
-            (data.prompt(p, "standard"), g.text)
-            for p, gs in zip(harvest_problems, samples, strict=True)
-            for g in gs
-        ]
-        for method in ("efficiency", "seal"):
-            if method in methods:
-                try:
-                    grids[method] = method_settings(config, model, method, harvest, traces, layers, delimiter)
-                except InputError as error:
-                    skipped[method] = str(error)
-    if not grids and "budget" not in methods:
-        raise InputError(f"efficiency: no method could run on {model.source}: " + "; ".join(skipped.values()))
-    [(dev_unsteered, _)] = evaluate_settings(model, dev, [UNSTEERED], seed=config.seed + 1, **generation)
-    if "budget" in methods:
-        length = dev_unsteered["mean_thinking_tokens"]
-        grids["budget"] = budget_settings(
-            sorted({max(2, round(share * length)) for share in config.budget_shares})
-        )
+    if not {"efficiency", "seal"} & set(plan.methods):
+        return None, grids, skipped
+    problems = plan.harvest_problems
+    harvest = harvest_sampled(
+        model, problems, config.n_samples, config.temperature, config.max_new_tokens,
+        config.batch_size, config.seed, data.prompt, progress=True, by="n_thinking",
+    )  # fmt: skip
+    traces = [
+        (data.prompt(p, "standard"), g.text)
+        for p, gs in zip(problems, harvest.samples, strict=True)
+        for g in gs
+    ]
+    for method in ("efficiency", "seal"):
+        if method in plan.methods:
+            try:
+                grids[method] = method_settings(
+                    config, model, method, harvest, traces, plan.layers, plan.delimiter
+                )
+            except InputError as error:
+                skipped[method] = str(error)
+    return harvest, grids, skipped
 
-    dev_rows: dict[str, list[dict[str, Any]]] = {}
+
+@dataclass
+class DevChoice:
+    """Unsteered on the dev problems, each method's grid (budgets included) with its dev rows,
+    and the setting the rule chose per method (None: no setting thinks less within tolerance)."""
+
+    unsteered: dict[str, Any]
+    grids: dict[str, list[Setting]]
+    rows: dict[str, list[dict[str, Any]]]
+    chosen: dict[str, Setting | None]
+
+
+def choose_on_dev(
+    config: EfficiencyConfig, model: ModelLike, plan: ThinkingPlan, grids: dict[str, list[Setting]]
+) -> DevChoice:
+    """Unsteered on the dev problems, the budget grid (shares of its thinking length), and each
+    method's dev grid with the setting the rule chooses."""
+    generation = dict(plan.generation, seed=config.seed + 1)
+    unsteered = {**UNSTEERED.describe(), **solve(model, plan.dev, UNSTEERED, **generation)[0]}
+    if "budget" in plan.methods:
+        length = unsteered["mean_thinking_tokens"]
+        budgets = sorted({max(2, round(share * length)) for share in config.budget_shares})
+        grids = {**grids, "budget": budget_settings(budgets)}
+    rows: dict[str, list[dict[str, Any]]] = {}
     chosen: dict[str, Setting | None] = {}
     for method, settings in grids.items():
-        rows = [row for row, _ in evaluate_settings(model, dev, settings, seed=config.seed + 1, **generation)]
-        index = choose_setting(dev_unsteered, rows, config.tolerance)
-        dev_rows[method] = [{**row, "chosen": i == index} for i, row in enumerate(rows)]
+        measured = dev_rows(model, plan.dev, settings, progress=True, **generation)
+        index = fewest_within_tolerance(unsteered, measured, config.tolerance)
+        rows[method] = mark_chosen(measured, index)
         chosen[method] = None if index is None else settings[index]
+    return DevChoice(unsteered, grids, rows, chosen)
 
-    heldout_generation = dict(generation, seed=config.seed + 2)
-    [(unsteered, unsteered_samples)] = evaluate_settings(model, heldout, [UNSTEERED], **heldout_generation)
-    frontier: dict[str, list[dict[str, Any]]] = {"unsteered": [{**unsteered, "chosen": False}]}
-    for method, settings in grids.items():
-        pick = chosen[method]
+
+def trace_heldout(
+    config: EfficiencyConfig,
+    model: ModelLike,
+    plan: ThinkingPlan,
+    choice: DevChoice,
+) -> dict[str, list[dict[str, Any]]]:
+    """The held-out frontier: unsteered, each steering method at every strength of its chosen
+    layer (the middle grid layer if none was chosen), every budget and the brevity cue."""
+    generation = dict(plan.generation, seed=config.seed + 2)
+    unsteered, unsteered_samples = solve(model, plan.heldout, UNSTEERED, **generation)
+    frontier: dict[str, list[dict[str, Any]]] = {
+        "unsteered": [{**UNSTEERED.describe(), **unsteered, "chosen": False}]
+    }
+    for method, settings in choice.grids.items():
+        pick = choice.chosen[method]
         if method == "budget":
             traced = [*settings, BREVITY_CUE]
-        else:  # every strength at the chosen layer (at the middle grid layer if none was chosen)
-            layer = pick.layer if pick is not None else layers[len(layers) // 2]
+        else:
+            layer = pick.layer if pick is not None else plan.layers[len(plan.layers) // 2]
             traced = [s for s in settings if s.layer == layer]
-        rows = heldout_frontier(model, heldout, traced, unsteered_samples, **heldout_generation)
+        rows = heldout_frontier(model, plan.heldout, traced, unsteered_samples, progress=True, **generation)
         frontier[method] = [{**row, "chosen": s == pick} for row, s in zip(rows, traced, strict=True)]
-    verdicts = {
-        method: verdict(next((r for r in rows if r["chosen"]), None))
-        for method, rows in frontier.items()
-        if method != "unsteered"
-    }
-    flat = [row for rows in frontier.values() for row in rows]
+    return frontier
+
+
+def run_thinking(
+    config: EfficiencyConfig, model: ModelLike, data: Any, train: list, heldout: list
+) -> Outcome:
+    """Every method of `config.method` on a reasoning model: plan, harvest and grids, choice on
+    dev, held-out frontier, report."""
+    plan = plan_thinking(config, model, data, train, heldout)
+    harvest, grids, skipped = steering_grids(config, model, data, plan)
+    if not grids and "budget" not in plan.methods:
+        raise InputError(f"efficiency: no method could run on {model.source}: " + "; ".join(skipped.values()))
+    choice = choose_on_dev(config, model, plan, grids)
+    frontier = trace_heldout(config, model, plan, choice)
     results = {
         "model": model.source,
-        "methods": methods,
+        "methods": plan.methods,
         "skipped": skipped,
-        "thought_delimiter": delimiter,
-        "layers": layers,
-        "splits": {"harvest": len(harvest_problems), "dev": len(dev), "heldout": len(heldout)},
+        "thought_delimiter": plan.delimiter,
+        "layers": plan.layers,
+        "splits": {"harvest": len(plan.harvest_problems), "dev": len(plan.dev), "heldout": len(heldout)},
         "harvest": None if harvest is None else harvest.counts,
-        "dev_unsteered": dev_unsteered,
-        "dev_grid": dev_rows,
-        "chosen": {m: None if s is None else s.describe() for m, s in chosen.items()},
+        "dev_unsteered": choice.unsteered,
+        "dev_grid": choice.rows,
+        "chosen": {m: None if s is None else s.describe() for m, s in choice.chosen.items()},
         "frontier": frontier,
-        "target": verdicts,
+        "target": {
+            method: verdict(next((r for r in rows if r["chosen"]), None))
+            for method, rows in frontier.items()
+            if method != "unsteered"
+        },
     }
     return Outcome(
         results=results,
         summary=thinking_summary(results, config),
         figures=[thinking_frontier_figure(frontier)],
         tables=[
-            ("Held-out frontier (95% intervals over problems; change against unsteered)", flat),
-            *((f"Dev grid: {method}", rows) for method, rows in dev_rows.items()),
+            (
+                "Held-out frontier (95% intervals over problems; change against unsteered)",
+                [row for rows in frontier.values() for row in rows],
+            ),
+            *((f"Dev grid: {method}", rows) for method, rows in choice.rows.items()),
         ],
     )
 

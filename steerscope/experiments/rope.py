@@ -95,17 +95,14 @@ def tom_masks(model: Model, data: DataSuite, config: RopeConfig) -> dict[str, Te
     return sensitive_masks(tom_f, generic_f, config.sparsity)
 
 
-@register(
-    "rope",
-    RopeConfig,
-    "massive rotary pairs, query-BOS angles, BOS attention; ToM mask vs random",
-    data=("tom", "text"),
-)
-def run(config: RopeConfig, context: ExperimentContext) -> Outcome:
+def measure_perturbations(
+    config: RopeConfig, context: ExperimentContext
+) -> tuple[RotaryStats, dict[str, Tensor], RotaryStats, list[RotaryStats]]:
+    """The rotary statistics of the measured prompts unperturbed, under the ToM mask and under
+    each random mask; returns them with the ToM masks."""
     model = context.model
     windows, stories = measured_prompts(model, context.data, config)
     prompts = windows + stories
-
     bar = tqdm(total=2 + config.random_seeds, desc="measurements (unperturbed, masks)")
 
     def measure() -> RotaryStats:
@@ -124,7 +121,18 @@ def run(config: RopeConfig, context: ExperimentContext) -> Outcome:
         with mean_replacement(model, random_masks(masks, seed=1000 + seed), config.scale):
             randoms.append(measure())
     bar.close()
+    return before, masks, targeted, randoms
 
+
+@register(
+    "rope",
+    RopeConfig,
+    "massive rotary pairs, query-BOS angles, BOS attention; ToM mask vs random",
+    data=("tom", "text"),
+)
+def run(config: RopeConfig, context: ExperimentContext) -> Outcome:
+    model = context.model
+    before, masks, targeted, randoms = measure_perturbations(config, context)
     lam = config.massive_lambda
     targeted_change = stats_change(targeted, before)
     random_changes = [stats_change(r, before) for r in randoms]

@@ -1,4 +1,4 @@
-"""The `steerscope ...` commands published in Markdown (README.md, docs/results.md), found and
+"""The `steerscope ...` commands published in Markdown (README.md, docs/*.md), found and
 checked against the current command line and settings without running them, so a change that
 breaks a published command fails the test suite instead of a reader.
 

@@ -1,4 +1,4 @@
-"""Every `steerscope ...` command in README.md and docs/results.md parses with the real command
+"""Every `steerscope ...` command in README.md and docs/*.md parses with the real command
 line and passes the checks `run_experiment` makes before any work (settings, dtype, data kinds,
 model names, layers), so a change that breaks a published command fails here, naming the file,
 the line and the error. Nothing is loaded."""
@@ -16,7 +16,9 @@ from steerscope.errors import InputError
 from steerscope.published import check_command, check_published, published_commands
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLISHED = [ROOT / "README.md", ROOT / "docs" / "results.md"]
+PUBLISHED = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# pages whose commands are many: finding fewer means the parser broke, not the page
+MANY_COMMANDS = {"README.md", "results.md"}
 
 BLOCK = """Intro with `steerscope run spare` named and `steerscope list`.
 
@@ -117,7 +119,8 @@ def test_check_command_accepts_valid_commands_without_loading_anything():
 @pytest.mark.parametrize("path", PUBLISHED, ids=lambda p: p.name)
 def test_every_published_command_validates(path):
     checked, problems = check_published(path)
-    assert len(checked) >= 5, f"{path.name}: only {len(checked)} commands found; is the parser broken?"
+    least = 5 if path.name in MANY_COMMANDS else 1
+    assert len(checked) >= least, f"{path.name}: only {len(checked)} commands found; is the parser broken?"
     assert not problems, "published commands that no longer validate:\n" + "\n".join(problems)
 
 

@@ -210,7 +210,7 @@ def steer_thinking(model: ModelLike, steers: ThinkingSteer | Sequence[ThinkingSt
 class ThinkingBudget(LogitsProcessor):
     """A hard thinking budget: a row that has generated `budget - 1` tokens without `</think>`
     gets `</think>` forced as its next token, so it thinks at most `budget` tokens (counting
-    `</think>`, as `steering.efficiency.count_tokens` does) and then answers."""
+    `</think>`, as `steering.generation.count_tokens` does) and then answers."""
 
     def __init__(self, budget: int, close_id: int, prompt_width: int) -> None:
         if budget < 1:

@@ -8,12 +8,12 @@ et al. 2023, "Finding Neurons in a Haystack", arXiv 2305.01610; on SAE features,
 - "l1" (the default): the L1-regularised logistic regression path on the standardised codes
   (scikit-learn's liblinear). The penalty is weakened step by step from the value at which no
   feature is used; at the first step that uses k or more features, the k with the largest
-  |weight| are kept. The features are chosen jointly: of two features that carry the same signal
-  the path keeps one, and no density estimate is needed.
+  |weight| are kept. The features are chosen jointly (a feature enters for what the features
+  already in do not explain), in well under a second for 5120 features, with no density estimate.
 - "mi": the k features of highest mutual information with the label, by the estimator SpARE
   selects with (`steerscope.steering.spare.mutual_information`). Each feature is scored alone, so
-  k redundant copies of one signal can fill the k places, and the k-nearest-neighbour estimate is
-  noisy on the few dozen facts a probe sees.
+  k redundant copies of one signal can fill the k places; the k-nearest-neighbour estimate is
+  noisy on the few dozen facts a probe sees and takes seconds per thousand features.
 
 Refitting on the chosen features (a "relaxed" lasso) keeps the L1 shrinkage out of the weights, so
 the dense and the sparse probe differ only in the features they read.

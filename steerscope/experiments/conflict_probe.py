@@ -65,9 +65,10 @@ class ConflictProbeConfig(SAESettings, ExperimentConfig):
             for f in dataclasses.fields(self)
             if f.name.startswith("sae_") and getattr(self, f.name) != f.default
         ]
-        if changed and not self.sae_probe:
+        if changed and not self.sae_probe:  # the runner names the experiment
             raise InputError(
-                f"conflict-probe: {', '.join(changed)} only apply with sae_probe=True (the SAE probe is off)"
+                f"{', '.join(changed)} {'applies' if len(changed) == 1 else 'apply'} only with "
+                "sae_probe=True (the SAE-feature probe is off)"
             )
 
 
@@ -230,24 +231,28 @@ def sae_probe_row(
 def accuracy_figure(rows: list[dict[str, Any]], reference: float | None = None) -> go.Figure:
     """Held-out probe accuracy per layer, one line per site kind, with restart spread, and the
     top-probability reference's accuracy if given."""
+    lines = {kind: [r for r in rows if r["site"] == kind] for kind in SITE_KINDS}
+    return _accuracy_lines(lines, "Conflict detection: held-out probe accuracy per layer", reference)
+
+
+def _accuracy_lines(
+    lines: dict[str, list[dict[str, Any]]], title: str, reference: float | None = None
+) -> go.Figure:
+    """One line of held-out accuracy per layer (restart spread as error bars) per named row list,
+    chance, and the top-probability reference's accuracy if given."""
     figure = go.Figure()
-    for kind in SITE_KINDS:
-        mine = [r for r in rows if r["site"] == kind]
+    for name, mine in lines.items():
         figure.add_scatter(
             x=[r["layer"] for r in mine],
             y=[r["acc"] for r in mine],
             error_y=dict(type="data", array=[r["acc_sd"] for r in mine]),
             mode="lines+markers",
-            name=kind,
+            name=name,
         )
     figure.add_hline(y=0.5, line_dash="dot", annotation_text="chance")
     if reference is not None:
         figure.add_hline(y=reference, line_dash="dash", annotation_text="top-probability reference")
-    figure.update_layout(
-        title="Conflict detection: held-out probe accuracy per layer",
-        xaxis_title="layer",
-        yaxis_title="accuracy",
-    )
+    figure.update_layout(title=title, xaxis_title="layer", yaxis_title="accuracy")
     return figure
 
 
@@ -308,22 +313,10 @@ def feature_table(sae_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def sae_figure(rows: list[dict[str, Any]], sae_rows: list[dict[str, Any]]) -> go.Figure:
     """Held-out accuracy per layer of the dense resid_post probe and of the SAE-feature probe,
     with restart spread."""
-    figure = go.Figure()
-    for name, mine in (
-        ("dense resid_post probe", [r for r in rows if r["site"] == "resid_post"]),
-        ("SAE-feature probe", sae_rows),
-    ):
-        figure.add_scatter(
-            x=[r["layer"] for r in mine],
-            y=[r["acc"] for r in mine],
-            error_y=dict(type="data", array=[r["acc_sd"] for r in mine]),
-            mode="lines+markers",
-            name=name,
-        )
-    figure.add_hline(y=0.5, line_dash="dot", annotation_text="chance")
-    figure.update_layout(
-        title="Conflict detection: dense vs SAE-feature probe, held-out accuracy per layer",
-        xaxis_title="layer",
-        yaxis_title="accuracy",
+    lines = {
+        "dense resid_post probe": [r for r in rows if r["site"] == "resid_post"],
+        "SAE-feature probe": sae_rows,
+    }
+    return _accuracy_lines(
+        lines, "Conflict detection: dense vs SAE-feature probe, held-out accuracy per layer"
     )
-    return figure

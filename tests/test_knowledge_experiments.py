@@ -113,6 +113,7 @@ def test_conflict_probe_sae_probe_finds_a_planted_feature_and_reports_it(tmp_pat
     records = {r["sub_context"] for r in map(json.loads, (DATA / "conflicts.jsonl").read_text().splitlines())}
     for row in probe["layers"]:
         assert row["acc"] == 1.0 and row["auc"] == 1.0 and 1 <= row["n_features"] <= 3
+        assert 0 < row["sae_quality"]["fvu"] and row["sae_quality"]["train_tokens"] > 1000
         first = row["features"][0]
         assert first["feature"] == PLANTED_FEATURE and first["weight"] > 0 and first["in_splits"] == 2
         assert len(first["top_prompts"]) == 3

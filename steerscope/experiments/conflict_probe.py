@@ -41,6 +41,7 @@ from steerscope.steering.experiment_saes import SAESettings, experiment_saes
 from steerscope.steering.sae import encode_pre
 
 SITE_KINDS = ("resid_post", "attn_out", "mlp_out")
+SAE_QUALITY = ("fvu", "l0", "dead_fraction", "ce_loss_recovered", "train_tokens")  # from the SAE's report
 
 
 @dataclass
@@ -155,15 +156,14 @@ def run(config: ConflictProbeConfig, context: ExperimentContext) -> Outcome:
     if config.sae_probe:
         sae_sites = [Site(layer, "resid_post") for layer in sae_probe_layers(config, model.anatomy.n_layers)]
         saes = experiment_saes(context, sae_sites, config.sae_train_settings(config.seed), config.demos)
+        prompts = conflicting + agreeing
         sae_rows = [
-            sae_probe_row(
-                encode_pre(saes[str(site)].sae, acts[site]),
-                labels,
-                splits,
-                conflicting + agreeing,
-                config,
-            )
-            | {"layer": site.layer, "site": str(site)}
+            {
+                "layer": site.layer,
+                "site": site.kind,
+                **sae_probe_row(encode_pre(saes[str(site)].sae, acts[site]), labels, splits, prompts, config),
+                "sae_quality": {key: saes[str(site)].report[key] for key in SAE_QUALITY},
+            }
             for site in tqdm(sae_sites, desc="SAE probes", leave=False)
         ]
         dense = {r["layer"]: r for r in rows if r["site"] == "resid_post"}
@@ -286,6 +286,8 @@ def sae_table(sae_rows: list[dict[str, Any]], dense: dict[int, dict[str, Any]]) 
             "sae_acc_sd": row["acc_sd"],
             "sae_auc": row["auc"],
             "n_features": row["n_features"],
+            "sae_fvu": row["sae_quality"]["fvu"],
+            "sae_ce_recovered": row["sae_quality"]["ce_loss_recovered"],
             "features (weight)": ", ".join(f"{f['feature']} ({f['weight']:+.2f})" for f in row["features"]),
         }
         for row in sae_rows

@@ -286,3 +286,28 @@ def test_results_json_records_what_decided_the_selection(two_spare_runs):
         chosen_p = str(results["chosen"][f"spare_to_{direction}"]["p"])
         assert used["spare"]["S_C"] == results["selection"]["by_p"][chosen_p]["L1.resid_post"]["S_C_features"]
         assert len(used["random"]["S_C"]) == len(used["spare"]["S_C"])
+
+
+def test_conflict_probe_reads_the_sae_spare_built_with_the_same_settings(
+    two_spare_runs, tmp_path_factory, monkeypatch
+):
+    (cache,) = tmp_path_factory.getbasetemp().glob("first[0-9]*/cache")  # the first spare run's cache
+    monkeypatch.setenv("STEERSCOPE_CACHE", str(cache))
+    monkeypatch.setattr(conflict_probe, "known_conflicts", all_memorised)
+    data = {"conflicts": str(DATA / "conflicts.jsonl"), "text": str(DATA / "text.txt")}
+    settings = {key: REPRODUCIBLE_SPARE[key] for key in ("demos", "sae_max_tokens", "sae_batch_size")}
+    out = tmp_path_factory.mktemp("probe")
+    run_experiment(
+        "conflict-probe",
+        out,
+        model="tiny:llama",
+        data=data,
+        restarts=1,
+        sae_probe=True,
+        sae_layers=[1],
+        **settings,
+    )
+    read = json.loads((out / "results.json").read_text())["provenance"]["cached"]["sae"]["L1.resid_post"]
+    built = two_spare_runs[0]["provenance"]["cached"]["sae"]["L1.resid_post"]
+    assert not read["built_by_this_run"]
+    assert read == {**built, "built_by_this_run": False}

@@ -90,11 +90,16 @@ def l1_features(x: Tensor, y: Tensor, k: int) -> Tensor:
 
 def mi_features(x: Tensor, y: Tensor, k: int, seed: int = 0) -> Tensor:
     """The k feature ids [<= k] of codes x [n, d] with the highest mutual information with labels
-    y [n] (ties to the lower id); features with zero estimated MI are never chosen."""
+    y [n] (ties to the lower id). Features constant on x (an SAE's features that never fire on
+    these prompts) are never chosen: scikit-learn's estimator jitters every column, so a constant
+    one gets a small MI of pure noise, the same for every SAE of one width."""
     _check(x, y, k)
-    mi = mutual_information(x, y.long(), random_state=seed)
+    varying = torch.nonzero(x.double().std(0) > 0).flatten()
+    if len(varying) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    mi = mutual_information(x[:, varying], y.long(), random_state=seed)
     order = torch.argsort(-mi, stable=True)[:k]
-    return order[mi[order] > 0]
+    return varying[order[mi[order] > 0]]
 
 
 def train_sparse_probe(

@@ -30,6 +30,14 @@ def test_the_sparse_probe_selects_the_feature_that_carries_the_label(selection):
     assert metrics["acc"] > 0.8 and metrics["auc"] > 0.85
 
 
+@pytest.mark.parametrize("selection", ["l1", "mi"])
+def test_features_that_never_fire_are_never_chosen(selection):
+    codes, y = planted_codes(n=60, d=200, carriers=())  # no signal anywhere
+    codes[:, 100:] = 0.0  # half the features never fire on these prompts
+    probe = train_sparse_probe(codes, y, k=8, selection=selection)
+    assert len(probe.features) > 0 and all(f < 100 for f in probe.features.tolist())
+
+
 def test_without_any_varying_feature_the_probe_uses_none_and_predicts_one_class():
     codes = torch.zeros(20, 30)
     y = torch.arange(20) % 2

@@ -4,6 +4,7 @@ report (accuracy, ROC AUC, average precision / AUPRC)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -70,7 +71,13 @@ def average_precision(scores: Tensor, y: Tensor) -> float:
     return (precision * hits).sum().item() / hits.sum().item()
 
 
-def probe_metrics(probe: LinearProbe, x: Tensor, y: Tensor) -> dict[str, float]:
+class Scorer(Protocol):
+    """A probe: logits [n] for inputs x [n, d] (a `LinearProbe`, or a sparse one reading a few columns)."""
+
+    def scores(self, x: Tensor) -> Tensor: ...
+
+
+def probe_metrics(probe: Scorer, x: Tensor, y: Tensor) -> dict[str, float]:
     """Accuracy, AUC and AUPRC of a probe on held-out x [n, d], y [n]."""
     scores = probe.scores(x)
     return {

@@ -1,4 +1,5 @@
 import json
+import re
 import zlib
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from steerscope.organisms import sources_world
 from steerscope.probes.knowledge import BehaviourCounts, LabelledExample, conflict_pairs
 from steerscope.probes.lm_metrics import top_token_probability
 from steerscope.runner import run_experiment
+from steerscope.steering.sae import encode_pre
 
 DATA = Path(__file__).parent / "data"
 
@@ -70,6 +72,84 @@ def test_conflict_probe_run_writes_per_layer_metrics(tmp_path, monkeypatch):
         assert {"layer", "site", "acc", "auc", "auprc"} <= set(row)
         assert 0.0 <= row["acc"] <= 1.0
     assert results["n_memorised"] == 30
+    assert results["sae_probe"] is None and "sae" not in results["provenance"].get(
+        "cached", {}
+    )  # off by default
+
+
+PLANTED_FEATURE = 7
+
+
+def planted_conflict_feature(sae, h):
+    """The SAE's codes with feature 7 turned on in the first half of the rows: conflict-probe
+    captures the conflicting prompts first, so the feature carries the label and nothing else does."""
+    codes = encode_pre(sae, h)
+    codes[: len(codes) // 2, PLANTED_FEATURE] += 3.0
+    return codes
+
+
+def test_conflict_probe_sae_probe_finds_a_planted_feature_and_reports_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(conflict_probe, "known_conflicts", all_memorised)
+    monkeypatch.setattr(conflict_probe, "encode_pre", planted_conflict_feature)
+    data = {"conflicts": str(DATA / "conflicts.jsonl"), "text": str(DATA / "text.txt")}
+    outcome = run_experiment(
+        "conflict-probe",
+        tmp_path / "out",
+        model="tiny:llama",
+        data=data,
+        restarts=2,
+        sae_probe=True,
+        sae_layers=[2, 1],
+        sae_probe_k=3,
+        sae_max_tokens=4000,
+        sae_batch_size=512,
+    )
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    probe = results["sae_probe"]
+    assert probe["selection"] == "l1" and probe["k"] == 3
+    assert [row["layer"] for row in probe["layers"]] == [1, 2]
+    sae = results["provenance"]["cached"]["sae"]
+    assert set(sae) == {"L1.resid_post", "L2.resid_post"} and sae["L1.resid_post"]["built_by_this_run"]
+    records = {r["sub_context"] for r in map(json.loads, (DATA / "conflicts.jsonl").read_text().splitlines())}
+    for row in probe["layers"]:
+        assert row["acc"] == 1.0 and row["auc"] == 1.0 and 1 <= row["n_features"] <= 3
+        assert 0 < row["sae_quality"]["fvu"] and row["sae_quality"]["train_tokens"] > 1000
+        first = row["features"][0]
+        assert first["feature"] == PLANTED_FEATURE and first["weight"] > 0 and first["in_splits"] == 2
+        assert len(first["top_prompts"]) == 3
+        for top in first["top_prompts"]:  # the planted feature fires on conflicting prompts only
+            assert top["conflict"] and top["prompt"] < 16 and top["activation"] >= 3.0
+            assert any(context in top["text"] for context in records)
+    assert "SAE-feature probe (l1, at most 3 features)" in outcome.summary
+    assert [title for title, _ in outcome.tables][1:] == [
+        "Dense vs SAE-feature probe (resid_post)",
+        "SAE-probe features and their top-activating prompts",
+    ]
+    assert len(outcome.figures) == 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"sae_layers": [1]}, "conflict-probe: sae_layers applies only with sae_probe=True"),
+        ({"sae_k": 4, "sae_probe_k": 2}, "conflict-probe: sae_k, sae_probe_k apply only with sae_probe=True"),
+        ({"sae_probe": True, "sae_layers": [4]}, "conflict-probe: sae_layers=[4] (layer 4) is out of range"),
+        ({"sae_probe": True, "sae_layers": []}, "conflict-probe: sae_layers must be a non-empty list"),
+        (
+            {"sae_probe": True, "sae_probe_selection": "lasso"},
+            "sae_probe_selection must be one of 'l1', 'mi'",
+        ),
+        ({"sae_probe": True, "sae_probe_k": 0}, "conflict-probe: sae_probe_k must be an integer >= 1"),
+    ],
+)
+def test_conflict_probe_refuses_bad_sae_probe_settings_before_any_forward(
+    tmp_path, monkeypatch, settings, message
+):
+    monkeypatch.setattr(conflict_probe, "known_conflicts", None)  # any forward pass would fail otherwise
+    with pytest.raises(InputError, match=re.escape(message)):
+        run_experiment("conflict-probe", tmp_path, model="tiny:llama", **settings)
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_conflict_probe_runs_on_a_users_records_and_records_their_provenance(tmp_path, monkeypatch):
@@ -207,3 +287,28 @@ def test_results_json_records_what_decided_the_selection(two_spare_runs):
         chosen_p = str(results["chosen"][f"spare_to_{direction}"]["p"])
         assert used["spare"]["S_C"] == results["selection"]["by_p"][chosen_p]["L1.resid_post"]["S_C_features"]
         assert len(used["random"]["S_C"]) == len(used["spare"]["S_C"])
+
+
+def test_conflict_probe_reads_the_sae_spare_built_with_the_same_settings(
+    two_spare_runs, tmp_path_factory, monkeypatch
+):
+    (cache,) = tmp_path_factory.getbasetemp().glob("first[0-9]*/cache")  # the first spare run's cache
+    monkeypatch.setenv("STEERSCOPE_CACHE", str(cache))
+    monkeypatch.setattr(conflict_probe, "known_conflicts", all_memorised)
+    data = {"conflicts": str(DATA / "conflicts.jsonl"), "text": str(DATA / "text.txt")}
+    settings = {key: REPRODUCIBLE_SPARE[key] for key in ("demos", "sae_max_tokens", "sae_batch_size")}
+    out = tmp_path_factory.mktemp("probe")
+    run_experiment(
+        "conflict-probe",
+        out,
+        model="tiny:llama",
+        data=data,
+        restarts=1,
+        sae_probe=True,
+        sae_layers=[1],
+        **settings,
+    )
+    read = json.loads((out / "results.json").read_text())["provenance"]["cached"]["sae"]["L1.resid_post"]
+    built = two_spare_runs[0]["provenance"]["cached"]["sae"]["L1.resid_post"]
+    assert not read["built_by_this_run"]
+    assert read == {**built, "built_by_this_run": False}

@@ -45,13 +45,10 @@ from steerscope.settings import Count, Layer, NonEmpty, Range
 from steerscope.sites import Site
 from steerscope.steering.apply import steering_edit
 from steerscope.steering.choice import grid_rows, highest
+from steerscope.steering.experiment_saes import SAESettings, experiment_saes
 from steerscope.steering.sae import (
-    SAETrainSettings,
     encode_pre,
     saes_by_site,
-    texts_digest,
-    train_saes,
-    training_texts,
 )
 from steerscope.steering.spare import (
     Selection,
@@ -82,7 +79,7 @@ MIN_PER_GROUP = 4  # labelled fit prompts needed in each of C and M
 
 
 @dataclass
-class SpareConfig(ExperimentConfig):
+class SpareConfig(SAESettings, ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(
         n_candidates=120, ps=[0.03, 0.07, 0.2], alphas=[1.0, 2.0, 3.0], layer_set_sizes=[1, 2]
     )
@@ -114,11 +111,6 @@ class SpareConfig(ExperimentConfig):
     # run the random-feature control at every SpARE dev setting too (doubles SpARE's dev grid), so
     # the grid shows whether any setting moves answers more than as many random features do
     dev_random_control: bool = True
-    sae_k: Count | None = None  # None: a tenth of d_model
-    sae_expansion: Count = 8
-    sae_max_tokens: Count | None = 1_100_000  # SAE training tokens (as `steerscope build sae:`)
-    sae_epochs: Annotated[float, Range(0, low_open=True)] = 1.0
-    sae_batch_size: Count = 2048
 
 
 def layer_sets(config: SpareConfig, n_layers: int) -> list[list[int]]:
@@ -323,29 +315,7 @@ def split_facts(config: SpareConfig, context: ExperimentContext) -> Facts:
 
 def train_site_saes(config: SpareConfig, context: ExperimentContext, sites: list[str]) -> dict[str, Any]:
     """Phase 2a: an SAE per site on the context's text (cached; its provenance recorded)."""
-    settings = SAETrainSettings(
-        expansion=config.sae_expansion,
-        k=config.sae_k,
-        max_tokens=config.sae_max_tokens,
-        epochs=config.sae_epochs,
-        batch_size=config.sae_batch_size,
-        seed=config.seed,
-    )
-    texts = training_texts(context.data, config.demos)
-    trained = train_saes(context.model, sites, settings, texts)
-    context.used("text", sae_train_windows=trained[sites[0]].report["train_windows"])
-    for site, sae in trained.items():
-        context.used_cached(
-            "sae",
-            site,
-            sae.folder,
-            settings=sae.report["settings"],
-            texts_sha256=texts_digest(texts),
-            n_texts=len(texts),
-            train_tokens=sae.report["train_tokens"],
-            built_by_this_run=sae.built,
-        )
-    return trained
+    return experiment_saes(context, sites, config.sae_train_settings(config.seed), config.demos)
 
 
 def fit_features(

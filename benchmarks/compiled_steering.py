@@ -42,6 +42,7 @@ from typing import Any
 import torch
 import transformers
 from interleaved import Variant, finish, median_ratio, time_interleaved
+from steering_overhead import PROMPTS  # the same eight prompts, so the two benchmarks compare
 from torch import Tensor
 from torch._dynamo.testing import CompileCounterWithBackend
 
@@ -51,16 +52,6 @@ from steerscope.model import Model
 from steerscope.steering import Fingerprint, SteeringVector, install_steering_bank, steer
 from steerscope.tiny import tiny_model
 
-PROMPTS = (
-    "The cat slept on the warm windowsill all afternoon.",
-    "Rain is expected across the north tomorrow.",
-    "She opened the letter and read it twice.",
-    "Our train was delayed by an hour.",
-    "The museum closes early on Sundays.",
-    "He planted tomatoes along the garden fence.",
-    "Prices rose sharply after the storm.",
-    "A small boat drifted toward the harbour.",
-)
 BATCHES = (1, 8)
 STRENGTH = 0.1
 

@@ -254,14 +254,8 @@ def _vector_import(args: argparse.Namespace) -> None:
     print(f"{', '.join(vector.directions)}: {vector.save(args.name)}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `steerscope` command's parser (each subcommand sets `func`)."""
-    debug = argparse.ArgumentParser(add_help=False)
-    debug.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
-    )
-    parser = argparse.ArgumentParser(prog="steerscope", description=__doc__, parents=[debug])
-    commands = parser.add_subparsers(dest="command", required=True)
+def _add_info_and_list(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`info` and `list`."""
     info = commands.add_parser("info", parents=[debug], help="model anatomy, cache path and state, versions")
     info.add_argument(
         "--model",
@@ -274,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
         "list", parents=[debug], help="the registered experiments and model organisms"
     )
     listing.set_defaults(func=_list)
+
+
+def _add_build(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`build organism:NAME... | sae:SITES`."""
     build = commands.add_parser(
         "build",
         parents=[debug],
@@ -308,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(as for run); repeatable",
     )
     build.set_defaults(func=_build)
+
+
+def _add_run(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`run NAME --out DIR ...`."""
     run = commands.add_parser(
         "run", parents=[debug], help="run an experiment; writes results.json and report.html"
     )
@@ -340,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="any config field (JSON value)",
     )
     run.set_defaults(func=_run)
+
+
+def _add_data(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`data check FILE --kind K`."""
     data = commands.add_parser("data", parents=[debug], help="inspect a data source")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     check = data_commands.add_parser(
@@ -357,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="count multi-token answers with this model's tokenizer and check each record fits its positions",
     )
     check.set_defaults(func=_data_check)
+
+
+def _add_vector(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`vector export|import`: llama.cpp control vectors."""
     vector = commands.add_parser(
         "vector", parents=[debug], help="move a steering vector to and from llama.cpp control vectors"
     )
@@ -396,6 +406,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="accept a vector made for another config or model type"
     )
     imported.set_defaults(func=_vector_import)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `steerscope` command's parser (each subcommand sets `func`)."""
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
+    )
+    parser = argparse.ArgumentParser(prog="steerscope", description=__doc__, parents=[debug])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_info_and_list, _add_build, _add_run, _add_data, _add_vector):
+        add(commands, debug)
     return parser
 
 

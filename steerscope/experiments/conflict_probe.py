@@ -154,31 +154,46 @@ def run(config: ConflictProbeConfig, context: ExperimentContext) -> Outcome:
     figures = [accuracy_figure(rows, reference["acc"])]
     tables = [("Per layer", rows)]
     if config.sae_probe:
-        sae_sites = [Site(layer, "resid_post") for layer in sae_probe_layers(config, model.anatomy.n_layers)]
-        saes = experiment_saes(context, sae_sites, config.sae_train_settings(config.seed), config.demos)
-        prompts = conflicting + agreeing
-        sae_rows = [
-            {
-                "layer": site.layer,
-                "site": site.kind,
-                **sae_probe_row(encode_pre(saes[str(site)].sae, acts[site]), labels, splits, prompts, config),
-                "sae_quality": {key: saes[str(site)].report[key] for key in SAE_QUALITY},
-            }
-            for site in tqdm(sae_sites, desc="SAE probes", leave=False)
-        ]
-        dense = {r["layer"]: r for r in rows if r["site"] == "resid_post"}
-        results["sae_probe"] = {
-            "selection": config.sae_probe_selection,
-            "k": config.sae_probe_k,
-            "layers": sae_rows,
-        }
-        summary += "\n" + sae_summary(sae_rows, dense, config)
-        figures.append(sae_figure(rows, sae_rows))
-        tables += [
-            ("Dense vs SAE-feature probe (resid_post)", sae_table(sae_rows, dense)),
-            ("SAE-probe features and their top-activating prompts", feature_table(sae_rows)),
-        ]
+        results["sae_probe"], sae_text, sae_fig, sae_tables = sae_probe_part(
+            config, context, acts, labels, splits, conflicting + agreeing, rows
+        )
+        summary += "\n" + sae_text
+        figures.append(sae_fig)
+        tables += sae_tables
     return Outcome(results=results, summary=summary, figures=figures, tables=tables)
+
+
+def sae_probe_part(
+    config: ConflictProbeConfig,
+    context: ExperimentContext,
+    acts: Any,
+    labels: torch.Tensor,
+    splits: list[tuple[torch.Tensor, torch.Tensor]],
+    prompts: list[str],
+    rows: list[dict[str, Any]],
+) -> tuple[dict[str, Any], str, go.Figure, list[tuple[str, list[dict[str, Any]]]]]:
+    """The SAE-feature probes at each SAE layer on the dense probes' splits: their results entry,
+    summary lines, figure and tables, beside the dense resid_post `rows`."""
+    sae_sites = [
+        Site(layer, "resid_post") for layer in sae_probe_layers(config, context.model.anatomy.n_layers)
+    ]
+    saes = experiment_saes(context, sae_sites, config.sae_train_settings(config.seed), config.demos)
+    sae_rows = [
+        {
+            "layer": site.layer,
+            "site": site.kind,
+            **sae_probe_row(encode_pre(saes[str(site)].sae, acts[site]), labels, splits, prompts, config),
+            "sae_quality": {key: saes[str(site)].report[key] for key in SAE_QUALITY},
+        }
+        for site in tqdm(sae_sites, desc="SAE probes", leave=False)
+    ]
+    dense = {r["layer"]: r for r in rows if r["site"] == "resid_post"}
+    entry = {"selection": config.sae_probe_selection, "k": config.sae_probe_k, "layers": sae_rows}
+    tables = [
+        ("Dense vs SAE-feature probe (resid_post)", sae_table(sae_rows, dense)),
+        ("SAE-probe features and their top-activating prompts", feature_table(sae_rows)),
+    ]
+    return entry, sae_summary(sae_rows, dense, config), sae_figure(rows, sae_rows), tables
 
 
 def sae_probe_layers(config: ConflictProbeConfig, n_layers: int) -> list[int]:

@@ -51,7 +51,7 @@ def write_report(
     run_id: str | None = None,
 ) -> Path:
     """Write `out/report.html`: `outcome_html` as a self-contained page, marked with `run_id` (the
-    one results.json holds) in a meta tag and under the title."""
+    one results.json holds) in a meta tag and in a line after the outcome."""
     run = "" if run_id is None else html.escape(run_id)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",

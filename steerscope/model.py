@@ -7,6 +7,7 @@ transformers model, an nnsight model or a TransformerLens TransformerBridge, and
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass
@@ -33,10 +34,33 @@ _VOLATILE_CONFIG_KEYS = {
 }
 
 
+# id(config) -> (the config, a deep copy of its attributes, its digest): `steer()` fingerprints the
+# model at every block, and serialising a config costs about half a millisecond.
+_DIGESTS: dict[int, tuple[Any, dict, str]] = {}
+
+
 def config_digest(hf: nn.Module) -> str:
-    """sha256 of a model's config without the entries that only say where or how it was stored."""
-    config = {k: v for k, v in sorted(hf.config.to_dict().items()) if k not in _VOLATILE_CONFIG_KEYS}
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    """sha256 of a model's config without the entries that only say where or how it was stored.
+
+    Remembered per config object while its attributes equal a deep copy taken when it was hashed
+    (dict and list equality is recursive), so a config changed in place is hashed again."""
+    config = hf.config
+    known = _DIGESTS.get(id(config))
+    if known is not None and known[0] is config and _same(vars(config), known[1]):
+        return known[2]
+    entries = {k: v for k, v in sorted(config.to_dict().items()) if k not in _VOLATILE_CONFIG_KEYS}
+    digest = hashlib.sha256(json.dumps(entries, sort_keys=True, default=str).encode()).hexdigest()
+    if len(_DIGESTS) >= 64:
+        _DIGESTS.clear()
+    _DIGESTS[id(config)] = (config, copy.deepcopy(vars(config)), digest)
+    return digest
+
+
+def _same(attributes: dict, copied: dict) -> bool:
+    try:
+        return bool(attributes == copied)
+    except Exception:  # an attribute whose == is not a truth value (a tensor): hash again
+        return False
 
 
 @dataclass(eq=False)

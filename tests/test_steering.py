@@ -143,6 +143,23 @@ def test_save_load_round_trip_and_fit_checks(tmp_path, tiny_llama):
             pass
 
 
+def test_a_config_changed_in_place_is_fingerprinted_again():
+    """The config digest is remembered per config object; an edit in place, even inside a nested
+    dict, must give a new fingerprint (and a vector made before it must be refused)."""
+    model = tiny_model("llama")
+    before = ss.steering.Fingerprint.of(model)
+    vector = SteeringVector({"L1.resid_post": torch.ones(64)}, before)
+    assert ss.steering.Fingerprint.of(model) == before
+    model.hf.config.rms_norm_eps *= 2
+    assert ss.steering.Fingerprint.of(model).config_hash != before.config_hash
+    with pytest.raises(InputError, match="pass force=True"):
+        vector.check(model)
+    model.hf.config.rms_norm_eps /= 2
+    assert ss.steering.Fingerprint.of(model) == before
+    model.hf.config.rope_parameters["rope_theta"] *= 2
+    assert ss.steering.Fingerprint.of(model).config_hash != before.config_hash
+
+
 def test_diff_of_means_and_pca_directions(tiny_llama):
     positive = ["I am happy A", "we are glad A", "so good A"]
     negative = ["I am happy B", "we are glad B", "so good B"]

@@ -144,7 +144,7 @@ def written_pairs(model, config, problems, prompt):
 
 
 def test_efficiency_runs_on_a_users_gsm8k_problems(tmp_path, monkeypatch):
-    import steerscope.experiments.efficiency as efficiency
+    import steerscope.experiments.efficiency.phases as efficiency
 
     monkeypatch.setattr(efficiency, "harvest_pairs", written_pairs)
     source = str(DATA / "problems.jsonl")

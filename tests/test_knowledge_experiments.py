@@ -9,7 +9,8 @@ import torch
 from steerscope.data.conflicts import PUSHES
 from steerscope.data.defaults import natural_suite
 from steerscope.errors import InputError
-from steerscope.experiments import conflict_probe, spare
+from steerscope.experiments import spare
+from steerscope.experiments.conflict_probe import phases as conflict_probe
 from steerscope.experiments.spare import phases as spare_phases
 from steerscope.experiments.spare import scores as spare_scores
 from steerscope.organisms import sources_world

@@ -249,7 +249,7 @@ def two_spare_runs(tmp_path_factory):
     """results.json of the same spare run twice, each with a cache of its own (SAEs trained twice)."""
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setattr(spare_phases, "known_conflicts", all_memorised)
-    monkeypatch.setattr(spare, "behaviour_counts", labelled_by_hash)
+    monkeypatch.setattr(spare_phases, "behaviour_counts", labelled_by_hash)
     runs = []
     for name in ("first", "second"):
         folder = tmp_path_factory.mktemp(name)

@@ -1,5 +1,6 @@
-"""efficiency's phases on a model that does not think in tags (Gemma 3 270M, `organism:length`):
-harvest concise / verbose pairs, choose the layer, sweep the strength on held-out problems."""
+"""efficiency's problems (`select_problems`, the first phase of both experiments), then its phases on a
+model that does not think in tags (Gemma 3 270M, `organism:length`): harvest concise / verbose
+pairs, choose the layer, sweep the strength on held-out problems."""
 
 from __future__ import annotations
 
@@ -11,11 +12,7 @@ from steerscope.context import ExperimentContext
 from steerscope.errors import InputError
 from steerscope.experiments.efficiency.config import EfficiencyConfig
 from steerscope.model import ModelLike
-from steerscope.steering.efficiency import (
-    Harvest,
-    harvest_prompt_contrast,
-    harvest_sampled,
-)
+from steerscope.steering.efficiency import Harvest, harvest_prompt_contrast, harvest_sampled
 from steerscope.steering.generation import Generation, PromptFn
 from steerscope.steering.layer_choice import best_layer, evaluate, spread_layers, steering_effects
 from steerscope.steering.vector import SteeringVector

@@ -8,9 +8,7 @@ from typing import Any
 from steerscope.experiments.efficiency.config import EfficiencyConfig
 from steerscope.model import ModelLike
 from steerscope.registry import Outcome
-from steerscope.steering.efficiency import (
-    Harvest,
-)
+from steerscope.steering.efficiency import Harvest
 from steerscope.steering.generation import Generation
 from steerscope.steering.plots import frontier_figure, layer_sweep_figure
 from steerscope.steering.vector import SteeringVector

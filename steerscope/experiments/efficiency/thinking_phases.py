@@ -10,10 +10,7 @@ from steerscope.errors import InputError
 from steerscope.experiments.efficiency.config import METHODS, EfficiencyConfig
 from steerscope.model import ModelLike
 from steerscope.steering.choice import fewest_within_tolerance, mark_chosen
-from steerscope.steering.efficiency import (
-    Harvest,
-    harvest_sampled,
-)
+from steerscope.steering.efficiency import Harvest, harvest_sampled
 from steerscope.steering.frontier import (
     BREVITY_CUE,
     UNSTEERED,

@@ -11,12 +11,8 @@ from steerscope.experiments.efficiency.config import EfficiencyConfig
 from steerscope.experiments.efficiency.thinking_phases import DevChoice, ThinkingPlan
 from steerscope.model import ModelLike
 from steerscope.registry import Outcome
-from steerscope.steering.efficiency import (
-    Harvest,
-)
-from steerscope.steering.frontier import (
-    Setting,
-)
+from steerscope.steering.efficiency import Harvest
+from steerscope.steering.frontier import Setting
 
 #: The issue's target: thinking tokens cut by at least 20% at accuracy within 2 points.
 TARGET_CUT, TARGET_ACCURACY = -0.20, -0.02

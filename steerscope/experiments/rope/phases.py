@@ -11,10 +11,7 @@ from steerscope.data.suite import DataSuite
 from steerscope.experiments.rope.config import RopeConfig
 from steerscope.model import Model
 from steerscope.probes.masks import mean_replacement, random_masks, sensitive_masks
-from steerscope.probes.rope import (
-    RotaryStats,
-    rotary_stats,
-)
+from steerscope.probes.rope import RotaryStats, rotary_stats
 from steerscope.probes.tom_fisher import tom_and_generic_fisher
 
 

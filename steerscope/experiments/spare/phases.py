@@ -32,10 +32,7 @@ from steerscope.sites import Site
 from steerscope.steering.apply import steering_edit
 from steerscope.steering.choice import grid_rows, highest
 from steerscope.steering.experiment_saes import experiment_saes
-from steerscope.steering.sae import (
-    encode_pre,
-    saes_by_site,
-)
+from steerscope.steering.sae import encode_pre, saes_by_site
 from steerscope.steering.spare import (
     Selection,
     answer_losses,

@@ -23,11 +23,7 @@ from steerscope.experiments.spare.scores import (
 )
 from steerscope.probes.intervals import mean_interval, paired_difference
 from steerscope.registry import Outcome
-from steerscope.steering.spare import (
-    Selection,
-    control_overlap,
-    random_selection,
-)
+from steerscope.steering.spare import Selection, control_overlap, random_selection
 
 SAE_REPORTED = ("fvu", "l0", "dead_fraction", "ce_loss_recovered", "train_tokens", "train_windows")
 

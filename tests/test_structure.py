@@ -251,6 +251,23 @@ def test_no_experiment_package_imports_another(graph):
     assert not crossing, f"experiments importing other experiments: {crossing}"
 
 
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 450, 80
+
+
+def test_no_module_over_450_lines_and_no_function_over_80():
+    too_long = []
+    for path in module_files(ROOT, PACKAGE_FOLDERS).values():
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_FILE_LINES:
+            too_long.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines")
+    assert not too_long, "split these: " + "; ".join(too_long)
+
+
 def test_data_does_not_import_the_organisms_built_on_it(graph):
     data = {m for m in graph if m.startswith("steerscope.data")}
     upward = {m: sorted(t for t in graph[m] if t.startswith("steerscope.organisms")) for m in data}

@@ -52,8 +52,8 @@ from steerscope.data.defaults import natural_suite
 from steerscope.data.facts import FACTS, Fact, context_prompt, demonstrations, substitute
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
 from steerscope.model import Model
-from steerscope.steering.sae import SAETrainSettings, saes_by_site, train_saes
-from steerscope.steering.spare import Selection, last_token_codes, mutual_information, spare_edits
+from steerscope.steering.sae import SAETrainSettings, last_token_codes, saes_by_site, train_saes
+from steerscope.steering.spare import Selection, mutual_information, spare_edits
 
 SITE = "L9.resid_post"
 BATCH = 8

@@ -15,8 +15,15 @@ from steerscope.steering.bank import SteeringBank, install_steering_bank
 from steerscope.steering.build import diff_of_means, example_activations, pca_of_differences, sweep_layers
 from steerscope.steering.control_vector import mean_residual_norms
 from steerscope.steering.plots import frontier_figure, layer_sweep_figure, projection_figure
-from steerscope.steering.sae import SAETrainSettings, load_sae, saes_by_site, train_saes, training_texts
-from steerscope.steering.spare import last_token_codes, select_features, spare_edits
+from steerscope.steering.sae import (
+    SAETrainSettings,
+    last_token_codes,
+    load_sae,
+    saes_by_site,
+    train_saes,
+    training_texts,
+)
+from steerscope.steering.spare import select_features, spare_edits
 from steerscope.steering.vector import Fingerprint, SteeringVector
 
 if TYPE_CHECKING:

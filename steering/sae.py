@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from steerscope.cache import cache_root, cached_folder, is_intact, write_atomic
+from steerscope.capture import capture
 from steerscope.data.suite import DataSuite
 from steerscope.errors import InputError
 from steerscope.kernels.sae_edit import encode_local, sae_parts
@@ -336,6 +337,15 @@ def encode_pre(sae: Any, h: Tensor) -> Tensor:
     `pre_acts` (the fused edit computes only the selected features and cannot know the top k).
     """
     return encode_local(sae_parts(sae), h)
+
+
+@torch.no_grad()
+def last_token_codes(
+    model: ModelLike, saes_by_site: Mapping[str, Any], prompts: list[str]
+) -> dict[str, Tensor]:
+    """SAE codes z [n_prompts, d_sae] at the last prompt token of each prompt, by site."""
+    got = capture(model, prompts, list(saes_by_site), reduce="last", progress=False)
+    return {site: encode_pre(sae, got[site]) for site, sae in saes_by_site.items()}
 
 
 def save_sae(sae: Any, folder: str | Path) -> Path:

@@ -55,12 +55,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from steerscope.capture import capture
 from steerscope.errors import InputError
 from steerscope.intervene import Edit
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
 from steerscope.model import ModelLike
-from steerscope.steering.sae import encode_pre
 from steerscope.tokens import TokenInfo
 
 Direction = Literal["memory", "context"]
@@ -443,12 +441,3 @@ def spare_edits(
         site: spare_edit(saes_by_site[site], selection, direction, alpha, fused)
         for site, selection in selections.items()
     }
-
-
-@torch.no_grad()
-def last_token_codes(
-    model: ModelLike, saes_by_site: Mapping[str, Any], prompts: list[str]
-) -> dict[str, Tensor]:
-    """SAE codes z [n_prompts, d_sae] at the last prompt token of each prompt, by site."""
-    got = capture(model, prompts, list(saes_by_site), reduce="last", progress=False)
-    return {site: encode_pre(sae, got[site]) for site, sae in saes_by_site.items()}

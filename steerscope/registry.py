@@ -2,8 +2,8 @@
 model and its data) to an `Outcome`, registered once by name with the data kinds it takes.
 
 An `Outcome` renders as one HTML element (`outcome_html`): report.html is that element in a page,
-and Jupyter shows it as it is. This module imports nothing of steerscope, so an experiment module
-can register itself without pulling in the runner, and the runner can discover experiment modules
+and Jupyter shows it as it is. This module imports nothing of steerscope, so an experiment package
+can register itself without pulling in the runner, and the runner can discover experiment packages
 without a hand-kept list.
 """
 

@@ -40,7 +40,7 @@ EXPERIMENTS_PACKAGE = "steerscope.experiments"
 
 
 def discover_experiments() -> list[str]:
-    """Import every module of `steerscope.experiments` (each registers itself); the names."""
+    """Import every experiment package of `steerscope.experiments` (each registers itself); the names."""
     package = importlib.import_module(EXPERIMENTS_PACKAGE)
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{EXPERIMENTS_PACKAGE}.{module.name}")

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from steerscope.cli import main
-from steerscope.experiments.smoke import summary_text
+from steerscope.experiments.smoke.report import summary_text
 
 
 def test_info_prints_the_real_anatomy_of_the_embedded_model(gemma, capsys):

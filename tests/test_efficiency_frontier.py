@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import steerscope.experiments.efficiency as efficiency
+import steerscope.experiments.efficiency.thinking_phases as efficiency
 from steerscope.errors import InputError
 from steerscope.organisms import ORGANISM_ATTRIBUTE
 from steerscope.runner import run_experiment

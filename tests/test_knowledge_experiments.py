@@ -9,7 +9,10 @@ import torch
 from steerscope.data.conflicts import PUSHES
 from steerscope.data.defaults import natural_suite
 from steerscope.errors import InputError
-from steerscope.experiments import conflict_probe, spare
+from steerscope.experiments import spare
+from steerscope.experiments.conflict_probe import phases as conflict_probe
+from steerscope.experiments.spare import phases as spare_phases
+from steerscope.experiments.spare import scores as spare_scores
 from steerscope.organisms import sources_world
 from steerscope.probes.knowledge import BehaviourCounts, LabelledExample, conflict_pairs
 from steerscope.probes.lm_metrics import top_token_probability
@@ -51,10 +54,10 @@ def test_spare_layer_sets_are_consecutive_around_the_peak_and_fit_the_model():
 
 def test_spare_dev_split_is_by_content_and_disjoint():
     records = natural_suite().conflicts.candidates(60, 0)
-    fit, dev = spare.dev_split(records, 0.35, seed=0)
+    fit, dev = spare_phases.dev_split(records, 0.35, seed=0)
     assert sorted(map(id, fit + dev)) == sorted(map(id, records)) and 10 < len(dev) < 32
-    again_fit, again_dev = spare.dev_split(list(reversed(records)), 0.35, seed=0)
-    assert set(again_dev) == set(dev) and set(spare.dev_split(records, 0.35, seed=1)[1]) != set(dev)
+    again_fit, again_dev = spare_phases.dev_split(list(reversed(records)), 0.35, seed=0)
+    assert set(again_dev) == set(dev) and set(spare_phases.dev_split(records, 0.35, seed=1)[1]) != set(dev)
 
 
 def all_memorised(model, conflicts, n, demos, seed, **_):
@@ -171,7 +174,7 @@ def test_conflict_probe_on_a_random_model_says_how_few_facts_it_knows(tmp_path):
 
 
 def test_spare_refuses_to_select_features_without_both_behaviours(tmp_path, monkeypatch):
-    monkeypatch.setattr(spare, "known_conflicts", all_memorised)
+    monkeypatch.setattr(spare_phases, "known_conflicts", all_memorised)
     with pytest.raises(InputError, match="too few labelled prompts to select features"):
         run_experiment("spare", tmp_path, model="tiny:llama", layer_sets=[[1]], n_candidates=12)
 
@@ -188,17 +191,18 @@ def test_a_dev_setting_meets_the_bars_only_if_spare_gains_and_its_random_control
             "random_em_m": random_em_m,
         }
 
-    assert spare._meets_bars(row("context", 0.55, 0.2), no_edit)
-    assert not spare._meets_bars(row("context", 0.5, 0.2), no_edit)  # no gain
-    assert not spare._meets_bars(row("context", 0.9, 0.0, random_em_m=0.3), no_edit)  # control moves EM_M
-    assert spare._meets_bars(row("memory", 0.3, 0.3, random_em_c=0.46), no_edit)
-    assert not spare._meets_bars(row("memory", 0.3, 0.25), no_edit)  # memory needs +0.10
+    assert spare_scores.meets_bars(row("context", 0.55, 0.2), no_edit)
+    assert not spare_scores.meets_bars(row("context", 0.5, 0.2), no_edit)  # no gain
+    moved_control = row("context", 0.9, 0.0, random_em_m=0.3)
+    assert not spare_scores.meets_bars(moved_control, no_edit)  # control moves EM_M
+    assert spare_scores.meets_bars(row("memory", 0.3, 0.3, random_em_c=0.46), no_edit)
+    assert not spare_scores.meets_bars(row("memory", 0.3, 0.25), no_edit)  # memory needs +0.10
 
 
 def test_transitions_count_label_changes():
     before = ["C", "C", "M", "M", None]
     after = ["M", "C", "C", "M", "C"]
-    assert spare._transitions(before, after) == {"C_to_M": 1, "M_to_C": 1, "C_kept": 1, "M_kept": 1}
+    assert spare_scores.transitions(before, after) == {"C_to_M": 1, "M_to_C": 1, "C_kept": 1, "M_kept": 1}
 
 
 def test_top_token_probability_is_a_batch_independent_probability(tiny_llama):
@@ -244,8 +248,8 @@ def labelled_by_hash(model, records, conflicts, demos=3, seed=0, **_):
 def two_spare_runs(tmp_path_factory):
     """results.json of the same spare run twice, each with a cache of its own (SAEs trained twice)."""
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(spare, "known_conflicts", all_memorised)
-    monkeypatch.setattr(spare, "behaviour_counts", labelled_by_hash)
+    monkeypatch.setattr(spare_phases, "known_conflicts", all_memorised)
+    monkeypatch.setattr(spare_phases, "behaviour_counts", labelled_by_hash)
     runs = []
     for name in ("first", "second"):
         folder = tmp_path_factory.mktemp(name)

@@ -38,17 +38,26 @@ def test_the_registry_imports_nothing_of_steerscope():
     assert not [m for m in imported_modules(PACKAGE / "registry.py") if m.startswith("steerscope")]
 
 
-def test_every_experiment_module_is_discovered_with_its_data_kinds():
-    modules = {
-        p.stem.replace("_", "-") for p in (PACKAGE / "experiments").glob("*.py") if p.stem != "__init__"
-    }
-    assert set(discover_experiments()) == modules
+def experiment_packages() -> list[Path]:
+    return sorted(p for p in (PACKAGE / "experiments").iterdir() if (p / "__init__.py").exists())
+
+
+def test_every_experiment_package_is_discovered_with_its_data_kinds():
+    packages = {p.name.replace("_", "-") for p in experiment_packages()}
+    assert set(discover_experiments()) == packages
     assert get_experiment("tom-sensitivity").data_kinds == ("tom", "text")
     assert get_experiment("spare").data_kinds == ("conflicts", "text")
     assert get_experiment("smoke").data_kinds == ()
 
 
 def test_no_experiment_imports_another():
-    for path in (PACKAGE / "experiments").glob("*.py"):
-        others = [m for m in imported_modules(path) if m.startswith("steerscope.experiments")]
-        assert not others, f"{path.name} imports {others}"
+    for package in experiment_packages():
+        own = f"steerscope.experiments.{package.name}"
+        for path in package.rglob("*.py"):
+            imported = imported_modules(path)
+            others = [
+                m
+                for m in imported
+                if m.startswith("steerscope.experiments") and m.split(".")[:3] != own.split(".")
+            ]
+            assert not others, f"{path.relative_to(PACKAGE)} imports {others}"

@@ -1,5 +1,6 @@
 """The package's import graph: no module imports itself back through others, and no experiment
-imports another (what two experiments share lives in `probes/` or `steering/`).
+package imports another (an experiment's modules import each other and shared modules; what two
+experiments share lives outside the experiment packages, in `probes/`, `steering/` or the core).
 
 Every import statement counts, at module level, under `if TYPE_CHECKING:` and inside functions: a
 cycle hidden in a function or a type-checking block is still two modules that need each other. So
@@ -207,11 +208,64 @@ def test_package_has_no_import_cycle(graph):
     assert not found, "import cycles: " + " | ".join(describe(c, graph) for c in found)
 
 
-def test_no_experiment_imports_another(graph):
-    experiments = {m for m in graph if m.startswith(f"{EXPERIMENTS}.")}
-    assert len(experiments) >= 7
-    crossing = {m: sorted(graph[m] & experiments) for m in experiments if graph[m] & experiments}
-    assert not crossing, f"experiments importing experiments: {crossing}"
+def experiment_of(module: str) -> str | None:
+    """The experiment package a module belongs to (`steerscope.experiments.spare.phases` -> "spare");
+    None outside the experiment packages."""
+    if not module.startswith(f"{EXPERIMENTS}."):
+        return None
+    return module.removeprefix(f"{EXPERIMENTS}.").split(".")[0]
+
+
+def crossing_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Modules of an experiment package that import a module of another experiment package."""
+    crossing = {}
+    for module, targets in graph.items():
+        mine = experiment_of(module)
+        others = sorted(t for t in targets if experiment_of(t) not in (None, mine))
+        if mine is not None and others:
+            crossing[module] = others
+    return crossing
+
+
+def test_an_experiment_may_import_its_own_modules_and_shared_ones_but_not_another_experiment(tmp_path):
+    experiments = tmp_path / "steerscope" / "experiments"
+    for name in ("one", "two"):
+        (experiments / name).mkdir(parents=True)
+        (experiments / name / "__init__.py").write_text(f"from steerscope.experiments.{name} import phases\n")
+        (experiments / name / "config.py").write_text("")
+    (tmp_path / "steerscope" / "__init__.py").write_text("")
+    (tmp_path / "steerscope" / "shared.py").write_text("")
+    (experiments / "__init__.py").write_text("")
+    (experiments / "one" / "phases.py").write_text("from . import config\nfrom steerscope import shared\n")
+    (experiments / "two" / "phases.py").write_text("from steerscope.experiments.one.config import X\n")
+    graph = import_graph(module_files(tmp_path, {"steerscope": "steerscope"}))
+    assert crossing_imports(graph) == {
+        "steerscope.experiments.two.phases": ["steerscope.experiments.one.config"]
+    }
+
+
+def test_no_experiment_package_imports_another(graph):
+    assert len({experiment_of(m) for m in graph} - {None}) >= 8
+    assert "steerscope.experiments.spare.phases" in graph["steerscope.experiments.spare"]
+    crossing = crossing_imports(graph)
+    assert not crossing, f"experiments importing other experiments: {crossing}"
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 450, 80
+
+
+def test_no_module_over_450_lines_and_no_function_over_80():
+    too_long = []
+    for path in module_files(ROOT, PACKAGE_FOLDERS).values():
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_FILE_LINES:
+            too_long.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines")
+    assert not too_long, "split these: " + "; ".join(too_long)
 
 
 def test_data_does_not_import_the_organisms_built_on_it(graph):

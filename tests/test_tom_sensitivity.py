@@ -5,7 +5,7 @@ import torch
 
 from steerscope.data.records import TomStory
 from steerscope.data.tom import tom_mixture
-from steerscope.experiments.tom_sensitivity import default_sweep
+from steerscope.experiments.tom_sensitivity.config import default_sweep
 from steerscope.probes.lm_metrics import continuation_logprobs
 from steerscope.probes.tom_eval import tom_scores
 from steerscope.probes.tom_fisher import tom_fisher_samples

@@ -107,7 +107,7 @@ def labelled_alternately(model, records, conflicts, demos, seed, progress):
 
 
 def test_spare_runs_on_a_users_conflicts_and_text(tmp_path, monkeypatch):
-    import steerscope.experiments.spare as spare
+    import steerscope.experiments.spare.phases as spare
 
     monkeypatch.setattr(
         spare, "known_conflicts", lambda model, c, n, d, s, progress: (c.candidates(n, s),) * 2
@@ -144,7 +144,7 @@ def written_pairs(model, config, problems, prompt):
 
 
 def test_efficiency_runs_on_a_users_gsm8k_problems(tmp_path, monkeypatch):
-    import steerscope.experiments.efficiency as efficiency
+    import steerscope.experiments.efficiency.phases as efficiency
 
     monkeypatch.setattr(efficiency, "harvest_pairs", written_pairs)
     source = str(DATA / "problems.jsonl")

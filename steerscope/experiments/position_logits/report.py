@@ -1,96 +1,18 @@
-"""`position-logits`: are attention logits a sum of a positional and a semantic term?
-
-Han & Ji 2025 ("Computation Mechanism Behind LLM Position Generalization", arXiv 2503.13305)
-report r = 0.959 between attention logits and the sum of a positional-relevance and a
-semantic-importance term, and that the pattern is learned. Here, on generic text windows:
-
-- real causal pre-softmax logits fitted by a(i - j) + b(i) + c(j), a shared by the prompts of a
-  head, b and c per (prompt, position) (`steerscope.probes.position_logits.fit_additive`);
-  r per layer and head, the median per layer and overall, and the within-query r (each query's
-  mean removed, i.e. only what the softmax sees);
-- virtual-distance tables q_i . R_d k_j fitted by f(d) + g(j) per query;
-- the same for a randomly initialised model of the same config (same tokenizer and prompts).
-"""
+"""What position-logits writes: the results (medians, the fit's description, the data), the summary,
+the medians table and the figures."""
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
+from typing import Any
 
 import plotly.graph_objects as go
 import torch
 
 from steerscope.context import ExperimentContext
-from steerscope.data.suite import TextData
-from steerscope.model import ModelLike
-from steerscope.probes.position_logits import PAPER_R, PositionLogits, position_logits, randomly_initialised
-from steerscope.registry import ExperimentConfig, Outcome, register
-from steerscope.settings import Count, NonEmpty, Range, Window
-
-
-@dataclass
-class PositionLogitsConfig(ExperimentConfig):
-    QUICK: ClassVar[dict[str, Any]] = dict(n_prompts=4, window=48, distances=list(range(0, 48, 3)))
-    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {"n_prompts": (("text", "eval"),)}
-    n_prompts: Count = 16
-    # tokens per prompt, BOS included, at most the text data's window (retokenised: +-1)
-    window: Window = 64
-    distances: Annotated[list[Annotated[int, Range(0)]], NonEmpty()] = field(
-        default_factory=lambda: list(range(0, 64, 2))
-    )
-    share_distance: bool = True  # a(i - j) shared by all prompts of a head; False: fitted per prompt
-    random_init: bool = True
-    scatter_points: Count = 2000  # per scatter plot
-
-    def text_window(self, field: str, data_window: int) -> tuple[int | None, bool]:
-        """`window - 1` tokens (at most the data's window), without BOS: the tokenizer adds it back."""
-        return min(self.window, data_window) - 1, False
-
-
-def generic_prompts(model: ModelLike, text: TextData, n: int, window: int, seed: int) -> list[str]:
-    """`n` windows of `window` tokens of the "eval" split, as text."""
-    windows = text.windows(model, n, window, seed, split="eval")
-    return [model.tokenizer.decode(ids) for ids in windows]
-
-
-def head_rows(result: PositionLogits) -> list[dict[str, Any]]:
-    """One row per (layer, head): r, within-query r and virtual-distance r."""
-    return [
-        {
-            "layer": layer,
-            "head": head,
-            "r": float(result.r[row, head]),
-            "r_within_query": float(result.r_within_query[row, head]),
-            "virtual_r": float(result.virtual_r[row, head]),
-        }
-        for row, layer in enumerate(result.layers)
-        for head in range(result.r.shape[1])
-    ]
-
-
-def summarise(result: PositionLogits) -> dict[str, Any]:
-    """Medians over heads per layer and overall, for the real and the virtual-distance fits."""
-    rows = head_rows(result)
-
-    def median(key: str) -> float:
-        return statistics.median(row[key] for row in rows)
-
-    def by_layer(values: torch.Tensor) -> list[float]:
-        return [statistics.median(row.tolist()) for row in values]
-
-    return {
-        "per_head": rows,
-        "median_r": median("r"),
-        "median_r_by_layer": by_layer(result.r),
-        "median_r_within_query": median("r_within_query"),
-        "median_r_within_query_by_layer": by_layer(result.r_within_query),
-        "virtual": {
-            "median_r": median("virtual_r"),
-            "median_r_by_layer": by_layer(result.virtual_r),
-            "distances": result.distances,
-        },
-    }
+from steerscope.experiments.position_logits.config import PositionLogitsConfig
+from steerscope.experiments.position_logits.phases import summarise
+from steerscope.probes.position_logits import PAPER_R, PositionLogits
+from steerscope.registry import Outcome
 
 
 def subsample(real: torch.Tensor, fitted: torch.Tensor, n: int, seed: int) -> dict[str, list[float]]:
@@ -100,20 +22,16 @@ def subsample(real: torch.Tensor, fitted: torch.Tensor, n: int, seed: int) -> di
     return {"real": real[keep].tolist(), "fitted": fitted[keep].tolist()}
 
 
-@register(
-    "position-logits",
-    PositionLogitsConfig,
-    "attention logits vs an additive distance + query + key fit, trained vs random init (Han & Ji 2025)",
-    data=("text",),
-)
-def run(config: PositionLogitsConfig, context: ExperimentContext) -> Outcome:
+def outcome(
+    config: PositionLogitsConfig,
+    context: ExperimentContext,
+    prompts: list[str],
+    trained: PositionLogits,
+    random: dict[str, Any] | None,
+) -> Outcome:
+    """The results (medians, the best and worst head's points, random init, the fit, the data)
+    with the summary, the figures and the medians table."""
     model, text = context.model, context.data.need("text")
-    window, _ = config.text_window("n_prompts", text.window)
-    prompts = generic_prompts(model, text, config.n_prompts, window, config.seed)
-    context.used("text", eval_windows=len(prompts))
-    trained = position_logits(
-        model, prompts, distances=config.distances, share_distance=config.share_distance, progress=True
-    )
     results: dict[str, Any] = {"model": model.source, "paper_r": PAPER_R, **summarise(trained)}
     rows = results["per_head"]
     best = max(rows, key=lambda row: row["r"])
@@ -127,22 +45,11 @@ def run(config: PositionLogitsConfig, context: ExperimentContext) -> Outcome:
         }
         for name, row in (("best", best), ("worst", worst))
     }
-    if config.random_init:
-        random_model = randomly_initialised(model, seed=config.seed)
-        random = summarise(
-            position_logits(
-                random_model,
-                prompts,
-                distances=config.distances,
-                share_distance=config.share_distance,
-                progress=True,
-            )
-        )
+    if random is not None:
         results["random_init"] = random
         results["random_init_median_r"] = random["median_r"]
         results["random_init_median_r_within_query"] = random["median_r_within_query"]
         results["random_init_virtual_median_r"] = random["virtual"]["median_r"]
-        del random_model
     results["fit"] = {
         "model": "w(i, j) ~ a(i - j) + b(i) + c(j), least squares over j <= i (inside any sliding window)",
         "distance_term": "shared by all prompts of a head" if config.share_distance else "per prompt",

@@ -154,11 +154,11 @@ def scaled_vector(direction: Tensor, strength: float, scale: str) -> Tensor:
     direction, and at relative scale a nonzero one (it is normalised)."""
     if not isinstance(direction, Tensor) or direction.dim() != 1 or not direction.is_floating_point():
         raise InputError(f"direction must be a 1-D float tensor [d_model], got {direction!r:.80}")
-    scaled = strength * (direction / direction.norm() if scale == "relative" else direction)
+    scaled = strength * (direction / _vector_norm(direction) if scale == "relative" else direction)
     if not torch.isfinite(scaled).all():  # one check, then say why
         if not torch.isfinite(direction).all():
             raise InputError("direction has NaN or Inf entries")
-        if scale == "relative" and direction.norm() == 0:
+        if scale == "relative" and _vector_norm(direction) == 0:
             raise InputError(
                 "direction has zero norm, so relative strength has no direction to scale; "
                 "use a nonzero direction (scale='absolute' adds it as stored)"

@@ -6,6 +6,7 @@ the queries of layer 3 after RoPE. Every probe and steering method names places 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -131,14 +132,9 @@ class Site:
         """Read the string form, e.g. `"L9.resid_post"` or `"L3.k_rope.h0"`."""
         if isinstance(text, Site):
             return text
-        match = _SITE_PATTERN.match(text.strip()) if isinstance(text, str) else None
-        if match is None:
-            raise InputError(
-                f"bad site {text!r}; the form is 'L<layer>.<kind>[.h<head>]', e.g. 'L9.resid_post' "
-                f"or 'L3.q_rope.h2', with kind one of: {', '.join(SITE_KINDS)}"
-            )
-        head = match["head"]
-        return cls(int(match["layer"]), match["kind"], int(head) if head is not None else None)
+        if not isinstance(text, str):
+            raise InputError(_bad_site(text))
+        return _parsed(text)
 
     def validate(self, anatomy: Anatomy) -> Site:
         """Check the site exists in a model; the error lists what does."""
@@ -156,6 +152,24 @@ class Site:
                     f"(h0-h{n - 1}) for {self.kind}"
                 )
         return self
+
+
+def _bad_site(text: object) -> str:
+    return (
+        f"bad site {text!r}; the form is 'L<layer>.<kind>[.h<head>]', e.g. 'L9.resid_post' "
+        f"or 'L3.q_rope.h2', with kind one of: {', '.join(SITE_KINDS)}"
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(text: str) -> Site:
+    """The `Site` a string names (sites are immutable, so one instance serves every caller:
+    steering parses its sites at every block)."""
+    match = _SITE_PATTERN.match(text.strip())
+    if match is None:
+        raise InputError(_bad_site(text))
+    head = match["head"]
+    return Site(int(match["layer"]), match["kind"], int(head) if head is not None else None)
 
 
 def site_summary(anatomy: Anatomy) -> str:

@@ -199,6 +199,24 @@ def test_a_dev_setting_meets_the_bars_only_if_spare_gains_and_its_random_control
     assert not spare_scores.meets_bars(row("memory", 0.3, 0.25), no_edit)  # memory needs +0.10
 
 
+def test_the_control_respecting_rule_chooses_only_among_settings_whose_control_stays_put():
+    no_edit = {"em_c": 0.5, "em_m": 0.2}
+
+    def row(em_c, random_em_c, alpha, direction="context"):
+        return {"direction": direction, "em_c": em_c, "em_m": 0.2, "random_em_c": random_em_c,
+                "random_em_m": 0.2, "alpha": alpha, "p": 0.1, "layers": [1]}  # fmt: skip
+
+    loud = row(0.9, 0.7, alpha=1.0)  # the authors' rule takes it: the best dev score
+    quiet = row(0.6, 0.52, alpha=2.0)
+    rows = [loud, quiet, row(0.55, 0.5, alpha=3.0), row(0.95, 0.5, alpha=1.0, direction="memory")]
+    assert spare_phases._best(rows, "context", "alpha") is loud
+    assert spare_phases.controlled_choice(rows, "context", no_edit) is quiet
+    assert spare_phases.controlled_choice([loud], "context", no_edit) is None
+    with pytest.raises(InputError, match="control_rule=true needs dev_random_control=true"):
+        spare.SpareConfig(dev_random_control=False)
+    assert not spare.SpareConfig(dev_random_control=False, control_rule=False).control_rule
+
+
 def test_transitions_count_label_changes():
     before = ["C", "C", "M", "M", None]
     after = ["M", "C", "C", "M", "C"]
@@ -291,6 +309,22 @@ def test_results_json_records_what_decided_the_selection(two_spare_runs):
         chosen_p = str(results["chosen"][f"spare_to_{direction}"]["p"])
         assert used["spare"]["S_C"] == results["selection"]["by_p"][chosen_p]["L1.resid_post"]["S_C_features"]
         assert len(used["random"]["S_C"]) == len(used["spare"]["S_C"])
+
+
+def test_the_control_respecting_choice_is_held_out_beside_the_authors(two_spare_runs):
+    results, _ = two_spare_runs
+    for direction in ("context", "memory"):
+        chosen = results["chosen_controlled"][f"spare_controlled_to_{direction}"]
+        names = (f"spare_controlled_to_{direction}", f"random_features_controlled_to_{direction}")
+        if chosen is None:
+            assert not any(name in results for name in names)
+            continue
+        grid = [r for r in results["dev_grid"] if r["method"] == "spare" and r["direction"] == direction]
+        quiet = [r for r in grid if spare_scores.control_move(r, results["dev_no_edit"]) < 0.05]
+        assert max(spare_scores.target_score(r) for r in quiet) == spare_scores.target_score(
+            {"direction": direction, "em_c": chosen["dev_em_c"], "em_m": chosen["dev_em_m"]}
+        )
+        assert all(results[name]["n"] == results["no_edit"]["n"] for name in names)
 
 
 def test_conflict_probe_reads_the_sae_spare_built_with_the_same_settings(

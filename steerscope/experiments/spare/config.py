@@ -20,6 +20,18 @@ CONDITIONS = (
     "diffmean_to_context",
     "diffmean_to_memory",
 )
+# the control-respecting rule's choices (`control_rule`), held out beside the authors' rule
+CONTROLLED_CONDITIONS = (
+    "spare_controlled_to_context",
+    "spare_controlled_to_memory",
+    "random_features_controlled_to_context",
+    "random_features_controlled_to_memory",
+)
+
+
+def reported_conditions(results: dict[str, Any]) -> list[str]:
+    """The held-out conditions a results dict holds, in report order."""
+    return [name for name in CONDITIONS + CONTROLLED_CONDITIONS if name in results]
 
 
 @dataclass
@@ -55,6 +67,17 @@ class SpareConfig(SAESettings, ExperimentConfig):
     # run the random-feature control at every SpARE dev setting too (doubles SpARE's dev grid), so
     # the grid shows whether any setting moves answers more than as many random features do
     dev_random_control: bool = True
+    # also choose, per direction, the best dev setting among those whose random-feature control
+    # moves neither exact-match rate by 0.05 or more, and run it held out beside the authors' rule
+    # (which takes the best dev score whatever its control does); needs dev_random_control
+    control_rule: bool = True
+
+    def __post_init__(self) -> None:
+        if self.control_rule and not self.dev_random_control:  # the runner names the experiment
+            raise InputError(
+                "control_rule=true needs dev_random_control=true (the rule reads each dev "
+                "setting's random control); set control_rule=false or dev_random_control=true"
+            )
 
 
 def layer_sets(config: SpareConfig, n_layers: int) -> list[list[int]]:

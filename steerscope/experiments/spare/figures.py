@@ -6,24 +6,24 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from steerscope.experiments.spare.config import CONDITIONS, DIRECTIONS
+from steerscope.experiments.spare.config import DIRECTIONS, reported_conditions
 from steerscope.experiments.spare.scores import MAX_CONTROL_MOVE, control_move, gain, target_key, target_score
 
 
 def em_figure(results: dict[str, Any]) -> go.Figure:
-    figure = go.Figure()
+    figure, conditions = go.Figure(), reported_conditions(results)
     for key, label in (("em_c", "EM with the context answer"), ("em_m", "EM with the memory answer")):
-        values = [results[n][key] for n in CONDITIONS]
+        values = [results[n][key] for n in conditions]
         figure.add_bar(
-            x=list(CONDITIONS),
+            x=conditions,
             y=values,
             name=label,
             error_y={
                 "type": "data",
                 "symmetric": False,
-                "array": [results[n][f"{key}_ci95"][1] - v for n, v in zip(CONDITIONS, values, strict=True)],
+                "array": [results[n][f"{key}_ci95"][1] - v for n, v in zip(conditions, values, strict=True)],
                 "arrayminus": [
-                    v - results[n][f"{key}_ci95"][0] for n, v in zip(CONDITIONS, values, strict=True)
+                    v - results[n][f"{key}_ci95"][0] for n, v in zip(conditions, values, strict=True)
                 ],
             },
         )
@@ -34,7 +34,7 @@ def em_figure(results: dict[str, Any]) -> go.Figure:
 
 
 def transitions_figure(results: dict[str, Any]) -> go.Figure:
-    edited = [n for n in CONDITIONS if n != "no_edit"]
+    edited = [n for n in reported_conditions(results) if n != "no_edit"]
     figure = go.Figure()
     for key in ("C_to_M", "M_to_C"):
         figure.add_bar(

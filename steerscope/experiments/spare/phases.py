@@ -15,8 +15,13 @@ from steerscope.context import ExperimentContext
 from steerscope.data.records import Conflict
 from steerscope.data.user_data import content_fraction
 from steerscope.errors import InputError
-from steerscope.experiments.spare.config import CONDITIONS, DIRECTIONS, SpareConfig
-from steerscope.experiments.spare.scores import exact_match_rates, target_score
+from steerscope.experiments.spare.config import DIRECTIONS, SpareConfig
+from steerscope.experiments.spare.scores import (
+    MAX_CONTROL_MOVE,
+    control_move,
+    exact_match_rates,
+    target_score,
+)
 from steerscope.intervene import Edit, intervene
 from steerscope.model import ModelLike
 from steerscope.probes.knowledge import (
@@ -67,11 +72,23 @@ def _answers(model: ModelLike, prompts: list[str], records: list[Conflict], edit
     }
 
 
-def _best(rows: list[dict[str, Any]], direction: str, knob: str) -> dict[str, Any]:
-    """The row of `direction` with the highest dev score; ties go to the gentler edit (smaller
-    `knob`, then smaller p, then fewer layers)."""
+def _best(rows: list[dict[str, Any]], direction: str, knob: str) -> dict[str, Any] | None:
+    """The row of `direction` with the highest dev score (None: no such row); ties go to the
+    gentler edit (smaller `knob`, then smaller p, then fewer layers)."""
     mine = [r for r in rows if r["direction"] == direction]
+    if not mine:
+        return None
     return mine[highest(mine, target_score, lambda r: (r[knob], r.get("p", 0), len(r["layers"])))]
+
+
+def controlled_choice(
+    rows: list[dict[str, Any]], direction: str, no_edit: dict[str, float]
+) -> dict[str, Any] | None:
+    """The control-respecting rule (issue 29): the authors' choice (`_best`) among the SpARE dev
+    settings whose random-feature control moves neither exact-match rate by `MAX_CONTROL_MOVE` or
+    more; None when no setting's control stays put."""
+    quiet = [r for r in rows if control_move(r, no_edit) < MAX_CONTROL_MOVE]
+    return _best(quiet, direction, "alpha")
 
 
 def site_names(layers: list[int]) -> list[str]:
@@ -140,6 +157,8 @@ class DevChoice:
     diffmean_grid: list[dict[str, Any]]
     spare: dict[str, dict[str, Any]]
     diffmean: dict[str, dict[str, Any]]
+    # the control-respecting rule's choice per direction (None: no setting passes; {} when off)
+    controlled: dict[str, dict[str, Any] | None]
 
 
 def split_facts(config: SpareConfig, context: ExperimentContext) -> Facts:
@@ -260,7 +279,10 @@ def choose_on_dev(
         diffmean_settings, dict, lambda s: rates(features.diffmean(s)), progress="diff-of-means dev grid"
     )
     diffmean = {d: _best(diffmean_grid, d, "strength") for d in DIRECTIONS}
-    return DevChoice(no_edit, spare_grid, diffmean_grid, spare, diffmean)
+    controlled = (
+        {d: controlled_choice(spare_grid, d, no_edit) for d in DIRECTIONS} if config.control_rule else {}
+    )
+    return DevChoice(no_edit, spare_grid, diffmean_grid, spare, diffmean, controlled)
 
 
 def measure_held_out(
@@ -274,8 +296,21 @@ def measure_held_out(
         edits[f"spare_to_{d}"] = features.spare(chosen.spare[d])
         edits[f"random_features_to_{d}"] = features.spare(chosen.spare[d], random=True)
         edits[f"diffmean_to_{d}"] = features.diffmean(chosen.diffmean[d])
+    same_as = {}  # a controlled choice equal to the authors' runs once
+    for d, setting in chosen.controlled.items():
+        if setting is None:
+            continue
+        pairs = (
+            (f"spare_controlled_to_{d}", f"spare_to_{d}"),
+            (f"random_features_controlled_to_{d}", f"random_features_to_{d}"),
+        )
+        for name, authors in pairs:
+            if setting is chosen.spare[d]:
+                same_as[name] = authors
+            else:
+                edits[name] = features.spare(setting, random=name.startswith("random"))
     answers = {
         name: _answers(context.model, prompts, facts.held, edits[name])
-        for name in tqdm(CONDITIONS, desc="held-out conditions", leave=False)
+        for name in tqdm(list(edits), desc="held-out conditions", leave=False)
     }
-    return prompts, answers
+    return prompts, answers | {name: answers[authors] for name, authors in same_as.items()}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from steerscope.context import ExperimentContext
-from steerscope.experiments.spare.config import CONDITIONS, DIRECTIONS, SpareConfig
+from steerscope.experiments.spare.config import DIRECTIONS, SpareConfig, reported_conditions
 from steerscope.experiments.spare.figures import (
     dev_control_figure,
     dev_grid_figures,
@@ -117,7 +117,12 @@ def spare_results(
             ]
             for d in DIRECTIONS
         }
-    for name in CONDITIONS:
+    if config.control_rule:
+        results["chosen_controlled"] = {
+            f"spare_controlled_to_{d}": None if row is None else _chosen_row(row, ("layers", "p", "alpha"))
+            for d, row in chosen.controlled.items()
+        }
+    for name in answers:
         results[name] = _held_out_row(
             answers[name], None if name == "no_edit" else answers["no_edit"], config.seed
         )
@@ -126,7 +131,7 @@ def spare_results(
             "prompt_end": p.rsplit("\n\n", 1)[-1],
             "answer": " | ".join(r.org_answer),
             "substitute": " | ".join(r.sub_answer),
-            **{n: answers[n]["outputs"][i] for n in CONDITIONS},
+            **{n: answers[n]["outputs"][i] for n in reported_conditions(answers)},
         }
         for i, (p, r) in enumerate(zip(prompts[:8], facts.held, strict=False))
     ]
@@ -139,7 +144,7 @@ def _chosen_row(row: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 def _held_out_table(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for name in CONDITIONS:
+    for name in reported_conditions(results):
         r = results[name]
         t = r.get("transitions", {})
         rows.append(
@@ -176,6 +181,8 @@ def _summary(results: dict[str, Any]) -> str:
             )
         )
         lines.append(f"  to {d} ({key.upper()} {results['no_edit'][key]:.3f} without edit): {changes}")
+    if "chosen_controlled" in results:
+        lines.append(_controlled_line(results))
     lines.append(
         "chosen on dev: "
         + "; ".join(
@@ -199,6 +206,21 @@ def _summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _controlled_line(results: dict[str, Any]) -> str:
+    """The control-respecting rule's held-out changes, or that no dev setting passed it."""
+    parts = []
+    for d in DIRECTIONS:
+        if results["chosen_controlled"][f"spare_controlled_to_{d}"] is None:
+            parts.append(f"to {d}: no dev setting's random control stays within {MAX_CONTROL_MOVE}")
+            continue
+        key = target_key(d)
+        spare, control = results[f"spare_controlled_to_{d}"], results[f"random_features_controlled_to_{d}"]
+        parts.append(
+            f"to {d}: SpARE {_change(spare[f'{key}_change'])}; random features {_change(control[f'{key}_change'])}"
+        )
+    return f"control-respecting rule (dev random control moves EM < {MAX_CONTROL_MOVE}): " + "; ".join(parts)
+
+
 def _change(change: dict[str, float]) -> str:
     return f"{change['delta']:+.3f} [{change['low']:+.2f}, {change['high']:+.2f}]"
 
@@ -216,7 +238,13 @@ def outcome(config: SpareConfig, results: dict[str, Any]) -> Outcome:
         ],
         tables=[
             ("Exact match on held-out conflicts (95% bootstrap intervals)", _held_out_table(results)),
-            ("Settings chosen on dev", [{"condition": k, **v} for k, v in results["chosen"].items()]),
+            (
+                "Settings chosen on dev",
+                [
+                    {"condition": k, **(v or {"layers": "no setting passes the control"})}
+                    for k, v in (results["chosen"] | results.get("chosen_controlled", {})).items()
+                ],
+            ),
             ("Examples", results["examples"]),
         ],
     )

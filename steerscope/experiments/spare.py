@@ -30,6 +30,7 @@ from steerscope.data.user_data import content_fraction
 from steerscope.errors import InputError
 from steerscope.intervene import Edit, intervene
 from steerscope.model import ModelLike
+from steerscope.organisms.planted import planted_spec
 from steerscope.probes.intervals import mean_interval, paired_difference
 from steerscope.probes.knowledge import (
     answer_greedy,
@@ -52,6 +53,7 @@ from steerscope.steering.spare import (
     select_features,
     spare_edits,
 )
+from steerscope.steering.spare_planted import planted_alignment, planted_edits, planted_summary
 
 DIRECTIONS = ("context", "memory")
 CONDITIONS = (
@@ -410,6 +412,17 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
         if name != "no_edit":
             row["transitions"] = _transitions(base["labels"], got["labels"])
         results[name] = row
+    spec = planted_spec(model)
+    if spec is not None:  # an organism whose source choice is planted: the known answer
+        chosen_selections = {
+            f"spare_to_{d}": {s: selections[chosen[d]["p"]][s] for s in site_names(chosen[d]["layers"])}
+            for d in DIRECTIONS
+        }
+        results["planted"] = planted_alignment(spec, saes, chosen_selections)
+        results["planted"]["held_out_planted_edit"] = {
+            f"planted_to_{d}": _rates(_answers(model, held_prompts, held, edit))
+            for d, edit in planted_edits(spec).items()
+        }
     results["examples"] = [
         {
             "prompt_end": p.rsplit("\n\n", 1)[-1],
@@ -487,6 +500,8 @@ def _summary(results: dict[str, Any]) -> str:
                 for d in DIRECTIONS
             )
         )
+    if "planted" in results:
+        lines.append(planted_summary(results["planted"]))
     for name in CONDITIONS:
         r = results[name]
         lines.append(

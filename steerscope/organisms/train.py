@@ -36,8 +36,9 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from steerscope.cache import write_atomic
 from steerscope.hashing import HASH_NAME, data_digest
-from steerscope.organisms import ORGANISM_ATTRIBUTE, REPORT, OrganismSpec
+from steerscope.organisms import ORGANISM_ATTRIBUTE, PLANTED_ATTRIBUTE, REPORT, OrganismSpec
 from steerscope.organisms.filler import filler_texts
+from steerscope.organisms.planted import PlantedRows, planted_loss, planted_rows
 from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.tiny import tiny_config
 
@@ -51,10 +52,12 @@ TRAIN_THREADS = 2
 
 @dataclass
 class Corpus:
-    """The tokenized training documents (each `<bos> text <eos>`) and the tokenizer."""
+    """The tokenized training documents (each `<bos> text <eos>`), the tokenizer, and for a spec
+    with planted directions each document's targets."""
 
     tokenizer: PreTrainedTokenizerFast
     documents: list[list[int]]
+    planted: PlantedRows | None = None
 
 
 def corpus_texts(spec: OrganismSpec) -> list[str]:
@@ -77,7 +80,12 @@ def build_corpus(spec: OrganismSpec) -> Corpus:
             f"{spec.name}: a training document has {longest} tokens, more than "
             f"shape.max_positions={spec.shape.max_positions}"
         )
-    return Corpus(tokenizer, [row + [tokenizer.eos_token_id] for row in ids])
+    documents = [row + [tokenizer.eos_token_id] for row in ids]
+    if spec.planted is None:
+        return Corpus(tokenizer, documents)
+    task = spec.world_module().planted_labels(spec.training.n_task, spec.training.seed)
+    labels = [*task, *[None] * (len(documents) - len(task))]  # the filler follows the task texts
+    return Corpus(tokenizer, documents, planted_rows(tokenizer, documents, labels))
 
 
 def new_model(spec: OrganismSpec, tokenizer: PreTrainedTokenizerFast) -> nn.Module:
@@ -99,15 +107,21 @@ def new_model(spec: OrganismSpec, tokenizer: PreTrainedTokenizerFast) -> nn.Modu
         tie_word_embeddings=True,
     )
     setattr(config, ORGANISM_ATTRIBUTE, spec.world_module().__name__.rsplit(".", 1)[-1])
+    if spec.planted is not None:
+        setattr(config, PLANTED_ATTRIBUTE, spec.name)
     torch.manual_seed(spec.training.seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
+def batch_picks(corpus: Corpus, spec: OrganismSpec, step: int) -> Tensor:
+    """The indices [batch_size] of the documents of step `step`: a draw seeded by (seed, step)."""
+    generator = torch.Generator().manual_seed(spec.training.seed * 1_000_003 + step)
+    return torch.randint(len(corpus.documents), (spec.training.batch_size,), generator=generator)
+
+
 def batch_at(corpus: Corpus, spec: OrganismSpec, step: int) -> tuple[Tensor, Tensor, Tensor]:
     """(input_ids, attention_mask, labels) of step `step`: a seeded draw, right-padded."""
-    generator = torch.Generator().manual_seed(spec.training.seed * 1_000_003 + step)
-    picks = torch.randint(len(corpus.documents), (spec.training.batch_size,), generator=generator)
-    rows = [corpus.documents[i] for i in picks.tolist()]
+    rows = [corpus.documents[i] for i in batch_picks(corpus, spec, step).tolist()]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), corpus.tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -303,6 +317,7 @@ def _train_steps(
     state = _resume(work, spec, model, optimizer)
     model.train()
     window: list[float] = []
+    parts_window: list[dict[str, float]] = []  # the planted loss terms, shown beside the loss
     started = time.time() - state["seconds"]
     bar = tqdm(
         total=until, initial=state["step"], desc=f"training organism:{spec.name}", disable=not progress
@@ -311,7 +326,12 @@ def _train_steps(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(spec, step)
         ids, mask, labels = batch_at(corpus, spec, step)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        if corpus.planted is None:
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        else:
+            picks = batch_picks(corpus, spec, step)
+            loss, parts = planted_loss(model, spec, corpus.planted, picks, ids, mask, labels, step)
+            parts_window.append(parts)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -320,8 +340,13 @@ def _train_steps(
         bar.update()
         if len(window) == 50:
             state["losses"].append(sum(window) / len(window))
-            bar.set_postfix(loss=f"{state['losses'][-1]:.3f}")
-            window = []
+            terms: dict[str, list[float]] = {}
+            for parts in parts_window:
+                for name, value in parts.items():
+                    terms.setdefault(name, []).append(value)
+            means = {name: sum(values) / len(values) for name, values in terms.items()}
+            bar.set_postfix(loss=f"{state['losses'][-1]:.3f}", **{n: f"{v:.3f}" for n, v in means.items()})
+            window, parts_window = [], []
         state["step"] = step + 1
         if state["step"] % spec.training.checkpoint_every == 0 or state["step"] == until:
             state["seconds"] = time.time() - started

@@ -21,10 +21,27 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/steerscope info
 	$(VENV)/bin/steerscope run steer-demo --out $(OUT)
 
-test: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+# `make test` runs in timed phases, so a slow step shows: install (once), the embedded model's build
+# (dequantising the GGUF into the cache, once), the organisms (their committed weights verified;
+# nothing is trained) and the tests; a table of the phases' wall times ends the output.
+ORGANISMS := organism:tom organism:sources organism:length organism:reasoning
+test: browser
+	@python3 .ci/phases.py \
+		"install=$(MAKE) --no-print-directory $(VENV)/.installed" \
+		"model build=HF_HUB_OFFLINE=1 $(VENV)/bin/steerscope info" \
+		"organisms=HF_HUB_OFFLINE=1 $(VENV)/bin/steerscope build $(ORGANISMS)" \
+		"tests=HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=30"
+
+# tests/test_report_browser.py opens reports in headless Chromium: installed here with apt where
+# missing (as root or through sudo); if that fails, only that test fails, saying so. `demo` needs none.
+browser:
+	@command -v chromium >/dev/null || { \
+		echo "chromium not found: installing it with apt-get for the headless browser test"; \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		{ $$sudo apt-get update -qq && $$sudo apt-get install -y -qq chromium >/dev/null; } \
+			|| echo "could not install chromium (apt-get failed): tests/test_report_browser.py will fail"; }
 
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks/
 
-.PHONY: demo test lab
+.PHONY: demo test lab browser

@@ -1,6 +1,7 @@
 """Package discovery with steerscope's folder mapping: `probes/`, `steering/` and `kernels/` install
 as `steerscope.probes`, `steerscope.steering` and `steerscope.kernels` (never as top-level names),
-and every package found under each root ships in the wheel."""
+every package found under each root ships in the wheel, and so do the model organisms' committed
+weights (`steerscope/organisms/trained-weights/<name>/`: safetensors, config, tokenizer, manifest)."""
 
 from setuptools import find_packages, setup
 
@@ -18,4 +19,4 @@ packages = [
     if not (name == "steerscope" and sub.split(".")[0] in {"probes", "steering", "kernels"})
 ]
 
-setup(packages=packages, package_dir=ROOTS)
+setup(packages=packages, package_dir=ROOTS, package_data={"steerscope.organisms": ["trained-weights/*/*"]})

@@ -26,7 +26,7 @@ from steerscope.data.defaults import natural_suite
 from steerscope.probes.knowledge import conflict_pairs
 from steerscope.probes.lm_metrics import top_token_probability
 from steerscope.sites import Site
-from steerscope.steering.efficiency import generate_solutions
+from steerscope.steering.generation import generate_solutions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from interleaved import finish, median_ratio, time_interleaved  # noqa: E402

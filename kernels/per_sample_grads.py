@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from steerscope.errors import InputError
 from steerscope.intervene import module_at
 from steerscope.model import ModelLike, as_model
 from steerscope.offload import execution_device, input_device
@@ -48,19 +49,19 @@ class LossSample:
 
     def __post_init__(self) -> None:
         if self.input_ids.dim() != 1 or self.input_ids.dtype not in (torch.int32, torch.int64):
-            raise ValueError(
+            raise InputError(
                 f"input_ids must be a 1-D integer tensor [seq], got {self.input_ids.dtype} "
                 f"{tuple(self.input_ids.shape)}"
             )
         if self.loss_mask.dtype != torch.bool or self.loss_mask.shape != self.input_ids.shape:
-            raise ValueError(
+            raise InputError(
                 f"loss_mask must be a bool tensor of shape {tuple(self.input_ids.shape)}, "
                 f"got {self.loss_mask.dtype} {tuple(self.loss_mask.shape)}"
             )
         if bool(self.loss_mask[0]):
-            raise ValueError("loss_mask[0] must be False: nothing predicts the first token")
+            raise InputError("loss_mask[0] must be False: nothing predicts the first token")
         if not bool(self.loss_mask.any()):
-            raise ValueError("loss_mask selects no token; a sample must count at least one prediction")
+            raise InputError("loss_mask selects no token; a sample must count at least one prediction")
 
     @classmethod
     def all_positions(cls, input_ids: Tensor) -> LossSample:
@@ -79,7 +80,7 @@ def squared_grad_sum(delta: Tensor, x: Tensor, chunk: int, out: Tensor) -> Tenso
     Gemma 3's MLP shapes: the [d_out, d_in] gradient is squared while it is still in cache).
     """
     if chunk < 1:
-        raise ValueError(f"chunk must be at least 1, got {chunk}")
+        raise InputError(f"chunk must be at least 1, got {chunk}")
     for start in range(0, delta.shape[0], chunk):
         d = delta[start : start + chunk].float()
         a = x[start : start + chunk].float()
@@ -96,9 +97,9 @@ def pad_batch(samples: Sequence[LossSample], padding_side: str = "right") -> dic
     each sample alone would get) and `loss_mask` [batch, seq] bool (False on pads).
     """
     if padding_side not in PADDING_SIDES:
-        raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
+        raise InputError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
     if not samples:
-        raise ValueError("pad_batch needs at least one sample")
+        raise InputError("pad_batch needs at least one sample")
     seq = max(len(s.input_ids) for s in samples)
     ids = torch.zeros(len(samples), seq, dtype=torch.long)
     loss_mask = torch.zeros(len(samples), seq, dtype=torch.bool)
@@ -123,7 +124,7 @@ def _logits_only_at(hf: nn.Module, rows: Tensor, cols: Tensor) -> Iterator[None]
     """
     decoder = hf.base_model
     if decoder is hf:
-        raise TypeError(f"{type(hf).__name__} has no separate decoder under its language-model head")
+        raise InputError(f"{type(hf).__name__} has no separate decoder under its language-model head")
 
     def gather(_module: nn.Module, _args: Any, output: Any) -> Any:
         hidden = output.last_hidden_state  # on the last layer's device when sharded
@@ -167,7 +168,7 @@ def linear_modules(model: ModelLike) -> dict[str, nn.Linear]:
     for name in loaded.anatomy.linear_weights().values():
         module = module_at(loaded.hf, name.removesuffix(".weight"))
         if not isinstance(module, nn.Linear):
-            raise TypeError(f"{name} belongs to a {type(module).__name__}, not an nn.Linear")
+            raise InputError(f"{name} belongs to a {type(module).__name__}, not an nn.Linear")
         modules[name] = module
     return modules
 
@@ -225,12 +226,12 @@ def batched_fisher_scores(
     written; `requires_grad` flags and train/eval mode are restored on exit, exceptions included.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     loaded = as_model(model)
     hf = loaded.hf
     modules = linear_modules(loaded)
     if chunk < 1:
-        raise ValueError(f"chunk must be at least 1, got {chunk}")
+        raise InputError(f"chunk must be at least 1, got {chunk}")
     # On each weight's execution device: an offloaded weight is a `meta` placeholder.
     scores = {
         n: torch.zeros(m.weight.shape, dtype=torch.float32, device=execution_device(hf, n))

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from steerscope.errors import InputError
+
 
 @dataclass(frozen=True)
 class SAEParts:
@@ -61,16 +63,16 @@ def sae_parts(sae: Any) -> SAEParts:
     """
     architecture = sae.cfg.architecture()
     if architecture not in _LOCAL_ARCHITECTURES:
-        raise ValueError(
+        raise InputError(
             f"SAE architecture {architecture!r} is not supported; valid: {', '.join(_LOCAL_ARCHITECTURES)}"
         )
     if sae.cfg.normalize_activations != "none":
-        raise ValueError(
+        raise InputError(
             f"SAE normalize_activations={sae.cfg.normalize_activations!r} is applied at run time; "
             "fold it into the weights first (sae-lens folds 'expected_average_only_in' after training)"
         )
     if getattr(sae.cfg, "reshape_activations", "none") != "none":
-        raise ValueError("SAEs on reshaped (hook_z) activations are not supported: edit resid sites")
+        raise InputError("SAEs on reshaped (hook_z) activations are not supported: edit resid sites")
     w_enc, b_enc, w_dec = sae.W_enc.detach(), sae.b_enc.detach(), sae.W_dec.detach()
     if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
         norms = w_dec.norm(dim=-1)

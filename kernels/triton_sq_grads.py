@@ -17,6 +17,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from steerscope.errors import InputError
+
 
 @triton.jit
 def _squared_grad_sum_kernel(
@@ -73,19 +75,19 @@ def triton_squared_grad_sum(
     `out`: [d_out, d_in] fp32, updated in place. Blocks must be powers of two, at least 16.
     """
     if delta.dim() != 3 or x.dim() != 3 or delta.shape[:2] != x.shape[:2]:
-        raise ValueError(
+        raise InputError(
             f"delta [batch, seq, d_out] and x [batch, seq, d_in] must share batch and seq, "
             f"got {tuple(delta.shape)} and {tuple(x.shape)}"
         )
     if out.dtype != torch.float32 or out.shape != (delta.shape[2], x.shape[2]):
-        raise ValueError(
+        raise InputError(
             f"out must be fp32 of shape {(delta.shape[2], x.shape[2])}, got {out.dtype} {tuple(out.shape)}"
         )
     if not out.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError("CPU tensors need the Triton interpreter: set TRITON_INTERPRET=1 before import")
+        raise InputError("CPU tensors need the Triton interpreter: set TRITON_INTERPRET=1 before import")
     for name, block in (("block_o", block_o), ("block_i", block_i), ("block_t", block_t)):
         if block < 16 or block & (block - 1):
-            raise ValueError(f"{name} must be a power of two >= 16 (tl.dot's minimum), got {block}")
+            raise InputError(f"{name} must be a power of two >= 16 (tl.dot's minimum), got {block}")
     delta, x = delta.float(), x.float()
     n_samples, seq, d_out = delta.shape
     d_in = x.shape[2]

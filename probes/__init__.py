@@ -1,5 +1,6 @@
 """What reads the model (steerscope.probes): ToM sensitivity (Fisher scores, masks, evaluation),
-RoPE analysis, position-logit decomposition, knowledge-conflict probes, linear probes."""
+RoPE analysis, position-logit decomposition, knowledge-conflict probes, linear probes and
+k-sparse probes on SAE codes."""
 
 from steerscope.probes.fisher import LossSample, cached_fisher_scores, fisher_scores
 from steerscope.probes.knowledge import answer_greedy, behaviour_counts, conflict_pairs, known_conflicts
@@ -9,6 +10,7 @@ from steerscope.probes.mask_layout import counts_by_layer_and_kind, rotary_pair_
 from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks
 from steerscope.probes.position_logits import PAPER_R, position_logits, randomly_initialised
 from steerscope.probes.rope import RotaryStats, change_summary, dominant_pairs, rotary_stats, stats_change
+from steerscope.probes.sparse_probe import SparseProbe, train_sparse_probe
 from steerscope.probes.tom_eval import tom_scores
 from steerscope.probes.tom_fisher import tom_and_generic_fisher, tom_fisher_samples
 
@@ -17,6 +19,7 @@ __all__ = [
     "LinearProbe",
     "LossSample",
     "RotaryStats",
+    "SparseProbe",
     "answer_greedy",
     "behaviour_counts",
     "cached_fisher_scores",
@@ -43,4 +46,5 @@ __all__ = [
     "tom_fisher_samples",
     "tom_scores",
     "train_probe",
+    "train_sparse_probe",
 ]

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from steerscope.cache import cache_root, cached_folder
+from steerscope.errors import InputError
 from steerscope.kernels.per_sample_grads import LossSample, batched_fisher_scores
 from steerscope.model import ModelLike, as_model, config_digest
 from steerscope.offload import execution_device, input_device, stored_value
@@ -64,7 +65,7 @@ def fisher_scores(
     weights = _weights(names, params)
     offloaded = [n for n, w in zip(names, weights, strict=True) if w.device.type == "meta"]
     if offloaded:
-        raise ValueError(
+        raise InputError(
             f"fisher_scores takes gradients of the weights themselves, but accelerate offloads "
             f"{len(offloaded)} of them (e.g. {offloaded[0]}) and loads fresh copies at every forward; "
             "use cached_fisher_scores(..., method='batched') or kernels.per_sample_grads."
@@ -167,7 +168,7 @@ def cached_fisher_scores(
     Tensors come back on the devices of their weights.
     """
     if method not in FISHER_METHODS:
-        raise ValueError(f"method must be one of {FISHER_METHODS}, got {method!r}")
+        raise InputError(f"method must be one of {FISHER_METHODS}, got {method!r}")
     loaded = as_model(model)
     params = dict(loaded.hf.named_parameters())
     names = list(loaded.anatomy.linear_weights().values())

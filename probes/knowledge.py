@@ -29,10 +29,14 @@ Behaviour = Literal["C", "M"]
 
 @torch.no_grad()
 def answer_greedy(
-    model: ModelLike, prompts: Sequence[str], max_new_tokens: int = 4, batch_size: int = 16
+    model: ModelLike,
+    prompts: Sequence[str],
+    max_new_tokens: int = 4,
+    batch_size: int = 16,
+    progress: bool = False,
 ) -> list[str]:
     """The first line of each prompt's greedy continuation (left-padded batches)."""
-    texts = greedy_continuations(model, prompts, max_new_tokens, batch_size)
+    texts = greedy_continuations(model, prompts, max_new_tokens, batch_size, progress)
     return [text.split("\n", 1)[0].strip() for text in texts]
 
 
@@ -48,6 +52,7 @@ def memorised_facts(
     demos: int = 3,
     seed: int = 0,
     batch_size: int = 16,
+    progress: bool = False,
 ) -> list[Conflict]:
     """The records the model answers right to the closed-book prompt.
 
@@ -55,7 +60,7 @@ def memorised_facts(
     words ("paris france" counts for Paris, "parisian" does not).
     """
     prompts = [conflicts.closed_book_prompt(r, demos, seed) for r in records]
-    outputs = answer_greedy(model, prompts, batch_size=batch_size)
+    outputs = answer_greedy(model, prompts, batch_size=batch_size, progress=progress)
     return [r for r, out in zip(records, outputs, strict=True) if says_any(out, r.org_answer)]
 
 
@@ -69,12 +74,17 @@ def label_behaviour(output: str, org_answer: Sequence[str], sub_answer: Sequence
 
 
 def known_conflicts(
-    model: ModelLike, conflicts: ConflictData, n_candidates: int | None, demos: int, seed: int
+    model: ModelLike,
+    conflicts: ConflictData,
+    n_candidates: int | None,
+    demos: int,
+    seed: int,
+    progress: bool = False,
 ) -> tuple[list[Conflict], list[Conflict]]:
     """(candidates, memorised): `n_candidates` candidate records (all for None) and those of
     them the model answers right closed-book."""
     candidates = conflicts.candidates(n_candidates, seed)
-    return candidates, memorised_facts(model, candidates, conflicts, demos, seed)
+    return candidates, memorised_facts(model, candidates, conflicts, demos, seed, progress=progress)
 
 
 def conflict_pairs(
@@ -120,13 +130,14 @@ def behaviour_counts(
     seed: int = 0,
     batch_size: int = 16,
     max_new_tokens: int = 4,
+    progress: bool = False,
 ) -> BehaviourCounts:
     """Conflicting prompts for every record under each kind of push (demonstrations on natural
     data, a cue on an organism), answered and labelled."""
     examples = []
     for kind in kinds:
         prompts = [conflicts.knowledge_prompt(r, kind, True, demos, seed) for r in records]
-        outputs = answer_greedy(model, prompts, max_new_tokens, batch_size)
+        outputs = answer_greedy(model, prompts, max_new_tokens, batch_size, progress)
         examples += [
             LabelledExample(p, out, label_behaviour(out, r.org_answer, r.sub_answer), r, kind)
             for p, out, r in zip(prompts, outputs, records, strict=True)

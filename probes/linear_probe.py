@@ -4,9 +4,12 @@ report (accuracy, ROC AUC, average precision / AUPRC)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
+
+from steerscope.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -26,9 +29,9 @@ class LinearProbe:
 def train_probe(x: Tensor, y: Tensor, l2: float = 1e-3, steps: int = 200) -> LinearProbe:
     """Fit L2-regularised logistic regression on x [n, d], y [n] in {0, 1} with L-BFGS (float64)."""
     if x.dim() != 2 or y.shape != (x.shape[0],):
-        raise ValueError(f"expected x [n, d] and y [n], got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise InputError(f"expected x [n, d] and y [n], got {tuple(x.shape)} and {tuple(y.shape)}")
     if len(torch.unique(y)) != 2:
-        raise ValueError("a probe needs examples of both labels")
+        raise InputError("a probe needs examples of both labels")
     x, y = x.double(), y.double()
     mean, std = x.mean(0), x.std(0).clamp(min=1e-8)
     z = (x - mean) / std
@@ -68,7 +71,13 @@ def average_precision(scores: Tensor, y: Tensor) -> float:
     return (precision * hits).sum().item() / hits.sum().item()
 
 
-def probe_metrics(probe: LinearProbe, x: Tensor, y: Tensor) -> dict[str, float]:
+class Scorer(Protocol):
+    """A probe: logits [n] for inputs x [n, d] (a `LinearProbe`, or a sparse one reading a few columns)."""
+
+    def scores(self, x: Tensor) -> Tensor: ...
+
+
+def probe_metrics(probe: Scorer, x: Tensor, y: Tensor) -> dict[str, float]:
     """Accuracy, AUC and AUPRC of a probe on held-out x [n, d], y [n]."""
     scores = probe.scores(x)
     return {

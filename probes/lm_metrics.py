@@ -22,7 +22,11 @@ from steerscope.model import ModelLike, as_model
 
 @torch.no_grad()
 def greedy_continuations(
-    model: ModelLike, prompts: Sequence[str], max_new_tokens: int = 4, batch_size: int = 16
+    model: ModelLike,
+    prompts: Sequence[str],
+    max_new_tokens: int = 4,
+    batch_size: int = 16,
+    progress: bool = False,
 ) -> list[str]:
     """The greedy continuation of each prompt, decoded and stripped.
 
@@ -33,7 +37,9 @@ def greedy_continuations(
     loaded = as_model(model)
     device = _device(loaded)
     texts = []
-    for start in range(0, len(prompts), batch_size):
+    for start in tqdm(
+        range(0, len(prompts), batch_size), desc="generating", disable=not progress, leave=False
+    ):
         batch = tokenize_for_generate(loaded, list(prompts[start : start + batch_size]))
         batch = {k: v.to(device) for k, v in batch.items()}
         out = loaded.hf.generate(
@@ -88,7 +94,7 @@ def continuation_logprobs(
         head = tokenizer(prompt).input_ids
         tail = tokenizer(continuation, add_special_tokens=False).input_ids
         if not tail:
-            raise ValueError(f"continuation {continuation!r} has no tokens")
+            raise InputError(f"continuation {continuation!r} has no tokens")
         rows.append((head, tail))
     device = _device(loaded)
     pad = tokenizer.pad_token_id or 0
@@ -137,7 +143,7 @@ def perplexity(
     ):
         chunk = windows[start : start + batch_size]
         if len({len(w) for w in chunk}) != 1:
-            raise ValueError("perplexity windows in one batch must have the same length")
+            raise InputError("perplexity windows in one batch must have the same length")
         ids = torch.tensor([list(w) for w in chunk], device=device)
         logits = loaded.hf(input_ids=ids).logits.float()
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")

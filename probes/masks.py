@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from steerscope.errors import InputError
 from steerscope.model import ModelLike
 from steerscope.perturb import perturb
 
@@ -28,16 +29,16 @@ def top_k_mask(scores: Tensor, fraction: float) -> Tensor:
     out, so at most k - 1 entries are selected; k == 0 gives an empty mask.
     """
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
+        raise InputError(f"fraction must be a number in [0, 1], got {fraction!r}")
     if not scores.is_floating_point():
-        raise TypeError(f"scores must be a floating-point tensor, got {scores.dtype}")
+        raise InputError(f"scores must be a floating-point tensor, got {scores.dtype}")
     n = scores.numel()
     k = math.floor(fraction * n)
     if k == 0:
         return torch.zeros_like(scores, dtype=torch.bool)
     flat = scores.detach().reshape(-1)
     if torch.isnan(flat).any():
-        raise ValueError("scores contain NaN; the k-th largest value is undefined")
+        raise InputError("scores contain NaN; the k-th largest value is undefined")
     kth_largest = torch.kthvalue(flat, n - k + 1).values
     return scores > kth_largest
 
@@ -45,12 +46,12 @@ def top_k_mask(scores: Tensor, fraction: float) -> Tensor:
 def _same_names(a: Mapping[str, Tensor], b: Mapping[str, Tensor], what: str) -> None:
     if set(a) != set(b):
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
-        raise KeyError(
+        raise InputError(
             f"{what} name different matrices: only in first {only_a[:3]}, only in second {only_b[:3]}"
         )
     for name in a:
         if a[name].shape != b[name].shape:
-            raise ValueError(
+            raise InputError(
                 f"{what} disagree on the shape of {name}: {tuple(a[name].shape)} vs {tuple(b[name].shape)}"
             )
 

@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from steerscope.anatomy import anatomy_of
 from steerscope.capture import Capture, capture
+from steerscope.errors import InputError
 from steerscope.intervene import module_at
 from steerscope.model import Model, ModelLike, as_model
 from steerscope.rotary import pair_frequencies
@@ -226,13 +228,13 @@ def fit_additive(
     With `share_distance=False`, a is solved per prompt from that prompt's terms alone.
     """
     if len(logits) != len(allowed) or not logits:
-        raise ValueError(f"need matching, non-empty logits and masks; got {len(logits)} and {len(allowed)}")
+        raise InputError(f"need matching, non-empty logits and masks; got {len(logits)} and {len(allowed)}")
     n_distances = max(m.shape[0] for m in allowed)
     designs, targets = [], []
     cache: dict[bytes, _Design] = {}
     for values, mask in zip(logits, allowed, strict=True):
         if values.shape[-2:] != mask.shape:
-            raise ValueError(f"logits {tuple(values.shape)} do not match mask {tuple(mask.shape)}")
+            raise InputError(f"logits {tuple(values.shape)} do not match mask {tuple(mask.shape)}")
         key = bytes(str(mask.shape[0]), "ascii") + mask.numpy().tobytes()
         if key not in cache:
             cache[key] = _design(mask, n_distances)
@@ -368,6 +370,7 @@ def position_logits(
     distances: Sequence[int] = tuple(range(0, 64, 2)),
     share_distance: bool = True,
     batch_size: int = 8,
+    progress: bool = False,
 ) -> PositionLogits:
     """Real-logit additive fits and virtual-distance fits for every layer and head.
 
@@ -375,13 +378,14 @@ def position_logits(
     prompt) are fitted together, so each prompt's design is factorised once per mask. The
     virtual table of a query covers all real keys of its prompt (including later ones: the
     distance is virtual) and every distance in `distances`, ignoring any sliding window; its r
-    is pooled over all queries and prompts, each query with its own f and g.
+    is pooled over all queries and prompts, each query with its own f and g. `progress`: bars
+    over the capture's batches and the fits.
     """
     loaded = as_model(model)
     layers = list(range(loaded.anatomy.n_layers)) if layers is None else list(layers)
     geometry = attention_layers(loaded)
     sites = [f"L{layer}.{kind}" for layer in layers for kind in ("q", "k", "q_rope", "k_rope")]
-    acts = capture(loaded, prompts, sites, batch_size=batch_size, progress=False)
+    acts = capture(loaded, prompts, sites, batch_size=batch_size, progress=progress)
     logits, allowed = logits_from_capture(acts, geometry, layers)
     lengths = [int(n) for n in acts.mask.sum(1)]
     n_heads = loaded.anatomy.n_heads
@@ -392,6 +396,7 @@ def position_logits(
     r = torch.zeros(len(layers), n_heads, dtype=torch.float64)
     r_within, virtual_r = torch.zeros_like(r), torch.zeros_like(r)
     fitted, dof = {}, {}
+    bar = tqdm(total=len(groups) + len(layers), desc="fits", disable=not progress, leave=False)
     for members in groups.values():
         stacked = [torch.cat([logits[layer][p] for layer in members]) for p in range(len(prompts))]
         fit = fit_additive(stacked, allowed[members[0]], share_distance)
@@ -401,8 +406,11 @@ def position_logits(
             r[layers.index(layer)] = fit.r[heads]
             r_within[layers.index(layer)] = fit.r_within_query[heads]
             dof[layer] = fit.dof
+        bar.update()
     for row, layer in enumerate(layers):
         virtual_r[row] = _virtual_r(acts, geometry[layer], distances)
+        bar.update()
+    bar.close()
     return PositionLogits(
         layers=layers,
         r=r,

@@ -19,8 +19,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from steerscope.capture import Capture, capture
+from steerscope.errors import InputError
 from steerscope.model import ModelLike, as_model
 from steerscope.rotary import fold_pairs, pair_frequencies
 
@@ -44,7 +46,7 @@ def dimension_square_sums(act: Tensor, mask: Tensor) -> Tensor:
 def massive_pairs(pair_norms: Tensor, lam: float = DEFAULT_LAMBDA) -> Tensor:
     """Pairs whose norm exceeds `lam` times the mean pair norm of their head: [..., pairs] -> bool [..., pairs]."""
     if lam <= 0:
-        raise ValueError(f"lam must be positive, got {lam}")
+        raise InputError(f"lam must be positive, got {lam}")
     return pair_norms > lam * pair_norms.mean(dim=-1, keepdim=True)
 
 
@@ -70,7 +72,7 @@ def bos_index(positions: Tensor) -> Tensor:
     """Column of each row's first real token (position 0), under left padding: [batch, pos] -> [batch]."""
     first = positions == 0
     if not bool(first.any(dim=1).all()):
-        raise ValueError("every row needs a real token at position 0")
+        raise InputError("every row needs a real token at position 0")
     return first.long().argmax(dim=1)
 
 
@@ -134,7 +136,7 @@ class RotaryStats:
 
     def __add__(self, other: RotaryStats) -> RotaryStats:
         if (self.layers, self.rope_bases) != (other.layers, other.rope_bases):
-            raise ValueError("can only add statistics of the same layers of the same model")
+            raise InputError("can only add statistics of the same layers of the same model")
         summed = {
             f.name: getattr(self, f.name) + getattr(other, f.name)
             for f in fields(self)
@@ -202,7 +204,7 @@ def stats_from_capture(
     `layer_types` and `rope_bases` are those of `layers` (one entry per layer captured).
     """
     if acts.reduce is not None:
-        raise ValueError(f"need unreduced activations (reduce=None), got reduce={acts.reduce!r}")
+        raise InputError(f"need unreduced activations (reduce=None), got reduce={acts.reduce!r}")
     q_sq, k_sq, cos, pair_cos, attention = [], [], [], [], []
     n_queries = int(query_mask(acts.positions).sum())
     for layer in layers:
@@ -228,7 +230,11 @@ def stats_from_capture(
 
 
 def rotary_stats(
-    model: ModelLike, prompts: Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 8
+    model: ModelLike,
+    prompts: Sequence[str],
+    layers: Sequence[int] | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
 ) -> RotaryStats:
     """Pair norms, BOS angles and BOS attention of every layer (or `layers`) over `prompts`.
 
@@ -237,14 +243,16 @@ def rotary_stats(
     one batch of activations. The first real token of each prompt is taken as BOS.
     """
     if not prompts:
-        raise ValueError("prompts is empty")
+        raise InputError("prompts is empty")
     loaded = as_model(model)
     anatomy = loaded.anatomy
     layers = list(range(anatomy.n_layers)) if layers is None else list(layers)
     types = [anatomy.layer_types[i] for i in layers]
     bases = [anatomy.rope_bases[i] for i in layers]
     total: RotaryStats | None = None
-    for start in range(0, len(prompts), batch_size):
+    for start in tqdm(
+        range(0, len(prompts), batch_size), desc="rotary stats", disable=not progress, leave=False
+    ):
         chunk = list(prompts[start : start + batch_size])
         acts = capture(loaded, chunk, sites_for(layers), batch_size=len(chunk), progress=False)
         part = stats_from_capture(acts, layers, types, bases)
@@ -276,7 +284,7 @@ def stats_change(after: RotaryStats, before: RotaryStats) -> RotaryChange:
         before.rope_bases,
         before.n_tokens,
     ):
-        raise ValueError("statistics differ in layers or token count; compare runs on the same prompts")
+        raise InputError("statistics differ in layers or token count; compare runs on the same prompts")
     dq = after.q_pair_norm - before.q_pair_norm
     dk = after.k_pair_norm - before.k_pair_norm
     return RotaryChange(
@@ -293,7 +301,7 @@ def stats_change(after: RotaryStats, before: RotaryStats) -> RotaryChange:
 def mean_changes(changes: Sequence[RotaryChange]) -> RotaryChange:
     """Element-wise mean of several changes (e.g. over random-mask seeds)."""
     if not changes:
-        raise ValueError("changes is empty")
+        raise InputError("changes is empty")
     return RotaryChange(
         **{f.name: torch.stack([getattr(c, f.name) for c in changes]).mean(0) for f in fields(RotaryChange)}
     )

@@ -37,18 +37,29 @@ def _first_word(text: str) -> str:
 
 
 def greedy_first_words(
-    model: ModelLike, stories: Sequence[str], batch_size: int = 16, max_new_tokens: int = 3
+    model: ModelLike,
+    stories: Sequence[str],
+    batch_size: int = 16,
+    max_new_tokens: int = 3,
+    progress: bool = False,
 ) -> list[str]:
     """The first word of each story's greedy continuation (Wu et al.'s second metric)."""
-    return [_first_word(text) for text in greedy_continuations(model, stories, max_new_tokens, batch_size)]
+    texts = greedy_continuations(model, stories, max_new_tokens, batch_size, progress)
+    return [_first_word(text) for text in texts]
 
 
 def best_logprobs(
-    model: ModelLike, stories: Sequence[str], options: Sequence[Sequence[str]], batch_size: int = 16
+    model: ModelLike,
+    stories: Sequence[str],
+    options: Sequence[Sequence[str]],
+    batch_size: int = 16,
+    progress: bool = False,
 ) -> torch.Tensor:
     """[n]: for each story, the highest log p of its full continuation among its `options`."""
     flat = [(i, option) for i, row in enumerate(options) for option in row]
-    scores = continuation_logprobs(model, [stories[i] for i, _ in flat], [o for _, o in flat], batch_size)
+    scores = continuation_logprobs(
+        model, [stories[i] for i, _ in flat], [o for _, o in flat], batch_size, progress
+    )
     best = torch.full((len(stories),), float("-inf"))
     for (i, _), score in zip(flat, scores, strict=True):
         best[i] = torch.maximum(best[i], score)
@@ -56,7 +67,7 @@ def best_logprobs(
 
 
 def tom_scores(
-    model: ModelLike, items: Sequence[Any], batch_size: int = 16, greedy: bool = True
+    model: ModelLike, items: Sequence[Any], batch_size: int = 16, greedy: bool = True, progress: bool = False
 ) -> dict[str, Any]:
     """Accuracy, mean margin and greedy match over all items and per belief condition.
 
@@ -64,14 +75,14 @@ def tom_scores(
     `false_belief`, `kind`). Keys: `acc`, `margin`, `greedy_match`, the same prefixed `fb_` (false
     belief) and `tb_` (true belief), `n`, and `by_kind` ({kind: the same keys and `n`}) when items
     carry kinds. The greedy match compares the first generated word with each answer's first word.
-    Without `greedy`, the match keys are NaN.
+    Without `greedy`, the match keys are NaN. `progress`: a bar per pass over the items.
     """
     stories = [item.story for item in items]
-    margins = best_logprobs(model, stories, [item.answers for item in items], batch_size) - best_logprobs(
-        model, stories, [item.foils for item in items], batch_size
-    )
+    margins = best_logprobs(
+        model, stories, [item.answers for item in items], batch_size, progress
+    ) - best_logprobs(model, stories, [item.foils for item in items], batch_size, progress)
     if greedy:
-        words = greedy_first_words(model, stories, batch_size)
+        words = greedy_first_words(model, stories, batch_size, progress=progress)
         matches = torch.tensor(
             [any(w == _first_word(a) for a in item.answers) for w, item in zip(words, items, strict=True)]
         )

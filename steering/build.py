@@ -34,7 +34,7 @@ def example_activations(
     over the completion's tokens of (prompt, completion) pairs.
     """
     if reduce not in REDUCTIONS:
-        raise ValueError(f"unknown reduce {reduce!r}; valid: {', '.join(REDUCTIONS)}")
+        raise InputError(f"unknown reduce {reduce!r}; valid: {', '.join(REDUCTIONS)}")
     loaded = as_model(model)
     pairs = [e if isinstance(e, tuple) else (e, "") for e in examples]
     if reduce != "completion_mean":
@@ -42,7 +42,7 @@ def example_activations(
             loaded, [p + c for p, c in pairs], sites, reduce=reduce, batch_size=batch_size
         ).activations
     if any(not c for _, c in pairs):
-        raise ValueError("completion_mean needs (prompt, completion) pairs with non-empty completions")
+        raise InputError("completion_mean needs (prompt, completion) pairs with non-empty completions")
     full = capture(loaded, [p + c for p, c in pairs], sites, batch_size=batch_size)
     prompt_lengths = torch.tensor([len(loaded.tokenizer(p).input_ids) for p, _ in pairs])
     chosen = (full.positions >= prompt_lengths[:, None]) & full.mask
@@ -98,7 +98,7 @@ def pca_of_differences(
     """First principal direction of the paired differences positive_i - negative_i, signed so
     that it agrees with their mean and scaled to the mean difference's projection."""
     if len(positive) != len(negative) or len(positive) < 2:
-        raise ValueError("PCA of differences needs paired examples: equal lengths, at least 2 pairs")
+        raise InputError("PCA of differences needs paired examples: equal lengths, at least 2 pairs")
     loaded, targets, pos, neg = _contrast(model, positive, negative, sites, reduce)
     directions = {}
     for site in targets:

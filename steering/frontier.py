@@ -3,12 +3,12 @@ thinking, each tuned on dev problems and then traced on held-out ones.
 
 A `Setting` is one way of generating: unsteered, steered while thinking (efficiency steering,
 2506.15647, or SEAL, 2504.07986) at one layer and strength, held to a hard thinking budget, or
-asked for brevity in the prompt (the budget-style baselines of 2506.13752). `evaluate_settings`
-solves problems under each setting (the same sampling seed for all, so settings are compared on
-the same draws); `choose_setting` takes on dev the setting with the fewest thinking tokens within
-an accuracy tolerance of unsteered (`efficiency.pick_steering`); `heldout_frontier` solves the
-held-out problems under a method's settings with 95% intervals over problems and the paired
-change against unsteered.
+asked for brevity in the prompt (the budget-style baselines of 2506.13752). `solve` solves
+problems under a setting (the same sampling seed for all, so settings are compared on the same
+draws); `dev_rows` measures a grid on dev problems, where `steering.choice.fewest_within_tolerance`
+takes the setting with the fewest thinking tokens within an accuracy tolerance of unsteered;
+`heldout_frontier` solves the held-out problems under a method's settings with 95% intervals
+over problems and the paired change against unsteered.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import Any
 
 from steerscope.data.arithmetic import Problem, Style
 from steerscope.model import ModelLike
-from steerscope.steering.efficiency import Generation, evaluate_thinking, paired_change, pick_steering
+from steerscope.steering.choice import grid_rows, held_out_rows
+from steerscope.steering.generation import Generation
+from steerscope.steering.reasoning import evaluate_thinking, paired_change
 from steerscope.steering.thinking import ThinkingPositions, ThinkingSteer
 from steerscope.steering.vector import SteeringVector
 
@@ -60,19 +62,6 @@ UNSTEERED = Setting("unsteered")
 BREVITY_CUE = Setting("brevity cue", style="brief")
 
 
-def middle_layers(n_layers: int, k: int) -> list[int]:
-    """At most `k` layers spread evenly over the middle of the network (neither the first nor the
-    last layer; all layers of a network of one or two)."""
-    if n_layers <= 2:
-        return list(range(n_layers))
-    inner = list(range(1, n_layers - 1))
-    if k >= len(inner):
-        return inner
-    if k <= 1:
-        return [inner[len(inner) // 2]]
-    return sorted({inner[round(i * (len(inner) - 1) / (k - 1))] for i in range(k)})
-
-
 def steering_settings(
     method: str,
     vectors: Mapping[int, SteeringVector],
@@ -93,31 +82,35 @@ def budget_settings(budgets: Sequence[int]) -> list[Setting]:
     return [Setting("budget", budget=budget) for budget in budgets]
 
 
-def evaluate_settings(
-    model: ModelLike, problems: Sequence[Problem], settings: Sequence[Setting], **generation: Any
-) -> list[tuple[dict[str, Any], Samples]]:
-    """Each setting's row (its fields and `evaluate_thinking` summary with intervals) and samples;
-    `generation` goes to `evaluate_thinking` (prompt, n_samples, temperature, seed, ...)."""
-    out = []
-    for setting in settings:
-        summary, samples = evaluate_thinking(
-            model,
-            problems,
-            style=setting.style,
-            thinking_steer=setting.steer,
-            budget=setting.budget,
-            **generation,
-        )
-        out.append(({**setting.describe(), **summary}, samples))
-    return out
+def solve(
+    model: ModelLike, problems: Sequence[Problem], setting: Setting, **generation: Any
+) -> tuple[dict[str, Any], Samples]:
+    """`problems` solved under `setting`: the `evaluate_thinking` summary with intervals, and the
+    samples; `generation` goes to `evaluate_thinking` (prompt, n_samples, temperature, seed, ...)."""
+    return evaluate_thinking(
+        model,
+        problems,
+        style=setting.style,
+        thinking_steer=setting.steer,
+        budget=setting.budget,
+        **generation,
+    )
 
 
-def choose_setting(
-    unsteered: dict[str, Any], rows: Sequence[dict[str, Any]], tolerance: float = 0.02
-) -> int | None:
-    """Index into `rows` (dev rows of one method) of the fewest mean thinking tokens among those
-    that think less than `unsteered` at an accuracy at most `tolerance` below it; None if none does."""
-    return pick_steering([unsteered, *rows], tolerance)
+def dev_rows(
+    model: ModelLike,
+    problems: Sequence[Problem],
+    settings: Sequence[Setting],
+    progress: bool = False,
+    **generation: Any,
+) -> list[dict[str, Any]]:
+    """Each setting's row on the dev `problems`: its fields and `solve` summary (`progress`: a bar)."""
+    return grid_rows(
+        settings,
+        Setting.describe,
+        lambda setting: solve(model, problems, setting, **generation)[0],
+        progress="settings" if progress else None,
+    )
 
 
 def heldout_frontier(
@@ -125,11 +118,18 @@ def heldout_frontier(
     problems: Sequence[Problem],
     settings: Sequence[Setting],
     unsteered: Samples,
+    progress: bool = False,
     **generation: Any,
 ) -> list[dict[str, Any]]:
-    """Rows of `evaluate_settings` on held-out problems, each with its paired change against the
-    `unsteered` samples of the same problems (accuracy difference, relative thinking change)."""
-    return [
-        {**row, **paired_change(unsteered, samples, seed=generation.get("seed", 0))}
-        for row, samples in evaluate_settings(model, problems, settings, **generation)
-    ]
+    """Each setting's row on the held-out `problems`, with its paired change against the
+    `unsteered` samples of the same problems (accuracy difference, relative thinking change);
+    `progress`: a bar."""
+    seed = generation.get("seed", 0)
+    return held_out_rows(
+        settings,
+        Setting.describe,
+        lambda setting: solve(model, problems, setting, **generation),
+        unsteered,
+        lambda base, samples: paired_change(base, samples, seed=seed),
+        progress="settings" if progress else None,
+    )

@@ -3,12 +3,13 @@
 `train_saes(model, sites, settings, texts)` trains one BatchTopK SAE per site (`steerscope.
 steering.sae_training`) on the caller's texts, cut into windows and captured once for every site
 (`steerscope.steering.sae_data`), and reports its quality (`steerscope.steering.sae_quality`):
-held-out FVU, L0, dead fraction and CE loss recovered. Each SAE lands in
-cache_root()/sae/<key> (key: model config, site, settings, texts, trainer version) as an ordinary
-sae-lens folder (`cfg.json`, `sae_weights.safetensors`, loadable with `sae_lens.SAE.load_from_disk`)
-with its report `steerscope-sae.json`, verified on every load like every cached folder; a killed
-build resumes from its verified activation shards and training checkpoints in
-cache_root()/sae-work/<key>, which is removed once every SAE of the build is in place.
+held-out FVU, L0, dead fraction and CE loss recovered. Each SAE lands in cache_root()/sae/<key>
+(key: model config, weights and dtype, site, settings, texts, trainer and window versions) as an
+ordinary sae-lens folder (`cfg.json`, `sae_weights.safetensors`, loadable with
+`sae_lens.SAE.load_from_disk`) with its report `steerscope-sae.json`, verified on every load like
+every cached folder; a killed build resumes from its verified activation shards and training
+checkpoints in cache_root()/sae-work/<key>, which is removed once every SAE of the build is in
+place.
 `training_texts(data)` assembles the default texts from a data suite's `text` and `conflicts`
 kinds. `load_sae` also takes a sae-lens pretrained `release/sae_id`.
 
@@ -38,6 +39,7 @@ from steerscope.data.suite import DataSuite
 from steerscope.errors import InputError
 from steerscope.kernels.sae_edit import encode_local, sae_parts
 from steerscope.model import ModelLike, as_model, config_digest
+from steerscope.provenance import model_weights
 from steerscope.sites import Site, resolve_sites
 from steerscope.steering.sae_data import capture_shards, load_site, split_windows, token_windows
 from steerscope.steering.sae_quality import ce_loss_recovered, lm_loss, sae_quality
@@ -88,7 +90,7 @@ class SAETrainSettings:
     def schedule(self, n_tokens: int) -> TrainSchedule:
         """The training schedule for `n_tokens` training tokens (k must be filled in)."""
         if self.k is None:
-            raise ValueError("SAETrainSettings.k is None: call settings.for_model(model) first")
+            raise InputError("SAETrainSettings.k is None: call settings.for_model(model) first")
         steps = max(1, math.ceil(self.epochs * n_tokens / self.batch_size))
         return TrainSchedule(steps, self.batch_size, self.lr, self.k, self.expansion, self.seed)
 
@@ -162,7 +164,7 @@ def sae_from_activations(
     checkpoints); returns a sae-lens `JumpReLUSAE` that reads and writes raw activations. k None:
     a tenth of d_model."""
     if acts.dim() != 2:
-        raise ValueError(f"acts must be [n_tokens, d_model], got shape {tuple(acts.shape)}")
+        raise InputError(f"acts must be [n_tokens, d_model], got shape {tuple(acts.shape)}")
     settings = replace(settings, k=settings.k or max(1, acts.shape[1] // 10))
     return to_sae_lens(train_batch_topk(acts, settings.schedule(acts.shape[0])), metadata)
 
@@ -171,17 +173,34 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def texts_digest(texts: Sequence[str]) -> str:
+    """sha256 of the training texts, as the SAE cache key holds it."""
+    return _digest(list(texts))
+
+
+def model_key(model: ModelLike) -> dict[str, Any]:
+    """What identifies a model's activations in the SAE cache keys: its config, its weights
+    (`provenance.model_weights`: a rebuilt organism or another checkpoint of one config has other
+    activations) and its dtype (a bf16 model's too)."""
+    loaded = as_model(model)
+    return {
+        "model": config_digest(loaded.hf),
+        "weights": model_weights(loaded)["xxh3_128"],
+        "dtype": model_dtype(loaded),
+    }
+
+
 def sae_folder(model: ModelLike, site: str | Site, settings: SAETrainSettings, texts: Sequence[str]) -> Path:
-    """cache_root()/sae/<key>, key over model config and dtype (a bf16 model's activations train
-    another SAE), site, settings (k filled in), texts and trainer version."""
+    """cache_root()/sae/<key>, key over the model (`model_key`), site, settings (k filled in),
+    texts, and the trainer and window versions."""
     key = _digest(
         {
-            "model": config_digest(as_model(model).hf),
-            "dtype": model_dtype(model),
+            **model_key(model),
             "site": str(Site.parse(site)),
             "settings": asdict(settings.for_model(model)),
-            "texts": _digest(list(texts)),
+            "texts": texts_digest(texts),
             "trainer": TRAINER_VERSION,
+            "data_version": DATA_VERSION,
         }
     )
     return cache_root() / "sae" / key[:24]
@@ -238,13 +257,7 @@ def _work_key(model: ModelLike, sites: list[str], settings: SAETrainSettings, te
     """The work folder of one capture pass: model, sites, texts and what decides the windows (so
     changing a training setting resumes from the same shards)."""
     capture = {name: getattr(settings, name) for name in ("context", "max_tokens", "holdout", "seed")}
-    key = {
-        "model": config_digest(model.hf),
-        "dtype": model_dtype(model),
-        "sites": sites,
-        "texts": _digest(list(texts)),
-        **capture,
-    }
+    key = {**model_key(model), "sites": sites, "texts": texts_digest(texts), **capture}
     return _digest({**key, "data_version": DATA_VERSION})[:24]
 
 
@@ -344,11 +357,11 @@ def load_sae(source: str | Path, device: str = "cpu") -> Any:
     if not sae_id:
         raise InputError(f"{source!r} is neither an SAE folder nor a 'release/sae_id' of sae-lens")
     if offline & {"1", "true", "yes", "on"}:
-        raise RuntimeError(
+        raise InputError(
             f"loading the pretrained SAE {release!r} / {sae_id!r} needs the Hugging Face hub, which is "
             "set offline (HF_HUB_OFFLINE); build one with steerscope.steering.sae.train_saes instead"
         )
     try:
         return SAE.from_pretrained(release, sae_id, device=device)
     except Exception as error:  # unknown release, network down
-        raise RuntimeError(f"could not load pretrained SAE {release!r} / {sae_id!r}: {error}") from error
+        raise InputError(f"could not load pretrained SAE {release!r} / {sae_id!r}: {error}") from error

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from steerscope.cache import write_atomic
 from steerscope.capture import capture
+from steerscope.errors import InputError
 from steerscope.hashing import HASH_NAME, data_digest, file_digest
 from steerscope.model import ModelLike
 
@@ -42,7 +43,7 @@ def token_windows(
     """Decoded windows of at most `context - 1` tokens of the texts (shorter tails of at least
     `MIN_WINDOW_TOKENS` kept), distinct, shuffled by `seed`, until `max_tokens` tokens."""
     if context < MIN_WINDOW_TOKENS + 1:
-        raise ValueError(f"context must be at least {MIN_WINDOW_TOKENS + 1} tokens, got {context}")
+        raise InputError(f"context must be at least {MIN_WINDOW_TOKENS + 1} tokens, got {context}")
     length = context - 1
     chunks: dict[tuple[int, ...], None] = {}
     for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
@@ -65,7 +66,7 @@ def split_windows(windows: list[str], holdout: float) -> dict[str, list[str]]:
     """{"train": ..., "eval": ...}: the first `holdout` fraction (at least one window) held out."""
     n_eval = max(1, round(holdout * len(windows)))
     if n_eval >= len(windows):
-        raise ValueError(
+        raise InputError(
             f"{len(windows)} windows are too few to hold out {holdout:.0%} and train on the rest"
         )
     return {"eval": windows[:n_eval], "train": windows[n_eval:]}

@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from steerscope.errors import InputError
 from steerscope.model import ModelLike, as_model
 from steerscope.sites import Site
 from steerscope.steering.thinking import THINK_CLOSE, delimiter_activations
@@ -85,7 +86,7 @@ def seal_vector(
     counts = {k: len(v) for k, v in reps.items()}
     reflective = torch.cat([reps["check"], reps["detour"]])
     if not counts["step"] or not len(reflective):
-        raise ValueError(f"SEAL needs step thoughts and check/detour thoughts; found {counts}")
+        raise InputError(f"SEAL needs step thoughts and check/detour thoughts; found {counts}")
     direction = reps["step"].mean(0) - reflective.mean(0)
     return SteeringVector(
         {str(Site(layer, kind)): direction},

@@ -53,8 +53,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from steerscope.capture import capture
+from steerscope.errors import InputError
 from steerscope.intervene import Edit
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
 from steerscope.model import ModelLike
@@ -90,14 +92,23 @@ class Selection:
     p: float
 
     def summary(self) -> dict[str, Any]:
-        """What results.json records about a selection."""
+        """What results.json records about a selection: its sizes and its features, in order."""
         return {
             "estimator": self.estimator,
             "p": self.p,
             "n_counted": self.n_counted,
             "S_C": len(self.S_C),
             "S_M": len(self.S_M),
+            **{f"{name}_features": ids for name, ids in self.features().items()},
         }
+
+    def features(self) -> dict[str, list[int]]:
+        """{"S_C": [...], "S_M": [...]}: the selected feature indices, in the order taken."""
+        return {"S_C": self.S_C.tolist(), "S_M": self.S_M.tolist()}
+
+    def top_mi(self, n: int = 10) -> list[list[float]]:
+        """[[feature, mi], ...] of the `n` features of highest MI (the order the walk takes)."""
+        return [[int(f), float(self.mi[f])] for f in decreasing_mi(self.mi)[:n]]
 
 
 # ---------------------------------------------------------------- mutual information
@@ -105,7 +116,7 @@ class Selection:
 
 def _check_codes(z: Tensor, labels: Tensor) -> None:
     if z.dim() != 2 or labels.shape != (z.shape[0],):
-        raise ValueError(
+        raise InputError(
             f"z must be [n, d_sae] and labels [n]; got {tuple(z.shape)} and {tuple(labels.shape)}"
         )
 
@@ -138,7 +149,7 @@ def mutual_information(
         return torch.from_numpy(mutual_info_classif(x, y, random_state=random_state))
     if estimator == "binned":
         return _binned_mutual_information(z, labels, bins)
-    raise ValueError(f"unknown estimator {estimator!r}; valid: {', '.join(ESTIMATORS)}")
+    raise InputError(f"unknown estimator {estimator!r}; valid: {', '.join(ESTIMATORS)}")
 
 
 def _binned_mutual_information(z: Tensor, labels: Tensor, bins: int) -> Tensor:
@@ -201,7 +212,7 @@ def weighted_mean(z: Tensor, weights: Tensor | None) -> Tensor:
     if weights is None:
         return z.double().mean(0).float()
     if weights.shape != (z.shape[0],):
-        raise ValueError(f"weights must be [{z.shape[0]}] (one per prompt), got {tuple(weights.shape)}")
+        raise InputError(f"weights must be [{z.shape[0]}] (one per prompt), got {tuple(weights.shape)}")
     return (weights.double()[:, None] * z.double()).sum(0).float()
 
 
@@ -225,15 +236,15 @@ def select_features(
     estimates it once.
     """
     if not 0 < p <= 1:
-        raise ValueError(f"p must be in (0, 1], got {p}")
+        raise InputError(f"p must be in (0, 1], got {p}")
     if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; valid: {', '.join(ESTIMATORS)}")
+        raise InputError(f"unknown estimator {estimator!r}; valid: {', '.join(ESTIMATORS)}")
     if z_C.dim() != 2 or z_M.dim() != 2 or z_C.shape[1] != z_M.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"z_C and z_M must be [n, d_sae] with one d_sae; got {tuple(z_C.shape)}, {tuple(z_M.shape)}"
         )
     if len(z_C) == 0 or len(z_M) == 0:
-        raise ValueError("select_features needs at least one C and one M prompt")
+        raise InputError("select_features needs at least one C and one M prompt")
     target_C, target_M = weighted_mean(z_C, weights_C), weighted_mean(z_M, weights_M)  # noqa: N806
     group_C, group_M = balance_groups(z_C, z_M) if balance else (z_C, z_M)  # noqa: N806
     codes = torch.cat([group_C, group_M]).float()
@@ -241,7 +252,7 @@ def select_features(
     if mi is None:
         mi = mutual_information(codes, labels, estimator, random_state)
     elif mi.shape != (z_C.shape[1],):
-        raise ValueError(f"mi must be [{z_C.shape[1]}] (one per feature), got {tuple(mi.shape)}")
+        raise InputError(f"mi must be [{z_C.shape[1]}] (one per feature), got {tuple(mi.shape)}")
     expectation = group_C.float().mean(0) - group_M.float().mean(0)
     n_counted = count_by_cumulative_mi(mi, p)
     S_C, S_M = split_by_expectation(mi, expectation, n_counted)  # noqa: N806
@@ -263,7 +274,7 @@ def random_selection(
     whenever SpARE's own selection does (`control_overlap` counts the shared features).
     """
     if among not in ("active", "all"):
-        raise ValueError(f"among must be 'active' or 'all', got {among!r}")
+        raise InputError(f"among must be 'active' or 'all', got {among!r}")
     generator = torch.Generator().manual_seed(seed)
     d_sae = len(selection.target_C)
 
@@ -282,7 +293,7 @@ def random_selection(
     ):
         eligible = pool(target)
         if len(eligible) < size:
-            raise ValueError(
+            raise InputError(
                 f"random_selection: {name} needs {size} features, only {len(eligible)} are eligible"
             )
         taken = drawn.get("S_C", eligible[:0])
@@ -319,11 +330,11 @@ def confidence_weights(loss_context: Tensor, loss_memory: Tensor, follows: Direc
     L_ctx / (L_ctx + L_mem): the more the model preferred the answer it gave, the more it counts.
     """
     if loss_context.shape != loss_memory.shape or loss_context.dim() != 1 or len(loss_context) == 0:
-        raise ValueError(
+        raise InputError(
             f"losses must be two non-empty [n] tensors; got {tuple(loss_context.shape)}, {tuple(loss_memory.shape)}"
         )
     if follows not in DIRECTIONS:
-        raise ValueError(f"follows must be one of {DIRECTIONS}, got {follows!r}")
+        raise InputError(f"follows must be one of {DIRECTIONS}, got {follows!r}")
     total = loss_context.double() + loss_memory.double()
     raw = (loss_memory.double() if follows == "context" else loss_context.double()) / total
     return raw / raw.sum()
@@ -336,6 +347,7 @@ def answer_losses(
     answers: Sequence[str],
     template: str = ANSWER_TEMPLATE,
     batch_size: int = 4,
+    progress: bool = False,
 ) -> Tensor:
     """L [n]: the language-model loss of each `template.format(prompt=..., answer=...)`.
 
@@ -348,14 +360,16 @@ def answer_losses(
     from steerscope.model import as_model
 
     if len(prompts) != len(answers):
-        raise ValueError(f"got {len(prompts)} prompts and {len(answers)} answers")
+        raise InputError(f"got {len(prompts)} prompts and {len(answers)} answers")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     loaded = as_model(model)
     device = next(loaded.hf.parameters()).device
     texts = [template.format(prompt=p, answer=a) for p, a in zip(prompts, answers, strict=True)]
     losses = []
-    for start in range(0, len(texts), batch_size):
+    for start in tqdm(
+        range(0, len(texts), batch_size), desc="answer losses", disable=not progress, leave=False
+    ):
         batch = {k: v.to(device) for k, v in tokenize(loaded, texts[start : start + batch_size]).items()}
         logits = loaded.hf(**batch).logits[:, :-1].float()
         targets, mask = batch["input_ids"][:, 1:], batch["attention_mask"]
@@ -377,7 +391,7 @@ def _roles(selection: Selection, direction: str, alpha: float) -> tuple[Tensor, 
         remove, add = selection.S_M, selection.S_C
         target_remove, target_add = selection.target_M, selection.target_C
     else:
-        raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
+        raise InputError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
     return remove, add, alpha * target_remove[remove], alpha * target_add[add]
 
 
@@ -387,7 +401,7 @@ def spare_edit(
     """The steerscope edit applying SpARE at the last prompt token of each row (other tokens,
     pads and generated tokens untouched). `fused=False` uses the full-SAE reference path."""
     if alpha <= 0:
-        raise ValueError(f"alpha must be positive, got {alpha}")
+        raise InputError(f"alpha must be positive, got {alpha}")
     parts = sae_parts(sae)
     remove, add, target_remove, target_add = _roles(selection, direction, alpha)
     subset = SubsetEdit.gather(parts, remove, add, target_remove, target_add)
@@ -424,7 +438,7 @@ def spare_edits(
     """{site: edit} for several layers at once, for `steerscope.intervene(model, ...)`."""
     missing = set(selections) - set(saes_by_site)
     if missing:
-        raise KeyError(f"no SAE for selected sites {sorted(missing)}; SAEs at: {sorted(saes_by_site)}")
+        raise InputError(f"no SAE for selected sites {sorted(missing)}; SAEs at: {sorted(saes_by_site)}")
     return {
         site: spare_edit(saes_by_site[site], selection, direction, alpha, fused)
         for site, selection in selections.items()

@@ -20,12 +20,13 @@ from torch import Tensor, nn
 from transformers import LogitsProcessor
 
 from steerscope.capture import capture
+from steerscope.errors import InputError
 from steerscope.intervene import Edit, intervene, module_at
 from steerscope.model import ModelLike, as_model
 from steerscope.sites import Site, resolve_sites
 from steerscope.steering.apply import SCALES, steering_edit
 from steerscope.steering.vector import SteeringVector
-from steerscope.tokens import TokenInfo
+from steerscope.tokens import TokenInfo, past_length
 
 THINK_CLOSE = "</think>"
 ThinkingPositions = Literal["thinking", "delimiters"]
@@ -41,7 +42,7 @@ def require_think_close(tokenizer: Any) -> int:
     """The id of `</think>`, or a clear error for a tokenizer without it as one token."""
     close = think_close_id(tokenizer)
     if close is None:
-        raise ValueError(
+        raise InputError(
             f"this tokenizer has no single {THINK_CLOSE} token: thinking-time steering and budgets "
             "need a reasoning model (e.g. organism:reasoning)"
         )
@@ -51,7 +52,7 @@ def require_think_close(tokenizer: Any) -> int:
 def delimiter_ids(tokenizer: Any, delimiter: str) -> list[int]:
     """Ids of every token whose text ends with `delimiter` (e.g. "\\n\\n" and ".\\n\\n")."""
     if not delimiter:
-        raise ValueError("the thought delimiter must be a non-empty string such as '\\n\\n'")
+        raise InputError("the thought delimiter must be a non-empty string such as '\\n\\n'")
     return [i for i in range(len(tokenizer)) if tokenizer.decode([i]).endswith(delimiter)]
 
 
@@ -79,7 +80,7 @@ def delimiter_activations(
     close = require_think_close(tokenizer)
     marks = torch.tensor(delimiter_ids(tokenizer, delimiter))
     if not len(marks):
-        raise ValueError(f"no token of this tokenizer ends with the delimiter {delimiter!r}")
+        raise InputError(f"no token of this tokenizer ends with the delimiter {delimiter!r}")
     names = [str(site) for site in resolve_sites(sites, loaded.anatomy)]
     found = capture(loaded, [p + c for p, c in traces], names, batch_size=batch_size, progress=False)
     out = []
@@ -113,9 +114,9 @@ class ThinkingSteer:
 
     def __post_init__(self) -> None:
         if self.at not in THINKING_POSITIONS:
-            raise ValueError(f"at: unknown {self.at!r}; valid: {', '.join(THINKING_POSITIONS)}")
+            raise InputError(f"at: unknown {self.at!r}; valid: {', '.join(THINKING_POSITIONS)}")
         if self.scale not in SCALES:
-            raise ValueError(f"scale: unknown {self.scale!r}; valid: {', '.join(SCALES)}")
+            raise InputError(f"scale: unknown {self.scale!r}; valid: {', '.join(SCALES)}")
 
 
 class ThinkingTracker:
@@ -131,12 +132,9 @@ class ThinkingTracker:
     def observe(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is None:
-            raise ValueError("steering while thinking needs input_ids (not inputs_embeds) to see </think>")
+            raise InputError("steering while thinking needs input_ids (not inputs_embeds) to see </think>")
         mask = kwargs.get("attention_mask")
-        cache = kwargs.get("past_key_values")
-        past = int(cache.get_seq_length()) if cache is not None else 0
-        if mask is not None and mask.dim() == 2:
-            past = mask.shape[1] - ids.shape[1]
+        past = int(past_length(mask, ids.shape[1], kwargs.get("past_key_values")))
         if past == 0:
             self.ids = ids
         elif self.ids is None or self.ids.shape[1] != past or self.ids.shape[0] != ids.shape[0]:
@@ -193,7 +191,7 @@ def steer_thinking(model: ModelLike, steers: ThinkingSteer | Sequence[ThinkingSt
         if steer.at == "delimiters":
             marked = delimiter_ids(loaded.tokenizer, steer.delimiter)
             if not marked:
-                raise ValueError(f"no token of this tokenizer ends with the delimiter {steer.delimiter!r}")
+                raise InputError(f"no token of this tokenizer ends with the delimiter {steer.delimiter!r}")
         tracker = ThinkingTracker(close, marked)
         trackers.append(tracker)
         for site, direction in steer.vector.directions.items():
@@ -212,11 +210,11 @@ def steer_thinking(model: ModelLike, steers: ThinkingSteer | Sequence[ThinkingSt
 class ThinkingBudget(LogitsProcessor):
     """A hard thinking budget: a row that has generated `budget - 1` tokens without `</think>`
     gets `</think>` forced as its next token, so it thinks at most `budget` tokens (counting
-    `</think>`, as `steering.efficiency.count_tokens` does) and then answers."""
+    `</think>`, as `steering.generation.count_tokens` does) and then answers."""
 
     def __init__(self, budget: int, close_id: int, prompt_width: int) -> None:
         if budget < 1:
-            raise ValueError(f"the thinking budget must be at least 1 token, got {budget}")
+            raise InputError(f"the thinking budget must be at least 1 token, got {budget}")
         self.budget = budget
         self.close_id = close_id
         self.prompt_width = prompt_width

@@ -27,10 +27,10 @@ from steerscope.sites import Site
 from steerscope.tokens import TokenInfo
 
 if TYPE_CHECKING:
-    from steerscope.data.defaults import suite_for
     from steerscope.data.facts import split_facts
     from steerscope.data.suite import DataSuite
     from steerscope.data.user_data import read_user_data
+    from steerscope.organisms import suite_for
     from steerscope.organisms.build import organism_folder, training_report
     from steerscope.runner import discover_experiments, run_experiment
     from steerscope.steering.apply import steer
@@ -46,7 +46,7 @@ _LAZY = {
     "run_experiment": "steerscope.runner",
     "steer": "steerscope.steering.apply",
     "split_facts": "steerscope.data.facts",
-    "suite_for": "steerscope.data.defaults",
+    "suite_for": "steerscope.organisms",
     "tiny_model": "steerscope.tiny",
     "training_report": "steerscope.organisms.build",
 }

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 from steerscope.architectures import Family, family_for
+from steerscope.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class Anatomy:
     vocab_size: int
     layer_types: tuple[str, ...]
     rope_bases: tuple[float, ...]
+    max_positions: int | None = None  # the positions the model was built for (None: undeclared)
 
     @property
     def n_rotary_pairs(self) -> int:
@@ -56,6 +59,7 @@ class Anatomy:
             f"heads         {self.n_heads} query / {self.n_kv_heads} KV, head_dim {self.head_dim}",
             f"d_mlp         {self.d_mlp}",
             f"vocab         {self.vocab_size}",
+            f"positions     {self.max_positions or 'not declared'}",
             f"rotary        {self.family.rotary_layout}, {self.n_rotary_pairs} pairs per head",
             f"rope bases    {base_text}",
             f"layers at     {self.family.layers}",
@@ -86,7 +90,7 @@ def _rope_base(rope_parameters: dict, layer_type: str) -> float:
     """The rotary base of one layer from a config's `rope_parameters` (flat or per layer type)."""
     params = rope_parameters.get(layer_type, rope_parameters)
     if "rope_theta" not in params:
-        raise ValueError(f"config has no rope_theta for layer type {layer_type!r}")
+        raise InputError(f"config has no rope_theta for layer type {layer_type!r}")
     return float(params["rope_theta"])
 
 
@@ -94,7 +98,7 @@ def anatomy_of(model: nn.Module) -> Anatomy:
     """Read the anatomy of a transformers causal LM from its config and family entry."""
     config = getattr(model, "config", None)
     if config is None:
-        raise TypeError(f"expected a transformers model with a .config, got {type(model).__name__}")
+        raise InputError(f"expected a transformers model with a .config, got {type(model).__name__}")
     family = family_for(config.model_type)
     text = config.get_text_config(decoder=True)
     n_layers = text.num_hidden_layers
@@ -115,4 +119,11 @@ def anatomy_of(model: nn.Module) -> Anatomy:
         vocab_size=text.vocab_size,
         layer_types=layer_types,
         rope_bases=tuple(_rope_base(rope_parameters, t) for t in layer_types),
+        max_positions=max_positions(config),
     )
+
+
+def max_positions(config: Any) -> int | None:
+    """The positions a model's config declares (`max_position_embeddings` of its text model)."""
+    value = getattr(config.get_text_config(decoder=True), "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from steerscope.errors import InputError
+
 #: How a projection module lays out its output: "flat" is [batch, pos, heads * head_dim]
 #: (a plain q_proj), "bshd" is [batch, pos, heads, head_dim], "bhsd" is [batch, heads, pos, head_dim].
 HeadLayout = str
@@ -89,4 +91,4 @@ def family_for(model_type: str) -> Family:
         if model_type in family.model_types:
             return family
     known = ", ".join(f"{f.name} ({'/'.join(f.model_types)})" for f in FAMILIES)
-    raise ValueError(f"unsupported architecture {model_type!r}; known families: {known}")
+    raise InputError(f"unsupported architecture {model_type!r}; known families: {known}")

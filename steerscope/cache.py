@@ -20,15 +20,48 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from steerscope.hashing import HASH_NAME, file_digest
+from steerscope.errors import InputError
+from steerscope.hashing import HASH_NAME, data_digest, file_digest
 
 MANIFEST = "steerscope-manifest.json"
 _FORMAT = 2
 
 
+CACHE_VARIABLE = "STEERSCOPE_CACHE"
+
+
 def cache_root() -> Path:
-    """The cache folder: `$STEERSCOPE_CACHE` or ~/.cache/steerscope."""
-    return Path(os.environ.get("STEERSCOPE_CACHE", Path.home() / ".cache" / "steerscope"))
+    """The cache folder: `$STEERSCOPE_CACHE` (`~` expanded) or ~/.cache/steerscope."""
+    return Path(os.environ.get(CACHE_VARIABLE, Path.home() / ".cache" / "steerscope")).expanduser()
+
+
+def check_writable(folder: Path, what: str, fix: str = "") -> None:
+    """`folder` is a folder or can be created, in a place this process can write (tried by
+    creating and removing a file there: mode bits alone say nothing for root or a read-only
+    mount), without creating it; else an `InputError` starting with `what`, ending with `fix`."""
+    advice = f"; {fix}" if fix else ""
+    place = folder
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{what}: is a file; {fix or 'give a folder'}")
+        while not place.exists():
+            place = place.parent
+        if not place.is_dir():
+            raise InputError(f"{what}: {place} is a file, so the folder cannot be created{advice}")
+        handle, probe = tempfile.mkstemp(prefix=".steerscope-write-check.", dir=place)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(f"{what}: cannot write in {place} ({error.strerror}){advice}") from None
+
+
+def check_cache() -> Path:
+    """The cache folder, checked to be a folder this process can write (or create), before any
+    work that would build into it; else one line naming `$STEERSCOPE_CACHE`."""
+    root = cache_root()
+    named = f" ({CACHE_VARIABLE})" if CACHE_VARIABLE in os.environ else ""
+    check_writable(root, f"steerscope cache {root}{named}", f"set {CACHE_VARIABLE} to a folder you can write")
+    return root
 
 
 def _files(folder: Path) -> list[str]:
@@ -75,6 +108,21 @@ def is_intact(folder: Path) -> bool:
     return damage(folder) is None
 
 
+def weights_digest(folder: Path) -> str | None:
+    """XXH3-128 over the names and manifest hashes of the `*.safetensors` files of a cached
+    folder: its content as far as computing goes (reports and configs, which hold timings and
+    paths, left out); None when the folder has no readable manifest or no weights. Read from the
+    manifest, so it says what the folder held when last verified (`is_intact`)."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+        weights = sorted(
+            (name, entry[HASH_NAME]) for name, entry in files.items() if name.endswith(".safetensors")
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return data_digest(json.dumps(weights).encode()) if weights else None
+
+
 def _make_readable(folder: Path) -> None:
     """Folders 0755 and files 0644, whatever modes the builder's writers chose."""
     folder.chmod(0o755)
@@ -100,6 +148,10 @@ def cached_folder(folder: Path, build: Callable[[Path], None]) -> tuple[Path, bo
     """
     if is_intact(folder):
         return folder, False
+    if cache_root() in folder.parents:
+        check_cache()
+    else:
+        check_writable(folder.parent, f"cache folder {folder.parent}")
     with _lock(folder.with_name(folder.name + ".lock")):
         problem = damage(folder)
         if problem is None:  # another process built it while we waited
@@ -108,20 +160,28 @@ def cached_folder(folder: Path, build: Callable[[Path], None]) -> tuple[Path, bo
             warnings.warn(
                 f"steerscope cache: {folder} failed verification ({problem}); rebuilding it", stacklevel=2
             )
-        for stale in folder.parent.glob(folder.name + ".tmp-*"):  # left by a killed builder
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
-        try:
-            build(tmp)
-            _make_readable(tmp)
-            (tmp / MANIFEST).write_text(json.dumps(_manifest_of(tmp), indent=1))
-            (tmp / MANIFEST).chmod(0o644)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.rename(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        build_in_place(folder, build)
     return folder, True
+
+
+def build_in_place(folder: Path, build: Callable[[Path], None]) -> None:
+    """Build `folder` with `build(tmp)` in a temporary sibling, give it its manifest and readable
+    modes, and rename it into place, replacing what was there. Not locked: `cached_folder` holds
+    the lock around it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(folder.name + ".tmp-*"):  # left by a killed builder
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    try:
+        build(tmp)
+        _make_readable(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(_manifest_of(tmp), indent=1))
+        (tmp / MANIFEST).chmod(0o644)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.rename(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from steerscope.errors import InputError
 from steerscope.intervene import intervene, module_at
 from steerscope.model import Model, ModelLike, as_model
 from steerscope.offload import input_device
-from steerscope.sites import Site, resolve_sites
+from steerscope.sites import SITE_KINDS, Site, resolve_sites
 from steerscope.tokens import TokenInfo
 
 Reduction = Literal["last", "mean"] | None
@@ -47,16 +47,16 @@ class Capture:
     def __getitem__(self, site: str | Site) -> Tensor:
         key = str(Site.parse(site))
         if key not in self.activations:
-            raise KeyError(f"site {key} was not captured; captured: {', '.join(self.activations)}")
+            raise InputError(f"site {key} was not captured; captured: {', '.join(self.activations)}")
         return self.activations[key]
 
 
 def prompt_list(prompts: Sequence[str], name: str = "prompts") -> list[str]:
     """`prompts` as a list, checked: a non-empty sequence of strings (a lone string is not one)."""
     if isinstance(prompts, str) or not isinstance(prompts, Sequence):
-        raise TypeError(f"{name} must be a list of strings, got {type(prompts).__name__}")
+        raise InputError(f"{name} must be a list of strings, got {type(prompts).__name__}")
     if not all(isinstance(p, str) for p in prompts):
-        raise TypeError(f"{name} must be a list of strings, got an item that is not a string")
+        raise InputError(f"{name} must be a list of strings, got an item that is not a string")
     if not prompts:
         raise InputError(f"{name} is empty; at least one is needed")
     return list(prompts)
@@ -66,7 +66,7 @@ def tokenize(model: Model, prompts: Sequence[str]) -> dict[str, Tensor]:
     """Left-padded input ids, attention mask and matching position ids for a batch of prompts."""
     prompts = prompt_list(prompts)
     if model.tokenizer is None:
-        raise ValueError("this model has no tokenizer; pass tokenizer= to load()")
+        raise InputError("this model has no tokenizer; pass tokenizer= to load()")
     encoded = model.tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
     mask = encoded["attention_mask"]
     return {
@@ -89,10 +89,8 @@ def tokenize_for_generate(model: Model, prompts: Sequence[str]) -> dict[str, Ten
 
 
 def _position_axis(site: Site) -> int:
-    """Axis of token positions (queries, for patterns) in a site's activation."""
-    if site.kind == "attn_pattern":
-        return 1 if site.head is not None else 2
-    return 1
+    """Axis of token positions (queries, for patterns) in a site's activation (`SITE_KINDS`)."""
+    return SITE_KINDS[site.kind].query_axis(headed=site.head is not None)
 
 
 def _reduce(act: Tensor, site: Site, tokens: TokenInfo, how: Reduction) -> Tensor:
@@ -111,7 +109,7 @@ def _reduce(act: Tensor, site: Site, tokens: TokenInfo, how: Reduction) -> Tenso
 def _pad_left(parts: list[Tensor], site: Site, reduced: bool) -> Tensor:
     """Concatenate batches, left-padding position axes (and the key axis of patterns) with 0."""
     axes = [] if reduced else [_position_axis(site)]
-    if site.kind == "attn_pattern":
+    if SITE_KINDS[site.kind].key_axis_last:
         axes.append(-1)
     if not axes:
         return torch.cat(parts)
@@ -176,9 +174,9 @@ def capture(
     """
     prompts = prompt_list(prompts)
     if reduce not in REDUCTIONS:
-        raise ValueError(f"unknown reduce {reduce!r}; valid: {', '.join(map(repr, REDUCTIONS))}")
+        raise InputError(f"unknown reduce {reduce!r}; valid: {', '.join(map(repr, REDUCTIONS))}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     loaded = as_model(model)
     targets = resolve_sites(sites, loaded.anatomy)
     parts: dict[Site, list[Tensor]] = {site: [] for site in targets}
@@ -191,7 +189,7 @@ def capture(
         return record
 
     starts = range(0, len(prompts), batch_size)
-    needs_eager = any(site.kind == "attn_pattern" for site in targets)
+    needs_eager = any(SITE_KINDS[site.kind].hook == "probabilities" for site in targets)
     device = input_device(loaded.hf)
     logits: list[Tensor] = []
     # Without logits, run the decoder stack only (no unembedding) and stop after the deepest site.

@@ -1,21 +1,26 @@
-"""The `steerscope` command: `info`, `list`, `build organism:NAME | sae:SITE[,SITE...]`,
+"""The `steerscope` command: `info`, `list`, `build organism:NAME... | sae:SITE[,SITE...]`,
 `run NAME --out DIR [--model M] [--data KIND=SOURCE ...] [--dtype D] [--quick]`, `data check FILE --kind K`
 and `vector export NAME FILE.gguf [--strength S]` / `vector import FILE.gguf NAME` (llama.cpp control vectors).
 
-Bad input (a setting, a path, a record) is one line on stderr and exit code 2; `--debug` prints
-the traceback before it."""
+Bad input (a setting, a path, a record: an `InputError`, or an OS error about a path the user
+gave) is one line on stderr and exit code 2; `--debug` prints the traceback before it. Any other
+exception is a bug in steerscope and shows its traceback."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steerscope.errors import InputError
+
+if TYPE_CHECKING:
+    from steerscope.organisms import OrganismSpec
 
 _PACKAGES = ("steerscope", "torch", "transformers", "transformer-lens", "nnsight", "sae-lens", "plotly")
 SAE_DATA_KINDS = ("text", "conflicts")  # what `build sae:` trains on
@@ -43,8 +48,8 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
-    from steerscope.cache import is_intact
     from steerscope.organisms import ORGANISMS, PREFIX
+    from steerscope.organisms.build import ready_folder
     from steerscope.registry import EXPERIMENTS
     from steerscope.runner import discover_experiments
 
@@ -53,29 +58,71 @@ def _list(args: argparse.Namespace) -> None:
         experiment = EXPERIMENTS.get(name)
         kinds = ", ".join(experiment.data_kinds) or "none"
         print(f"  {name:<18} {experiment.description} [data: {kinds}]")
-    print("model organisms (--model organism:NAME; trained on first use, then cached):")
+    print("model organisms (--model organism:NAME; committed weights, verified on load):")
     for name, spec in ORGANISMS.items():
-        state = "cached" if is_intact(spec.folder()) else "not built"
+        state = "ready" if ready_folder(name) else "not built"
         print(f"  {PREFIX + name:<18} {spec.description} [{state}]")
 
 
 def _build(args: argparse.Namespace) -> None:
-    if args.name.startswith("sae:"):
-        return _build_sae(args)
+    saes = [name for name in args.name if name.startswith("sae:")]
+    if saes:
+        if len(args.name) > 1:
+            raise InputError(f"build {saes[0]} takes no other name; give its sites comma-separated")
+        if args.from_recipe or args.commit:
+            raise InputError("--from-recipe and --commit are for organism: builds")
+        return _build_sae(args, saes[0])
     if args.data:
-        raise InputError(f"--data is for sae: builds; {args.name} trains on its own world")
-    from steerscope.organisms.build import organism_folder, training_report
+        raise InputError(f"--data is for sae: builds; {args.name[0]} trains on its own world")
+    if args.commit and not args.from_recipe:
+        raise InputError("--commit commits a build from the recipe: give --from-recipe with it")
+    from steerscope.organisms import organism_spec
 
-    folder = organism_folder(args.name)
-    report = training_report(args.name)
-    print(f"{args.name}: {folder}")
-    print(
-        f"{report['steps']} steps in {report['train_seconds']} s, final loss {report['final_loss']:.3f}, "
-        f"{report['n_parameters']} parameters, vocabulary {report['vocab_size']}"
+    for spec in [organism_spec(name) for name in args.name]:  # every name checked before any work
+        _build_organism(spec, args.from_recipe, args.commit)
+
+
+def _build_organism(spec: OrganismSpec, from_recipe: bool, commit: bool) -> None:
+    """Verify `spec`'s committed weights, or with `from_recipe` build it from its recipe into the cache
+    and say whether its bytes equal the committed ones; `commit` makes that build the committed one."""
+    from steerscope.organisms import PREFIX, REPORT
+    from steerscope.organisms.build import organism_folder, recipe_build
+    from steerscope.organisms.committed import (
+        commit_build,
+        committed_folder,
+        committed_recipe,
+        differing_files,
     )
 
+    name = PREFIX + spec.name
+    if from_recipe:
+        folder, trained = recipe_build(spec)
+        state = "trained from the recipe now" if trained else "built from the recipe earlier, cached"
+    else:
+        folder = organism_folder(name)
+        committed = folder == committed_folder(spec)
+        state = "committed weights, verified" if committed else "no committed build of this recipe, cached"
+    report = json.loads((folder / REPORT).read_text())
+    loss = "none logged" if report["final_loss"] is None else f"{report['final_loss']:.3f}"  # < 50 steps
+    print(f"{name}: {folder} [{state}; recipe {spec.digest()[:12]}]")
+    print(
+        f"  {report['steps']} steps in {report['train_seconds']} s, final loss {loss}, "
+        f"{report['n_parameters']} parameters, vocabulary {report['vocab_size']}"
+    )
+    recipe = committed_recipe(spec)
+    if from_recipe and recipe is None:
+        print("  no committed weights to compare with")
+    elif from_recipe:
+        differing = differing_files(spec, folder)
+        print(
+            f"  bytes equal to the committed weights (recipe {recipe['recipe'][:12]}): "
+            f"{'no: ' + ', '.join(differing) if differing else 'yes'}"
+        )
+    if commit:
+        print(f"  committed: {commit_build(spec, folder)}")
 
-def _build_sae(args: argparse.Namespace) -> None:
+
+def _build_sae(args: argparse.Namespace, name: str) -> None:
     """`build sae:SITE[,SITE...]`: one SAE per site on the default texts of the model's data, with
     the user's `--data text=...` / `--data conflicts=...` in place of the defaults, into the cache
     (the SAEs `steerscope run spare` then finds there)."""
@@ -90,7 +137,7 @@ def _build_sae(args: argparse.Namespace) -> None:
         raise InputError(f"build sae: takes {' and '.join(SAE_DATA_KINDS)} data, not {', '.join(unknown)}")
     user = {kind: read_user_data(kind, source) for kind, source in data.items()}
     model = load(args.model)
-    sites = residual_sites(model, [site for site in args.name.removeprefix("sae:").split(",") if site])
+    sites = residual_sites(model, [site for site in name.removeprefix("sae:").split(",") if site])
     suite = build_context(args.model, model, user, SAE_DATA_KINDS, {}).data
     for site, trained in train_saes(model, sites, SAETrainSettings(), training_texts(suite)).items():
         r = trained.report
@@ -129,23 +176,46 @@ def _data_arguments(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return data
 
 
+def run_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The request a parsed `run` command makes: {"name", "out", "model", "data", "dtype",
+    "settings"}, as `run_experiment` (and `runner.check_request`) take them."""
+    return {
+        "name": args.name,
+        "out": args.out,
+        "model": args.model,
+        "data": _data_arguments(args.data),
+        "dtype": args.dtype,
+        "settings": {"quick": args.quick, "seed": args.seed, **dict(args.set)},
+    }
+
+
 def _run(args: argparse.Namespace) -> None:
+    from steerscope.output import output_folder, previous_run
     from steerscope.runner import run_experiment
 
-    data = _data_arguments(args.data)
-    settings = {"quick": args.quick, "seed": args.seed, **dict(args.set)}
-    run_experiment(args.name, args.out, model=args.model, data=data, dtype=args.dtype, **settings)
-    out = Path(args.out).resolve()
-    print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}")
+    request = run_request(args)
+    settings = request.pop("settings")
+    out = output_folder(args.out)
+    previous = previous_run(out)
+    if previous:
+        print(
+            f"steerscope: {out} holds {previous}; this run replaces its results.json and report.html",
+            file=sys.stderr,
+        )
+    outcome = run_experiment(**request, **settings)
+    print(f"\n{outcome.summary}\n\nresults: {out / 'results.json'}\nreport:  {out / 'report.html'}")
 
 
 def _data_check(args: argparse.Namespace) -> None:
     from steerscope.data.check import report
     from steerscope.data.user_data import read_user_data
+    from steerscope.limits import check_fits
     from steerscope.loading import load_tokenizer
 
     user = read_user_data(args.kind, args.file)
     tokenizer = None if args.model is None else load_tokenizer(args.model)
+    if tokenizer is not None:
+        check_fits(user, args.model, tokenizer)
     print("\n".join(report(user, tokenizer, args.model)))
 
 
@@ -184,13 +254,8 @@ def _vector_import(args: argparse.Namespace) -> None:
     print(f"{', '.join(vector.directions)}: {vector.save(args.name)}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    debug = argparse.ArgumentParser(add_help=False)
-    debug.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
-    )
-    parser = argparse.ArgumentParser(prog="steerscope", description=__doc__, parents=[debug])
-    commands = parser.add_subparsers(dest="command", required=True)
+def _add_info_and_list(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`info` and `list`."""
     info = commands.add_parser("info", parents=[debug], help="model anatomy, cache path and state, versions")
     info.add_argument(
         "--model",
@@ -203,14 +268,32 @@ def main(argv: list[str] | None = None) -> int:
         "list", parents=[debug], help="the registered experiments and model organisms"
     )
     listing.set_defaults(func=_list)
+
+
+def _add_build(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`build organism:NAME... | sae:SITES`."""
     build = commands.add_parser(
         "build",
         parents=[debug],
-        help="train a model organism or SAEs into the cache (resumes an interrupted build)",
+        help="verify model organisms' committed weights, or build them from their recipes; "
+        "train SAEs into the cache (an interrupted build resumes)",
     )
     build.add_argument(
         "name",
-        help="organism:tom, organism:sources, organism:length, organism:reasoning, or sae:SITE[,SITE...] (e.g. sae:L9.resid_post)",
+        nargs="+",
+        help="one or more of organism:tom, organism:sources, organism:length, organism:reasoning; "
+        "or sae:SITE[,SITE...] (e.g. sae:L9.resid_post)",
+    )
+    build.add_argument(
+        "--from-recipe",
+        action="store_true",
+        help="organisms: train from the recipe into the cache (minutes; resumes) instead of using the "
+        "committed weights, and say whether the bytes equal the committed ones",
+    )
+    build.add_argument(
+        "--commit",
+        action="store_true",
+        help="with --from-recipe: make that build the committed weights (steerscope/organisms/trained-weights/)",
     )
     build.add_argument("--model", default=None, help="for sae: builds (default: embedded Gemma 3 270M)")
     build.add_argument(
@@ -223,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         "(as for run); repeatable",
     )
     build.set_defaults(func=_build)
+
+
+def _add_run(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`run NAME --out DIR ...`."""
     run = commands.add_parser(
         "run", parents=[debug], help="run an experiment; writes results.json and report.html"
     )
@@ -255,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         help="any config field (JSON value)",
     )
     run.set_defaults(func=_run)
+
+
+def _add_data(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`data check FILE --kind K`."""
     data = commands.add_parser("data", parents=[debug], help="inspect a data source")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     check = data_commands.add_parser(
@@ -266,8 +357,16 @@ def main(argv: list[str] | None = None) -> int:
         "file", help="a .jsonl, .json, .csv, .parquet, .txt, datasets folder or hf:NAME[:SPLIT]"
     )
     check.add_argument("--kind", required=True, help="tom, conflicts, problems, text or pairs")
-    check.add_argument("--model", default=None, help="count multi-token answers with this model's tokenizer")
+    check.add_argument(
+        "--model",
+        default=None,
+        help="count multi-token answers with this model's tokenizer and check each record fits its positions",
+    )
     check.set_defaults(func=_data_check)
+
+
+def _add_vector(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`vector export|import`: llama.cpp control vectors."""
     vector = commands.add_parser(
         "vector", parents=[debug], help="move a steering vector to and from llama.cpp control vectors"
     )
@@ -307,15 +406,51 @@ def main(argv: list[str] | None = None) -> int:
         "--force", action="store_true", help="accept a vector made for another config or model type"
     )
     imported.set_defaults(func=_vector_import)
-    args = parser.parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `steerscope` command's parser (each subcommand sets `func`)."""
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
+    )
+    parser = argparse.ArgumentParser(prog="steerscope", description=__doc__, parents=[debug])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_info_and_list, _add_build, _add_run, _add_data, _add_vector):
+        add(commands, debug)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
+    except BrokenPipeError:  # `steerscope ... | head`: the reader left; stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (InputError, OSError) as error:
+        if isinstance(error, OSError) and not _about_user_path(error, args):
+            raise  # an OS error inside steerscope is a bug: its traceback must show
         if getattr(args, "debug", False):  # given before or after the command
             traceback.print_exc()
         print(f"steerscope: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _about_user_path(error: OSError, args: argparse.Namespace) -> bool:
+    """Whether `error` names a file or folder the user gave (--out, a data file, a model folder)
+    or one inside it: a full disk or a folder removed under a run is the user's to fix."""
+    given = [getattr(args, name, None) for name in ("out", "file", "model")]
+    given += [source for _, source in getattr(args, "data", [])]
+    roots = [Path(str(path)).expanduser().absolute() for path in given if path]
+    for name in (error.filename, error.filename2):
+        if name is None:
+            continue
+        path = Path(os.fsdecode(name)).absolute()
+        if any(path == root or root in path.parents for root in roots):
+            return True
+    return False
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`ExperimentContext`: the model and the data an experiment runs on, resolved once by the runner.
 
-The data is the model's default suite (`steerscope.data.defaults.suite_for`) with each kind the user
+The data is the model's default suite (`steerscope.organisms.suite_for`) with each kind the user
 gave replaced by their records, asked the model's way. `provenance` is what results.json records:
 where the model came from and, per data kind, its source, sha256, counts and the split sizes the
 experiment used.
@@ -12,15 +12,18 @@ import dataclasses
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from steerscope.data.defaults import natural_suite, suite_for
+from steerscope.cache import weights_digest
+from steerscope.data.defaults import natural_suite
 from steerscope.data.suite import DataSuite
 from steerscope.data.user_data import UserData
 from steerscope.data.vocabulary import record_texts, unknown_words
 from steerscope.errors import InputError
 from steerscope.model import Model
-from steerscope.organisms import world_of
+from steerscope.organisms import suite_for, world_of
+from steerscope.provenance import environment, model_weights
 
 MAX_UNKNOWN_SHOWN = 20
 
@@ -37,15 +40,27 @@ class ExperimentContext:
         """Record how many records (or windows) of each split of `kind` the experiment used."""
         self.provenance["data"].setdefault(kind, {"source": getattr(self.data, kind).source})["used"] = sizes
 
+    def used_cached(self, kind: str, name: str, folder: Path, **details: Any) -> None:
+        """Record a cached artefact the experiment computed with (e.g. an SAE): its
+        folder, the content hash of its weights (`cache.weights_digest`) and `details` (the
+        settings it was built with), under provenance["cached"][kind][name]."""
+        entry = {"folder": folder.name, "weights_xxh3_128": weights_digest(folder), **details}
+        self.provenance.setdefault("cached", {}).setdefault(kind, {})[name] = entry
+
 
 def model_provenance(given: Any, model: Model) -> dict[str, Any]:
     """The model as given (a string, or the class of an object) and where it was loaded from."""
     if given is None or isinstance(given, (str, os.PathLike)):
-        return {"given": None if given is None else str(given), "source": model.source}
+        return {
+            "given": None if given is None else str(given),
+            "source": model.source,
+            "weights": model_weights(model),
+        }
     return {
         "given": f"<{type(given).__name__} object>",
         "class": type(given).__name__,
         "source": model.source,
+        "weights": model_weights(model),
     }
 
 
@@ -87,7 +102,7 @@ def build_context(
             data[kind] = user[kind].provenance()
         elif provider is not None:
             data[kind] = {"source": provider.source}
-    provenance = {"model": model_provenance(given, model), "data": data}
+    provenance = {"model": model_provenance(given, model), "data": data, "environment": environment()}
     if lowered:
         provenance["settings_lowered_to_fit_data"] = dict(lowered)
     return ExperimentContext(model, suite, provenance)

@@ -20,43 +20,29 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from transformers import AutoTokenizer
 
+from steerscope.errors import InputError
 from steerscope.intervene import Edit, EditSpec, edit_list, merge_head, run_edits, select_head
 from steerscope.model import Model, ModelLike, as_model
-from steerscope.sites import KV_KINDS, Site
-from steerscope.tokens import TokenInfo, TokenTracker, call_mask
+from steerscope.sites import SITE_KINDS, Site
+from steerscope.tokens import TokenInfo, TokenTracker, call_mask, past_length
 
-#: Site kind -> HookPoint name inside `blocks.{layer}`; every hook holds what the site holds.
-HOOK_NAMES: dict[str, str] = {
-    "resid_pre": "hook_resid_pre",
-    "resid_post": "hook_resid_post",
-    "attn_out": "hook_attn_out",
-    "mlp_out": "hook_mlp_out",
-    "q": "attn.hook_q",
-    "k": "attn.hook_k",
-    "v": "attn.hook_v",
-    "q_rope": "attn.hook_rot_q",
-    "k_rope": "attn.hook_rot_k",
-    "attn_pattern": "attn.hook_pattern",
-}
-#: Head axis of each per-head kind's activation ([batch, pos, head, d] or [batch, head, q, k]).
-_HEAD_AXIS = {"attn_pattern": 1}
 HOOKED_TRANSFORMER_FAMILIES = ("llama", "gemma3")
 
 
 def _validate(site: Site, cfg: Any) -> Site:
     """Check a site against a HookedTransformer config (it has no steerscope `Anatomy`)."""
     if site.layer >= cfg.n_layers:
-        raise ValueError(
+        raise InputError(
             f"site {site}: layer {site.layer} out of range; this model has layers 0-{cfg.n_layers - 1}"
         )
     if site.head is not None:
-        kv = site.kind in KV_KINDS
+        kv = SITE_KINDS[site.kind].kv_heads
         n = (cfg.n_key_value_heads or cfg.n_heads) if kv else cfg.n_heads
         if site.head >= n:
             what = "KV heads" if kv else "query heads"
-            raise ValueError(f"site {site}: head {site.head} out of range; this model has {n} {what}")
+            raise InputError(f"site {site}: head {site.head} out of range; this model has {n} {what}")
     if site.kind in ("q", "k") and getattr(cfg, "use_qk_norm", False):
-        raise ValueError(
+        raise InputError(
             f"site {site}: HookedTransformer's hook_{site.kind} comes before the QK norm, steerscope's "
             f"{site.kind} after it, so they differ on this model; use {site.kind}_rope instead"
         )
@@ -84,10 +70,7 @@ class _HookedTracker:
             resid = kwargs["resid_pre"] if "resid_pre" in kwargs else args[0]
             entry = kwargs.get("past_kv_cache_entry", args[2] if len(args) > 2 else None)
             mask = call_mask(kwargs.get("attention_mask", args[3] if len(args) > 3 else None), resid.device)
-            if mask is not None:  # generate's mask covers the cache and the call: trusted over the cache
-                past = mask.shape[1] - resid.shape[1]
-            else:
-                past = int(entry.past_keys.shape[1]) if entry is not None else 0
+            past = int(past_length(mask, resid.shape[1], entry))
             self.tracker.observe(
                 resid.detach(),
                 mask,
@@ -107,15 +90,16 @@ class _HookedTracker:
 
 def _hook_fn(site: Site, edits: Sequence[Edit], tracker: _HookedTracker) -> Callable[..., Tensor | None]:
     """A HookPoint function running `edits` on the site's slice of the activation."""
-    axis = _HEAD_AXIS.get(site.kind, 2)
+    kind = SITE_KINDS[site.kind]
+    axis = kind.head_axis or 0  # a site without heads selects none
 
     def hook(act: Tensor, hook: Any) -> Tensor | None:
         part = select_head(act, site, axis)
         new = run_edits(site, part, edits, tracker.tokens(act.device))
         if new is part:
             return None
-        if site.kind == "attn_pattern":
-            raise ValueError(f"site {site}: attn_pattern is read-only; edit q_rope or k_rope instead")
+        if not kind.editable:
+            raise InputError(f"site {site}: {site.kind} is read-only; edit q_rope or k_rope instead")
         return merge_head(act, new, site, axis)
 
     return hook
@@ -125,7 +109,7 @@ def _hook_fn(site: Site, edits: Sequence[Edit], tracker: _HookedTracker) -> Call
 def hooked_transformer_edits(ht: Any, edits: EditSpec) -> Iterator[None]:
     """Install steerscope edits ({site: edit or [edits]}) on a HookedTransformer's HookPoints.
 
-    Sites map to `blocks.{layer}.hook_*` / `blocks.{layer}.attn.hook_*` (`HOOK_NAMES`); per-head
+    Sites map to `blocks.{layer}.hook_*` / `blocks.{layer}.attn.hook_*` (`SiteKind.transformer_lens`); per-head
     sites select the head axis. Edits receive a `TokenInfo` like under `intervene`. Limits: token
     bookkeeping comes from the blocks' inputs, so a call with a past KV cache is a continuation of
     the last prompt, a cache-less call is one only if it starts with the remembered prompt's
@@ -140,7 +124,7 @@ def hooked_transformer_edits(ht: Any, edits: EditSpec) -> Iterator[None]:
         plan.setdefault(site, []).extend(edit_list(value))
     tracker = _HookedTracker()
     fwd_hooks = [
-        (f"blocks.{site.layer}.{HOOK_NAMES[site.kind]}", _hook_fn(site, site_edits, tracker))
+        (f"blocks.{site.layer}.{SITE_KINDS[site.kind].transformer_lens}", _hook_fn(site, site_edits, tracker))
         for site, site_edits in plan.items()
     ]
     handles: list[RemovableHandle] = []
@@ -170,7 +154,7 @@ def _rope_base(rope_parameters: dict, layer_type: str) -> float:
     """The rope_theta of one layer type; scaled RoPE variants are not converted."""
     params = rope_parameters.get(layer_type, rope_parameters)
     if params.get("rope_type", "default") != "default":
-        raise ValueError(
+        raise InputError(
             f"rope_type {params['rope_type']!r} ({layer_type}) is not supported by hooked_transformer_from; "
             "only unscaled RoPE converts exactly"
         )
@@ -206,7 +190,7 @@ def _hooked_config(model: Model) -> Any:
     )
     if anatomy.family.name == "llama":
         if getattr(text, "attention_bias", False) or getattr(text, "mlp_bias", False):
-            raise ValueError("hooked_transformer_from: llama models with biases are not supported")
+            raise InputError("hooked_transformer_from: llama models with biases are not supported")
         return HookedTransformerConfig(
             **common,
             act_fn=text.hidden_act,
@@ -248,7 +232,7 @@ def hooked_transformer_from(model: ModelLike) -> Any:
     loaded = as_model(model)
     family = loaded.anatomy.family.name
     if family not in HOOKED_TRANSFORMER_FAMILIES:
-        raise ValueError(
+        raise InputError(
             f"hooked_transformer_from supports families {', '.join(HOOKED_TRANSFORMER_FAMILIES)}; "
             f"got {family!r}"
         )
@@ -278,7 +262,7 @@ def bridge_from(model: ModelLike) -> Any:
 
     loaded = as_model(model)
     if loaded.tokenizer is None:
-        raise ValueError("bridge_from needs a tokenizer; the model has none")
+        raise InputError("bridge_from needs a tokenizer; the model has none")
     hf = copy.deepcopy(loaded.hf)
     parameter = next(hf.parameters())
     with _reloadable_tokenizer(loaded.tokenizer) as tokenizer:

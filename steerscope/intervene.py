@@ -6,6 +6,11 @@ nnsight traces and TransformerLens' TransformerBridge alike. Hooks are removed o
 exceptions too; nested blocks compose (outer edits run first). A pre-hook on the decoder makes
 one `TokenInfo` per forward call, which every hook of the block shares (only when some edit reads
 it: see `ignores_tokens`).
+
+Edits are Python run at every call, which a compiled graph would never call (see
+`steerscope.compiled`): for the block, the decoder's forward is wrapped so that a compiled caller
+(`torch.compile` of the model or of its forward, transformers' compiled decoding) runs the decoder
+eagerly, edits included, and exactly. A compiled module inside the decoder is refused.
 """
 
 from __future__ import annotations
@@ -19,30 +24,23 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from steerscope.anatomy import Anatomy
+from steerscope.compiled import compiled_modules, leaves_graph, unwrap_forward, wrap_forward
 from steerscope.errors import InputError
-from steerscope.model import ModelLike, as_model
+from steerscope.model import ModelLike, as_model, uncompiled
 from steerscope.rotary import rotate, unrotate
-from steerscope.sites import Site
-from steerscope.tokens import TokenInfo, TokenTracker
+from steerscope.sites import SITE_KINDS, Site, SiteKind, module_path
+from steerscope.tokens import TokenInfo, TokenTracker, past_length, position_ids_of
 
 Edit = Callable[[Tensor, TokenInfo], Tensor | None]
 E = TypeVar("E", bound=Edit)
 EditSpec = Mapping["str | Site", "Edit | Sequence[Edit]"]
 
-_RESIDUAL_KINDS = {"resid_post", "attn_out", "mlp_out"}
-_PROJECTION_KINDS = {
-    "q": "q_pre_rope",
-    "k": "k_pre_rope",
-    "v": "v",
-    "q_rope": "q_pre_rope",
-    "k_rope": "k_pre_rope",
-}
-
 
 def module_at(root: nn.Module, path: str) -> nn.Module:
     """The module at a dotted path, stepping through wrappers that keep the original module as
-    `_original_component` (TransformerLens' TransformerBridge swaps such wrappers in place)."""
-    module = root
+    `_original_component` (TransformerLens' TransformerBridge swaps such wrappers in place), and
+    from `torch.compile(model)` to the model."""
+    module = uncompiled(root)
     for name in path.split("."):
         child = module._modules.get(name)
         inner = module._modules.get("_original_component")
@@ -168,15 +166,19 @@ def merge_head(full: Tensor, new: Tensor, site: Site, head_axis: int) -> Tensor:
     return merged
 
 
-class _Installer:
-    """Registers the hooks for one `intervene` block and remembers their handles."""
+TokensOf = Callable[[torch.device], TokenInfo]
 
-    def __init__(self, hf: nn.Module, anatomy: Anatomy) -> None:
-        self.hf = hf
-        self.anatomy = anatomy
+
+class _DecoderCalls:
+    """One `TokenInfo` per forward call of the decoder, shared by every hook of a block: observed by
+    a pre-hook on the decoder, or by the wrapper that runs the decoder eagerly under a compiled
+    caller (see the module docstring), which also observes the call when a compiler traces it."""
+
+    def __init__(self, decoder: nn.Module, path: str) -> None:
+        self.decoder, self.path = decoder, path
         self.tracker = TokenTracker()
-        self.handles: list[RemovableHandle] = []
-        self._rotaries: dict[int, _Rotary] = {}
+        self._handle: RemovableHandle | None = None
+        self._wrapper: Callable[..., Any] | None = None
 
     def tokens(self, device: torch.device) -> TokenInfo:
         """This forward call's token information, on `device` (made once per call and device)."""
@@ -185,36 +187,94 @@ class _Installer:
             raise RuntimeError("steerscope saw no decoder call before a layer ran")
         return current.to(device)
 
-    def track_decoder(self) -> None:
-        decoder = module_at(self.hf, self.anatomy.family.decoder)
-        tracker = self.tracker
+    def observe(self, args: tuple, kwargs: dict) -> None:
+        """Record one decoder call in the tracker (reads no tensor data; see TokenTracker.observe)."""
+        input_ids = kwargs.get("input_ids")
+        if input_ids is None and args:
+            input_ids = args[0]
+        shaped = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
+        if shaped is None:
+            return  # neither ids nor embeddings: the model raises its own error
+        batch, n_new = shaped.shape[0], shaped.shape[1]
+        attention = kwargs.get("attention_mask")
+        # none, or a ready 4-D mask (or one per layer type): padding is not read from it
+        mask = attention if isinstance(attention, Tensor) and attention.dim() == 2 else None
+        cache = kwargs.get("past_key_values")
+        past = int(past_length(mask, n_new, cache))
+        positions = None
+        if mask is not None:
+            device = mask.device
+        else:
+            device = shaped.device
+            positions = position_ids_of(kwargs, batch, n_new)
+            if positions is not None and positions.device != device:
+                positions = positions.to(device)
+        # a PromptPrefixCache (steerscope.prefix_cache, not imported: it needs transformers)
+        continues_prompt = past > 0 and past == getattr(cache, "prefix_length", None)
+        # ids are remembered only to recognise a cache-less continuation; with a cache, a call
+        # with nothing cached always starts a sequence
+        ids = input_ids if cache is None else None
+        self.tracker.observe(ids, mask, n_new, batch, past, device, continues_prompt, positions)
 
-        def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            # Once per forward call: reads no tensor data (see TokenTracker.observe).
-            input_ids = kwargs.get("input_ids")
-            if input_ids is None and args:
-                input_ids = args[0]
-            shaped = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
-            if shaped is None:
-                return  # neither ids nor embeddings: the model raises its own error
-            shape = shaped.shape
-            batch, n_new = shape[0], shape[1]
-            mask = kwargs.get("attention_mask")
-            cache = kwargs.get("past_key_values")
-            if mask is not None and mask.dim() == 2:
-                past = mask.shape[1] - n_new  # generate's mask covers the cache and the call
-                device = mask.device
-            else:
-                mask = None  # none, or a ready 4-D mask: padding is not read from it
-                past = int(cache.get_seq_length()) if cache is not None else 0
-                device = shaped.device
-            # a PromptPrefixCache (steerscope.prefix_cache, not imported: it needs transformers)
-            continues_prompt = past > 0 and past == getattr(cache, "prefix_length", None)
-            tracker.observe(input_ids, mask, n_new, batch, past, device, continues_prompt)
+    def attach(self, tracked: bool) -> None:
+        """Wrap the decoder's forward so that a compiled caller runs it eagerly, refusing a compiled
+        module inside the decoder (its stale graph would skip the hooks); `tracked`: also observe
+        every call."""
+        for name, child in self.decoder.named_children():
+            inside = compiled_modules(child, f"model.hf.{self.path}.{name}")
+            if inside:
+                raise InputError(
+                    f"{inside[0]} compiles a module inside the decoder, where intervene's Python edits "
+                    "cannot run; compile the whole model instead (or steer through a steering bank: "
+                    "steerscope.steering.install_steering_bank)"
+                )
+        self._wrapper = wrap_forward(self.decoder, leaves_graph(self.observe if tracked else None))
+        if tracked:
 
-        self.handles.append(decoder.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+                # Once per forward call; while a compiler traces it, the wrapper observes instead.
+                if not torch.compiler.is_compiling():
+                    self.observe(args, kwargs)
 
-    def rotary(self, layer: int) -> _Rotary:
+            self._handle = self.decoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+    def detach(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        if self._wrapper is not None:
+            unwrap_forward(self.decoder, self._wrapper)
+            self._wrapper = None
+
+
+class _Installer:
+    """Registers the hooks of one `intervene` block, each where `SITE_KINDS` says, and removes them."""
+
+    def __init__(self, hf: nn.Module, anatomy: Anatomy, calls: _DecoderCalls) -> None:
+        self.hf, self.anatomy, self.calls = hf, anatomy, calls
+        self.handles: list[RemovableHandle] = []
+        self._rotaries: dict[int, _Rotary] = {}
+
+    def install(self, site: Site, edits: Sequence[Edit]) -> None:
+        kind = SITE_KINDS[site.kind]
+        module = module_at(self.hf, module_path(site, self.anatomy))
+        tokens = self.calls.tokens if needs_tokens(edits) else None
+        if kind.hook == "input":
+            handle = module.register_forward_pre_hook(_input_hook(site, edits, tokens), with_kwargs=True)
+        elif kind.hook == "probabilities":
+            handle = module.register_forward_hook(_probabilities_hook(site, edits, tokens))
+        else:
+            view = self._head_view(site, kind) if kind.head_layout is not None else None
+            handle = module.register_forward_hook(_output_hook(site, edits, tokens, view))
+        self.handles.append(handle)
+
+    def _head_view(self, site: Site, kind: SiteKind) -> _HeadView:
+        layout = "flat" if kind.head_layout == "flat" else self.anatomy.family.qk_layout
+        rotary = self._rotary(site.layer) if kind.rotated else None
+        return _HeadView(site, layout, self.anatomy.head_dim, rotary)
+
+    def _rotary(self, layer: int) -> _Rotary:
+        """The (cos, sin) holder of a layer, its pre-hook registered once per block."""
         if layer not in self._rotaries:
             holder = _Rotary()
             module = module_at(self.hf, self.anatomy.layer_path(layer))
@@ -222,125 +282,102 @@ class _Installer:
             self._rotaries[layer] = holder
         return self._rotaries[layer]
 
-    def install(self, site: Site, edits: Sequence[Edit]) -> None:
-        anatomy, family = self.anatomy, self.anatomy.family
-        if site.kind == "resid_pre":
-            self._install_resid_pre(site, edits)
-        elif site.kind in _RESIDUAL_KINDS:
-            path = {"resid_post": "", "attn_out": family.attn_out, "mlp_out": family.mlp_out}[site.kind]
-            module = module_at(
-                self.hf, anatomy.component_path(site.layer, path) if path else anatomy.layer_path(site.layer)
-            )
-            self._install_post(module, site, edits)
-        elif site.kind == "attn_pattern":
-            self._install_pattern(site, edits)
-        else:
-            self._install_projection(site, edits)
-
-    def _install_resid_pre(self, site: Site, edits: Sequence[Edit]) -> None:
-        module = module_at(self.hf, self.anatomy.layer_path(site.layer))
-
-        check, uses_tokens = needs_result_check(edits), needs_tokens(edits)
-
-        def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
-            from_kwargs = "hidden_states" in kwargs
-            act = kwargs["hidden_states"] if from_kwargs else args[0]
-            new = run_edits(site, act, edits, self.tokens(act.device) if uses_tokens else None, check)
-            if new is act:
-                return None
-            if from_kwargs:
-                return args, {**kwargs, "hidden_states": new}
-            return (new, *args[1:]), kwargs
-
-        self.handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
-
-    def _install_post(
-        self,
-        module: nn.Module,
-        site: Site,
-        edits: Sequence[Edit],
-        read: Callable[[Tensor], Tensor] | None = None,
-        write: Callable[[Tensor, Tensor], Tensor] | None = None,
-    ) -> None:
-        """A forward hook editing the module's (first) output; `read` views it as the site's
-        activation and `write` puts an edited activation back (both default to as-is)."""
-
-        check, uses_tokens = needs_result_check(edits), needs_tokens(edits)
-        only = edits[0] if len(edits) == 1 and not check else None  # called directly: no loop, no check
-
-        def hook(module: nn.Module, args: tuple, output: Any) -> Any:
-            # Runs once per layer per decode step, where each Python step costs about as much as
-            # a small tensor op: kept to the few it needs.
-            in_tuple = isinstance(output, tuple)
-            raw = output[0] if in_tuple else output
-            act = raw if read is None else read(raw)
-            tokens = self.tokens(raw.device) if uses_tokens else None
-            if only is not None:
-                new = only(act, tokens)
-                if new is None:
-                    return None
-            else:
-                new = run_edits(site, act, edits, tokens, check)
-            if new is act:
-                return None
-            if write is not None:
-                new = write(raw, new)
-            return (new, *output[1:]) if in_tuple else new
-
-        self.handles.append(module.register_forward_hook(hook))
-
-    def _install_projection(self, site: Site, edits: Sequence[Edit]) -> None:
-        family, head_dim = self.anatomy.family, self.anatomy.head_dim
-        path = getattr(family, _PROJECTION_KINDS[site.kind])
-        if site.kind == "v":
-            layout = "flat"
-        else:
-            layout = family.qk_layout
-        module = module_at(self.hf, self.anatomy.component_path(site.layer, path))
-        rotary = self.rotary(site.layer) if site.kind in ("q_rope", "k_rope") else None
-        state: dict[str, Tensor] = {}
-
-        def read(raw: Tensor) -> Tensor:
-            act = _to_bshd(raw, layout, head_dim)
-            if rotary is not None:
-                state["pre"] = act
-                act = rotate(act, *rotary.get(site, act.device))
-                state["rotated"] = act
-            return select_head(act, site, head_axis=2)
-
-        def write(raw: Tensor, new: Tensor) -> Tensor:
-            full = _to_bshd(raw, layout, head_dim)
-            if rotary is None:
-                return _from_bshd(merge_head(full, new, site, 2), layout)
-            rotated = state.pop("rotated")
-            delta = merge_head(rotated, new, site, 2) - rotated
-            return _from_bshd(state.pop("pre") + unrotate(delta, *rotary.get(site, delta.device)), layout)
-
-        self._install_post(module, site, edits, read, write)
-
-    def _install_pattern(self, site: Site, edits: Sequence[Edit]) -> None:
-        module = module_at(self.hf, self.anatomy.component_path(site.layer, self.anatomy.family.attention))
-        uses_tokens = needs_tokens(edits)
-
-        def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            if weights is None:
-                raise RuntimeError(
-                    f"site {site}: this attention implementation returns no probabilities; "
-                    "capture() switches to eager attention for attn_pattern sites, or call "
-                    "model.set_attn_implementation('eager') yourself"
-                )
-            act = select_head(weights, site, head_axis=1)
-            new = run_edits(site, act, edits, self.tokens(weights.device) if uses_tokens else None)
-            if new is not act:
-                raise ValueError(f"site {site}: attn_pattern is read-only; edit q_rope or k_rope instead")
-
-        self.handles.append(module.register_forward_hook(hook))
-
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+
+
+class _HeadView:
+    """A projection's output seen as a per-head site: [batch, pos, head, head_dim] (one head for a
+    `.h<head>` site), after RoPE for a rotated kind; `write` puts an edited activation back (for a
+    rotated kind, the edit's change un-rotated and added to the projection's output)."""
+
+    def __init__(self, site: Site, layout: str, head_dim: int, rotary: _Rotary | None) -> None:
+        self.site, self.layout, self.head_dim, self.rotary = site, layout, head_dim, rotary
+        self._state: dict[str, Tensor] = {}
+
+    def read(self, raw: Tensor) -> Tensor:
+        act = _to_bshd(raw, self.layout, self.head_dim)
+        if self.rotary is not None:
+            self._state["pre"] = act
+            act = rotate(act, *self.rotary.get(self.site, act.device))
+            self._state["rotated"] = act
+        return select_head(act, self.site, head_axis=2)
+
+    def write(self, raw: Tensor, new: Tensor) -> Tensor:
+        if self.rotary is None:
+            full = _to_bshd(raw, self.layout, self.head_dim)
+            return _from_bshd(merge_head(full, new, self.site, 2), self.layout)
+        rotated = self._state.pop("rotated")
+        delta = merge_head(rotated, new, self.site, 2) - rotated
+        unrotated = unrotate(delta, *self.rotary.get(self.site, delta.device))
+        return _from_bshd(self._state.pop("pre") + unrotated, self.layout)
+
+
+def _input_hook(site: Site, edits: Sequence[Edit], tokens: TokensOf | None) -> Callable[..., tuple | None]:
+    """A forward pre-hook editing a layer's input hidden states."""
+    check = needs_result_check(edits)
+
+    def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
+        from_kwargs = "hidden_states" in kwargs
+        act = kwargs["hidden_states"] if from_kwargs else args[0]
+        new = run_edits(site, act, edits, tokens(act.device) if tokens else None, check)
+        if new is act:
+            return None
+        if from_kwargs:
+            return args, {**kwargs, "hidden_states": new}
+        return (new, *args[1:]), kwargs
+
+    return pre_hook
+
+
+def _output_hook(
+    site: Site, edits: Sequence[Edit], tokens: TokensOf | None, view: _HeadView | None
+) -> Callable[..., Any]:
+    """A forward hook editing the module's (first) output, seen through `view` (as-is for None)."""
+    check = needs_result_check(edits)
+    only = edits[0] if len(edits) == 1 and not check else None  # called directly: no loop, no check
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+        # Runs once per layer per decode step, where each Python step costs about as much as
+        # a small tensor op: kept to the few it needs.
+        in_tuple = isinstance(output, tuple)
+        raw = output[0] if in_tuple else output
+        act = raw if view is None else view.read(raw)
+        call_tokens = tokens(raw.device) if tokens else None
+        if only is not None:
+            new = only(act, call_tokens)
+            if new is None:
+                return None
+        else:
+            new = run_edits(site, act, edits, call_tokens, check)
+        if new is act:
+            return None
+        if view is not None:
+            new = view.write(raw, new)
+        return (new, *output[1:]) if in_tuple else new
+
+    return hook
+
+
+def _probabilities_hook(site: Site, edits: Sequence[Edit], tokens: TokensOf | None) -> Callable[..., None]:
+    """A forward hook on an attention module showing its probabilities to `edits` (read-only)."""
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if weights is None:
+            raise InputError(
+                f"site {site}: this attention implementation returns no probabilities; "
+                "capture() switches to eager attention for attn_pattern sites, or call "
+                "model.set_attn_implementation('eager') yourself"
+            )
+        act = select_head(weights, site, head_axis=1)  # [batch, head, query_pos, key_pos]
+        new = run_edits(site, act, edits, tokens(weights.device) if tokens else None)
+        if new is not act:
+            raise InputError(f"site {site}: attn_pattern is read-only; edit q_rope or k_rope instead")
+
+    return hook
 
 
 def edit_list(value: Edit | Sequence[Edit]) -> list[Edit]:
@@ -349,7 +386,7 @@ def edit_list(value: Edit | Sequence[Edit]) -> list[Edit]:
         return [value]
     edits = list(value)
     if not all(callable(e) for e in edits):
-        raise TypeError("an edit must be a callable edit(activation, tokens) or a list of them")
+        raise InputError("an edit must be a callable edit(activation, tokens) or a list of them")
     return edits
 
 
@@ -364,12 +401,15 @@ def intervene(model: ModelLike, edits: EditSpec) -> Iterator[None]:
     for key, value in edits.items():
         site = Site.parse(key).validate(loaded.anatomy)
         plan.setdefault(site, []).extend(edit_list(value))
-    installer = _Installer(loaded.hf, loaded.anatomy)
+    decoder_path = loaded.anatomy.family.decoder
+    calls = _DecoderCalls(module_at(loaded.hf, decoder_path), decoder_path)
+    installer = _Installer(loaded.hf, loaded.anatomy, calls)
     try:
-        if any(needs_tokens(site_edits) for site_edits in plan.values()):
-            installer.track_decoder()
+        if plan:
+            calls.attach(tracked=any(needs_tokens(site_edits) for site_edits in plan.values()))
         for site, site_edits in plan.items():
             installer.install(site, site_edits)
         yield
     finally:
         installer.remove()
+        calls.detach()

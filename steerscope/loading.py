@@ -3,6 +3,7 @@ ready models; every path returns a `Model` with its anatomy."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from steerscope.cache import cache_root, cached_folder
+from steerscope.errors import InputError
 from steerscope.model import Model, as_model
 
 EMBEDDED_NAME = "gemma3-270m"
@@ -26,7 +28,7 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         return dtype
     if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
         return DTYPES[dtype.removeprefix("torch.")]
-    raise ValueError(f"unsupported dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    raise InputError(f"unsupported dtype {dtype!r}; valid: {', '.join(DTYPES)}")
 
 
 def embedded_cache_dir() -> Path:
@@ -92,7 +94,7 @@ def load(
     """Load a model with its anatomy.
 
     `source`: None or "gemma3-270m" for the embedded default; "organism:<name>" for a model
-    organism (trained and cached on first use, see `steerscope.organisms`); "tiny:<family>" for a
+    organism (its committed weights, verified; see `steerscope.organisms.committed`); "tiny:<family>" for a
     tiny random model (fast checks of a pipeline); an HF model name or local folder; a `.gguf` file; or an
     already-built transformers / nnsight / TransformerBridge model
     (returned unwrapped, not copied). `hf_kwargs` go to `from_pretrained`
@@ -116,7 +118,7 @@ def load(
     path = Path(source)
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise FileNotFoundError(f"GGUF file not found: {path}")
+            raise InputError(f"GGUF file not found: {path}")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         hf = AutoModelForCausalLM.from_pretrained(
@@ -125,15 +127,15 @@ def load(
         found = tokenizer or AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         return _finish(hf, found, str(path))
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{path} is a file; load() takes a model folder, a .gguf file or a model name")
+        raise InputError(f"{path} is a file; load() takes a model folder, a .gguf file or a model name")
     looks_local = path.is_absolute() or str(source).startswith((".", "~"))
     if looks_local and not path.exists():
-        raise FileNotFoundError(f"model folder not found: {path}")
+        raise InputError(f"model folder not found: {path}")
     try:
         hf, found = _from_folder(source, torch_dtype, **hf_kwargs)
     except OSError as error:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        raise ValueError(
+        raise InputError(
             f"could not load {str(source)!r}: not a local model folder or .gguf file, and "
             f"{'the hub is off (HF_HUB_OFFLINE=1)' if offline else 'the Hugging Face hub did not provide it'}; "
             f"load() with no argument gives the embedded {EMBEDDED_NAME} ({error.__class__.__name__}: {error})"
@@ -141,33 +143,79 @@ def load(
     return _finish(hf, tokenizer or found, str(source))
 
 
+def layer_count(source: str | os.PathLike | None = None) -> int | None:
+    """The layer count of the model `load(source)` would return, read without loading weights
+    where steerscope knows it: an organism's recipe, a tiny model's config, the config of the
+    embedded model's cache or of a local model folder; None otherwise. An unknown organism or tiny
+    family is a `ValueError` listing the known ones."""
+    text = None if source is None else str(source)
+    if text is None or text == EMBEDDED_NAME:
+        config = embedded_cache_dir() / "config.json"
+    elif text.startswith(ORGANISM_PREFIX):
+        from steerscope.organisms import organism_spec
+
+        return organism_spec(text).shape.n_layers
+    elif text.startswith(TINY_PREFIX):
+        from steerscope.tiny import tiny_config
+
+        return tiny_config(text.removeprefix(TINY_PREFIX), vocab_size=8).num_hidden_layers
+    else:
+        config = Path(text).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text()).get("num_hidden_layers")
+
+
+def _pretrained_place(source: str | os.PathLike | None) -> tuple[str | Path, dict[str, Any]]:
+    """Where `from_pretrained` finds the tokenizer and config of `source` (as `load` takes it, a
+    tiny model excepted), with the keyword arguments it needs, without loading the weights."""
+    if source is None or source == EMBEDDED_NAME:
+        folder, _ = cached_folder(embedded_cache_dir(), _build_embedded)
+        return folder, {}
+    text = str(source)
+    if text.startswith(ORGANISM_PREFIX):
+        from steerscope.organisms.build import ready_folder
+
+        folder = ready_folder(text)
+        if folder is None:
+            raise InputError(f"{text} is not built yet; `steerscope build {text}` trains it (minutes)")
+        return folder, {}
+    path = Path(text)
+    if path.suffix == ".gguf":
+        return path.parent, {"gguf_file": path.name}
+    return text, {}
+
+
 def load_tokenizer(source: str | os.PathLike | None = None) -> Any:
     """The tokenizer of `source` (as `load` takes it) without loading the weights where possible:
     the embedded model's cache, a built organism, a tiny model, a `.gguf`, an HF name or folder."""
     from transformers import AutoTokenizer
 
-    if source is None or source == EMBEDDED_NAME:
-        folder, _ = cached_folder(embedded_cache_dir(), _build_embedded)
-        return AutoTokenizer.from_pretrained(folder)
-    text = str(source)
-    if text.startswith(ORGANISM_PREFIX):
-        from steerscope.cache import is_intact
-        from steerscope.organisms import organism_spec
-
-        folder = organism_spec(text).folder()
-        if not is_intact(folder):
-            raise ValueError(f"{text} is not built yet; `steerscope build {text}` trains it (a few minutes)")
-        return AutoTokenizer.from_pretrained(folder)
-    if text.startswith(TINY_PREFIX):
+    if str(source).startswith(TINY_PREFIX):
         from steerscope.tiny import char_tokenizer
 
         return char_tokenizer()
-    path = Path(text)
-    if path.suffix == ".gguf":
-        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    place, kwargs = _pretrained_place(source)
     try:
-        return AutoTokenizer.from_pretrained(text)
+        return AutoTokenizer.from_pretrained(place, **kwargs)
     except OSError as error:
-        raise ValueError(
-            f"could not load the tokenizer of {text!r} ({error.__class__.__name__}: {error})"
+        raise InputError(
+            f"could not load the tokenizer of {str(source)!r} ({error.__class__.__name__}: {error})"
+        ) from None
+
+
+def load_config(source: str | os.PathLike | None = None) -> Any:
+    """The transformers config of `source` (as `load_tokenizer` takes it), without the weights."""
+    from transformers import AutoConfig
+
+    if str(source).startswith(TINY_PREFIX):
+        from steerscope.tiny import char_tokenizer, tiny_config
+
+        return tiny_config(str(source).removeprefix(TINY_PREFIX), len(char_tokenizer()))
+    place, kwargs = _pretrained_place(source)
+    try:
+        return AutoConfig.from_pretrained(place, **kwargs)
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"could not load the config of {str(source)!r} ({error.__class__.__name__}: {error})"
         ) from None

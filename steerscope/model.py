@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from torch import nn
 
 from steerscope.anatomy import Anatomy, anatomy_of
+from steerscope.errors import InputError
 
 if TYPE_CHECKING:
     from nnsight import NNsight
@@ -66,10 +67,17 @@ class Model:
 ModelLike: TypeAlias = "Model | PreTrainedModel | NNsight | TransformerBridge"
 
 
+def uncompiled(module: Any) -> Any:
+    """The module `torch.compile(module)` wraps (its OptimizedModule keeps it as `_orig_mod`)."""
+    inner = getattr(module, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) and type(module).__name__ == "OptimizedModule" else module
+
+
 def unwrap_module(obj: ModelLike) -> tuple[nn.Module, Any]:
     """The underlying transformers module (and tokenizer, if found) of any supported wrapper."""
     if isinstance(obj, Model):
-        return obj.hf, obj.tokenizer
+        return uncompiled(obj.hf), obj.tokenizer
+    obj = uncompiled(obj)
     tokenizer = getattr(obj, "tokenizer", None)
     for attribute in ("original_model", "_module"):  # TransformerBridge, nnsight
         inner = getattr(obj, attribute, None)
@@ -78,11 +86,11 @@ def unwrap_module(obj: ModelLike) -> tuple[nn.Module, Any]:
     if isinstance(obj, nn.Module) and hasattr(obj, "config"):
         return obj, tokenizer
     if type(obj).__name__ == "HookedTransformer":
-        raise TypeError(
+        raise InputError(
             "a HookedTransformer has no transformers modules to hook; use "
             "steerscope.interop.hooked_transformer_edits(...) with its own hook points"
         )
-    raise TypeError(
+    raise InputError(
         f"expected a steerscope Model, a transformers causal LM, an nnsight model or a "
         f"TransformerBridge; got {type(obj).__name__}"
     )

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from steerscope.errors import InputError
+
 #: A function from a parameter's stored values to the values a forward pass should load.
 Replacement = Callable[[Tensor], Tensor]
 
@@ -48,7 +50,7 @@ def offload_hook(hf: nn.Module, name: str) -> tuple[Any, str] | None:
 def _hook_or_error(hf: nn.Module, name: str) -> tuple[Any, str]:
     found = offload_hook(hf, name)
     if found is None:
-        raise ValueError(
+        raise InputError(
             f"parameter {name} is on the meta device and no accelerate hook loads it, so it has no "
             "values to read or edit; load the model with its weights (device_map offloads are supported)"
         )

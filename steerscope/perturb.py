@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from steerscope.errors import InputError
 from steerscope.model import ModelLike, as_model
 from steerscope.offload import Replacement, replaced, stored_value
 
@@ -28,9 +29,14 @@ Values = Tensor | float | Callable[[Tensor, Tensor], Tensor]
 def _new_values(values: Values, selected: Tensor, weight: Tensor) -> Tensor:
     if callable(values):
         values = values(selected, weight)
-    new = torch.as_tensor(values, dtype=weight.dtype, device=weight.device)
+    try:
+        new = torch.as_tensor(values, dtype=weight.dtype, device=weight.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(
+            f"values must be a number, a tensor or a function returning one, got {type(values).__name__}"
+        ) from None
     if new.dim() and new.shape != selected.shape:
-        raise ValueError(f"got {tuple(new.shape)} values for {selected.numel()} selected entries")
+        raise InputError(f"got {tuple(new.shape)} values for {selected.numel()} selected entries")
     return new.expand_as(selected)
 
 
@@ -49,27 +55,54 @@ def _offloaded_edit(hf: torch.nn.Module, name: str, mask: Tensor, values: Values
     return edited
 
 
+def _parameter(hf: torch.nn.Module, params: Mapping[str, Tensor], name: str) -> Tensor:
+    """The parameter `name`; a tied alias (e.g. `lm_head.weight` sharing the embedding) or an
+    unknown name is an error naming the tensor to edit or parameters with a similar name."""
+    if name in params:
+        return params[name]
+    aliases = dict(hf.named_parameters(remove_duplicate=False))
+    if name in aliases:
+        owner = next(p for p, tensor in params.items() if tensor is aliases[name])
+        raise InputError(
+            f"{name} is tied to {owner} (one tensor under two names); perturb {owner}, which changes both"
+        )
+    near = [p for p in params if p.endswith(name.split(".")[-1])][:5]
+    raise InputError(f"no parameter {name!r} in this model; e.g. {', '.join(near) or list(params)[:5]}")
+
+
+def _bool_mask(name: str, mask: object, weight: Tensor) -> Tensor:
+    """`mask` as a bool tensor of `weight`'s shape; a nested list or array of true/false is read
+    as one, anything else is an error."""
+    try:
+        found = torch.as_tensor(mask)
+    except (TypeError, ValueError, RuntimeError):
+        found = None
+    if found is None or found.dtype != torch.bool or found.shape != weight.shape:
+        got = f"{found.dtype} {tuple(found.shape)}" if found is not None else type(mask).__name__
+        raise InputError(
+            f"mask for {name} must be a bool tensor (or nested list of true/false) of shape "
+            f"{tuple(weight.shape)}, got {got}"
+        )
+    return found
+
+
 @contextmanager
 def perturb(model: ModelLike, edits: Mapping[str, tuple[Tensor, Values]]) -> Iterator[None]:
-    """Set entries of named parameters for a block: `{param_name: (bool mask, values)}`."""
+    """Set entries of named parameters for a block: `{param_name: (bool mask, values)}`; a mask may
+    also be a nested list of true/false."""
     hf = as_model(model).hf
     params = dict(hf.named_parameters())
     saved: list[tuple[Tensor, Tensor, Tensor]] = []
     offloaded: dict[str, Replacement] = {}
     try:
         with torch.no_grad():
-            for name, (mask, values) in edits.items():
-                if name not in params:
-                    near = [p for p in params if p.endswith(name.split(".")[-1])][:5]
-                    raise KeyError(
-                        f"no parameter {name!r} in this model; e.g. {', '.join(near) or list(params)[:5]}"
+            for name, edit in edits.items():
+                if not isinstance(edit, tuple) or len(edit) != 2:
+                    raise InputError(
+                        f"edit of {name} must be a (mask, values) pair, got {type(edit).__name__}"
                     )
-                weight = params[name]
-                if mask.shape != weight.shape or mask.dtype != torch.bool:
-                    raise ValueError(
-                        f"mask for {name} must be a bool tensor of shape {tuple(weight.shape)}, "
-                        f"got {mask.dtype} {tuple(mask.shape)}"
-                    )
+                weight = _parameter(hf, params, name)
+                mask, values = _bool_mask(name, edit[0], weight), edit[1]
                 if weight.device.type == "meta":
                     offloaded[name] = _offloaded_edit(hf, name, mask, values)
                     continue

@@ -1,4 +1,5 @@
-"""Write a run's `results.json` and a self-contained `report.html` (plotly JS inlined, no CDN)."""
+"""Write a run's `results.json` and a self-contained `report.html` (plotly JS inlined, no CDN); and
+`quoted`, generated text on one summary line."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from steerscope.cache import write_atomic
+from steerscope.registry import outcome_html
 
 
 def _jsonable(value: Any) -> Any:
@@ -34,22 +36,10 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
     return path
 
 
-def _table(rows: Sequence[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
-    columns = list(rows[0])
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in columns) + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+def quoted(text: str) -> str:
+    """Generated text on one summary line: in quotes, each run of whitespace (line breaks
+    included) one space. (A repr would show its line breaks as a literal \\n in the report.)"""
+    return '"' + " ".join(text.split()) + '"'
 
 
 def write_report(
@@ -58,21 +48,20 @@ def write_report(
     summary: str,
     figures: Sequence[go.Figure] = (),
     tables: Sequence[tuple[str, Sequence[dict[str, Any]]]] = (),
+    run_id: str | None = None,
 ) -> Path:
-    """Write `out/report.html`: a summary paragraph, tables, then figures, with plotly.js inlined once."""
+    """Write `out/report.html`: `outcome_html` as a self-contained page, marked with `run_id` (the
+    one results.json holds) in a meta tag and in a line after the outcome."""
+    run = "" if run_id is None else html.escape(run_id)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<meta name='steerscope-run-id' content='{run}'>" if run else "",
         f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-        "text-align:right;font-variant-numeric:tabular-nums}pre{white-space:pre-wrap}</style>",
-        f"</head><body><h1>{html.escape(title)}</h1><pre>{html.escape(summary)}</pre>",
+        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}</style>",
+        f"</head><body>{outcome_html(title, summary, figures, tables)}",
+        f"<p>run {run}</p>" if run else "",
+        "</body></html>",
     ]
-    for caption, rows in tables:
-        parts.append(f"<h2>{html.escape(caption)}</h2>{_table(rows)}")
-    for i, figure in enumerate(figures):
-        parts.append(figure.to_html(full_html=False, include_plotlyjs=(i == 0)))
-    parts.append("</body></html>")
     path = out / "report.html"
     write_atomic(path, "\n".join(parts))
     return path

@@ -2,9 +2,12 @@
 write `results.json` and `report.html`.
 
 Everything that can be wrong with the input is found before any expensive work, in this order:
-settings (declared types and ranges) -> output folder -> data sources (read and validated) -> the
-model -> layer settings against its layer count -> its context (an organism's vocabulary). The CLI
-(`steerscope run NAME`) and notebooks call the same function.
+settings (declared types and ranges) -> output folder -> cache folder -> data sources (read and
+validated) and counts against the user's records -> the model's name (and layer settings where its
+layer count is known unloaded) -> the model -> layer and position settings against it -> its
+context (an organism's vocabulary) -> the user's records against its positions and every count
+against its data (`steerscope.limits`). The CLI (`steerscope run NAME`) and notebooks call the
+same function.
 """
 
 from __future__ import annotations
@@ -13,23 +16,25 @@ import dataclasses
 import importlib
 import os
 import pkgutil
-import tempfile
 import time
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
+from steerscope.cache import check_cache
 from steerscope.context import build_context
 from steerscope.data.records import check_kind
 from steerscope.data.user_data import UserData, read_user_data
 from steerscope.errors import InputError
-from steerscope.loading import load, resolve_dtype
+from steerscope.limits import fit_counts, fit_to_model, user_holdings
+from steerscope.loading import layer_count, load, resolve_dtype
 from steerscope.model import ModelLike, as_model
+from steerscope.output import check_output_folder
+from steerscope.provenance import run_record
 from steerscope.registry import EXPERIMENTS, Experiment, ExperimentConfig, Outcome
 from steerscope.report import write_report, write_results
-from steerscope.settings import check_layers, check_settings
+from steerscope.settings import check_model_limits, check_settings
 
 EXPERIMENTS_PACKAGE = "steerscope.experiments"
 
@@ -63,65 +68,19 @@ def make_config(experiment: Experiment, settings: Mapping[str, Any]) -> Experime
         raise InputError(f"{experiment.name}: {error}") from None
 
 
-def check_output_folder(out: str | os.PathLike) -> Path:
-    """`out` as a folder that exists or can be created, in a place this process can write (tried by
-    creating and removing a file there: mode bits alone say nothing for root or a read-only mount),
-    without creating the folder yet."""
-    folder = Path(out).expanduser()
-    place = folder
-    try:
-        if folder.exists() and not folder.is_dir():
-            raise InputError(f"output {out}: is a file; give a folder")
-        while not place.exists():
-            place = place.parent
-        if not place.is_dir():
-            raise InputError(f"output {out}: {place} is a file, so the folder cannot be created")
-        handle, probe = tempfile.mkstemp(prefix=".steerscope-write-check.", dir=place)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as error:
-        raise InputError(f"output {out}: cannot write in {place} ({error.strerror})") from None
-    return folder
-
-
-def read_data(experiment: Experiment, data: Mapping[str, str]) -> dict[str, UserData]:
-    """Each `{kind: source}` the experiment takes, read and validated."""
-    for kind in data:
+def check_data_kinds(experiment: Experiment, kinds: Iterable[str]) -> None:
+    """Each kind is a data kind and one the experiment takes."""
+    for kind in kinds:
         check_kind(kind)
         if kind not in experiment.data_kinds:
             takes = ", ".join(experiment.data_kinds) or "no data"
             raise InputError(f"{experiment.name} does not take {kind} data; it takes {takes}")
+
+
+def read_data(experiment: Experiment, data: Mapping[str, str]) -> dict[str, UserData]:
+    """Each `{kind: source}` the experiment takes, read and validated."""
+    check_data_kinds(experiment, data)
     return {kind: read_user_data(kind, str(source)) for kind, source in data.items()}
-
-
-def fit_counts(
-    experiment: Experiment, config: ExperimentConfig, user: Mapping[str, UserData], explicit: set[str]
-) -> tuple[ExperimentConfig, dict[str, dict[str, int]]]:
-    """The config with record counts fitted to the user's splits: a count the caller set that a
-    split cannot meet is an error; a default or quick count is lowered to what the split holds.
-    Returns the config and {field: {"from": ..., "to": ...}} for every lowered count."""
-    changes, lowered = {}, {}
-    for field, (kind, split) in config.RECORD_COUNTS.items():
-        if kind not in user:
-            continue
-        data = user[kind]
-        held = len(data.splits()[split]) if split else len(data.records)
-        where = f"the {split} split of {data.source}" if split else data.source
-        if held == 0:
-            raise InputError(
-                f"{experiment.name}: {where} holds no records (records are split by a hash of their "
-                "content); give more records"
-            )
-        value = getattr(config, field)
-        if value is None or value <= held:
-            continue
-        if field in explicit:
-            raise InputError(
-                f"{experiment.name}: {field}={value} needs {value} {kind} records, but {where} holds {held}"
-            )
-        changes[field] = held
-        lowered[field] = {"from": value, "to": held}
-    return (dataclasses.replace(config, **changes) if changes else config), lowered
 
 
 def _model_dtype(model: Any, dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -142,6 +101,38 @@ def _model_dtype(model: Any, dtype: str | torch.dtype | None) -> torch.dtype | N
             )
         return None
     return wanted
+
+
+def check_model_name(name: str, config: ExperimentConfig, model: Any) -> None:
+    """For a model named by a string: an organism or tiny family steerscope knows, and the layer
+    settings against its layer count where that is known without loading (`loading.layer_count`)."""
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        return
+    try:
+        n_layers = layer_count(model)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    if n_layers is not None:
+        check_model_limits(name, config, n_layers, None, str(model or "the embedded model"))
+
+
+def check_request(
+    name: str,
+    model: ModelLike | str | os.PathLike | None = None,
+    data_kinds: Iterable[str] = (),
+    dtype: str | torch.dtype | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> tuple[Experiment, ExperimentConfig]:
+    """Everything `run_experiment` checks before any work but the two checks that touch files
+    (the output folder, reading the data sources): the experiment, its settings (declared types
+    and ranges), the dtype, the data kinds it takes, the model's name and the layer settings.
+    Used to check a command without running it (`steerscope.published`)."""
+    experiment = get_experiment(name)
+    config = make_config(experiment, settings or {})
+    _model_dtype(model, dtype)
+    check_data_kinds(experiment, data_kinds)
+    check_model_name(name, config, model)
+    return experiment, config
 
 
 def run_experiment(
@@ -169,19 +160,25 @@ def run_experiment(
     config = make_config(experiment, settings)
     torch_dtype = _model_dtype(model, dtype)
     folder = check_output_folder(out)
+    check_cache()
     user = read_data(experiment, data or {})
-    config, lowered = fit_counts(experiment, config, user, set(settings))
+    config, lowered = fit_counts(name, config, user_holdings(user), set(settings))
+    check_model_name(name, config, model)
     started = time.time()
     loaded = load(model, dtype=torch_dtype or torch.float32)
     if loaded.tokenizer is None:
         raise InputError(
             f"the model {loaded.source} has no tokenizer; pass steerscope.load(model, tokenizer=...) instead"
         )
-    check_layers(name, config, loaded.anatomy.n_layers, loaded.source)
+    check_model_limits(name, config, loaded.anatomy.n_layers, loaded.anatomy.max_positions, loaded.source)
     context = build_context(model, loaded, user, experiment.data_kinds, lowered)
+    context.provenance = {**run_record(name, model, data or {}, dtype, settings), **context.provenance}
+    config = fit_to_model(name, config, context, user, set(settings))
     outcome = experiment.run(config, context)
+    run_id = context.provenance["run"]["id"]
     outcome.results = {
         "experiment": name,
+        "run_id": run_id,
         "config": dataclasses.asdict(config),
         "provenance": context.provenance,
         "dtype": str(next(loaded.hf.parameters()).dtype).removeprefix("torch."),
@@ -189,5 +186,5 @@ def run_experiment(
         **outcome.results,
     }
     write_results(folder, outcome.results)
-    write_report(folder, f"steerscope: {name}", outcome.summary, outcome.figures, outcome.tables)
+    write_report(folder, outcome.title, outcome.summary, outcome.figures, outcome.tables, run_id)
     return outcome

@@ -3,9 +3,12 @@
 A config field's type hint is its contract, read once here for every experiment: `int`, `float`
 (always finite), `bool`, `str`, `Literal[...]` choices, `list[...]`, `X | None`, and
 `Annotated[X, constraint, ...]` for what a type cannot say: `Range` (numbers), `NonZero`
-(numbers), `NonEmpty` (lists) and `ModelLayer` (a layer index: >= 0 before the model is loaded,
-below its layer count right after). A value that breaks the contract is an `InputError` naming
-the setting, the value and what is valid.
+(numbers), `NonEmpty` (lists, text), a built-in `range` (integers, for a module that imports
+nothing of steerscope, e.g. the registry's seed), and what only the loaded model can say:
+`ModelLayer` (a layer index: >= 0 before the model is loaded, below its layer count right after)
+and `ModelPositions` (a token count: below the model's positions, `max_position_embeddings`, right
+after). A value that breaks the contract is an `InputError` naming the setting, the value and what
+is valid.
 """
 
 from __future__ import annotations
@@ -58,10 +61,13 @@ class NonZero:
 
 @dataclass(frozen=True)
 class NonEmpty:
-    """A list with at least one item."""
+    """A list with at least one item, or text with at least one character."""
 
-    def admits(self, value: list) -> bool:
+    def admits(self, value: list | str) -> bool:
         return len(value) > 0
+
+    def __str__(self) -> str:
+        return "that is not empty"
 
 
 @dataclass(frozen=True)
@@ -73,10 +79,33 @@ class ModelLayer:
         return value >= 0
 
 
+@dataclass(frozen=True)
+class ModelPositions:
+    """A number of token positions (a window, tokens to generate): checked with its other
+    constraints, and below the loaded model's positions by `check_model_limits`, before any
+    forward pass (a RoPE model runs past them without an error, on positions it never learnt)."""
+
+    def admits(self, value: int) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return ""
+
+
+@dataclass(frozen=True)
+class Generated(ModelPositions):
+    """Tokens generated after a prompt: also added to the prompt lengths of the user's records
+    when they are checked against the model's positions (`steerscope.limits`)."""
+
+
 #: A count of things: an integer >= 1.
 Count = Annotated[int, Range(1)]
 #: A layer index of the model the experiment runs on.
 Layer = Annotated[int, ModelLayer()]
+#: Tokens to generate after a prompt.
+NewTokens = Annotated[int, Range(1), Generated()]
+#: Tokens of one text window read by the model (a BOS included).
+Window = Annotated[int, Range(2), ModelPositions()]
 
 _SINGULAR = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
 _PLURAL = {int: "integers", float: "finite numbers", bool: "true/false values", str: "strings"}
@@ -123,9 +152,20 @@ def describe(hint: Any, plural: bool = False) -> str:
     for constraint in constraints:
         if isinstance(constraint, ModelLayer):
             words = f"layer indices ({words} >= 0)" if plural else f"a layer index ({words} >= 0)"
-        else:
-            words = f"{words} {constraint}"
+        elif _text(constraint):
+            words = f"{words} {_text(constraint)}"
     return words
+
+
+def _text(constraint: Any) -> str:
+    """What a constraint admits, in words ("" when nothing needs saying before the model loads)."""
+    if isinstance(constraint, range):
+        return f"in [{constraint.start}, {constraint.stop - 1}]"
+    return str(constraint)
+
+
+def _admits(constraint: Any, value: Any) -> bool:
+    return value in constraint if isinstance(constraint, range) else constraint.admits(value)
 
 
 def _coerce(hint: Any, value: Any) -> Any:
@@ -176,7 +216,7 @@ def _coerce(hint: Any, value: Any) -> Any:
         result = value
     else:
         raise TypeError(f"setting type {hint!r} is not supported")
-    if not all(constraint.admits(result) for constraint in constraints):
+    if not all(_admits(constraint, result) for constraint in constraints):
         raise _Mismatch()
     return result
 
@@ -214,28 +254,40 @@ def check_settings(owner: str, config: type, settings: Mapping[str, Any]) -> dic
     return checked
 
 
-def _layer_values(hint: Any, value: Any) -> list[int]:
-    """The layer indices in `value`, as its declared type marks them with `ModelLayer`."""
+def _marked_values(hint: Any, value: Any, marker: type) -> list[int]:
+    """The values in `value` its declared type marks with the constraint class `marker`."""
     bare, constraints = _split(hint)
     if value is None:
         return []
-    if any(isinstance(c, ModelLayer) for c in constraints):
+    if any(isinstance(c, marker) for c in constraints):
         return [value]
     if _is_union(bare):
-        return [layer for option in typing.get_args(bare) for layer in _layer_values(option, value)]
+        return [v for option in typing.get_args(bare) for v in _marked_values(option, value, marker)]
     if typing.get_origin(bare) is list:
         (item,) = typing.get_args(bare)
-        return [layer for element in value for layer in _layer_values(item, element)]
+        return [v for element in value for v in _marked_values(item, element, marker)]
     return []
 
 
-def check_layers(owner: str, config: Any, n_layers: int, model: str) -> None:
-    """Every `ModelLayer` setting of `config` below `n_layers`, the layer count of `model`."""
-    for name, hint in declared_types(type(config)).items():
-        value = getattr(config, name)
-        outside = [layer for layer in _layer_values(hint, value) if layer >= n_layers]
-        if outside:
-            which = "" if outside == [value] else f" (layer {outside[0]})"
-            raise InputError(
-                f"{owner}: {name}={value!r}{which} is out of range: {model} has layers 0-{n_layers - 1}"
-            )
+def marked_settings(config: Any, marker: type) -> dict[str, list[int]]:
+    """{setting: its values marked with `marker`} of a config, for the settings that have any."""
+    found = {
+        name: _marked_values(hint, getattr(config, name), marker)
+        for name, hint in declared_types(type(config)).items()
+    }
+    return {name: values for name, values in found.items() if values}
+
+
+def check_model_limits(owner: str, config: Any, n_layers: int, n_positions: int | None, model: str) -> None:
+    """Every `ModelLayer` setting of `config` below `n_layers` and every `ModelPositions` setting
+    below `n_positions` (None: the model declares none), the limits of `model`."""
+    limits = [(ModelLayer, n_layers, "layer", f"{model} has layers 0-{n_layers - 1}")]
+    if n_positions is not None:
+        limits.append((ModelPositions, n_positions, "value", f"{model} has {n_positions} positions"))
+    for marker, limit, noun, has in limits:
+        for name, values in marked_settings(config, marker).items():
+            outside = [v for v in values if v >= limit]
+            if outside:
+                value = getattr(config, name)
+                which = "" if outside == [value] else f" ({noun} {outside[0]})"
+                raise InputError(f"{owner}: {name}={value!r}{which} is out of range: {has}")

@@ -19,6 +19,7 @@ from transformers import (
 )
 
 from steerscope.anatomy import anatomy_of
+from steerscope.errors import InputError
 from steerscope.model import Model
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -29,7 +30,7 @@ _SHAPE = dict(
     num_attention_heads=4,
     num_key_value_heads=2,
     head_dim=16,
-    max_position_embeddings=512,
+    max_position_embeddings=2048,  # room for the few-shot prompts of the natural data, one token a character
     pad_token_id=0,
     bos_token_id=1,
     eos_token_id=2,
@@ -95,7 +96,7 @@ def tiny_config(family: str, vocab_size: int, **overrides: Any) -> PretrainedCon
         )
     configs = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}
     if family not in configs:
-        raise ValueError(f"no tiny config for {family!r}; choose from {', '.join([*configs, 'gemma3'])}")
+        raise InputError(f"no tiny config for {family!r}; choose from {', '.join([*configs, 'gemma3'])}")
     return configs[family](**shape)
 
 

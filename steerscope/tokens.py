@@ -50,11 +50,13 @@ class TokenInfo:
         past: int,
         prompt_lengths: Tensor,
         device: torch.device | None = None,
+        positions: Tensor | None = None,
     ) -> TokenInfo:
         """The tokens of a call of `n_new` tokens after `past` cached ones, from its attention mask
         [batch, past + n_new] (nonzero: a real token; None: all real; read during the call, so not
         changed in place during it) and each row's prompt length [batch], on one device (`device`,
-        when given, is that device: saves asking the tensor once per decode step)."""
+        when given, is that device: saves asking the tensor once per decode step). `positions`
+        [batch, n_new], with no mask: the call's own position ids (see `TokenTracker.observe`)."""
         info = cls.__new__(cls)
         info.prompt_lengths = prompt_lengths
         info.device = prompt_lengths.device if device is None else device
@@ -62,7 +64,7 @@ class TokenInfo:
         info._batch = prompt_lengths.shape[0]
         info._n_new = n_new
         info._past = past
-        info._derived = {}
+        info._derived = {} if positions is None else {"positions": positions}
         return info
 
     def once(self, key: Hashable, compute: Callable[[TokenInfo], T]) -> T:
@@ -134,6 +136,48 @@ def _real_count(mask: Tensor | None, batch: int, length: int, device: torch.devi
     return _real_mask(mask.narrow(1, 0, length)).sum(-1)
 
 
+def past_length(attention_mask: Tensor | None, n_new: int, cache: Any) -> int | Tensor:
+    """How many tokens come before a forward call's `n_new` ones: the width of its 2-D attention mask
+    less the call when it has one (`generate`'s covers the cache and the call; trusted over the
+    cache, whose count a sliding window or a prefix cache can make differ), else `_cache_length`."""
+    if attention_mask is not None and attention_mask.dim() == 2:
+        return attention_mask.shape[1] - n_new
+    return _cache_length(cache)
+
+
+def _cache_length(cache: Any) -> int | Tensor:
+    """How many tokens a KV cache holds before a call (0 without one). A transformers `Cache`:
+    `get_seq_length` of a layer that keeps every token (a static cache's sliding-window layers stop
+    counting once full), else a sliding layer's own count, a 0-d tensor for a static cache (so a
+    compiled graph reads it without recompiling). A TransformerLens block's cache entry: the length
+    of its keys [batch, pos, heads, d_head]."""
+    if cache is None:
+        return 0
+    keys = getattr(cache, "past_keys", None)
+    if isinstance(keys, Tensor):
+        return keys.shape[1]
+    layers = getattr(cache, "layers", None)
+    if layers:
+        for index, layer in enumerate(layers):
+            if not getattr(layer, "is_sliding", False):
+                return cache.get_seq_length(index)
+        counted = getattr(layers[0], "cumulative_length_int", None)
+        if counted is not None:
+            return counted
+    return cache.get_seq_length()
+
+
+def position_ids_of(kwargs: dict[str, Any], batch: int, n_new: int) -> Tensor | None:
+    """A forward call's `position_ids` as [batch, n_new] (None: not given, or not 2-D).
+
+    `generate` passes them as the real tokens before each token in its row (pads 0): with a
+    static cache they are where the padding shows, since the attention mask it passes is 4-D."""
+    ids = kwargs.get("position_ids")
+    if not isinstance(ids, Tensor) or ids.dim() != 2:
+        return None
+    return ids.expand(batch, n_new)
+
+
 def _is_real(tokens: TokenInfo) -> Tensor:
     if tokens._mask is None:
         return torch.ones(tokens._batch, tokens._n_new, dtype=torch.bool, device=tokens.device)
@@ -146,6 +190,16 @@ def _positions(tokens: TokenInfo) -> Tensor:
         return counts.expand(tokens._batch, -1)
     counts = _real_mask(tokens._mask).cumsum(-1, dtype=torch.long).narrow(1, tokens._past, tokens._n_new) - 1
     return counts.masked_fill(~tokens.is_real, -1)
+
+
+def _count(
+    mask: Tensor | None, positions: Tensor | None, batch: int, through: int, device: torch.device
+) -> Tensor:
+    """Real tokens per row up to the end of the call (`through` tokens in all) [batch]: from the
+    mask, else from the call's position ids (the last token's position + 1), else `through`."""
+    if positions is not None:
+        return positions.amax(-1) + 1
+    return _real_count(mask, batch, through, device)
 
 
 def call_mask(attention_mask: Tensor | None, device: torch.device) -> Tensor | None:
@@ -173,34 +227,44 @@ class TokenTracker:
         past_length: int,
         device: torch.device,
         continues_prompt: bool = False,
+        positions: Tensor | None = None,
     ) -> TokenInfo:
         """Record one forward call of `n_new` tokens after `past_length` cached ones, on `device`,
         with its 2-D attention mask [batch, past_length + n_new] on `device` (None: all real; see
         `call_mask`); `continues_prompt`: they are the rest of prompts whose shared prefix is cached
         (`steerscope.prefix_cache`), so every real token up to the end of this call is prompt.
+        `positions` [batch, n_new] on `device`, read only without a mask: the call's position ids
+        (`position_ids_of`), which count real tokens where the mask is not 2-D (a static cache).
 
         On a decode step this costs no tensor op: the call's `TokenInfo` keeps the attention mask
         itself and computes its fields when an edit first asks for them, during the call."""
+        if mask is not None:
+            positions = None
         if continues_prompt:
             self._prompt_ids = None
-            self._prompt_lengths = _real_count(mask, batch, past_length + n_new, device)
+            self._prompt_lengths = _count(mask, positions, batch, past_length + n_new, device)
         elif past_length == 0 and not self._continues(input_ids):
             self._prompt_ids = input_ids
-            self._prompt_lengths = _real_count(mask, batch, n_new, device)
+            self._prompt_lengths = _count(mask, positions, batch, n_new, device)
         elif self._prompt_lengths is None or self._prompt_lengths.shape[0] != batch:
             # A continuation whose prompt this block never saw (a cache built outside it, or
             # beams expanding the batch): everything before this call counts as the prompt.
-            self._prompt_lengths = _real_count(mask, batch, past_length, device)
+            self._prompt_lengths = (
+                _real_count(mask, batch, past_length, device) if positions is None else positions[:, 0]
+            )
         elif self._prompt_lengths.device != device:
             self._prompt_lengths = self._prompt_lengths.to(device)
-        self.current = TokenInfo.of_call(mask, n_new, past_length, self._prompt_lengths, device)
+        self.current = TokenInfo.of_call(mask, n_new, past_length, self._prompt_lengths, device, positions)
         return self.current
 
     def _continues(self, input_ids: Tensor | None) -> bool:
-        """True when a cache-less call repeats the remembered prompt and appends to it."""
-        prompt = self._prompt_ids
-        if prompt is None or input_ids is None:
-            return False
-        if input_ids.shape[0] != prompt.shape[0] or input_ids.shape[1] <= prompt.shape[1]:
-            return False
-        return bool(torch.equal(input_ids[:, : prompt.shape[1]], prompt.to(input_ids.device)))
+        return repeats_and_extends(self._prompt_ids, input_ids)
+
+
+def repeats_and_extends(prompt: Tensor | None, input_ids: Tensor | None) -> bool:
+    """True when a cache-less call's `input_ids` repeat the remembered `prompt` and append to it."""
+    if prompt is None or input_ids is None:
+        return False
+    if input_ids.shape[0] != prompt.shape[0] or input_ids.shape[1] <= prompt.shape[1]:
+        return False
+    return bool(torch.equal(input_ids[:, : prompt.shape[1]], prompt.to(input_ids.device)))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -25,7 +27,7 @@ def gemma() -> ss.Model:
 
 @pytest.fixture(scope="session")
 def tom_organism() -> ss.Model:
-    """organism:tom from the cache (trained on first use: a few minutes on 2 cores)."""
+    """organism:tom: its committed weights, verified on load."""
     return ss.load("organism:tom")
 
 
@@ -43,3 +45,32 @@ def tiny_llama() -> ss.Model:
 @pytest.fixture
 def tiny_gemma() -> ss.Model:
     return tiny_model("gemma3")
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fails the test if the runner loads a model."""
+    import steerscope.runner as runner
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(runner, "load", load)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder this process cannot write in: mode 0555, and immutable (chattr +i) for root, whom
+    mode bits do not stop."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = os.geteuid() == 0
+    if immutable and (
+        shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0
+    ):
+        pytest.skip("running as root without chattr +i: no folder is read-only to this process")
+    yield folder
+    if immutable:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    folder.chmod(0o755)

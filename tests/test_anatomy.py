@@ -3,6 +3,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from steerscope.anatomy import anatomy_of
 from steerscope.architectures import known_families
+from steerscope.errors import InputError
 
 
 def test_tiny_anatomy_matches_config(tiny):
@@ -27,7 +28,7 @@ def test_gemma3_tiny_has_local_and_global_bases(tiny_gemma):
 
 def test_unknown_architecture_names_known_families():
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32))
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(InputError) as error:
         anatomy_of(gpt2)
     for family in known_families():
         assert family in str(error.value)

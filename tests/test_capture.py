@@ -3,6 +3,7 @@ import torch
 
 import steerscope as ss
 from steerscope.capture import tokenize
+from steerscope.errors import InputError
 from steerscope.rotary import rotate
 
 PROMPTS = ["The capital of France is", "Sally puts the ball in the basket.", "Hi"]
@@ -87,13 +88,13 @@ def test_attention_pattern_matches_eager_output_attentions(tiny_gemma):
 
 
 def test_capture_rejects_bad_input(tiny_llama):
-    with pytest.raises(TypeError, match="list of strings"):
+    with pytest.raises(InputError, match="list of strings"):
         ss.capture(tiny_llama, "just one string", "L0.resid_post")
-    with pytest.raises(ValueError, match="unknown reduce"):
+    with pytest.raises(InputError, match="unknown reduce"):
         ss.capture(tiny_llama, PROMPTS, "L0.resid_post", reduce="max")
-    with pytest.raises(ValueError, match="layers 0-3"):
+    with pytest.raises(InputError, match="layers 0-3"):
         ss.capture(tiny_llama, PROMPTS, "L7.resid_post")
-    with pytest.raises(KeyError, match="was not captured"):
+    with pytest.raises(InputError, match="was not captured"):
         ss.capture(tiny_llama, PROMPTS, "L0.resid_post")["L1.resid_post"]
 
 

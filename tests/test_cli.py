@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 from steerscope.cli import main
+from steerscope.experiments.smoke import summary_text
 
 
 def test_info_prints_the_real_anatomy_of_the_embedded_model(gemma, capsys):
@@ -24,7 +25,12 @@ def test_run_smoke_writes_results_and_a_self_contained_report(gemma, tmp_path, c
     report = (tmp_path / "report.html").read_text()
     assert not re.search(r"<script[^>]+src=", report)  # plotly.js is inlined, no CDN
     assert "Plotly.newPlot" in report
-    assert str(tmp_path / "report.html") in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    summary = summary_text(results)  # derived from the results alone
+    assert printed.endswith(
+        f"\n{summary}\n\nresults: {tmp_path / 'results.json'}\nreport:  {tmp_path / 'report.html'}\n"
+    )
+    assert summary.count("\n") == 3 and "\\n" not in summary  # a generation's line breaks stay out
 
 
 def test_cli_errors_are_one_line_and_name_valid_choices(tmp_path):

@@ -20,6 +20,7 @@ from steerscope.data.facts import (
     starts_with_answer,
     substitute,
 )
+from steerscope.errors import InputError
 
 QUERIES = FACTS[::7]
 
@@ -112,14 +113,14 @@ def test_prompt_formats_are_exact() -> None:
 
 def test_conflict_needs_a_different_substitute() -> None:
     query = Fact("France", "capital", "Paris")
-    with pytest.raises(ValueError, match="substitute"):
+    with pytest.raises(InputError, match="substitute"):
         context_prompt(query, [], conflict=True, substitute="Paris")
-    with pytest.raises(ValueError, match="substitute"):
+    with pytest.raises(InputError, match="substitute"):
         context_prompt(query, [], conflict=True)
 
 
 def test_unknown_demonstration_kind_names_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="context"):
+    with pytest.raises(InputError, match="context"):
         demonstrations(FACTS[0], "random")
 
 

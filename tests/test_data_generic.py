@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from steerscope.data.generic import PARAGRAPHS, generic_documents, generic_windows
+from steerscope.errors import InputError
 
 
 def test_offline_corpus_always_includes_the_steerscope_paragraphs() -> None:
@@ -41,18 +42,18 @@ def test_steerscope_source_works_alone_and_reports_its_size(gemma) -> None:
     assert len(windows) == 8 and all(len(ids) == 128 for ids in windows)
     text = "\n\n".join(PARAGRAPHS)
     assert all(gemma.tokenizer.decode(ids)[5:-5] in text for ids in windows)
-    with pytest.raises(ValueError, match="windows of 128 tokens, asked for 10000"):
+    with pytest.raises(InputError, match="windows of 128 tokens, asked for 10000"):
         generic_windows(gemma.tokenizer, 10000, source="steerscope")
 
 
 def test_bad_arguments_name_the_valid_choices(gemma) -> None:
-    with pytest.raises(ValueError, match="fisher"):
+    with pytest.raises(InputError, match="fisher"):
         generic_windows(gemma.tokenizer, 1, split="test")
-    with pytest.raises(ValueError, match="offline"):
+    with pytest.raises(InputError, match="offline"):
         generic_windows(gemma.tokenizer, 1, source="wikipedia")
 
 
 def test_hf_source_fails_clearly_when_offline(gemma, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match="offline|datasets"):
+    with pytest.raises(InputError, match="offline|datasets"):
         generic_windows(gemma.tokenizer, 1, source="hf:wikitext:wikitext-2-raw-v1")

@@ -8,6 +8,7 @@ import pytest
 
 from steerscope.data import tom
 from steerscope.data.tom import KINDS, TEMPLATE_SETS, TEMPLATES, n_distinct, tom_items, tom_mixture
+from steerscope.errors import InputError
 
 CELLS = [(kind, template_set) for kind in KINDS for template_set in TEMPLATE_SETS]
 FILLERS = sorted(
@@ -118,11 +119,11 @@ def test_mixture_balances_kind_and_belief(n: int) -> None:
 
 
 def test_bad_arguments_name_the_valid_choices() -> None:
-    with pytest.raises(ValueError, match="unexpected_transfer"):
+    with pytest.raises(InputError, match="unexpected_transfer"):
         tom_items("sally_anne", "fisher", 3)
-    with pytest.raises(ValueError, match="fisher"):
+    with pytest.raises(InputError, match="fisher"):
         tom_items("unexpected_transfer", "train", 3)
-    with pytest.raises(ValueError, match=str(n_distinct("unexpected_contents", "eval"))):
+    with pytest.raises(InputError, match=str(n_distinct("unexpected_contents", "eval"))):
         tom_items("unexpected_contents", "eval", n_distinct("unexpected_contents", "eval") + 1)
 
 

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM
 import steerscope as ss
 from steerscope.anatomy import anatomy_of
 from steerscope.capture import tokenize, tokenize_for_generate
+from steerscope.errors import InputError
 from steerscope.kernels.per_sample_grads import batched_fisher_scores
 from steerscope.offload import offload_hook, stored_value
 from steerscope.probes.fisher import LossSample, cached_fisher_scores, fisher_scores, model_fingerprint
@@ -204,5 +205,5 @@ def test_fisher_cache_keys_and_loop_reference_on_a_dispatched_model(models, tmp_
     reread = cached_fisher_scores(dispatched, _samples(), {"test": "dispatch"}, progress=False)
     for name, value in scores.items():
         assert value.device.type == "cpu" and torch.equal(reread[name], value)
-    with pytest.raises(ValueError, match="accelerate offloads 21 of them.*method='batched'"):
+    with pytest.raises(InputError, match="accelerate offloads 21 of them.*method='batched'"):
         fisher_scores(dispatched, _samples(), progress=False)

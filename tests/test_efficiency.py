@@ -15,22 +15,16 @@ from steerscope.data.arithmetic import (
     extract_answer,
     few_shot_prompt,
 )
-from steerscope.experiments import run_experiment
 from steerscope.organisms import ORGANISM_ATTRIBUTE
+from steerscope.runner import run_experiment
 from steerscope.steering.efficiency import (
-    Generation,
-    best_layer,
-    count_tokens,
     efficiency_vector,
-    evaluate,
-    generate_solutions,
     harvest_prompt_contrast,
     harvest_sampled,
     pair_by_length,
-    spread_layers,
-    steering_effects,
-    truncate_solution,
 )
+from steerscope.steering.generation import Generation, count_tokens, generate_solutions, truncate_solution
+from steerscope.steering.layer_choice import best_layer, evaluate, spread_layers, steering_effects
 from steerscope.tiny import tiny_model
 
 # Each template's answer, recomputed from its parameters independently of the generator.

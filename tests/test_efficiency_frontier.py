@@ -11,10 +11,11 @@ import pytest
 
 import steerscope.experiments.efficiency as efficiency
 from steerscope.errors import InputError
-from steerscope.experiments import run_experiment
 from steerscope.organisms import ORGANISM_ATTRIBUTE
-from steerscope.steering.efficiency import Generation, Harvest, LengthPair
-from steerscope.steering.frontier import middle_layers
+from steerscope.runner import run_experiment
+from steerscope.steering.efficiency import Harvest, LengthPair
+from steerscope.steering.generation import Generation
+from steerscope.steering.layer_choice import spread_layers
 from steerscope.tiny import tiny_model
 
 THINK = ("<think>", "</think>")
@@ -36,7 +37,10 @@ def harvested(monkeypatch) -> list:
     problems it was given."""
     seen: list = []
 
-    def written(model, problems, n_samples, temperature, max_new_tokens, batch_size, seed, prompt):
+    def written(
+        model, problems, n_samples, temperature, max_new_tokens, batch_size, seed, prompt, progress, by
+    ):
+        assert by == "n_thinking"
         seen.extend(problems)
         assert all(prompt(p, "standard").endswith(f"{p.question}\n<think>") for p in problems)
         short = f"\n1 + 1 = 2.\n</think> The answer is {problems[0].answer}."
@@ -47,9 +51,9 @@ def harvested(monkeypatch) -> list:
         ]
         pairs = [LengthPair(p, prompt(p, "standard"), short, long, 12, 32) for p in problems]
         counts = {"n_samples": 2 * len(problems), "n_correct": 2 * len(problems), "n_pairs": len(pairs)}
-        return Harvest("thinking", pairs, counts), samples
+        return Harvest("thinking", pairs, counts, samples)
 
-    monkeypatch.setattr(efficiency, "harvest_thinking", written)
+    monkeypatch.setattr(efficiency, "harvest_sampled", written)
     return seen
 
 
@@ -135,11 +139,13 @@ def test_user_problems_reach_the_harvest_dev_and_heldout_splits(tmp_path, harves
 
 
 def test_a_method_without_what_it_needs_is_skipped_and_said(tmp_path, monkeypatch):
-    def nothing_correct(model, problems, n_samples, temperature, max_new_tokens, batch_size, seed, prompt):
+    def nothing_correct(
+        model, problems, n_samples, temperature, max_new_tokens, batch_size, seed, prompt, progress, by
+    ):
         samples = [[Generation("\n1 + 1 = 3.\n</think> 3", 9, 6, 3, False)] for _ in problems]
-        return Harvest("thinking", [], {"n_samples": len(problems), "n_correct": 0, "n_pairs": 0}), samples
+        return Harvest("thinking", [], {"n_samples": len(problems), "n_correct": 0, "n_pairs": 0}, samples)
 
-    monkeypatch.setattr(efficiency, "harvest_thinking", nothing_correct)
+    monkeypatch.setattr(efficiency, "harvest_sampled", nothing_correct)
     run_experiment(
         "efficiency",
         tmp_path,
@@ -174,11 +180,12 @@ def test_bad_settings_are_named_before_any_model_work(tmp_path, setting, message
         run_experiment("efficiency", tmp_path, model="organism:not-built", **setting)
 
 
-def test_middle_layers_leave_out_the_first_and_last():
-    assert middle_layers(6, 6) == [1, 2, 3, 4]
-    assert middle_layers(18, 3) == [1, 9, 16]
-    assert middle_layers(6, 1) == [3]
-    assert middle_layers(2, 4) == [0, 1]
+def test_dev_grid_layers_leave_out_the_first_and_last():
+    assert spread_layers(6, 6, skip_first=True) == [1, 2, 3, 4]
+    assert spread_layers(18, 3, skip_first=True) == [1, 9, 16]
+    assert spread_layers(6, 1, skip_first=True) == [3]
+    assert spread_layers(2, 4, skip_first=True) == [0, 1]
+    assert spread_layers(2, 1, skip_first=True) == [1]  # at most k layers, even on two
 
 
 def test_auto_thought_delimiter_is_a_blank_line_when_the_tokenizer_has_one():

@@ -8,17 +8,12 @@ import torch
 
 from steerscope.capture import capture
 from steerscope.data.arithmetic import arithmetic_problems
-from steerscope.steering.efficiency import (
-    Generation,
-    Harvest,
-    LengthPair,
-    pair_by_length,
-    paired_change,
-    pick_steering,
-    problem_intervals,
-    thinking_directions,
-    thinking_part,
-)
+from steerscope.errors import InputError
+from steerscope.steering import efficiency
+from steerscope.steering.choice import fewest_within_tolerance
+from steerscope.steering.efficiency import Harvest, LengthPair, pair_by_length
+from steerscope.steering.generation import Generation, thinking_part
+from steerscope.steering.reasoning import paired_change, problem_intervals, thinking_directions
 from steerscope.steering.thinking import delimiter_activations
 from steerscope.tiny import tiny_model
 
@@ -34,8 +29,32 @@ def test_pairing_by_thinking_tokens_can_differ_from_pairing_by_all_tokens():
     short, long = pair_by_length(gens)
     assert (short.n_tokens, long.n_tokens) == (10, 30)
     assert pair_by_length([gen(10, 4), gen(12, 4)], by="n_thinking") is None
-    with pytest.raises(ValueError, match="by: unknown"):
+    with pytest.raises(InputError, match="by: unknown"):
         pair_by_length(gens, by="n_words")
+
+
+def test_one_harvest_pairs_by_the_length_it_is_given(monkeypatch):
+    short = Generation("\nab\n</think> The answer is 1.\nmore words after the answer", 30, 4, 1, True)
+    long = Generation("\nab\nwait\nab\n</think> 1", 12, 9, 1, True)
+    monkeypatch.setattr(efficiency, "generate_solutions", lambda *args, **kwargs: [[short, long]])
+    model, problems = (
+        tiny_model("llama", extra_tokens=("<think>", "</think>")),
+        arithmetic_problems(1, "train"),
+    )
+    thinking = efficiency.harvest_sampled(model, problems, n_samples=2, by="n_thinking")
+    [pair] = thinking.pairs
+    assert (pair.concise, pair.verbose) == ("\nab\n</think>", "\nab\nwait\nab\n</think>")  # thinking only
+    assert (pair.concise_tokens, pair.verbose_tokens) == (4, 9)
+    assert thinking.variant == "thinking" and thinking.counts["mean_thinking_tokens"] == 6.5
+    assert thinking.samples == [[short, long]]
+    tokens = efficiency.harvest_sampled(model, problems, n_samples=2)
+    [pair] = tokens.pairs
+    assert (pair.concise_tokens, pair.verbose_tokens) == (12, 30)  # by all tokens the order turns
+    assert tokens.variant == "sampled" and tokens.counts["n_problems_solved"] == 1
+    with pytest.raises(InputError, match="by: unknown"):
+        efficiency.harvest_sampled(model, problems, by="n_words")
+    with pytest.raises(InputError, match="</think>"):
+        efficiency.harvest_sampled(tiny_model("llama"), problems, by="n_thinking")
 
 
 def test_thinking_part_keeps_the_tokens_count_tokens_counts():
@@ -53,7 +72,7 @@ def test_intervals_resample_problems_and_cover_the_point_estimate():
     assert out == problem_intervals(samples, n_boot=500, seed=1)
     certain = problem_intervals([[gen(9, 5)], [gen(9, 5)]], n_boot=200)
     assert certain == {"accuracy_ci": [1.0, 1.0], "mean_thinking_ci": [5.0, 5.0]}
-    with pytest.raises(ValueError, match="every problem"):
+    with pytest.raises(InputError, match="every problem"):
         problem_intervals([[gen(9, 5)], []])
 
 
@@ -68,7 +87,7 @@ def test_paired_change_measures_accuracy_gap_and_relative_thinking():
     assert lo < 0 < hi
     same = paired_change(base, base, n_boot=100)
     assert same["accuracy_change_ci"] == [0.0, 0.0] and same["thinking_change"] == 0.0
-    with pytest.raises(ValueError, match="same problems"):
+    with pytest.raises(InputError, match="same problems"):
         paired_change(base, half[:2])
 
 
@@ -80,11 +99,14 @@ def test_dev_choice_takes_fewest_thinking_tokens_within_the_accuracy_tolerance()
         {"accuracy": 0.93, "mean_thinking_tokens": 25.0},
         {"accuracy": 0.90, "mean_thinking_tokens": 20.0},
     ]
-    assert pick_steering(rows, tolerance=0.02) == 2  # rows[3]: the 0.80 and 0.90 rows lose too much
-    assert pick_steering(rows, tolerance=0.2) == 1
-    assert pick_steering(rows[:1] + rows[2:3], tolerance=0.02) is None
+    unsteered, steered = rows[0], rows[1:]
+    assert (
+        fewest_within_tolerance(unsteered, steered, tolerance=0.02) == 2
+    )  # the 0.80 and 0.90 rows lose too much
+    assert fewest_within_tolerance(unsteered, steered, tolerance=0.2) == 1
+    assert fewest_within_tolerance(unsteered, rows[2:3], tolerance=0.02) is None
     longer = {"accuracy": 0.95, "mean_thinking_tokens": 41.0}
-    assert pick_steering([rows[0], longer], tolerance=0.02) is None
+    assert fewest_within_tolerance(unsteered, [longer], tolerance=0.02) is None
 
 
 PAIRS = [
@@ -136,7 +158,7 @@ def test_thinking_directions_average_each_trace_then_the_pairs(think_model, read
         verbose = _trace_means(think_model, [(p, v) for p, _, v in PAIRS], site, positions)
         expected = concise.mean(0) - verbose.mean(0)
         torch.testing.assert_close(vectors[layer].directions[site], expected, atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="read: unknown"):
+    with pytest.raises(InputError, match="read: unknown"):
         thinking_directions(think_model, _harvest(), [1], read="answer")
 
 

@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 import steerscope as ss
 import steerscope.loading as loading
 from steerscope.cache import MANIFEST, cached_folder, damage, is_intact
-from steerscope.capture import tokenize
+from steerscope.capture import tokenize, tokenize_for_generate
 from steerscope.errors import InputError
 from steerscope.hashing import HASH_NAME, file_digest
 from steerscope.model import as_model
@@ -471,11 +471,13 @@ def forward_calls(tiny_llama):
     [
         (float("nan"), r"strength must be a finite number, got nan \(float\)"),
         (float("inf"), r"strength must be a finite number, got inf \(float\)"),
-        ("0.5", r"strength must be a finite number or one per vector, got '0.5' \(str\)"),
-        (None, r"strength must be a finite number or one per vector, got None"),
-        ([0.1, 0.2], "got 2 strengths for 1 vectors"),
+        ("0.5", r"strength must be a finite number, or one per batch row .*; got '0.5' \(str\)"),
+        (None, r"strength must be a finite number, or one per batch row .*; got None"),
+        ([], r"strength must be a finite number, or one per batch row .*; got \[\]"),
         ([float("-inf")], "strength must be a finite number, got -inf"),
-        (True, r"strength must be a finite number or one per vector, got True \(bool\)"),
+        (torch.tensor([0.1, float("nan")]), "strength must be a finite number, got nan"),
+        (torch.ones(2, 2), r"strength must be a finite number, or one per batch row .*; got tensor"),
+        (True, r"strength must be a finite number, .* got True \(bool\)"),
     ],
 )
 def test_non_finite_or_non_numeric_strengths_fail_before_any_forward(
@@ -485,6 +487,77 @@ def test_non_finite_or_non_numeric_strengths_fail_before_any_forward(
         with steer(tiny_llama, _vector(tiny_llama), strength=strength):
             tiny_llama.hf(**tokenize(tiny_llama, PROMPTS))
     assert not forward_calls
+
+
+def test_a_0d_tensor_strength_is_the_number_it_holds(tiny_llama):
+    batch, vector = tokenize(tiny_llama, PROMPTS), _vector(tiny_llama)
+    with steer(tiny_llama, vector, strength=0.1):
+        expected = tiny_llama.hf(**batch).logits
+    for strength in (torch.tensor(0.1), torch.tensor(0.1, dtype=torch.float64), [torch.tensor(0.1)]):
+        with steer(tiny_llama, vector, strength=strength):
+            assert torch.equal(tiny_llama.hf(**batch).logits, expected)
+    with pytest.raises(InputError, match=r"strength must be a finite number, got nan"):
+        steering_edit(torch.ones(64), torch.tensor(float("nan")))
+
+
+def test_vectors_with_different_per_row_counts_fail_before_any_forward(tiny_llama, forward_calls):
+    vectors = [_vector(tiny_llama), _vector(tiny_llama, "L2.resid_post")]
+    with pytest.raises(InputError, match=r"the vectors' per-row strengths give \[2, 3\] rows"):
+        with steer(tiny_llama, vectors, strength=[[0.1, 0.2], [0.1, 0.2, 0.3]]):
+            tiny_llama.hf(**tokenize(tiny_llama, PROMPTS))
+    assert not forward_calls
+
+
+def test_per_row_strengths_for_another_batch_size_fail_at_the_first_forward_in_one_line(tiny_llama):
+    with pytest.raises(
+        InputError,
+        match="^steer\\(\\) got 3 per-row strengths or vectors for a batch of 2 rows; give one per batch row",
+    ) as error:
+        with steer(tiny_llama, _vector(tiny_llama), strength=[0.1, 0.2, 0.3]):
+            tiny_llama.hf(**tokenize(tiny_llama, PROMPTS))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("positions", "message"),
+    [
+        ((5, 2), r"bad positions \(5, 2\): the range is empty; stop must be above start"),
+        (range(5, 2), r"bad positions range\(5, 2\): the range is empty"),
+        ((3, 3), r"bad positions \(3, 3\): the range is empty"),
+        ((-1, 3), r"bad positions \(-1, 3\): start must be >= 0 \(positions count real tokens from 0\)"),
+        (range(-2, 3), r"bad positions range\(-2, 3\): start must be >= 0"),
+        ((True, 3), r"bad positions \(True, 3\): start and stop must be integers"),
+        ((0, False), r"bad positions \(0, False\): start and stop must be integers"),
+        ((0.5, 3), r"start and stop must be integers"),
+        (range(0, 10, 2), r"bad positions range\(0, 10, 2\): a range must have step 1"),
+        ([2, 5], r"bad positions \[2, 5\]; valid: 'all', 'prompt'"),
+        ((1, 2, 3), r"bad positions \(1, 2, 3\); valid"),
+    ],
+)
+def test_empty_reversed_negative_or_bool_position_ranges_fail_before_any_forward(
+    tiny_llama, forward_calls, positions, message
+):
+    for make in (
+        lambda: steer(tiny_llama, _vector(tiny_llama), strength=0.5, positions=positions),
+        lambda: ss.intervene(tiny_llama, {"L1.resid_post": steering_edit(torch.ones(64), 0.5, positions)}),
+    ):
+        with pytest.raises(InputError, match=message) as error:
+            with make():
+                tiny_llama.hf(**tokenize(tiny_llama, PROMPTS))
+        assert "\n" not in str(error.value)
+    assert not forward_calls
+
+
+def test_a_range_stop_beyond_any_context_is_clamped_so_it_steers_to_the_end(tiny_llama):
+    inputs = tokenize_for_generate(tiny_llama, PROMPTS)
+    vector = _vector(tiny_llama)
+    runs = {}
+    for positions in ((0, 10**30), range(0, 2**70), "all", (0, 3)):
+        with steer(tiny_llama, vector, strength=2.0, positions=positions):
+            runs[str(positions)] = tiny_llama.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert torch.equal(runs["(0, 1000000000000000000000000000000)"], runs["all"])
+    assert torch.equal(runs[str(range(0, 2**70))], runs["all"])
+    assert not torch.equal(runs["(0, 3)"], runs["all"])
 
 
 def test_a_zero_direction_at_relative_scale_fails_before_any_forward(tiny_llama, forward_calls):

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from steerscope.errors import InputError
 from steerscope.probes import fisher
 from steerscope.probes.fisher import LossSample, cached_fisher_scores, fisher_scores
 from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks, top_k_mask
@@ -88,11 +89,11 @@ def test_fisher_restores_requires_grad_when_a_sample_fails(tiny_llama):
 
 def test_loss_sample_rejects_masks_that_count_nothing_or_the_first_token():
     ids = torch.tensor([1, 5, 6])
-    with pytest.raises(ValueError, match="selects no token"):
+    with pytest.raises(InputError, match="selects no token"):
         LossSample(ids, torch.zeros(3, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"loss_mask\[0\]"):
+    with pytest.raises(InputError, match=r"loss_mask\[0\]"):
         LossSample(ids, torch.ones(3, dtype=torch.bool))
-    with pytest.raises(ValueError, match="bool tensor"):
+    with pytest.raises(InputError, match="bool tensor"):
         LossSample(ids, torch.ones(3))
 
 
@@ -151,7 +152,7 @@ def test_top_k_mask_uses_floor_of_fraction_times_numel():
 
 @pytest.mark.parametrize("fraction", [-0.01, 1.01, math.nan, "0.1"])
 def test_top_k_mask_rejects_fractions_outside_zero_one(fraction):
-    with pytest.raises(ValueError, match=r"fraction must be a number in \[0, 1\]"):
+    with pytest.raises(InputError, match=r"fraction must be a number in \[0, 1\]"):
         top_k_mask(torch.arange(4.0), fraction)
 
 
@@ -209,7 +210,7 @@ def test_sensitive_masks_hold_one_matrix_of_each_score_set_at_a_time():
 
 
 def test_sensitive_masks_reject_mismatched_matrices():
-    with pytest.raises(KeyError, match="different matrices"):
+    with pytest.raises(InputError, match="different matrices"):
         sensitive_masks({"a": torch.ones(2)}, {"b": torch.ones(2)}, 0.5)
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from steerscope import capture, intervene
+from steerscope.errors import InputError
 from steerscope.interop import bridge_from, hooked_transformer_edits, hooked_transformer_from
 from steerscope.model import Model
 from steerscope.sites import SITE_KINDS
@@ -244,18 +245,18 @@ def test_hooked_transformer_edits_remove_their_hooks_even_on_error(hooked):
 
 def test_hooked_transformer_attn_pattern_is_read_only(hooked):
     model, ht = hooked["llama"]
-    with pytest.raises(ValueError, match="read-only"):
+    with pytest.raises(InputError, match="read-only"):
         with hooked_transformer_edits(ht, {"L1.attn_pattern.h0": lambda act, tokens: act * 2}):
             ht(prompt_ids(model))
 
 
 def test_hooked_transformer_rejects_q_on_qk_norm_models(hooked):
     _, ht = hooked["gemma3"]
-    with pytest.raises(ValueError, match="QK norm"):
+    with pytest.raises(InputError, match="QK norm"):
         with hooked_transformer_edits(ht, {"L1.q": lambda act, tokens: None}):
             pass
 
 
 def test_hooked_transformer_from_names_supported_families():
-    with pytest.raises(ValueError, match="llama, gemma3"):
+    with pytest.raises(InputError, match="llama, gemma3"):
         hooked_transformer_from(tiny_model("mistral"))

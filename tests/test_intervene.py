@@ -3,6 +3,7 @@ import torch
 
 import steerscope as ss
 from steerscope.capture import tokenize, tokenize_for_generate
+from steerscope.errors import InputError
 from steerscope.intervene import module_at, needs_result_check, result_checked
 
 PROMPTS = ["hello there, friend", "hi", "a b c"]
@@ -85,7 +86,9 @@ def test_hooks_are_removed_on_exit_and_on_exceptions(tiny_llama):
     before = _all_hooks(tiny_llama)
     with ss.intervene(tiny_llama, {"L0.resid_post": lambda a, t: a * 2, "L1.q_rope.h1": lambda a, t: a}):
         assert _all_hooks(tiny_llama) > before
+        assert "forward" in tiny_llama.hf.model.__dict__  # the decoder leaves compiled graphs
     assert _all_hooks(tiny_llama) == before
+    assert not any("forward" in m.__dict__ for m in tiny_llama.hf.modules())
     with pytest.raises(RuntimeError, match="inside generate"):
         with ss.intervene(tiny_llama, {"L0.resid_post": lambda a, t: a * 2}):
 
@@ -95,6 +98,7 @@ def test_hooks_are_removed_on_exit_and_on_exceptions(tiny_llama):
             with ss.intervene(tiny_llama, {"L2.mlp_out": fail}):
                 tiny_llama.generate(**tokenize_for_generate(tiny_llama, PROMPTS), max_new_tokens=2)
     assert _all_hooks(tiny_llama) == before
+    assert not any("forward" in m.__dict__ for m in tiny_llama.hf.modules())
 
 
 def test_nested_blocks_compose(tiny_llama):
@@ -140,17 +144,17 @@ def test_bad_edits_fail_clearly(tiny_llama):
     ):
         with ss.intervene(tiny_llama, {"L0.resid_post": lambda a, t: torch.zeros(3)}):
             tiny_llama.hf(**batch)
-    with pytest.raises(TypeError, match="callable"):
+    with pytest.raises(InputError, match="callable"):
         with ss.intervene(tiny_llama, {"L0.resid_post": [1, 2]}):
             pass
     tiny_llama.hf.set_attn_implementation("eager")
     try:
-        with pytest.raises(ValueError, match="read-only"):
+        with pytest.raises(InputError, match="read-only"):
             with ss.intervene(tiny_llama, {"L0.attn_pattern": lambda a, t: a * 0}):
                 tiny_llama.hf(**batch)
     finally:
         tiny_llama.hf.set_attn_implementation("sdpa")
-    with pytest.raises(RuntimeError, match="returns no probabilities"):
+    with pytest.raises(InputError, match="returns no probabilities"):
         with ss.intervene(tiny_llama, {"L0.attn_pattern": lambda a, t: None}):
             tiny_llama.hf(**batch)
 

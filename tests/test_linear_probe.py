@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from steerscope.errors import InputError
 from steerscope.probes.linear_probe import average_precision, probe_metrics, roc_auc, train_probe
 
 
@@ -31,5 +32,5 @@ def test_auc_and_average_precision_on_hand_examples():
 
 
 def test_probe_rejects_one_class():
-    with pytest.raises(ValueError, match="both labels"):
+    with pytest.raises(InputError, match="both labels"):
         train_probe(torch.randn(10, 3), torch.zeros(10, dtype=torch.long))

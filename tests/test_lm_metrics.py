@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from steerscope.errors import InputError
 from steerscope.probes.lm_metrics import continuation_logprobs, perplexity
 
 PROMPTS = ["hello there", "hi", "abc"]
@@ -37,7 +38,7 @@ def test_perplexity_is_exp_of_mean_next_token_loss(tiny_llama):
 
 
 def test_metrics_reject_bad_input(tiny_llama):
-    with pytest.raises(ValueError, match="2 prompts and 1 continuations"):
+    with pytest.raises(InputError, match="2 prompts and 1 continuations"):
         continuation_logprobs(tiny_llama, ["a", "b"], [" c"])
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(InputError, match="same length"):
         perplexity(tiny_llama, [[1, 2, 3], [1, 2]], batch_size=2)

@@ -7,6 +7,7 @@ import torch
 
 import steerscope as ss
 from steerscope.cache import MANIFEST, cached_folder, is_intact
+from steerscope.errors import InputError
 from steerscope.loading import embedded_cache_dir
 
 
@@ -96,15 +97,15 @@ def test_load_accepts_a_ready_model_without_copying(tiny_llama):
 
 
 def test_load_errors_name_what_is_wrong(tmp_path):
-    with pytest.raises(ValueError, match="unsupported dtype 'float8'; valid: float32, bfloat16, float16"):
+    with pytest.raises(InputError, match="unsupported dtype 'float8'; valid: float32, bfloat16, float16"):
         ss.load("anything", dtype="float8")
-    with pytest.raises(FileNotFoundError, match="GGUF file not found"):
+    with pytest.raises(InputError, match="GGUF file not found"):
         ss.load(tmp_path / "missing.gguf")
-    with pytest.raises(FileNotFoundError, match="model folder not found"):
+    with pytest.raises(InputError, match="model folder not found"):
         ss.load(str(tmp_path / "no-such-folder"))
-    with pytest.raises(ValueError, match="could not load 'no-such-org/no-such-model'.*HF_HUB_OFFLINE"):
+    with pytest.raises(InputError, match="could not load 'no-such-org/no-such-model'.*HF_HUB_OFFLINE"):
         ss.load("no-such-org/no-such-model")
-    with pytest.raises(TypeError, match="expected a steerscope Model"):
+    with pytest.raises(InputError, match="expected a steerscope Model"):
         ss.load(42)
 
 

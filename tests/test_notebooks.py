@@ -9,7 +9,7 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 SHORT_SETTINGS = {
     "knowledge_conflicts.ipynb": (
-        "MODEL = None\nN_CANDIDATES = 40\nLAYER = 9\nSAE_SETTINGS = dict(max_tokens=3000, batch_size=512, ce_windows=2)\nP, ALPHA = 0.3, 1.0"
+        "MODEL = 'organism:sources'\nN_CANDIDATES = 40\nLAYER = 1\nSAE_SETTINGS = dict(max_tokens=3000, batch_size=512, ce_windows=2)\nP, ALPHA = 0.3, 1.0"
     ),
     "efficiency_steering.ipynb": (
         "MODEL = 'tiny:llama'\nN_TRAIN, N_HELDOUT = 4, 2\nN_SAMPLES, TEMPERATURE = 2, 0.8\n"
@@ -41,3 +41,6 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, gemma, request):
         o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
     ]
     assert not errors
+    if name == "steering_quickstart.ipynb":  # a run's Outcome shows as its report does
+        shown = [o.get("data", {}).get("text/html", "") for c in notebook.cells for o in c.get("outputs", [])]
+        assert sum("class='steerscope-outcome'" in html and "Plotly.newPlot" in html for html in shown) == 1

@@ -12,7 +12,7 @@ from steerscope.data.generic import generic_windows
 from steerscope.organisms import length_world
 from steerscope.organisms.filler import filler_texts
 from steerscope.organisms.tokenizer import word_tokenizer
-from steerscope.steering.efficiency import evaluate
+from steerscope.steering.layer_choice import evaluate
 
 STEP = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)\.")
 
@@ -112,7 +112,7 @@ def test_suite_serves_the_efficiency_experiment():
     assert prompt == f"solve briefly:\n{problems[0].question}\n"
 
 
-# The trained organism (built into the steerscope cache on first use: ~10 minutes on one thread).
+# The trained organism: its committed weights (steerscope/organisms/trained-weights/length).
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,14 @@ from collections import defaultdict
 
 import pytest
 
-from steerscope.cache import is_intact
 from steerscope.data.arithmetic import STYLES, extract_answer
 from steerscope.data.generic import generic_windows
-from steerscope.organisms import organism_spec
+from steerscope.errors import InputError
 from steerscope.organisms import reasoning_world as world
 from steerscope.organisms.filler import filler_texts
 from steerscope.organisms.tokenizer import word_tokenizer
-from steerscope.steering.efficiency import answer_part, count_tokens, evaluate_thinking
+from steerscope.steering.generation import answer_part, count_tokens
+from steerscope.steering.reasoning import evaluate_thinking
 from steerscope.steering.seal import classify_thought, thought_counts
 
 FACT = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)")
@@ -57,7 +57,7 @@ def test_problems_are_deterministic_and_cycle_through_steps():
     assert problems != world.arithmetic_problems(9, "train", seed=4)
     assert world.training_texts(50, 1) == world.training_texts(50, 1)
     assert world.training_texts(50, 1) != world.training_texts(50, 2)
-    with pytest.raises(ValueError, match="steps must be among"):
+    with pytest.raises(InputError, match="steps must be among"):
         world.arithmetic_problems(3, "train", steps=[5])
 
 
@@ -195,12 +195,7 @@ def test_suite_serves_the_efficiency_experiment():
     assert world.suite().need("text").texts() == world.generic_texts()
 
 
-# The trained organism. Building it takes 20-40 minutes on 2 cores, more than the test suite's
-# budget on a clean clone, so these tests run only where it is already in the cache.
-trained = pytest.mark.skipif(
-    not is_intact(organism_spec("reasoning").folder()),
-    reason="organism:reasoning is not built (20-40 min on 2 cores): run `steerscope build organism:reasoning`",
-)
+# The trained organism: its committed weights (steerscope/organisms/trained-weights/reasoning).
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +210,6 @@ def heldout():
     return world.arithmetic_problems(60, "heldout", seed=7)
 
 
-@trained
 def test_trained_organism_reasons_correctly_on_heldout_problems(organism, heldout):
     summary, samples = evaluate_thinking(
         organism, heldout, prompt=world.arithmetic_prompt, max_new_tokens=160
@@ -226,7 +220,6 @@ def test_trained_organism_reasons_correctly_on_heldout_problems(organism, heldou
     assert organism.tokenizer.convert_tokens_to_ids("</think>") != organism.tokenizer.unk_token_id
 
 
-@trained
 def test_trained_organism_sampled_traces_of_one_problem_vary_in_length(organism, heldout):
     problems = heldout[:12]
     _, samples = evaluate_thinking(
@@ -243,7 +236,6 @@ def test_trained_organism_sampled_traces_of_one_problem_vary_in_length(organism,
     assert sum(g.correct for gs in samples for g in gs) / (8 * len(problems)) >= 0.85
 
 
-@trained
 def test_trained_organism_thinks_briefly_when_asked(organism, heldout):
     brief, _ = evaluate_thinking(organism, heldout, prompt=world.arithmetic_prompt, style="brief")
     careful, _ = evaluate_thinking(organism, heldout, prompt=world.arithmetic_prompt, style="thorough")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import steerscope as ss
-from steerscope.data.defaults import suite_for
-from steerscope.organisms import ORGANISMS, Shape, Training, organism_spec
+from steerscope.errors import InputError
+from steerscope.organisms import ORGANISMS, Shape, Training, organism_spec, suite_for
 from steerscope.organisms import tom_world as world
 from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.organisms.train import batch_at, build_corpus, train_steps
@@ -65,7 +65,7 @@ def test_the_recipe_hash_names_the_cache_folder():
 
 
 def test_unknown_organisms_list_the_known_ones():
-    with pytest.raises(ValueError, match="organism:tom"):
+    with pytest.raises(InputError, match="organism:tom"):
         ss.load("organism:telepathy")
 
 

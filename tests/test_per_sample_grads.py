@@ -5,6 +5,7 @@ import sys
 import pytest
 import torch
 
+from steerscope.errors import InputError
 from steerscope.kernels.per_sample_grads import batched_fisher_scores, pad_batch, squared_grad_sum
 from steerscope.probes import fisher
 from steerscope.probes.fisher import LossSample, cached_fisher_scores, fisher_scores
@@ -125,7 +126,7 @@ def test_pad_batch_gives_each_sample_its_own_positions_and_masks_pads():
     right = pad_batch(samples, "right")
     assert right["position_ids"][0, :3].tolist() == [0, 1, 2]
     assert right["loss_mask"][0].tolist() == [False, False, True, False, False]
-    with pytest.raises(ValueError, match="padding_side must be one of"):
+    with pytest.raises(InputError, match="padding_side must be one of"):
         pad_batch(samples, "middle")
 
 
@@ -140,7 +141,7 @@ def test_cached_fisher_uses_the_batched_path_by_default_and_checks_the_method(
 
     monkeypatch.setattr(fisher, "fisher_scores", loop_must_not_run)
     cached_fisher_scores(tiny_llama, samples, {"data": "x"}, progress=False)
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(InputError, match="method must be one of"):
         cached_fisher_scores(tiny_llama, samples, {"data": "y"}, method="fast")
 
 

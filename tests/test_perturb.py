@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import steerscope as ss
+from steerscope.errors import InputError
 
 
 def _state(model):
@@ -37,7 +38,7 @@ def test_perturb_restores_entries_already_set_when_a_later_edit_is_bad(tiny_llam
     good = "model.layers.0.mlp.up_proj.weight"
     before = _state(tiny_llama)
     mask = torch.ones_like(dict(tiny_llama.hf.named_parameters())[good], dtype=torch.bool)
-    with pytest.raises(KeyError, match="no parameter"):
+    with pytest.raises(InputError, match="no parameter"):
         with ss.perturb(tiny_llama, {good: (mask, 0.0), "model.layers.0.mlp.nope.weight": (mask, 0.0)}):
             pass
     after = _state(tiny_llama)
@@ -45,7 +46,10 @@ def test_perturb_restores_entries_already_set_when_a_later_edit_is_bad(tiny_llam
 
 
 def test_perturb_rejects_wrong_mask_shape(tiny_llama):
-    with pytest.raises(ValueError, match="bool tensor of shape"):
+    with pytest.raises(
+        InputError,
+        match=r"bool tensor \(or nested list of true/false\) of shape \(128, 64\), got torch.bool \(3,\)",
+    ):
         with ss.perturb(
             tiny_llama, {"model.layers.0.mlp.up_proj.weight": (torch.ones(3, dtype=torch.bool), 0.0)}
         ):

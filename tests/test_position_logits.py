@@ -6,7 +6,6 @@ import torch
 
 from steerscope.capture import capture
 from steerscope.experiments import position_logits as _registers_the_experiment  # noqa: F401
-from steerscope.experiments import run_experiment
 from steerscope.probes.position_logits import (
     attention_layers,
     causal_allowed,
@@ -16,6 +15,7 @@ from steerscope.probes.position_logits import (
     two_way_fit,
     virtual_distance_logits,
 )
+from steerscope.runner import run_experiment
 
 PROMPTS = ["The cat sat on the mat and looked around the room.", "Short one", "Abc def ghi jkl mno"]
 

@@ -11,7 +11,7 @@ from steerscope.data.arithmetic import arithmetic_problems, few_shot_prompt
 from steerscope.intervene import intervene
 from steerscope.model import Model
 from steerscope.prefix_cache import common_prefix_length, prefixed_batch
-from steerscope.steering.efficiency import generate_solutions
+from steerscope.steering.generation import generate_solutions
 from steerscope.tiny import char_tokenizer, tiny_config, tiny_model
 
 PREFIX = "Solve each one. 1+1=2. 2+2=4. 3+3=6.\n"

@@ -159,7 +159,7 @@ def test_stats_change_is_zero_against_itself_and_batches_add_up(tiny_gemma):
 
 
 def test_quick_run_on_a_tiny_model_writes_the_documented_results(tmp_path, monkeypatch):
-    from steerscope.experiments import run_experiment
+    from steerscope.runner import run_experiment
 
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path / "cache"))
     model = ss.load("tiny:gemma3")

@@ -14,6 +14,7 @@ from steerscope.data import docstrings
 from steerscope.data.defaults import natural_suite
 from steerscope.data.docstrings import python_docstrings
 from steerscope.data.user_data import read_user_data
+from steerscope.errors import InputError
 from steerscope.organisms import sources_world
 from steerscope.steering import sae as sae_module
 from steerscope.steering import sae_data, sae_training
@@ -191,20 +192,20 @@ def test_a_killed_build_resumes_and_gives_the_same_sae(tiny_llama, tmp_path, mon
 
 def test_bad_sites_and_texts_fail_before_any_work(tiny_llama, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path))
-    with pytest.raises(ValueError, match="residual-width sites"):
+    with pytest.raises(InputError, match="residual-width sites"):
         train_saes(tiny_llama, ["L1.q"], BUILD, TEXTS)
-    with pytest.raises(ValueError, match="valid"):
+    with pytest.raises(InputError, match="valid"):
         train_saes(tiny_llama, ["L9.resid_post"], BUILD, TEXTS)  # the tiny model has 4 layers
-    with pytest.raises(ValueError, match="non-empty list of strings"):
+    with pytest.raises(InputError, match="non-empty list of strings"):
         train_saes(tiny_llama, ["L1.resid_post"], BUILD, "one string")
-    with pytest.raises(ValueError, match="epochs"):
+    with pytest.raises(InputError, match="epochs"):
         SAETrainSettings(epochs=0)
     assert not (tmp_path / "sae").exists()
 
 
 def test_loading_a_pretrained_release_offline_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match="offline"):
+    with pytest.raises(InputError, match="offline"):
         load_sae("gemma-scope-2b-pt-res-canonical/layer_12/width_16k/canonical")
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from steerscope.capture import capture
+from steerscope.errors import InputError
 from steerscope.steering.seal import classify_thought, seal_vector, thought_counts, thought_representations
 from steerscope.tiny import tiny_model
 
@@ -64,7 +65,7 @@ def test_seal_vector_is_steps_minus_checks_and_detours(model):
 
 
 def test_seal_needs_both_kinds_of_thoughts(model):
-    with pytest.raises(ValueError, match="check/detour"):
+    with pytest.raises(InputError, match="check/detour"):
         seal_vector(model, [(PROMPT, "\nab\ncd\n</think>1")], layer=1, delimiter="\n")
-    with pytest.raises(ValueError, match="</think>"):
+    with pytest.raises(InputError, match="</think>"):
         seal_vector(tiny_model("llama"), [(PROMPT, COMPLETION)], layer=1, delimiter="\n")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,17 +14,30 @@ from pathlib import Path
 import pytest
 
 import steerscope as ss
-import steerscope.runner as runner
 from steerscope.cli import main
 from steerscope.errors import InputError
-from steerscope.experiments import run_experiment
-from steerscope.runner import check_output_folder, discover_experiments, get_experiment, make_config
+from steerscope.runner import (
+    check_output_folder,
+    discover_experiments,
+    get_experiment,
+    make_config,
+    run_experiment,
+)
 from steerscope.settings import check_settings
 
 # (experiment, settings as run_experiment takes them, the same as --set arguments, the message)
 BAD_SETTINGS = [
     ("smoke", {"layer": 1.5}, ["layer=1.5"], "smoke: layer must be a layer index (an integer >= 0) or None, got 1.5"),
-    ("smoke", {"seed": "abc"}, ["seed=abc"], "smoke: seed must be an integer, got 'abc'"),
+    ("smoke", {"seed": "abc"}, ["seed=abc"], "smoke: seed must be an integer in [0, 4294967295], got 'abc'"),
+    (
+        "smoke", {"seed": 2**70}, [f"seed={2**70}"],
+        f"smoke: seed must be an integer in [0, 4294967295], got {2**70}",
+    ),
+    ("spare", {"seed": -1}, ["seed=-1"], "spare: seed must be an integer in [0, 4294967295], got -1"),
+    (
+        "efficiency", {"thought_delimiter": ""}, ['thought_delimiter=""'],
+        "efficiency: thought_delimiter must be a string that is not empty, got ''",
+    ),
     (
         "tom-sensitivity", {"sparsities": "abc"}, ["sparsities=abc"],
         "tom-sensitivity: sparsities must be a non-empty list of finite numbers in (0, 1] or None, got 'abc'",
@@ -74,34 +85,6 @@ BAD_SETTINGS = [
         "rope: n_windows and n_tom are both 0; there is nothing to measure",
     ),
 ]  # fmt: skip
-
-
-@pytest.fixture
-def no_model_load(monkeypatch):
-    """Fails the test if the runner loads a model."""
-
-    def load(*args, **kwargs):
-        raise AssertionError("the model was loaded")
-
-    monkeypatch.setattr(runner, "load", load)
-
-
-@pytest.fixture
-def read_only_folder(tmp_path):
-    """A folder this process cannot write in: mode 0555, and immutable (chattr +i) for root, whom
-    mode bits do not stop."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    folder.chmod(0o555)
-    immutable = os.geteuid() == 0
-    if immutable and (
-        shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0
-    ):
-        pytest.skip("running as root without chattr +i: no folder is read-only to this process")
-    yield folder
-    if immutable:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
-    folder.chmod(0o755)
 
 
 def _cli(experiment: str, out: Path, arguments: list[str], capsys) -> tuple[int, list[str]]:
@@ -188,8 +171,9 @@ def test_debug_prints_the_traceback_before_the_line(tmp_path, capsys, no_model_l
         assert main([*arguments, "--out", str(tmp_path), "--set", "seed=abc"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("Traceback (most recent call last):")
-        assert "steerscope.errors.InputError: smoke: seed must be an integer, got 'abc'" in err
-        assert err.splitlines()[-1] == "steerscope: error: smoke: seed must be an integer, got 'abc'"
+        message = "smoke: seed must be an integer in [0, 4294967295], got 'abc'"
+        assert f"steerscope.errors.InputError: {message}" in err
+        assert err.splitlines()[-1] == f"steerscope: error: {message}"
 
 
 def test_the_installed_command_refuses_an_existing_file_as_out_in_one_line(tmp_path):

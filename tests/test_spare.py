@@ -7,6 +7,7 @@ import torch
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, TopKSAE, TopKSAEConfig
 
 import steerscope as ss
+from steerscope.errors import InputError
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
 from steerscope.steering.sae import SAETrainSettings, encode_pre, sae_from_activations
 from steerscope.steering.spare import (
@@ -68,7 +69,7 @@ def test_a_p_sweep_can_reuse_the_estimated_mi() -> None:
         fresh, reused = select_features(z_c, z_m, p=p), select_features(z_c, z_m, p=p, mi=first.mi)
         assert torch.equal(reused.mi, fresh.mi) and reused.summary() == fresh.summary()
         assert torch.equal(reused.S_C, fresh.S_C) and torch.equal(reused.S_M, fresh.S_M)
-    with pytest.raises(ValueError, match="one per feature"):
+    with pytest.raises(InputError, match="one per feature"):
         select_features(z_c, z_m, p=0.3, mi=first.mi[:10])
 
 
@@ -130,7 +131,7 @@ def test_binned_estimator_of_a_perfect_and_a_constant_feature() -> None:
 
 def test_unknown_estimator_is_a_clear_error() -> None:
     z_c, z_m = planted_codes(n=10)
-    with pytest.raises(ValueError, match="mutual_info_classif, binned"):
+    with pytest.raises(InputError, match="mutual_info_classif, binned"):
         select_features(z_c, z_m, estimator="histogram")
 
 
@@ -163,7 +164,7 @@ def test_random_selection_matches_sizes_and_draws_features_active_in_their_group
     assert control.estimator == "random" and control.target_C is selection.target_C
     assert not torch.equal(random_selection(selection, seed=4).S_M, control.S_M)
     too_many = make_selection(torch.arange(25), torch.tensor([30]), selection.target_C, selection.target_M)
-    with pytest.raises(ValueError, match="S_C needs 25 features, only 20"):
+    with pytest.raises(InputError, match="S_C needs 25 features, only 20"):
         random_selection(too_many)
     assert len(random_selection(too_many, among="all").S_C) == 25
     assert control_overlap(control) == 0

@@ -31,14 +31,18 @@ def _greedy(model, inputs, **kwargs):
 
 
 @pytest.mark.parametrize("positions", POSITION_MODES, ids=str)
-def test_kv_cache_and_no_cache_give_the_same_steered_tokens(tiny_gemma, positions):
+def test_kv_cache_static_cache_and_no_cache_give_the_same_steered_tokens(tiny_gemma, positions):
+    """A static cache passes a 4-D mask per layer type (padding is read from the position ids)
+    and its sliding-window layers stop counting once full (the length is read from a full one)."""
     vector = _vector(tiny_gemma, sites=("L1.resid_post", "L2.resid_pre"))
     inputs = tokenize_for_generate(tiny_gemma, PROMPTS)
     with steer(tiny_gemma, vector, strength=0.8, positions=positions):
         cached, _ = _greedy(tiny_gemma, inputs)
         uncached, _ = _greedy(tiny_gemma, inputs, use_cache=False)
+        static, _ = _greedy(tiny_gemma, inputs, cache_implementation="static")
     plain, _ = _greedy(tiny_gemma, inputs)
     assert torch.equal(cached, uncached)
+    assert torch.equal(cached, static)
     assert not torch.equal(cached, plain)
 
 
@@ -66,7 +70,7 @@ def test_hooks_are_gone_after_the_block_even_when_generate_raises(tiny_llama):
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in tiny_llama.hf.modules())
 
     before = count()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_new_tokens"):  # transformers' own error, mid-generate
         with steer(tiny_llama, _vector(tiny_llama), strength=1.0):
             assert count() > before
             tiny_llama.generate(**tokenize_for_generate(tiny_llama, PROMPTS), max_new_tokens=-3)
@@ -107,8 +111,8 @@ def test_multiple_vectors_and_strengths(tiny_llama):
     with steer(tiny_llama, v1, strength=0.5):
         one = tiny_llama.hf(**batch).logits
     assert torch.equal(both, one)
-    with pytest.raises(ValueError, match="2 strengths for 1 vectors"):
-        with steer(tiny_llama, v1, strength=[1.0, 2.0]):
+    with pytest.raises(InputError, match="got 3 strengths for 2 vectors"):
+        with steer(tiny_llama, [v1, v2], strength=[1.0, 2.0, 3.0]):
             pass
 
 
@@ -125,16 +129,16 @@ def test_save_load_round_trip_and_fit_checks(tmp_path, tiny_llama):
         ValueError, match="made for llama with d_model 64, 4 layers, .*; this model is gemma3"
     ):
         loaded.check(gemma)
-    with pytest.raises(ValueError, match="NaN or Inf"):
+    with pytest.raises(InputError, match="NaN or Inf"):
         SteeringVector({"L1.resid_post": torch.full((64,), float("nan"))}, vector.fingerprint)
-    with pytest.raises(ValueError, match=r"shape \(32,\); expected \(64,\)"):
+    with pytest.raises(InputError, match=r"shape \(32,\); expected \(64,\)"):
         SteeringVector({"L1.resid_post": torch.ones(32)}, vector.fingerprint)
     deep = SteeringVector({"L9.resid_post": torch.ones(64)}, vector.fingerprint)
-    with pytest.raises(ValueError, match="layer 9 out of range"):
+    with pytest.raises(InputError, match="layer 9 out of range"):
         deep.check(tiny_llama)
     with pytest.raises(InputError, match="missing"):
         SteeringVector.load(tmp_path / "nothing")
-    with pytest.raises(ValueError, match="bad positions 'middle'"):
+    with pytest.raises(InputError, match="bad positions 'middle'"):
         with steer(tiny_llama, vector, positions="middle"):
             pass
 
@@ -214,3 +218,61 @@ def test_every_token_mode_steers_pads_too_and_real_tokens_exactly_as_a_masked_ed
     is_real = inputs["attention_mask"].bool()
     assert torch.equal(prompt_logits[is_real], masked_prompt_logits[is_real])
     assert not torch.equal(prompt_logits[~is_real], masked_prompt_logits[~is_real])
+
+
+@pytest.fixture(params=["hooks", "bank"])
+def steering_path(request, tiny_llama):
+    """tiny_llama steered through intervene's hooks, or through a steering bank (eager)."""
+    if request.param == "hooks":
+        yield tiny_llama
+        return
+    with ss.steering.install_steering_bank(tiny_llama, ["L1.resid_post", "L2.resid_post"]):
+        yield tiny_llama
+
+
+def test_per_row_strengths_and_vectors_give_each_row_its_own_run(steering_path):
+    model = steering_path
+    v1, v2 = _vector(model, 1), _vector(model, 2, sites=("L1.resid_post", "L2.resid_post"))
+    inputs = tokenize_for_generate(model, PROMPTS)
+    # (vectors, strength, per_row) and each row's (vector, strength) alone
+    cases = [
+        (v1, [0.0, 0.5, -0.5], False, [(v1, 0.0), (v1, 0.5), (v1, -0.5)]),
+        (v1, torch.tensor([0.3, 0.3, -0.7]), False, [(v1, 0.3), (v1, 0.3), (v1, -0.7)]),
+        ([v1, v2, v1], 0.6, True, [(v1, 0.6), (v2, 0.6), (v1, 0.6)]),
+        ([v2, v1, v1], [0.5, 0.0, -0.4], True, [(v2, 0.5), (v1, 0.0), (v1, -0.4)]),
+    ]
+    for vectors, strength, per_row, rows in cases:
+        with steer(model, vectors, strength=strength, positions="generated", per_row=per_row):
+            batched, batched_logits = _greedy(model, inputs)
+        for i, (prompt, (vector, row_strength)) in enumerate(zip(PROMPTS, rows, strict=True)):
+            with steer(model, vector, strength=row_strength, positions="generated"):
+                single, single_logits = _greedy(model, tokenize_for_generate(model, [prompt]))
+            assert torch.equal(batched[i, -single.shape[1] :], single[0])
+            assert torch.allclose(batched_logits[i], single_logits[0], atol=1e-4)
+    plain, _ = _greedy(model, inputs)
+    with steer(model, [v1, v2, v1], strength=[0.0, 0.0, 0.0], per_row=True):
+        assert torch.equal(_greedy(model, inputs)[0], plain)
+
+
+def test_beams_and_sampling_repeat_each_rows_strength(steering_path):
+    model = steering_path
+    vector = _vector(model, 4)
+    prompts = PROMPTS[:2]
+    inputs = tokenize_for_generate(model, prompts)
+    beams = {"num_beams": 3, "max_new_tokens": 5, "do_sample": False}
+    with steer(model, vector, strength=[0.6, -0.6], positions="generated"):
+        beamed = model.generate(**inputs, **beams)
+    for i, prompt in enumerate(prompts):
+        with steer(model, vector, strength=[0.6, -0.6][i], positions="generated"):
+            alone = model.generate(**tokenize_for_generate(model, [prompt]), **beams)
+        assert torch.equal(beamed[i, -alone.shape[1] :], alone[0])
+
+    sampling = {"do_sample": True, "max_new_tokens": 6, "num_return_sequences": 2, "top_k": 0}
+    torch.manual_seed(7)
+    with steer(model, vector, strength=[0.6, -0.6]):
+        sampled = model.generate(**inputs, **sampling)
+    repeated = {key: value.repeat_interleave(2, 0) for key, value in inputs.items()}
+    torch.manual_seed(7)
+    with steer(model, vector, strength=[0.6, 0.6, -0.6, -0.6]):
+        expected = model.generate(**repeated, **{**sampling, "num_return_sequences": 1})
+    assert torch.equal(sampled, expected)

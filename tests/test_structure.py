@@ -2,7 +2,11 @@
 imports another (what two experiments share lives in `probes/` or `steering/`).
 
 Every import statement counts, at module level, under `if TYPE_CHECKING:` and inside functions: a
-cycle hidden in a function or a type-checking block is still two modules that need each other.
+cycle hidden in a function or a type-checking block is still two modules that need each other. So
+does `importlib.import_module(name)` where `name` is a string literal, a module-level string
+constant or an f-string of those: an f-string with a part known only at run time (`f"{PACKAGE}.{x}"`)
+counts as an import of the package its known prefix names, which Python imports before any module
+in it.
 """
 
 from __future__ import annotations
@@ -36,14 +40,68 @@ def module_files(root: Path, folders: dict[str, str]) -> dict[str, Path]:
     return modules
 
 
+def string_constants(tree: ast.Module) -> dict[str, str]:
+    """The module-level `NAME = "text"` assignments (annotated or not)."""
+    constants = {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        target = node.target if isinstance(node, ast.AnnAssign) else target
+        if isinstance(target, ast.Name) and isinstance(node.value, ast.Constant):
+            if isinstance(node.value.value, str):
+                constants[target.id] = node.value.value
+    return constants
+
+
+def loaded_name(argument: ast.expr, constants: dict[str, str]) -> str | None:
+    """The module an `import_module` argument surely loads: the whole name when it is known, else the
+    package named by the known prefix of an f-string (up to its last dot); None when nothing is."""
+    if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+        return argument.value
+    if isinstance(argument, ast.Name):
+        return constants.get(argument.id)
+    if not isinstance(argument, ast.JoinedStr):
+        return None
+    known = ""
+    for part in argument.values:
+        if isinstance(part, ast.Constant):
+            known += part.value
+        elif isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name):
+            if part.value.id not in constants or part.conversion != -1 or part.format_spec:
+                return known.rpartition(".")[0] or None
+            known += constants[part.value.id]
+        else:
+            return known.rpartition(".")[0] or None
+    return known
+
+
+def dynamic_imports(tree: ast.Module) -> set[str]:
+    """The modules `importlib.import_module(...)` calls load (see `loaded_name`); relative names skipped."""
+    constants = string_constants(tree)
+    names = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "importlib"
+            and node.args
+        ):
+            name = loaded_name(node.args[0], constants)
+            if name and not name.startswith("."):
+                names.add(name)
+    return names
+
+
 def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
     """For each module, the project modules its import statements name (`from pkg import sub` names
-    the submodule `pkg.sub` when it is one, else the package `pkg`)."""
+    the submodule `pkg.sub` when it is one, else the package `pkg`) and its `importlib` loads."""
     graph = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        targets = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        targets = {loaded for loaded in dynamic_imports(tree) if loaded in modules}
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 targets |= {alias.name for alias in node.names if alias.name in modules}
             elif isinstance(node, ast.ImportFrom):
@@ -122,6 +180,28 @@ def test_cycle_finder_reports_a_cycle_hidden_in_a_function(tmp_path):
     assert found == [["pkg.a", "pkg.b"]]
 
 
+def test_cycle_finder_follows_importlib_loads(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "plugins").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "plugins" / "__init__.py").write_text("from pkg.runner import run\n")
+    (package / "plugins" / "one.py").write_text("")
+    (package / "runner.py").write_text(
+        "import importlib\nPLUGINS = 'pkg.plugins'\n"
+        "def run(name):\n    importlib.import_module(f'{PLUGINS}.{name}')\n"
+    )
+    (package / "loader.py").write_text("import importlib\nimportlib.import_module('pkg.runner')\n")
+    graph = import_graph(module_files(tmp_path, {"pkg": "pkg"}))
+    assert graph["pkg.runner"] == {"pkg.plugins"}
+    assert graph["pkg.loader"] == {"pkg.runner"}
+    assert cycles(graph) == [["pkg.plugins", "pkg.runner"]]
+
+
+def test_runner_loads_the_experiments_package_which_does_not_import_it_back(graph):
+    assert "steerscope.experiments" in graph["steerscope.runner"]
+    assert not graph["steerscope.experiments"]
+
+
 def test_package_has_no_import_cycle(graph):
     found = cycles(graph)
     assert not found, "import cycles: " + " | ".join(describe(c, graph) for c in found)
@@ -132,6 +212,12 @@ def test_no_experiment_imports_another(graph):
     assert len(experiments) >= 7
     crossing = {m: sorted(graph[m] & experiments) for m in experiments if graph[m] & experiments}
     assert not crossing, f"experiments importing experiments: {crossing}"
+
+
+def test_data_does_not_import_the_organisms_built_on_it(graph):
+    data = {m for m in graph if m.startswith("steerscope.data")}
+    upward = {m: sorted(t for t in graph[m] if t.startswith("steerscope.organisms")) for m in data}
+    assert not {m: up for m, up in upward.items() if up}, f"data importing organisms: {upward}"
 
 
 PUBLIC_PACKAGES = ["steerscope", "steerscope.probes", "steerscope.steering", "steerscope.kernels"]

@@ -10,8 +10,9 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from steerscope.errors import InputError
 from steerscope.steering.apply import steer
-from steerscope.steering.efficiency import count_tokens, generate_solutions
+from steerscope.steering.generation import count_tokens, generate_solutions
 from steerscope.steering.thinking import ThinkingBudget, ThinkingSteer, delimiter_ids, steer_thinking
 from steerscope.steering.vector import Fingerprint, SteeringVector
 from steerscope.tiny import tiny_model
@@ -120,21 +121,21 @@ def test_zero_strength_changes_nothing(model, vector):
 
 def test_thinking_steering_needs_a_think_close_token(vector):
     plain = tiny_model("llama")
-    with pytest.raises(ValueError, match="</think>"), steer_thinking(plain, ThinkingSteer(vector, 0.5)):
+    with pytest.raises(InputError, match="</think>"), steer_thinking(plain, ThinkingSteer(vector, 0.5)):
         pass
 
 
 def test_thinking_steer_validates_its_fields(vector):
-    with pytest.raises(ValueError, match="at: unknown"):
+    with pytest.raises(InputError, match="at: unknown"):
         ThinkingSteer(vector, 0.5, at="prompt")
-    with pytest.raises(ValueError, match="scale: unknown"):
+    with pytest.raises(InputError, match="scale: unknown"):
         ThinkingSteer(vector, 0.5, scale="huge")
 
 
 def test_delimiter_ids_are_the_tokens_ending_with_the_delimiter(model):
     newline = model.tokenizer.convert_tokens_to_ids("\n")
     assert delimiter_ids(model.tokenizer, "\n") == [newline]
-    with pytest.raises(ValueError, match="delimiter"):
+    with pytest.raises(InputError, match="delimiter"):
         delimiter_ids(model.tokenizer, "")
 
 
@@ -158,7 +159,7 @@ def test_budget_leaves_rows_that_already_closed_alone():
     out = budget(ids, scores.clone())
     assert torch.equal(out[0], scores[0])
     assert out[1, close] == 0 and torch.isinf(out[1, :close]).all()
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(InputError, match="at least 1"):
         ThinkingBudget(0, close, 1)
 
 

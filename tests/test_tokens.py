@@ -88,6 +88,23 @@ def test_call_mask_keeps_a_2d_mask_and_drops_a_4d_one():
     assert call_mask(torch.ones(1, 1, 3, 3, dtype=torch.bool), cpu) is None
 
 
+def test_past_length_reads_a_2d_mask_before_the_cache_and_the_cache_otherwise():
+    from types import SimpleNamespace
+
+    from transformers import DynamicCache
+
+    from steerscope.tokens import past_length
+
+    cache = DynamicCache()
+    cache.update(torch.zeros(1, 1, 3, 4), torch.zeros(1, 1, 3, 4), 0)
+    assert past_length(torch.ones(1, 7), 2, cache) == 5  # the mask covers cache and call
+    assert past_length(torch.ones(1, 1, 2, 7), 2, cache) == 3  # a 4-D mask is not read
+    assert past_length(None, 2, cache) == 3
+    assert past_length(None, 2, None) == 0
+    transformer_lens_entry = SimpleNamespace(past_keys=torch.zeros(1, 4, 2, 8))
+    assert past_length(None, 1, transformer_lens_entry) == 4
+
+
 def test_token_selection_all_is_every_token_and_the_other_modes_skip_pads():
     tokens = ss.TokenInfo.of_call(torch.tensor([[0, 1, 1], [1, 1, 1]]), 3, 0, torch.tensor([2, 3]))
     assert token_selection("all", tokens).tolist() == [[True, True, True], [True, True, True]]

@@ -5,11 +5,11 @@ import torch
 
 from steerscope.data.records import TomStory
 from steerscope.data.tom import tom_mixture
-from steerscope.experiments import run_experiment
 from steerscope.experiments.tom_sensitivity import default_sweep
 from steerscope.probes.lm_metrics import continuation_logprobs
 from steerscope.probes.tom_eval import tom_scores
 from steerscope.probes.tom_fisher import tom_fisher_samples
+from steerscope.runner import run_experiment
 
 
 def test_tom_fisher_samples_count_only_the_answer(tiny_llama):

@@ -16,10 +16,11 @@ from steerscope.cli import main
 from steerscope.context import build_context
 from steerscope.data.user_data import read_user_data
 from steerscope.errors import InputError
-from steerscope.experiments import run_experiment
 from steerscope.organisms import ORGANISM_ATTRIBUTE
 from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.probes.knowledge import BehaviourCounts, LabelledExample
+from steerscope.provenance import model_weights
+from steerscope.runner import run_experiment
 from steerscope.steering.efficiency import Harvest, LengthPair
 
 DATA = Path(__file__).parent / "data"
@@ -59,7 +60,12 @@ def test_tom_sensitivity_runs_on_a_users_stories_and_text(tmp_path):
     }
     assert_user_source(out["provenance"], "text", TEXT, 6)
     assert {"tom_acc[transfer]", "tom_acc[contents]"} <= set(out["baseline"])
-    assert out["provenance"]["model"] == {"given": "tiny:llama", "source": "tiny-llama"}
+    model = out["provenance"]["model"]
+    assert (model["given"], model["source"]) == ("tiny:llama", "tiny-llama")
+    assert (
+        model["weights"]["of"] == "parameters and buffers in memory"
+        and len(model["weights"]["xxh3_128"]) == 32
+    )
 
 
 def test_a_count_the_user_set_beyond_the_split_is_an_error_before_any_model_work(tmp_path):
@@ -91,7 +97,7 @@ def test_position_logits_runs_on_a_users_text(tmp_path):
     assert out["data"]["source"] == TEXT
 
 
-def labelled_alternately(model, records, conflicts, demos, seed):
+def labelled_alternately(model, records, conflicts, demos, seed, progress):
     """Stands in for behaviour a random model does not show: half the prompts C, half M."""
     examples = [
         LabelledExample(conflicts.knowledge_prompt(r, push, True, demos, seed), "", "CM"[i % 2], r, push)
@@ -103,7 +109,9 @@ def labelled_alternately(model, records, conflicts, demos, seed):
 def test_spare_runs_on_a_users_conflicts_and_text(tmp_path, monkeypatch):
     import steerscope.experiments.spare as spare
 
-    monkeypatch.setattr(spare, "known_conflicts", lambda model, c, n, d, s: (c.candidates(n, s),) * 2)
+    monkeypatch.setattr(
+        spare, "known_conflicts", lambda model, c, n, d, s, progress: (c.candidates(n, s),) * 2
+    )
     monkeypatch.setattr(spare, "behaviour_counts", labelled_alternately)
     source = str(DATA / "conflicts.jsonl")
     run_experiment(
@@ -177,7 +185,13 @@ def test_a_model_object_runs_and_is_recorded_by_class(tmp_path):
     model = ss.load("tiny:llama")
     run_experiment("smoke", tmp_path, model=model, max_new_tokens=2)
     out = results(tmp_path)
-    assert out["provenance"]["model"] == {"given": "<Model object>", "class": "Model", "source": "tiny-llama"}
+    recorded = out["provenance"]["model"]
+    assert {k: recorded[k] for k in ("given", "class", "source")} == {
+        "given": "<Model object>",
+        "class": "Model",
+        "source": "tiny-llama",
+    }
+    assert recorded["weights"] == model_weights(model)
     assert "model" not in out["config"]
 
 

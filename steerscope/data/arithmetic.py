@@ -16,6 +16,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from steerscope.errors import InputError
+
 Style = Literal["brief", "standard", "thorough"]
 STYLES = ("brief", "standard", "thorough")
 Split = Literal["train", "heldout"]
@@ -46,9 +48,9 @@ class Problem:
 
     def solution(self, style: Style = "standard") -> str:
         if style not in STYLES:
-            raise ValueError(f"unknown style {style!r}; valid: {', '.join(STYLES)}")
+            raise InputError(f"unknown style {style!r}; valid: {', '.join(STYLES)}")
         if style not in self.solutions:
-            raise ValueError(f"this problem has no written {style} solution: {self.question!r}")
+            raise InputError(f"this problem has no written {style} solution: {self.question!r}")
         return self.solutions[style]
 
 
@@ -265,7 +267,7 @@ def _draw(rng: random.Random, steps: int) -> Problem:
         saved = weekly * weeks
         spent = rng.choice([s for s in range(2, saved - 1) if (saved - s) % 2 == 0])
         return _save_share(name, he, thing, weekly, weeks, spent)
-    raise ValueError(f"steps must be 1, 2 or 3; got {steps}")
+    raise InputError(f"steps must be 1, 2 or 3; got {steps}")
 
 
 #: Hand-picked demonstrations (one per difficulty); kept out of both splits.
@@ -288,7 +290,7 @@ def arithmetic_problems(
 ) -> list[Problem]:
     """`n` distinct problems of `split`, cycling through the difficulties in `steps`."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     return distinct_problems(_draw, random.Random(f"arithmetic-{seed}"), n, split, steps, _DEMO_QUESTIONS)
 
 
@@ -301,27 +303,37 @@ def distinct_problems(
     exclude: Collection[str] = (),
 ) -> list[Problem]:
     """`n` distinct problems of `split` from `draw(rng, steps)`, cycling through `steps`, none of
-    whose questions is in `exclude`."""
+    whose questions is in `exclude`; `MAX_MISSES` draws in a row that give nothing new mean the
+    problems of a step are used up (so a count far beyond them fails in seconds, not hours)."""
     problems: list[Problem] = []
     seen = set(exclude)
+    misses = 0
     for _ in range(200 * n + 1000):
         problem = draw(rng, steps[len(problems) % len(steps)])
         if problem.question in seen or split_of(problem.question) != split:
+            misses += 1
+            if misses > MAX_MISSES:
+                break
             continue
+        misses = 0
         seen.add(problem.question)
         problems.append(problem)
         if len(problems) == n:
             return problems
-    raise ValueError(
-        f"could not draw {n} distinct {split} problems with steps {list(steps)}; "
+    raise InputError(
+        f"could not draw {n} distinct {split} problems with steps {list(steps)} (drew {len(problems)}); "
         "ask for fewer or more kinds of steps"
     )
+
+
+#: Draws in a row without a new problem after which `distinct_problems` gives up.
+MAX_MISSES = 20_000
 
 
 def few_shot_prompt(problem: Problem | str, style: Style = "standard") -> str:
     """Instruction, the demonstrations solved in `style`, then the question and "Answer:"."""
     if style not in STYLES:
-        raise ValueError(f"unknown style {style!r}; valid: {', '.join(STYLES)}")
+        raise InputError(f"unknown style {style!r}; valid: {', '.join(STYLES)}")
     question = problem.question if isinstance(problem, Problem) else problem
     shots = "".join(f"Question: {d.question}\nAnswer: {d.solution(style)}\n\n" for d in DEMONSTRATIONS)
     return f"{INSTRUCTIONS[style]}\n\n{shots}Question: {question}\nAnswer:"

@@ -28,7 +28,7 @@ def from_fact(fact: Fact, substitute: str) -> Conflict:
 
 def _check_push(push: str) -> None:
     if push not in PUSHES:
-        raise ValueError(f"kind must be one of {PUSHES}, got {push!r}")
+        raise InputError(f"kind must be one of {PUSHES}, got {push!r}")
 
 
 def demonstration(record: Conflict, push: str) -> str:

@@ -1,5 +1,5 @@
-"""The data suite a model gets when the user gives none: the natural-language sets steerscope writes
-itself for a pretrained model, the world an organism was trained on for a model organism."""
+"""The data suite a pretrained model gets when the user gives none: the natural-language sets
+steerscope writes itself (an organism gets its world's, `steerscope.organisms.suite_for`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from steerscope.data import arithmetic, facts, tom
 from steerscope.data.conflicts import from_fact
 from steerscope.data.generic import generic_documents
 from steerscope.data.records import Conflict, ContrastPair
-from steerscope.data.sentiment import NEUTRAL_PROMPTS, sentiment_pairs
+from steerscope.data.sentiment import NEUTRAL_PROMPTS, n_distinct_pairs, sentiment_pairs
 from steerscope.data.suite import ConflictData, DataSuite, PairData, ProblemData, TextData, TomData
-from steerscope.model import ModelLike
-from steerscope.organisms import world_of, world_suite
 
 NATURAL = "steerscope:natural"
 
@@ -46,15 +44,11 @@ def natural_suite() -> DataSuite:
     """The natural-language sets: ToM stories, the fact table, word problems, offline text, sentiment pairs."""
     return DataSuite(
         name="natural",
-        tom=TomData(tom.tom_mixture, NATURAL),
-        conflicts=ConflictData(_natural_candidates, _natural_demos, source=NATURAL),
+        tom=TomData(tom.tom_mixture, NATURAL, tom.mixture_capacity),
+        conflicts=ConflictData(
+            _natural_candidates, _natural_demos, source=NATURAL, available=lambda split: len(facts.FACTS)
+        ),
         problems=ProblemData(arithmetic.arithmetic_problems, arithmetic.few_shot_prompt, NATURAL),
         text=TextData(lambda: [text for _, text in generic_documents("offline")], 128, NATURAL),
-        pairs=PairData(_sentiment, NEUTRAL_PROMPTS, NATURAL),
+        pairs=PairData(_sentiment, NEUTRAL_PROMPTS, NATURAL, lambda split: n_distinct_pairs()),
     )
-
-
-def suite_for(model: ModelLike) -> DataSuite:
-    """The organism's world if `model` is an organism, else the natural sets."""
-    world = world_of(model)
-    return natural_suite() if world is None else world_suite(world)

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from steerscope.errors import InputError
+
 DEMO_KINDS = ("context", "memory", "none")
 
 
@@ -212,7 +214,7 @@ def substitute(fact: Fact, seed: int = 0, facts: Sequence[Fact] = FACTS) -> str:
         a for a in answers.get(fact.relation, ()) if a != fact.answer and not _mentions(fact.question, a)
     ]
     if not choices:
-        raise ValueError(f"relation {fact.relation!r} has no other answer to substitute for {fact.answer!r}")
+        raise InputError(f"relation {fact.relation!r} has no other answer to substitute for {fact.answer!r}")
     return random.Random(f"{seed}/{fact.relation}/{fact.subject}").choice(choices)
 
 
@@ -245,7 +247,7 @@ def demo_facts(query: Fact, n: int = 3, seed: int = 0, facts: Sequence[Fact] = F
         if f != query and not banned.search(f"{f.question}\n{f.context()}\n{f.context(swaps[f])}")
     ]
     if len(candidates) < n:
-        raise ValueError(f"only {len(candidates)} facts can demonstrate for {query}, asked for {n}")
+        raise InputError(f"only {len(candidates)} facts can demonstrate for {query}, asked for {n}")
     return random.Random(f"demos/{seed}/{query.relation}/{query.subject}").sample(candidates, n)
 
 
@@ -254,7 +256,7 @@ def demonstrations(
 ) -> list[Demonstration]:
     """`n` demonstrations of `kind` ("context", "memory" or "none") for `query`, from other facts."""
     if kind not in DEMO_KINDS:
-        raise ValueError(f"kind must be one of {DEMO_KINDS}, got {kind!r}")
+        raise InputError(f"kind must be one of {DEMO_KINDS}, got {kind!r}")
     swaps = _substitutes(tuple(facts), seed)
     demos = []
     for fact in demo_facts(query, n, seed, facts):
@@ -282,7 +284,7 @@ def context_prompt(
     With `conflict`, the context states `substitute` instead of the true answer.
     """
     if conflict and (substitute is None or substitute == fact.answer):
-        raise ValueError(f"a conflict needs a substitute other than {fact.answer!r}, got {substitute!r}")
+        raise InputError(f"a conflict needs a substitute other than {fact.answer!r}, got {substitute!r}")
     stated = substitute if conflict else fact.answer
     query = f"context: {fact.context(stated)}\nquestion: {fact.question}\nanswer:"
     return "\n\n".join([*(d.render() for d in demos), query])
@@ -310,7 +312,7 @@ def split_facts(
 ) -> tuple[list[Fact], list[Fact]]:
     """(train, held-out) lists, disjoint by fact, deterministic by seed; table order kept."""
     if not 0 <= held_out <= 1:
-        raise ValueError(f"held_out must be a fraction in [0, 1], got {held_out}")
+        raise InputError(f"held_out must be a fraction in [0, 1], got {held_out}")
     unique = list(dict.fromkeys(facts))
     chosen = set(random.Random(f"split/{seed}").sample(range(len(unique)), round(held_out * len(unique))))
     train = [f for i, f in enumerate(unique) if i not in chosen]

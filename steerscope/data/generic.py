@@ -25,6 +25,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from steerscope.errors import InputError
+
 SPLITS = ("fisher", "eval")
 SOURCES = ("offline", "steerscope", "hf:<name>[:<config>]")
 COMMON_LICENSES = Path("/usr/share/common-licenses")
@@ -264,7 +266,7 @@ def generic_documents(source: str = "offline") -> list[tuple[str, str]]:
     if source == "steerscope":
         return [("steerscope paragraphs", "\n\n".join(PARAGRAPHS))]
     if source != "offline":
-        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        raise InputError(f"source must be one of {SOURCES}, got {source!r}")
     return list(_offline_documents())
 
 
@@ -308,16 +310,16 @@ def generic_windows(
     replaces `source` with the caller's documents (e.g. a `DataSuite`'s `TextData.texts()`).
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise InputError(f"split must be one of {SPLITS}, got {split!r}")
     if window < 2:
-        raise ValueError(f"window must be at least 2 tokens, got {window}")
+        raise InputError(f"window must be at least 2 tokens, got {window}")
     if n < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
+        raise InputError(f"n must be non-negative, got {n}")
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     prefix: list[int] = []
     if bos:
         if tokenizer.bos_token_id is None:
-            raise ValueError("bos=True but the tokenizer has no BOS token")
+            raise InputError("bos=True but the tokenizer has no BOS token")
         prefix = [tokenizer.bos_token_id]
     length = window - len(prefix)
     if texts is not None:
@@ -326,12 +328,25 @@ def generic_windows(
         documents = _hf_texts(source, tokenizer, needed_tokens=2 * (n + 1) * length)
     else:
         documents = [text for _, text in generic_documents(source)]
-    pool = _split_windows(tokenizer, documents, length)[SPLITS.index(split) :: len(SPLITS)]
+    pool = _split_pool(tokenizer, documents, length, split)
     if n > len(pool):
-        raise ValueError(
+        raise InputError(
             f"{'the texts given' if texts is not None else f'source {source!r}'} gave {len(pool)} {split} windows of {window} tokens, asked for {n}"
         )
     return [prefix + list(chunk) for chunk in random.Random(seed).sample(pool, n)]
+
+
+def count_windows(
+    tokenizer: Any, texts: list[str], window: int, split: str = "fisher", bos: bool = False
+) -> int:
+    """How many windows `generic_windows(tokenizer, n, window, split=split, bos=bos, texts=texts)`
+    can give: the largest `n` it takes."""
+    return len(_split_pool(getattr(tokenizer, "tokenizer", tokenizer), list(texts), window - bos, split))
+
+
+def _split_pool(tokenizer: Any, texts: list[str], length: int, split: str) -> list[tuple[int, ...]]:
+    """The distinct `length`-token windows of one split: windows alternate between the splits."""
+    return _split_windows(tokenizer, texts, length)[SPLITS.index(split) :: len(SPLITS)]
 
 
 def _split_windows(tokenizer: Any, texts: list[str], length: int) -> list[tuple[int, ...]]:
@@ -347,12 +362,12 @@ def _hf_texts(source: str, tokenizer: Any, needed_tokens: int) -> list[str]:
     """One document streamed from a Hugging Face data set's "text" column until enough tokens."""
     name, _, config = source.removeprefix("hf:").partition(":")
     if not name:
-        raise ValueError(f"source must look like 'hf:<name>[:<config>]', got {source!r}")
+        raise InputError(f"source must look like 'hf:<name>[:<config>]', got {source!r}")
     if importlib.util.find_spec("datasets") is None:
-        raise RuntimeError(f"source {source!r} needs the `datasets` package; use source='offline'")
+        raise InputError(f"source {source!r} needs the `datasets` package; use source='offline'")
     offline = {os.environ.get(var, "").lower() for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
     if offline & {"1", "true", "yes", "on"}:
-        raise RuntimeError(
+        raise InputError(
             f"source {source!r} needs the Hugging Face hub, which is set offline; use source='offline'"
         )
     import datasets
@@ -368,5 +383,5 @@ def _hf_texts(source: str, tokenizer: Any, needed_tokens: int) -> list[str]:
             if total >= needed_tokens:
                 break
     except Exception as error:  # network, missing data set, missing column
-        raise RuntimeError(f"could not stream {source!r} from the Hugging Face hub: {error}") from error
+        raise InputError(f"could not stream {source!r} from the Hugging Face hub: {error}") from error
     return ["\n\n".join(texts)]  # rows are often single lines, shorter than a window

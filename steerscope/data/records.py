@@ -2,8 +2,11 @@
 
 Field names follow public schemas where one exists: NQ-Swap for knowledge conflicts (Longpre et
 al. 2021, as used by SpARE, arXiv 2410.15999), GSM8K for word problems (Cobbe et al. 2021).
-Answer-like fields take a string or a list of accepted strings; extra fields are ignored. A bad
-record stops everything with one line naming the source, the record and the field.
+Answer-like fields take a string or a list of accepted strings; extra fields are ignored. Records
+are checked for meaning as well as shape, as the scorers will read them: a ToM foil that is also an
+answer (every margin 0), a conflict whose substitute matches the same outputs as the original
+answer, a contrast pair whose two prompts are one text, a number outside what compares exactly.
+A bad record stops everything with one line naming the source, the record and the field.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from steerscope.data.arithmetic import Problem
+from steerscope.data.facts import normalise_answer
 from steerscope.errors import InputError
 
 #: The data kinds, each with its required and optional fields.
@@ -27,6 +31,9 @@ SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "pairs": (("positive", "negative"), ("completion",)),
 }
 KINDS = tuple(SCHEMAS)
+#: The largest answer a word problem may have: every integer up to 2**53 is exact as a float, so a
+#: generated "72", "72.0" or "72.00" compares equal to it.
+MAX_ANSWER = 2**53
 
 
 @dataclass(frozen=True)
@@ -114,15 +121,22 @@ class RecordReader:
         raise self.fail(field, f"must be true or false, got {_shown(value)}")
 
     def final_number(self, field: str) -> int | float:
-        """A number, or text ending in `#### N` (GSM8K), or a bare number as text."""
+        """A number within +-`MAX_ANSWER`, or text ending in `#### N` (GSM8K), or a bare number as text."""
         value = self._get(field, False)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return _exact(value)
-        if isinstance(value, str):
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str):
             tail = value.rsplit("####", 1)[-1].strip().replace(",", "").removeprefix("$")
             if re.fullmatch(r"-?\d+(\.\d+)?", tail):
-                return _exact(float(tail) if "." in tail else int(tail))
-        raise self.fail(field, f"must be a number or text ending in '#### <number>', got {_shown(value)}")
+                number = float(tail) if "." in tail else int(tail)
+        if number is None:
+            raise self.fail(field, f"must be a number or text ending in '#### <number>', got {_shown(value)}")
+        if not (isinstance(number, int) or math.isfinite(number)) or abs(number) > MAX_ANSWER:
+            raise self.fail(
+                field, f"must be a number within +-{MAX_ANSWER} (exact as a float), got {_shown(value)}"
+            )
+        return _exact(number)
 
 
 def _exact(number: int | float) -> int | float:
@@ -142,25 +156,66 @@ def _continuation(story: str, answer: str) -> str:
     return answer if story[-1:].isspace() or answer[:1].isspace() else " " + answer
 
 
+def _same_words(text: str) -> str:
+    """`text` with case and spacing ignored: two continuations a ToM scorer cannot tell apart."""
+    return " ".join(text.split()).casefold()
+
+
 def _tom(row: RecordReader) -> TomStory:
     story = row.text("story")
+    answers, foils = row.answers("answer"), row.answers("foil")
+    answer_words = {_same_words(a): a for a in answers}
+    for foil in foils:
+        if _same_words(foil) in answer_words:
+            raise row.fail(
+                "foil",
+                f"{_shown(foil)} is also an answer ({_shown(answer_words[_same_words(foil)])}, case and "
+                "spacing ignored): the score compares log p(answer) with log p(foil), so its margin "
+                "would be 0; give the other candidate the story names",
+            )
     return TomStory(
         story=story,
-        answers=tuple(_continuation(story, a) for a in row.answers("answer")),
-        foils=tuple(_continuation(story, f) for f in row.answers("foil")),
+        answers=tuple(_continuation(story, a) for a in answers),
+        foils=tuple(_continuation(story, f) for f in foils),
         false_belief=row.flag("false_belief"),
         kind=row.text("kind", optional=True),
     )
 
 
+def _matchable(row: RecordReader, field: str) -> dict[str, str]:
+    """{normalised answer: answer} of an answer field, as `facts.starts_with_answer` compares them;
+    an answer nothing can match (only articles and punctuation) is an error."""
+    normalised = {}
+    for answer in row.answers(field):
+        if not normalise_answer(answer):
+            raise row.fail(
+                field,
+                f"{_shown(answer)} is empty once case, articles and punctuation are ignored, so no "
+                "output can match it",
+            )
+        normalised[normalise_answer(answer)] = answer
+    return normalised
+
+
 def _conflict(row: RecordReader) -> Conflict:
-    return Conflict(
+    record = Conflict(
         question=row.text("question"),
         org_context=row.text("org_context"),
         org_answer=row.answers("org_answer"),
         sub_context=row.text("sub_context"),
         sub_answer=row.answers("sub_answer"),
     )
+    original = _matchable(row, "org_answer")
+    for sub, sub_answer in _matchable(row, "sub_answer").items():
+        for org, org_answer in original.items():
+            if sub == org or sub.startswith(org + " ") or org.startswith(sub + " "):
+                raise row.fail(
+                    "sub_answer",
+                    f"{_shown(sub_answer)} matches the same outputs as org_answer {_shown(org_answer)} "
+                    "(case, articles and punctuation ignored, an answer matches the start of an "
+                    "output); a conflict needs a substitute that differs",
+                )
+    return record
 
 
 def _problem(row: RecordReader) -> Problem:
@@ -175,7 +230,12 @@ def _problem(row: RecordReader) -> Problem:
 
 
 def _pair(row: RecordReader) -> ContrastPair:
-    return ContrastPair(row.text("positive"), row.text("negative"), row.text("completion", optional=True))
+    pair = ContrastPair(row.text("positive"), row.text("negative"), row.text("completion", optional=True))
+    if pair.positive == pair.negative:
+        raise row.fail(
+            "negative", "is the same text as 'positive'; the two prompts of a contrast pair must differ"
+        )
+    return pair
 
 
 def _text(row: RecordReader) -> str:

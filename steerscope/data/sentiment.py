@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+from steerscope.errors import InputError
+
 SUBJECTS = (
     "the film",
     "the concert",
@@ -44,11 +46,16 @@ NEUTRAL_PROMPTS = (
 )
 
 
+def n_distinct_pairs() -> int:
+    """The largest `n` `sentiment_pairs` can draw."""
+    return len(SUBJECTS) * len(FRAMES) * len(EVALUATIONS)
+
+
 def sentiment_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """`n` distinct (positive, negative) sentences differing only in the evaluative word."""
     combos = [(s, f, e) for s in SUBJECTS for f in FRAMES for e in EVALUATIONS]
     if n > len(combos):
-        raise ValueError(f"at most {len(combos)} distinct pairs, asked for {n}")
+        raise InputError(f"at most {len(combos)} distinct pairs, asked for {n}")
     rng = random.Random(seed)
     rng.shuffle(combos)
     pairs = []

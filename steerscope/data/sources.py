@@ -10,7 +10,10 @@ Plain `.txt` (the text kind only) is split into paragraphs on blank lines.
 
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -62,6 +65,8 @@ def read_source(source: str) -> RawSource:
         )
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
+    if suffix == ".csv":
+        _check_csv(source, _decoded(source, data))
     if suffix in (".csv", ".parquet"):
         builder = suffix.removeprefix(".")
         rows = [
@@ -84,10 +89,51 @@ def _location(suffix: str, index: int) -> str:
 
 
 def _decoded(source: str, data: bytes) -> str:
+    """`data` as UTF-8 text (a BOM allowed); UTF-16 (with its BOM, or ASCII with NUL bytes between
+    the letters) is named as such."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:4096]:
+        raise InputError(f"{source}: UTF-16 text (or binary), not UTF-8; save it as UTF-8")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise InputError(f"{source}: not UTF-8 text (byte {error.start})") from None
+        raise InputError(f"{source}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+
+
+_CSV_PROBLEMS = {
+    "unexpected end of data": 'a quoted field is never closed (it opens with " and no " ends it)',
+    "',' expected after '\"'": 'a " inside a quoted field must be doubled ("") or the field closed',
+}
+
+
+def _check_csv(source: str, text: str) -> None:
+    """What a CSV reader would silently merge or fail on vaguely, in one line naming the row: an
+    unbalanced quote (which swallows the rows after it) or a row whose field count differs from
+    the header's. Rows are counted as records are ("row 1" is the first after the header)."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header, row, start = None, 0, 1
+    limit = csv.field_size_limit(len(text) + 1)  # no field is too long; restored below
+    try:
+        for fields in reader:
+            if header is None:
+                header = fields
+            elif fields:
+                row += 1
+                if len(fields) != len(header):
+                    hint = (
+                        "quote a field that holds a comma"
+                        if len(fields) > len(header)
+                        else "give every column"
+                    )
+                    raise InputError(
+                        f"{source} row {row} (line {start}): {len(fields)} fields, but the header has "
+                        f"{len(header)} ({', '.join(header)}); {hint}"
+                    )
+            start = reader.line_num + 1
+    except csv.Error as error:
+        problem = _CSV_PROBLEMS.get(str(error), str(error))
+        raise InputError(f"{source} row {row + 1} (line {start}): {problem}") from None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _json_lines(source: str, text: str) -> Iterator[Row]:

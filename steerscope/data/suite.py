@@ -27,13 +27,21 @@ from steerscope.data.conflicts import (
     few_shot_context_prompt,
 )
 from steerscope.data.facts import split_facts
-from steerscope.data.generic import generic_windows
+from steerscope.data.generic import count_windows, generic_windows
 from steerscope.data.records import Conflict, ContrastPair
 from steerscope.data.user_data import UserData, content_fraction, held_out_shares, split_by_hash
 from steerscope.errors import InputError
 
 #: (split, n, seed) -> ToM items (`steerscope.data.tom.TomItem` or `TomStory`)
 TomItems = Callable[[str, int, int], list[Any]]
+#: split ("" for a source without splits) -> how many records a provider can give, None when it
+#: has no known limit (its draw says when it runs short)
+Available = Callable[[str], int | None]
+
+
+def no_known_limit(split: str) -> None:
+    """The `Available` of a generator whose limit is unknown or too large to matter."""
+    return None
 
 
 def _take(user: UserData, split: str | None, rows: list[Any], n: int | None) -> list[Any]:
@@ -55,7 +63,7 @@ def _take(user: UserData, split: str | None, rows: list[Any], n: int | None) -> 
 def _split(user: UserData, splits: Mapping[str, list[Any]], name: str) -> list[Any]:
     """The records of split `name`, or an error naming the kind's splits."""
     if name not in splits:
-        raise ValueError(f"{user.kind} has the splits {', '.join(splits)}, not {name!r}")
+        raise InputError(f"{user.kind} has the splits {', '.join(splits)}, not {name!r}")
     return splits[name]
 
 
@@ -65,11 +73,16 @@ class TomData:
 
     items: TomItems
     source: str
+    available: Available = no_known_limit
 
     def with_user(self, user: UserData) -> TomData:
         """The user's stories, split by content hash."""
         splits = user.splits()
-        return TomData(lambda split, n, seed: _take(user, split, _split(user, splits, split), n), user.source)
+        return TomData(
+            lambda split, n, seed: _take(user, split, _split(user, splits, split), n),
+            user.source,
+            lambda split: len(_split(user, splits, split)),
+        )
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,10 @@ class TextData:
         """The user's texts, cut with this model's default window."""
         texts = list(user.records)
         return TextData(lambda: texts, self.window, user.source)
+
+    def available(self, tokenizer: Any, split: str, window: int | None = None, bos: bool = False) -> int:
+        """How many windows `windows(tokenizer, n, window, split=split, bos=bos)` can give."""
+        return count_windows(tokenizer, self.texts(), window or self.window, split, bos)
 
     def windows(
         self,
@@ -119,6 +136,7 @@ class ConflictData:
     cues: Mapping[str, str] | None = None
     split: Callable[[Sequence[Conflict], float, int], tuple[list[Conflict], list[Conflict]]] = split_facts
     source: str = "steerscope"
+    available: Available = no_known_limit
 
     def closed_book_prompt(self, record: Conflict, demos: int = 3, seed: int = 0) -> str:
         """The question without a context, after closed-book demonstrations (none with cues)."""
@@ -133,13 +151,13 @@ class ConflictData:
         `push` by demonstrations or by a cue."""
         if self.cues is not None:
             if push not in self.cues:
-                raise ValueError(f"kind must be one of {tuple(self.cues)}, got {push!r}")
+                raise InputError(f"kind must be one of {tuple(self.cues)}, got {push!r}")
             return cue_context_prompt(record, self.cues[push], conflict)
         return few_shot_context_prompt(record, self._demos(record, demos, seed), push, conflict)
 
     def _demos(self, record: Conflict, demos: int, seed: int) -> list[Conflict]:
         if self.demos_for is None:
-            raise ValueError("this conflict data has neither demonstrations nor cues")
+            raise InputError("this conflict data has neither demonstrations nor cues")
         return self.demos_for(record, demos, seed) if demos else []
 
     def with_user(self, user: UserData) -> ConflictData:
@@ -158,7 +176,12 @@ class ConflictData:
             return choose_demonstrations(record, records, k, seed)
 
         return ConflictData(
-            candidates, None if self.cues is not None else demos_for, self.cues, split, user.source
+            candidates,
+            None if self.cues is not None else demos_for,
+            self.cues,
+            split,
+            user.source,
+            lambda split: len(records),
         )
 
 
@@ -174,6 +197,7 @@ class ProblemData:
     problems: ProblemDraw
     prompt: Callable[[Problem, Style], str]
     source: str = "steerscope"
+    available: Available = no_known_limit
 
     def with_user(self, user: UserData) -> ProblemData:
         """The user's problems (no written solutions), asked with this model's prompt."""
@@ -182,6 +206,7 @@ class ProblemData:
             lambda n, split, seed, steps: _take(user, split, _split(user, splits, split), n),
             self.prompt,
             user.source,
+            lambda split: len(_split(user, splits, split)),
         )
 
 
@@ -193,6 +218,7 @@ class PairData:
     pairs: Callable[[int, int, int], tuple[list[ContrastPair], list[ContrastPair]]]
     prompts: tuple[str, ...]
     source: str = "steerscope"
+    available: Available = no_known_limit
 
     def with_user(self, user: UserData) -> PairData:
         """The user's pairs split by content hash; generation prompts stay this suite's."""
@@ -202,7 +228,7 @@ class PairData:
             train = _take(user, "train", splits["train"], n_train)
             return train, _take(user, "heldout", splits["heldout"], n_heldout)
 
-        return PairData(pairs, self.prompts, user.source)
+        return PairData(pairs, self.prompts, user.source, lambda split: len(_split(user, splits, split)))
 
 
 @dataclass(frozen=True)
@@ -219,7 +245,7 @@ class DataSuite:
     def need(self, kind: str) -> Any:
         """The provider of `kind`, or a clear error saying how to get one."""
         if kind not in {f.name for f in dataclasses.fields(self)} - {"name"}:
-            raise ValueError(f"unknown data kind {kind!r}")
+            raise InputError(f"unknown data kind {kind!r}")
         value = getattr(self, kind)
         if value is None:
             raise InputError(

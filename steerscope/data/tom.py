@@ -25,6 +25,8 @@ import random
 from dataclasses import dataclass
 from itertools import combinations
 
+from steerscope.errors import InputError
+
 KINDS = ("unexpected_transfer", "unexpected_contents")
 TEMPLATE_SETS = ("fisher", "eval")
 
@@ -263,7 +265,7 @@ def tom_items(
     _check(kind, template_set)
     capacity = n_distinct(kind, template_set)
     if not 0 <= n <= capacity:
-        raise ValueError(
+        raise InputError(
             f"n must be between 0 and {capacity} distinct {kind} items ({template_set}), got {n}"
         )
     beliefs = (True, False) if false_belief is None else (false_belief,)
@@ -276,31 +278,39 @@ def tom_items(
     ]
 
 
+def mixture_capacity(template_set: str) -> int:
+    """The largest `n` `tom_mixture` can draw: a quarter of it comes from each (kind, belief) cell."""
+    return len(_CELLS) * min(n_distinct(kind, template_set) for kind, _ in _CELLS)
+
+
 def tom_mixture(template_set: str, n: int, seed: int = 0) -> list[TomItem]:
     """`n` items over both kinds, balanced across kind and false/true belief, shuffled by seed."""
     if n < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
-    # Cells in this order balance kind and belief as well as any n allows.
-    cells = (
-        ("unexpected_transfer", True),
-        ("unexpected_contents", False),
-        ("unexpected_contents", True),
-        ("unexpected_transfer", False),
-    )
+        raise InputError(f"n must be non-negative, got {n}")
     rng = random.Random(seed)
     items: list[TomItem] = []
-    for i, (kind, false_belief) in enumerate(cells):
-        size = n // len(cells) + (i < n % len(cells))
+    for i, (kind, false_belief) in enumerate(_CELLS):
+        size = n // len(_CELLS) + (i < n % len(_CELLS))
         items += tom_items(kind, template_set, size, rng.randrange(2**32), false_belief=false_belief)
     rng.shuffle(items)
     return items
 
 
+#: The (kind, false belief) cells of `tom_mixture`, in the order that balances kind and belief as
+#: well as any n allows.
+_CELLS = (
+    ("unexpected_transfer", True),
+    ("unexpected_contents", False),
+    ("unexpected_contents", True),
+    ("unexpected_transfer", False),
+)
+
+
 def _check(kind: str, template_set: str) -> None:
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise InputError(f"kind must be one of {KINDS}, got {kind!r}")
     if template_set not in TEMPLATE_SETS:
-        raise ValueError(f"template_set must be one of {TEMPLATE_SETS}, got {template_set!r}")
+        raise InputError(f"template_set must be one of {TEMPLATE_SETS}, got {template_set!r}")
 
 
 def _build(kind: str, template_set: str, index: int, false_belief: bool, reversed: bool) -> TomItem:

@@ -63,6 +63,7 @@ class UserData:
     records: tuple[Record, ...]
     n_read: int
     duplicates: int
+    locations: tuple[str, ...] = ()  # where each record was first found ("line 7"), for errors
 
     def splits(self, shares: Sequence[tuple[str, float]] | None = None) -> dict[str, list[Record]]:
         """The records by split (the kind's default shares, or `shares`); text has one split, "all"."""
@@ -100,9 +101,20 @@ def read_user_data(kind: str, source: str) -> UserData:
         raise InputError(f"{source}: no records")
     if kind == "pairs":
         _check_completions(source, located)
-    records = [record for _, record in located]
-    unique = tuple(dict.fromkeys(records))
-    return UserData(kind, source, raw.sha256, raw.hashed, unique, len(records), len(records) - len(unique))
+    first: dict[Record, str] = {}
+    for location, record in located:
+        first.setdefault(record, location)
+    unique = tuple(first)
+    return UserData(
+        kind,
+        source,
+        raw.sha256,
+        raw.hashed,
+        unique,
+        len(located),
+        len(located) - len(unique),
+        tuple(first.values()),
+    )
 
 
 def _check_completions(source: str, located: list[tuple[str, ContrastPair]]) -> None:

@@ -34,40 +34,37 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 import plotly.graph_objects as go
+from tqdm.auto import tqdm
 
 from steerscope.context import ExperimentContext
 from steerscope.errors import InputError
 from steerscope.model import ModelLike
 from steerscope.registry import ExperimentConfig, Outcome, register
-from steerscope.settings import Count, Layer, NonEmpty, NonZero, Range
+from steerscope.settings import Count, Layer, NewTokens, NonEmpty, NonZero, Range
+from steerscope.steering.choice import fewest_within_tolerance, mark_chosen
 from steerscope.steering.efficiency import (
-    Generation,
     Harvest,
-    PromptFn,
-    best_layer,
     efficiency_vector,
-    evaluate,
     harvest_prompt_contrast,
     harvest_sampled,
-    harvest_thinking,
-    spread_layers,
-    steering_effects,
-    thinking_directions,
 )
 from steerscope.steering.frontier import (
     BREVITY_CUE,
     UNSTEERED,
     Setting,
     budget_settings,
-    choose_setting,
-    evaluate_settings,
+    dev_rows,
     heldout_frontier,
-    middle_layers,
+    solve,
     steering_settings,
 )
+from steerscope.steering.generation import Generation, PromptFn
+from steerscope.steering.layer_choice import best_layer, evaluate, spread_layers, steering_effects
 from steerscope.steering.plots import frontier_figure, layer_sweep_figure
+from steerscope.steering.reasoning import thinking_directions
 from steerscope.steering.seal import seal_vector
 from steerscope.steering.thinking import delimiter_ids, think_close_id
+from steerscope.steering.vector import SteeringVector
 
 METHODS = ("efficiency", "seal", "budget")
 
@@ -82,15 +79,15 @@ class EfficiencyConfig(ExperimentConfig):
         strengths=[0.0, 0.05, 0.1, 0.2],
         layer_candidates=3,
     )
-    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {
-        "n_train": ("problems", "train"),
-        "n_heldout": ("problems", "heldout"),
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "n_train": (("problems", "train"),),
+        "n_heldout": (("problems", "heldout"),),
     }
     n_train: Count = 32
     n_heldout: Count = 24
     n_samples: Count = 6
     temperature: Annotated[float, Range(0, low_open=True)] = 0.8
-    max_new_tokens: Count = 96
+    max_new_tokens: NewTokens = 96
     strengths: Annotated[list[float], NonEmpty()] = field(default_factory=lambda: [-0.1, 0.0, 0.05, 0.1, 0.2])
     # arithmetic steps of the generated problems (a user's problems are taken as they are)
     steps: Annotated[list[Annotated[int, Range(1, 3)]], NonEmpty()] = field(default_factory=lambda: [1, 2, 3])
@@ -152,6 +149,7 @@ def harvest_pairs(
                 config.batch_size,
                 config.seed,
                 prompt,
+                progress=True,
             )
         )
     if config.variant == "prompt_contrast" or (
@@ -163,7 +161,7 @@ def harvest_pairs(
         for source in sources:
             attempts.append(
                 harvest_prompt_contrast(
-                    model, problems, source, config.max_new_tokens, config.batch_size, prompt
+                    model, problems, source, config.max_new_tokens, config.batch_size, prompt, progress=True
                 )
             )
             if len(attempts[-1].pairs) >= config.min_pairs:
@@ -180,6 +178,8 @@ def harvest_pairs(
     data=("problems",),
 )
 def run(config: EfficiencyConfig, context: ExperimentContext) -> Outcome:
+    """The reasoning-model phases when the tokenizer has a single `</think>` token, else the
+    phases of a model that does not think in tags."""
     model, data = context.model, context.data.need("problems")
     thinking = think_close_id(model.tokenizer) is not None
     if not thinking and config.method not in ("efficiency", "all"):
@@ -195,29 +195,99 @@ def run(config: EfficiencyConfig, context: ExperimentContext) -> Outcome:
     return run_without_thinking(config, model, data, train, heldout)
 
 
+# ---- a model that does not think in tags: harvest, layer, strength sweep on held-out problems
+
+
 def run_without_thinking(
     config: EfficiencyConfig, model: ModelLike, data: Any, train: list, heldout: list
 ) -> Outcome:
-    """Efficiency steering at every generated token of a model that does not think in tags."""
-    prompt = data.prompt
-    harvest, attempts = harvest_pairs(model, config, train, prompt)
+    """Efficiency steering at every generated token of a model that does not think in tags:
+    harvest pairs, choose the layer, sweep the strength on held-out problems, report."""
+    harvest, attempts = harvest_pairs(model, config, train, data.prompt)
     if len(harvest.pairs) < 2:
         raise InputError(
             f"efficiency: only {len(harvest.pairs)} concise/verbose pairs harvested from {len(train)} training "
             f"problems of {data.source} (at least 2 needed): {attempts}"
         )
-    fallback = harvest.variant != "sampled" and config.variant == "auto"
-    length = dict(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, prompt=prompt)
-    layer, effects = config.layer, []
-    if layer is None:
-        candidates = spread_layers(model.anatomy.n_layers, config.layer_candidates)
-        effects = steering_effects(
-            model, harvest, candidates, config.probe_strength, n_problems=config.n_probe, **length
-        )
-        layer = best_layer(effects)
+    layer, effects = choose_layer(config, model, harvest, data.prompt)
     vector, layer_scores = efficiency_vector(model, harvest, layer=layer)
+    sweep, shown = sweep_strengths(config, model, heldout, vector, layer, data.prompt)
+    results = {
+        "model": model.source,
+        "method": "efficiency",
+        "problems": {"train": len(train), "heldout": len(heldout)},
+        "variant": harvest.variant,
+        "fallback": harvest.variant != "sampled" and config.variant == "auto",
+        "harvest": harvest.counts,
+        "harvest_attempts": attempts,
+        "layer": layer,
+        "layer_scores": layer_scores,
+        "layer_effects": effects,
+        "direction_norm": vector.directions[next(iter(vector.directions))].norm().item(),
+        "baseline": sweep["baseline"],
+        "prompted_brevity": sweep["brevity"],
+        "sweep": sweep["sweep"],
+        "example_pairs": [
+            {"question": p.problem.question, "concise": p.concise, "verbose": p.verbose}
+            for p in harvest.pairs[:3]
+        ],
+        "generations": generations_table(heldout[: config.n_shown], shown),
+    }
+    return Outcome(
+        results=results,
+        summary=summary_text(results),
+        figures=[
+            frontier_figure(results["baseline"], results["prompted_brevity"], results["sweep"]),
+            layer_sweep_figure(layer_scores, layer, "concise vs verbose solutions"),
+        ],
+        tables=[
+            ("Strength sweep (relative strength: added norm / residual norm)", results["sweep"]),
+            ("Held-out generations side by side", results["generations"]),
+            ("Layer choice: harvested problems steered at each candidate layer", effects),
+            ("Harvest attempts", attempts),
+        ],
+    )
+
+
+def choose_layer(
+    config: EfficiencyConfig, model: ModelLike, harvest: Harvest, prompt: PromptFn
+) -> tuple[int, list[dict[str, Any]]]:
+    """The layer to steer: `config.layer`, or the candidate whose direction, steering the harvested
+    problems, gives the fewest tokens per correct answer; returns it and the trial's rows."""
+    if config.layer is not None:
+        return config.layer, []
+    effects = steering_effects(
+        model,
+        harvest,
+        spread_layers(model.anatomy.n_layers, config.layer_candidates),
+        config.probe_strength,
+        n_problems=config.n_probe,
+        progress=True,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        prompt=prompt,
+    )
+    return best_layer(effects), effects
+
+
+def sweep_strengths(
+    config: EfficiencyConfig,
+    model: ModelLike,
+    heldout: list,
+    vector: SteeringVector,
+    layer: int,
+    prompt: PromptFn,
+) -> tuple[dict[str, Any], dict[str, list[Generation]]]:
+    """Held-out problems unsteered, after the brevity prompt, and steered at every strength;
+    returns the summaries (`baseline`, `brevity`, `sweep`) and the generations to show."""
+    length = dict(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, prompt=prompt)
+    bar = tqdm(
+        total=2 + sum(s != 0 for s in config.strengths), desc="held-out (unsteered, brevity, strengths)"
+    )
     baseline, baseline_gens = evaluate(model, heldout, **length)
+    bar.update()
     brevity, brevity_gens = evaluate(model, heldout, style="brief", **length)
+    bar.update()
     sweep, shown = [], {"no steering": baseline_gens, "brevity prompt": brevity_gens}
     for strength in config.strengths:
         summary, gens = (
@@ -228,63 +298,41 @@ def run_without_thinking(
         sweep.append({"strength": strength, "layer": layer, **summary})
         if strength != 0:
             shown[f"steered {strength:+g}"] = gens
+            bar.update()
+    bar.close()
+    return {"baseline": baseline, "brevity": brevity, "sweep": sweep}, shown
 
-    side_by_side = generations_table(heldout[: config.n_shown], shown)
-    lines = [
-        f"{model.source}; {len(train)} training problems, {len(heldout)} held-out",
-        f"harvest variant: {harvest.variant}"
-        + (
-            f" (fallback: sampling gave {attempts[0]['n_pairs']} pairs < {config.min_pairs})"
-            if fallback
-            else ""
-        )
-        + f"; {len(harvest.pairs)} pairs; direction at L{layer}.resid_post"
-        + (" (set in the config)" if config.layer is not None else ""),
-        *(
-            f"layer trial on {e['n']} harvested problems, "
-            + ("unsteered" if e["layer"] is None else f"L{e['layer']} at {e['strength']:+g}")
-            + f": accuracy {e['accuracy']:.2f}, mean tokens {e['mean_tokens']:.1f}"
-            for e in effects
-        ),
-        f"no steering: accuracy {baseline['accuracy']:.2f}, mean tokens {baseline['mean_tokens']:.1f}",
-        f"brevity prompt: accuracy {brevity['accuracy']:.2f}, mean tokens {brevity['mean_tokens']:.1f}",
-        *(
-            f"strength {s['strength']:+.2f}: accuracy {s['accuracy']:.2f}, mean tokens {s['mean_tokens']:.1f}"
-            for s in sweep
-        ),
-    ]
-    return Outcome(
-        results={
-            "model": model.source,
-            "method": "efficiency",
-            "variant": harvest.variant,
-            "fallback": fallback,
-            "harvest": harvest.counts,
-            "harvest_attempts": attempts,
-            "layer": layer,
-            "layer_scores": layer_scores,
-            "layer_effects": effects,
-            "direction_norm": vector.directions[next(iter(vector.directions))].norm().item(),
-            "baseline": baseline,
-            "prompted_brevity": brevity,
-            "sweep": sweep,
-            "example_pairs": [
-                {"question": p.problem.question, "concise": p.concise, "verbose": p.verbose}
-                for p in harvest.pairs[:3]
-            ],
-            "generations": side_by_side,
-        },
-        summary="\n".join(lines),
-        figures=[
-            frontier_figure(baseline, brevity, sweep),
-            layer_sweep_figure(layer_scores, layer, "concise vs verbose solutions"),
-        ],
-        tables=[
-            ("Strength sweep (relative strength: added norm / residual norm)", sweep),
-            ("Held-out generations side by side", side_by_side),
-            ("Layer choice: harvested problems steered at each candidate layer", effects),
-            ("Harvest attempts", attempts),
-        ],
+
+def summary_text(results: dict[str, Any]) -> str:
+    """The direction's harvest and layer, then on held-out problems each strength's (and the
+    brevity prompt's) change of length at its change of accuracy, against no steering."""
+    base, problems = results["baseline"], results["problems"]
+    fallback = (
+        f" (sampling gave {results['harvest_attempts'][0]['n_pairs']} pairs, too few)"
+        if results["fallback"]
+        else ""
+    )
+    return "\n".join(
+        [
+            f"{results['model']}: {problems['train']} training, {problems['heldout']} held-out problems; "
+            f"direction at L{results['layer']}.resid_post from {results['harvest']['n_pairs']} "
+            f"{results['variant']} pairs{fallback}",
+            f"held-out, against no steering (accuracy {base['accuracy']:.2f}, {base['mean_tokens']:.1f} tokens):",
+            f"  brevity prompt: {_against(results['prompted_brevity'], base)}",
+            *(
+                f"  strength {row['strength']:+g}: {_against(row, base)}"
+                for row in results["sweep"]
+                if row["strength"] != 0
+            ),
+        ]
+    )
+
+
+def _against(row: dict[str, Any], base: dict[str, Any]) -> str:
+    tokens = row["mean_tokens"] / base["mean_tokens"] - 1 if base["mean_tokens"] else float("nan")
+    return (
+        f"tokens {tokens:+.0%} at accuracy {row['accuracy'] - base['accuracy']:+.2f} "
+        f"({row['accuracy']:.2f}, {row['mean_tokens']:.1f} tokens)"
     )
 
 
@@ -345,19 +393,34 @@ def method_settings(
     return steering_settings(method, vectors, config.delimiter_strengths, "delimiters", delimiter, "absolute")
 
 
-def run_thinking(
+# ---- a reasoning model: every method tuned on dev problems, traced on held-out problems
+
+
+@dataclass
+class ThinkingPlan:
+    """What a reasoning-model run works with: its methods, problem splits, layers and delimiter,
+    and the generation settings of every dev and held-out evaluation."""
+
+    methods: list[str]
+    dev: list
+    harvest_problems: list
+    heldout: list
+    layers: list[int]
+    delimiter: str
+    generation: dict[str, Any]
+
+
+def plan_thinking(
     config: EfficiencyConfig, model: ModelLike, data: Any, train: list, heldout: list
-) -> Outcome:
-    """Every method of `config.method` on a reasoning model: dev grid, choice, held-out frontier."""
-    methods = list(METHODS) if config.method == "all" else [config.method]
-    delimiter = thought_delimiter(model.tokenizer, config.thought_delimiter)
+) -> ThinkingPlan:
+    """The methods to run, the training problems split into dev and harvest, the dev-grid layers
+    (checked against the model) and the thought delimiter."""
     n_dev = min(max(1, round(len(train) * config.dev_share)), len(train) - 1)
-    dev, harvest_problems = train[:n_dev], train[n_dev:]
     n_layers = model.anatomy.n_layers
     layers = (
         [config.layer]
         if config.layer is not None
-        else config.layers or middle_layers(n_layers, config.layer_candidates)
+        else config.layers or spread_layers(n_layers, config.layer_candidates, skip_first=True)
     )
     if any(not 0 <= layer < n_layers for layer in layers):
         raise InputError(f"efficiency: layers {layers} must lie in 0..{n_layers - 1} for {model.source}")
@@ -368,83 +431,143 @@ def run_thinking(
         max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size,
     )
+    return ThinkingPlan(
+        methods=list(METHODS) if config.method == "all" else [config.method],
+        dev=train[:n_dev],
+        harvest_problems=train[n_dev:],
+        heldout=heldout,
+        layers=layers,
+        delimiter=thought_delimiter(model.tokenizer, config.thought_delimiter),
+        generation=generation,
+    )
+
+
+def steering_grids(
+    config: EfficiencyConfig, model: ModelLike, data: Any, plan: ThinkingPlan
+) -> tuple[Harvest | None, dict[str, list[Setting]], dict[str, str]]:
+    """The harvest (when a steering method runs) and each steering method's dev grid; a method
+    without what it needs is skipped with the reason."""
     grids: dict[str, list[Setting]] = {}
     skipped: dict[str, str] = {}
-    harvest = None
-    if {"efficiency", "seal"} & set(methods):
-        harvest, samples = harvest_thinking(
-            model, harvest_problems, config.n_samples, config.temperature, config.max_new_tokens,
-            config.batch_size, config.seed, data.prompt,
-        )  # fmt: skip
-        traces = [
-            (data.prompt(p, "standard"), g.text)
-            for p, gs in zip(harvest_problems, samples, strict=True)
-            for g in gs
-        ]
-        for method in ("efficiency", "seal"):
-            if method in methods:
-                try:
-                    grids[method] = method_settings(config, model, method, harvest, traces, layers, delimiter)
-                except InputError as error:
-                    skipped[method] = str(error)
-    if not grids and "budget" not in methods:
-        raise InputError(f"efficiency: no method could run on {model.source}: " + "; ".join(skipped.values()))
-    [(dev_unsteered, _)] = evaluate_settings(model, dev, [UNSTEERED], seed=config.seed + 1, **generation)
-    if "budget" in methods:
-        length = dev_unsteered["mean_thinking_tokens"]
-        grids["budget"] = budget_settings(
-            sorted({max(2, round(share * length)) for share in config.budget_shares})
-        )
+    if not {"efficiency", "seal"} & set(plan.methods):
+        return None, grids, skipped
+    problems = plan.harvest_problems
+    harvest = harvest_sampled(
+        model, problems, config.n_samples, config.temperature, config.max_new_tokens,
+        config.batch_size, config.seed, data.prompt, progress=True, by="n_thinking",
+    )  # fmt: skip
+    traces = [
+        (data.prompt(p, "standard"), g.text)
+        for p, gs in zip(problems, harvest.samples, strict=True)
+        for g in gs
+    ]
+    for method in ("efficiency", "seal"):
+        if method in plan.methods:
+            try:
+                grids[method] = method_settings(
+                    config, model, method, harvest, traces, plan.layers, plan.delimiter
+                )
+            except InputError as error:
+                skipped[method] = str(error)
+    return harvest, grids, skipped
 
-    dev_rows: dict[str, list[dict[str, Any]]] = {}
+
+@dataclass
+class DevChoice:
+    """Unsteered on the dev problems, each method's grid (budgets included) with its dev rows,
+    and the setting the rule chose per method (None: no setting thinks less within tolerance)."""
+
+    unsteered: dict[str, Any]
+    grids: dict[str, list[Setting]]
+    rows: dict[str, list[dict[str, Any]]]
+    chosen: dict[str, Setting | None]
+
+
+def choose_on_dev(
+    config: EfficiencyConfig, model: ModelLike, plan: ThinkingPlan, grids: dict[str, list[Setting]]
+) -> DevChoice:
+    """Unsteered on the dev problems, the budget grid (shares of its thinking length), and each
+    method's dev grid with the setting the rule chooses."""
+    generation = dict(plan.generation, seed=config.seed + 1)
+    unsteered = {**UNSTEERED.describe(), **solve(model, plan.dev, UNSTEERED, **generation)[0]}
+    if "budget" in plan.methods:
+        length = unsteered["mean_thinking_tokens"]
+        budgets = sorted({max(2, round(share * length)) for share in config.budget_shares})
+        grids = {**grids, "budget": budget_settings(budgets)}
+    rows: dict[str, list[dict[str, Any]]] = {}
     chosen: dict[str, Setting | None] = {}
     for method, settings in grids.items():
-        rows = [row for row, _ in evaluate_settings(model, dev, settings, seed=config.seed + 1, **generation)]
-        index = choose_setting(dev_unsteered, rows, config.tolerance)
-        dev_rows[method] = [{**row, "chosen": i == index} for i, row in enumerate(rows)]
+        measured = dev_rows(model, plan.dev, settings, progress=True, **generation)
+        index = fewest_within_tolerance(unsteered, measured, config.tolerance)
+        rows[method] = mark_chosen(measured, index)
         chosen[method] = None if index is None else settings[index]
+    return DevChoice(unsteered, grids, rows, chosen)
 
-    heldout_generation = dict(generation, seed=config.seed + 2)
-    [(unsteered, unsteered_samples)] = evaluate_settings(model, heldout, [UNSTEERED], **heldout_generation)
-    frontier: dict[str, list[dict[str, Any]]] = {"unsteered": [{**unsteered, "chosen": False}]}
-    for method, settings in grids.items():
-        pick = chosen[method]
+
+def trace_heldout(
+    config: EfficiencyConfig,
+    model: ModelLike,
+    plan: ThinkingPlan,
+    choice: DevChoice,
+) -> dict[str, list[dict[str, Any]]]:
+    """The held-out frontier: unsteered, each steering method at every strength of its chosen
+    layer (the middle grid layer if none was chosen), every budget and the brevity cue."""
+    generation = dict(plan.generation, seed=config.seed + 2)
+    unsteered, unsteered_samples = solve(model, plan.heldout, UNSTEERED, **generation)
+    frontier: dict[str, list[dict[str, Any]]] = {
+        "unsteered": [{**UNSTEERED.describe(), **unsteered, "chosen": False}]
+    }
+    for method, settings in choice.grids.items():
+        pick = choice.chosen[method]
         if method == "budget":
             traced = [*settings, BREVITY_CUE]
-        else:  # every strength at the chosen layer (at the middle grid layer if none was chosen)
-            layer = pick.layer if pick is not None else layers[len(layers) // 2]
+        else:
+            layer = pick.layer if pick is not None else plan.layers[len(plan.layers) // 2]
             traced = [s for s in settings if s.layer == layer]
-        rows = heldout_frontier(model, heldout, traced, unsteered_samples, **heldout_generation)
+        rows = heldout_frontier(model, plan.heldout, traced, unsteered_samples, progress=True, **generation)
         frontier[method] = [{**row, "chosen": s == pick} for row, s in zip(rows, traced, strict=True)]
-    verdicts = {
-        method: verdict(next((r for r in rows if r["chosen"]), None))
-        for method, rows in frontier.items()
-        if method != "unsteered"
-    }
-    summary = thinking_summary(
-        model, config, len(dev), len(harvest_problems), len(heldout), frontier, verdicts, skipped
-    )
-    flat = [row for rows in frontier.values() for row in rows]
-    return Outcome(
-        results={
-            "model": model.source,
-            "methods": methods,
-            "skipped": skipped,
-            "thought_delimiter": delimiter,
-            "layers": layers,
-            "splits": {"harvest": len(harvest_problems), "dev": len(dev), "heldout": len(heldout)},
-            "harvest": None if harvest is None else harvest.counts,
-            "dev_unsteered": dev_unsteered,
-            "dev_grid": dev_rows,
-            "chosen": {m: None if s is None else s.describe() for m, s in chosen.items()},
-            "frontier": frontier,
-            "target": verdicts,
+    return frontier
+
+
+def run_thinking(
+    config: EfficiencyConfig, model: ModelLike, data: Any, train: list, heldout: list
+) -> Outcome:
+    """Every method of `config.method` on a reasoning model: plan, harvest and grids, choice on
+    dev, held-out frontier, report."""
+    plan = plan_thinking(config, model, data, train, heldout)
+    harvest, grids, skipped = steering_grids(config, model, data, plan)
+    if not grids and "budget" not in plan.methods:
+        raise InputError(f"efficiency: no method could run on {model.source}: " + "; ".join(skipped.values()))
+    choice = choose_on_dev(config, model, plan, grids)
+    frontier = trace_heldout(config, model, plan, choice)
+    results = {
+        "model": model.source,
+        "methods": plan.methods,
+        "skipped": skipped,
+        "thought_delimiter": plan.delimiter,
+        "layers": plan.layers,
+        "splits": {"harvest": len(plan.harvest_problems), "dev": len(plan.dev), "heldout": len(heldout)},
+        "harvest": None if harvest is None else harvest.counts,
+        "dev_unsteered": choice.unsteered,
+        "dev_grid": choice.rows,
+        "chosen": {m: None if s is None else s.describe() for m, s in choice.chosen.items()},
+        "frontier": frontier,
+        "target": {
+            method: verdict(next((r for r in rows if r["chosen"]), None))
+            for method, rows in frontier.items()
+            if method != "unsteered"
         },
-        summary=summary,
+    }
+    return Outcome(
+        results=results,
+        summary=thinking_summary(results, config),
         figures=[thinking_frontier_figure(frontier)],
         tables=[
-            ("Held-out frontier (95% intervals over problems; change against unsteered)", flat),
-            *((f"Dev grid: {method}", rows) for method, rows in dev_rows.items()),
+            (
+                "Held-out frontier (95% intervals over problems; change against unsteered)",
+                [row for rows in frontier.values() for row in rows],
+            ),
+            *((f"Dev grid: {method}", rows) for method, rows in choice.rows.items()),
         ],
     )
 
@@ -465,42 +588,36 @@ def verdict(row: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def thinking_summary(
-    model: ModelLike,
-    config: EfficiencyConfig,
-    n_dev: int,
-    n_harvest: int,
-    n_heldout: int,
-    frontier: dict[str, list[dict[str, Any]]],
-    verdicts: dict[str, dict[str, Any]],
-    skipped: dict[str, str],
-) -> str:
+def thinking_summary(results: dict[str, Any], config: EfficiencyConfig) -> str:
+    """Unsteered held-out accuracy and thinking length, then per method the setting chosen on dev:
+    its change of thinking tokens at its change of accuracy (95% intervals) and the target's verdict."""
+    splits, frontier = results["splits"], results["frontier"]
+    [unsteered] = frontier["unsteered"]
     lines = [
-        f"{model.source}; {n_harvest} harvest, {n_dev} dev, {n_heldout} held-out problems, "
-        f"{config.n_eval_samples} traces each at temperature {config.temperature}",
-        *(f"{method} skipped: {reason}" for method, reason in skipped.items()),
+        f"{results['model']}: {splits['harvest']} harvest, {splits['dev']} dev, {splits['heldout']} held-out "
+        f"problems, {config.n_eval_samples} traces each at temperature {config.temperature}",
+        f"unsteered: accuracy {_ci(unsteered['accuracy'], unsteered['accuracy_ci'], '.3f')}, thinking "
+        f"tokens {_ci(unsteered['mean_thinking_tokens'], unsteered['mean_thinking_ci'], '.1f')}",
+        *(f"{method} skipped: {reason}" for method, reason in results["skipped"].items()),
     ]
-    for rows in frontier.values():
-        for row in rows:
-            what = Setting(row["method"], row["layer"], row["strength"], row["budget"]).label
-            change = (
-                f", thinking {row['thinking_change']:+.1%}, accuracy {row['accuracy_change']:+.3f}"
-                if "thinking_change" in row
-                else ""
-            )
-            lo, hi = row["accuracy_ci"]
-            tlo, thi = row["mean_thinking_ci"]
-            lines.append(
-                f"{what}{' (chosen on dev)' if row['chosen'] else ''}: accuracy {row['accuracy']:.3f} "
-                f"[{lo:.3f}, {hi:.3f}], thinking tokens {row['mean_thinking_tokens']:.1f} "
-                f"[{tlo:.1f}, {thi:.1f}]{change}"
-            )
-    for method, result in verdicts.items():
+    for method, result in results["target"].items():
+        row = next((r for r in frontier[method] if r["chosen"]), None)
+        if row is None:
+            lines.append(f"{method}: nothing chosen on dev (no setting thinks less within the tolerance)")
+            continue
         lines.append(
-            f"{method}: {'meets' if result['meets_target'] else 'misses'} the target (>= 20% fewer "
-            "thinking tokens, accuracy within 2 points)"
+            f"{Setting(row['method'], row['layer'], row['strength'], row['budget']).label} (chosen on dev): "
+            f"thinking {_ci(row['thinking_change'], row['thinking_change_ci'], '+.1%')} at accuracy "
+            f"{_ci(row['accuracy_change'], row['accuracy_change_ci'], '+.3f')}; "
+            f"{'meets' if result['meets_target'] else 'misses'} the target (>= 20% fewer thinking tokens, "
+            "accuracy within 2 points)"
         )
     return "\n".join(lines)
+
+
+def _ci(value: float, interval: list[float], spec: str) -> str:
+    """`value [low, high]`, each formatted with `spec`."""
+    return f"{value:{spec}} [{interval[0]:{spec}}, {interval[1]:{spec}}]"
 
 
 def thinking_frontier_figure(frontier: dict[str, list[dict[str, Any]]]) -> go.Figure:

@@ -26,15 +26,16 @@ from steerscope.data.suite import TextData
 from steerscope.model import ModelLike
 from steerscope.probes.position_logits import PAPER_R, PositionLogits, position_logits, randomly_initialised
 from steerscope.registry import ExperimentConfig, Outcome, register
-from steerscope.settings import Count, NonEmpty, Range
+from steerscope.settings import Count, NonEmpty, Range, Window
 
 
 @dataclass
 class PositionLogitsConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_prompts=4, window=48, distances=list(range(0, 48, 3)))
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {"n_prompts": (("text", "eval"),)}
     n_prompts: Count = 16
     # tokens per prompt, BOS included, at most the text data's window (retokenised: +-1)
-    window: Annotated[int, Range(2)] = 64
+    window: Window = 64
     distances: Annotated[list[Annotated[int, Range(0)]], NonEmpty()] = field(
         default_factory=lambda: list(range(0, 64, 2))
     )
@@ -42,11 +43,14 @@ class PositionLogitsConfig(ExperimentConfig):
     random_init: bool = True
     scatter_points: Count = 2000  # per scatter plot
 
+    def text_window(self, field: str, data_window: int) -> tuple[int | None, bool]:
+        """`window - 1` tokens (at most the data's window), without BOS: the tokenizer adds it back."""
+        return min(self.window, data_window) - 1, False
+
 
 def generic_prompts(model: ModelLike, text: TextData, n: int, window: int, seed: int) -> list[str]:
-    """`n` windows of `window - 1` tokens (at most the text's window) of the "eval" split, as text
-    (the tokenizer adds BOS back)."""
-    windows = text.windows(model, n, min(window, text.window) - 1, seed, split="eval")
+    """`n` windows of `window` tokens of the "eval" split, as text."""
+    windows = text.windows(model, n, window, seed, split="eval")
     return [model.tokenizer.decode(ids) for ids in windows]
 
 
@@ -104,10 +108,11 @@ def subsample(real: torch.Tensor, fitted: torch.Tensor, n: int, seed: int) -> di
 )
 def run(config: PositionLogitsConfig, context: ExperimentContext) -> Outcome:
     model, text = context.model, context.data.need("text")
-    prompts = generic_prompts(model, text, config.n_prompts, config.window, config.seed)
+    window, _ = config.text_window("n_prompts", text.window)
+    prompts = generic_prompts(model, text, config.n_prompts, window, config.seed)
     context.used("text", eval_windows=len(prompts))
     trained = position_logits(
-        model, prompts, distances=config.distances, share_distance=config.share_distance
+        model, prompts, distances=config.distances, share_distance=config.share_distance, progress=True
     )
     results: dict[str, Any] = {"model": model.source, "paper_r": PAPER_R, **summarise(trained)}
     rows = results["per_head"]
@@ -126,7 +131,11 @@ def run(config: PositionLogitsConfig, context: ExperimentContext) -> Outcome:
         random_model = randomly_initialised(model, seed=config.seed)
         random = summarise(
             position_logits(
-                random_model, prompts, distances=config.distances, share_distance=config.share_distance
+                random_model,
+                prompts,
+                distances=config.distances,
+                share_distance=config.share_distance,
+                progress=True,
             )
         )
         results["random_init"] = random

@@ -21,9 +21,11 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from steerscope.context import ExperimentContext
 from steerscope.data.suite import DataSuite
+from steerscope.errors import InputError
 from steerscope.model import Model
 from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks
 from steerscope.probes.rope import (
@@ -38,19 +40,20 @@ from steerscope.probes.rope import (
 )
 from steerscope.probes.tom_fisher import tom_and_generic_fisher
 from steerscope.registry import ExperimentConfig, Outcome, register
-from steerscope.settings import Count, Range
+from steerscope.settings import Count, Range, Window
 
 
 @dataclass
 class RopeConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_windows=8, n_tom=8, n_fisher=24, random_seeds=1)
-    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {
-        "n_tom": ("tom", "eval"),
-        "n_fisher": ("tom", "fisher"),
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "n_tom": (("tom", "eval"),),
+        "n_fisher": (("tom", "fisher"), ("text", "fisher")),
+        "n_windows": (("text", "eval"),),
     }
     n_windows: Annotated[int, Range(0)] = 32  # generic text windows measured
     # tokens per generic window before the BOS (at most the text data's window)
-    window: Annotated[int, Range(2)] = 64
+    window: Window = 64
     n_tom: Annotated[int, Range(0)] = 32  # ToM evaluation stories measured
     # massive pair: norm > lambda x the head's mean pair norm
     massive_lambda: Annotated[float, Range(0, low_open=True)] = 5.0
@@ -60,19 +63,25 @@ class RopeConfig(ExperimentConfig):
     scale: float = 0.0  # W[M] <- mu + scale * (W[M] - mu); 0 is mean replacement
     n_fisher: Count = 100  # Fisher samples per data set; as tom-sensitivity, so its cache is reused
     # generic Fisher window of tom-sensitivity (cache key)
-    fisher_window: Annotated[int, Range(2)] | None = None
+    fisher_window: Window | None = None
     batch_size: Count = 8
+
+    def text_window(self, field: str, data_window: int) -> tuple[int | None, bool]:
+        """Measured windows: at most the data's window, BOS excluded; Fisher windows as tom-sensitivity's."""
+        if field == "n_fisher":
+            return self.fisher_window, True
+        return min(self.window, data_window - 1), False
 
     def __post_init__(self) -> None:
         if self.n_windows + self.n_tom == 0:
-            raise ValueError("n_windows and n_tom are both 0; there is nothing to measure")
+            raise InputError("n_windows and n_tom are both 0; there is nothing to measure")
 
 
 def measured_prompts(model: Model, data: DataSuite, config: RopeConfig) -> tuple[list[str], list[str]]:
     """Generic text windows (eval split, decoded to text) and ToM evaluation stories (an
     organism's windows are as short as its training documents)."""
     text = data.need("text")
-    window = min(config.window, text.window - 1)
+    window, _ = config.text_window("n_windows", text.window)
     windows = text.windows(model, config.n_windows, window, config.seed, split="eval")
     stories = [item.story for item in data.need("tom").items("eval", config.n_tom, config.seed)]
     return [model.tokenizer.decode(w) for w in windows], stories
@@ -86,19 +95,20 @@ def tom_masks(model: Model, data: DataSuite, config: RopeConfig) -> dict[str, Te
     return sensitive_masks(tom_f, generic_f, config.sparsity)
 
 
-@register(
-    "rope",
-    RopeConfig,
-    "massive rotary pairs, query-BOS angles, BOS attention; ToM mask vs random",
-    data=("tom", "text"),
-)
-def run(config: RopeConfig, context: ExperimentContext) -> Outcome:
+def measure_perturbations(
+    config: RopeConfig, context: ExperimentContext
+) -> tuple[RotaryStats, dict[str, Tensor], RotaryStats, list[RotaryStats]]:
+    """The rotary statistics of the measured prompts unperturbed, under the ToM mask and under
+    each random mask; returns them with the ToM masks."""
     model = context.model
     windows, stories = measured_prompts(model, context.data, config)
     prompts = windows + stories
+    bar = tqdm(total=2 + config.random_seeds, desc="measurements (unperturbed, masks)")
 
     def measure() -> RotaryStats:
-        return rotary_stats(model, prompts, batch_size=config.batch_size)
+        stats = rotary_stats(model, prompts, batch_size=config.batch_size, progress=True)
+        bar.update()
+        return stats
 
     before = measure()
     masks = tom_masks(model, context.data, config)
@@ -110,7 +120,19 @@ def run(config: RopeConfig, context: ExperimentContext) -> Outcome:
     for seed in range(config.random_seeds):
         with mean_replacement(model, random_masks(masks, seed=1000 + seed), config.scale):
             randoms.append(measure())
+    bar.close()
+    return before, masks, targeted, randoms
 
+
+@register(
+    "rope",
+    RopeConfig,
+    "massive rotary pairs, query-BOS angles, BOS attention; ToM mask vs random",
+    data=("tom", "text"),
+)
+def run(config: RopeConfig, context: ExperimentContext) -> Outcome:
+    model = context.model
+    before, masks, targeted, randoms = measure_perturbations(config, context)
     lam = config.massive_lambda
     targeted_change = stats_change(targeted, before)
     random_changes = [stats_change(r, before) for r in randoms]
@@ -238,34 +260,44 @@ def _fmt(value: float | None) -> str:
 
 
 def summary_text(results: dict[str, Any]) -> str:
-    """A short text of the headline numbers: massive pairs per layer type, targeted vs random, BOS attention."""
-    data = results["data"]
+    """Which rotary pairs are massive per layer type (the three most frequent), how much the ToM
+    mask changes massive and other pairs and BOS attention against random masks, BOS attention."""
+    data, perturbation = results["data"], results["perturbation"]
+    frequencies, types = results["frequencies"], results["anatomy"]["layer_types"]
     lines = [
         f"{results['model']}: {data['n_windows']} generic windows + {data['n_tom']} ToM stories, "
-        f"{data['n_tokens']} tokens ({data['n_queries']} non-BOS queries)",
-        "massive pairs (count over layers x heads; pair: frequency):",
+        f"{data['n_tokens']} tokens",
+        "massive rotary pairs (pair x how many layer-heads, its frequency):",
     ]
-    frequencies = results["frequencies"]
-    types = results["anatomy"]["layer_types"]
     for kind, entry in results["dominant_by_layer_type"].items():
         row = types.index(kind)
-        for name in ("q", "k"):
-            pairs = ", ".join(
-                f"{pair}x{count} ({frequencies[row][int(pair)]:.2g})" for pair, count in entry[name].items()
+        top = {
+            name: ", ".join(
+                f"{pair}x{count} ({frequencies[row][int(pair)]:.2g})"
+                for pair, count in sorted(entry[name].items(), key=lambda item: -item[1])[:3]
             )
-            lines.append(
-                f"  {kind} (base {entry['rope_base']:g}, {entry['n_layers']} layers) {name}: {pairs or 'none'}"
-            )
-    perturbation = results["perturbation"]
-    lines.append(f"mask: sparsity {perturbation['sparsity']:g}, {perturbation['n_perturbed']} weights")
-    for label in ("targeted", "random"):
-        s = perturbation[label]["summary"]
+            or "none"
+            for name in ("q", "k")
+        }
         lines.append(
-            f"  {label}: |rel change| q massive {_fmt(s['q_massive_rel_change'])} vs other "
-            f"{_fmt(s['q_other_rel_change'])}; k massive {_fmt(s['k_massive_rel_change'])} vs other "
-            f"{_fmt(s['k_other_rel_change'])}; |BOS attention change| {_fmt(s['bos_attention_abs_change'])}; "
-            f"|BOS cos change| {_fmt(s['bos_cos_abs_change'])}"
+            f"  {kind} (base {entry['rope_base']:g}, {entry['n_layers']} layers): q {top['q']}; k {top['k']}"
         )
+    targeted, random = perturbation["targeted"]["summary"], perturbation["random"]["summary"]
+    spread = perturbation["random"]["summary_sd"]
+    lines.append(
+        f"ToM mask (m={perturbation['sparsity']:g}, {perturbation['n_perturbed']} weights) vs random masks "
+        "(mean±sd): mean |relative change| of "
+        + "; ".join(
+            f"{label} {_fmt(targeted[key])} vs {_fmt(random[key])}±{_fmt(spread[key])}"
+            for key, label in (
+                ("q_massive_rel_change", "massive q pairs"),
+                ("q_other_rel_change", "other q pairs"),
+                ("k_massive_rel_change", "massive k pairs"),
+            )
+        )
+        + f"; |BOS attention change| {_fmt(targeted['bos_attention_abs_change'])} vs "
+        f"{_fmt(random['bos_attention_abs_change'])}"
+    )
     before = results["bos_attention"]["before"]
     by_type: dict[str, list[float]] = {}
     for row, kind in enumerate(types):

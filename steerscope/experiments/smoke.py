@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import plotly.graph_objects as go
 import torch
@@ -11,7 +12,8 @@ from steerscope.capture import capture, tokenize_for_generate
 from steerscope.context import ExperimentContext
 from steerscope.intervene import intervene
 from steerscope.registry import ExperimentConfig, Outcome, register
-from steerscope.settings import Count, Layer
+from steerscope.report import quoted
+from steerscope.settings import Layer, NewTokens
 from steerscope.sites import Site
 
 PROMPTS = ["The capital of France is", "Sally puts the ball in the basket."]
@@ -21,7 +23,7 @@ PROMPTS = ["The capital of France is", "Sally puts the ball in the basket."]
 class SmokeConfig(ExperimentConfig):
     layer: Layer | None = None  # steered layer; default: the middle layer
     relative_strength: float = 0.5  # added vector norm / residual norm at the site
-    max_new_tokens: Count = 12
+    max_new_tokens: NewTokens = 12
 
 
 @register("smoke", SmokeConfig, "load, capture residual norms per layer, steer one generation")
@@ -52,23 +54,36 @@ def run(config: SmokeConfig, context: ExperimentContext) -> Outcome:
     }
     figure = go.Figure(go.Scatter(x=list(range(anatomy.n_layers)), y=norms, mode="lines+markers"))
     figure.update_layout(title="Mean residual norm after each layer", xaxis_title="layer", yaxis_title="norm")
-    summary = (
-        f"{model.source}\n{anatomy}\n\nprompt: {PROMPTS[0]!r}\n"
-        f"plain:   {texts['plain']!r}\nsteered: {texts['steered']!r} "
-        f"(random direction at L{layer}.resid_post, {config.relative_strength} x residual norm)"
-    )
-    return Outcome(
-        results={
-            "model": model.source,
-            "anatomy": {
-                "n_layers": anatomy.n_layers,
-                "d_model": anatomy.d_model,
-                "rope_bases": anatomy.rope_bases,
-            },
-            "resid_norm_per_layer": norms,
-            "generations": texts,
+    results = {
+        "model": model.source,
+        "anatomy": {
+            "n_layers": anatomy.n_layers,
+            "d_model": anatomy.d_model,
+            "rope_bases": anatomy.rope_bases,
         },
-        summary=summary,
+        "resid_norm_per_layer": norms,
+        "prompt": PROMPTS[0],
+        "steered_at": {"layer": layer, "relative_strength": config.relative_strength},
+        "generations": texts,
+    }
+    return Outcome(
+        results=results,
+        summary=summary_text(results),
         figures=[figure],
         tables=[("Generations", [{"mode": k, "text": v} for k, v in texts.items()])],
+    )
+
+
+def summary_text(results: dict[str, Any]) -> str:
+    """The model's size, how the residual norm grows, and the plain and steered continuations."""
+    anatomy, norms, steered = results["anatomy"], results["resid_norm_per_layer"], results["steered_at"]
+    return "\n".join(
+        [
+            f"{results['model']}: {anatomy['n_layers']} layers, d_model {anatomy['d_model']}; mean residual "
+            f"norm {norms[0]:.3g} after layer 0, {norms[-1]:.3g} after the last",
+            f"prompt:  {quoted(results['prompt'])}",
+            f"plain:   {quoted(results['generations']['plain'])}",
+            f"steered: {quoted(results['generations']['steered'])} (a random direction at "
+            f"L{steered['layer']}.resid_post, {steered['relative_strength']:g} x the residual norm)",
+        ]
     )

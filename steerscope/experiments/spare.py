@@ -30,9 +30,10 @@ from steerscope.data.user_data import content_fraction
 from steerscope.errors import InputError
 from steerscope.intervene import Edit, intervene
 from steerscope.model import ModelLike
-from steerscope.organisms.planted import planted_spec
 from steerscope.probes.intervals import mean_interval, paired_difference
 from steerscope.probes.knowledge import (
+    BehaviourCounts,
+    LabelledExample,
     answer_greedy,
     behaviour_counts,
     known_conflicts,
@@ -43,7 +44,12 @@ from steerscope.registry import ExperimentConfig, Outcome, register
 from steerscope.settings import Count, Layer, NonEmpty, Range
 from steerscope.sites import Site
 from steerscope.steering.apply import steering_edit
-from steerscope.steering.sae import SAETrainSettings, encode_pre, saes_by_site, train_saes, training_texts
+from steerscope.steering.choice import grid_rows, highest
+from steerscope.steering.experiment_saes import SAESettings, experiment_saes
+from steerscope.steering.sae import (
+    encode_pre,
+    saes_by_site,
+)
 from steerscope.steering.spare import (
     Selection,
     answer_losses,
@@ -53,7 +59,6 @@ from steerscope.steering.spare import (
     select_features,
     spare_edits,
 )
-from steerscope.steering.spare_planted import planted_alignment, planted_edits, planted_summary
 
 DIRECTIONS = ("context", "memory")
 CONDITIONS = (
@@ -74,11 +79,11 @@ MIN_PER_GROUP = 4  # labelled fit prompts needed in each of C and M
 
 
 @dataclass
-class SpareConfig(ExperimentConfig):
+class SpareConfig(SAESettings, ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(
         n_candidates=120, ps=[0.03, 0.07, 0.2], alphas=[1.0, 2.0, 3.0], layer_set_sizes=[1, 2]
     )
-    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {"n_candidates": ("conflicts", "")}
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {"n_candidates": (("conflicts", ""),)}
     n_candidates: Count | None = None  # None: every candidate fact of the conflict data
     demos: Annotated[int, Range(0)] = 3
     # of the memorised facts, touched once by the chosen settings
@@ -106,11 +111,6 @@ class SpareConfig(ExperimentConfig):
     # run the random-feature control at every SpARE dev setting too (doubles SpARE's dev grid), so
     # the grid shows whether any setting moves answers more than as many random features do
     dev_random_control: bool = True
-    sae_k: Count | None = None  # None: a tenth of d_model
-    sae_expansion: Count = 8
-    sae_max_tokens: Count | None = 1_100_000  # SAE training tokens (as `steerscope build sae:`)
-    sae_epochs: Annotated[float, Range(0, low_open=True)] = 1.0
-    sae_batch_size: Count = 2048
 
 
 def layer_sets(config: SpareConfig, n_layers: int) -> list[list[int]]:
@@ -124,12 +124,12 @@ def layer_sets(config: SpareConfig, n_layers: int) -> list[list[int]]:
         sets = []
         for size in config.layer_set_sizes:
             if size > n_layers:
-                raise ValueError(f"spare: a set of {size} layers does not fit a model of {n_layers}")
+                raise InputError(f"spare: a set of {size} layers does not fit a model of {n_layers}")
             start = min(max(0, peak - size // 2), n_layers - size)
             sets.append(list(range(start, start + size)))
     bad = [s for s in sets if not s or not all(0 <= layer < n_layers for layer in s)]
     if bad or not sets:
-        raise ValueError(f"spare: layer sets {sets} must be non-empty and in 0..{n_layers - 1}")
+        raise InputError(f"spare: layer sets {sets} must be non-empty and in 0..{n_layers - 1}")
     return [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
 
 
@@ -202,19 +202,84 @@ def _best(rows: list[dict[str, Any]], direction: str, knob: str) -> dict[str, An
     """The row of `direction` with the highest dev score; ties go to the gentler edit (smaller
     `knob`, then smaller p, then fewer layers)."""
     mine = [r for r in rows if r["direction"] == direction]
-    return min(mine, key=lambda r: (-_target_score(r), r[knob], r.get("p", 0), len(r["layers"])))
+    return mine[highest(mine, _target_score, lambda r: (r[knob], r.get("p", 0), len(r["layers"])))]
 
 
-@register(
-    "spare",
-    SpareConfig,
-    "SpARE: SAE-feature edit steering context vs memory, chosen on dev, against difference of means",
-    data=("conflicts", "text"),
-)
-def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
+def _site_names(layers: list[int]) -> list[str]:
+    return [str(Site(layer, "resid_post")) for layer in layers]
+
+
+@dataclass
+class Facts:
+    """The memorised facts split three ways, and the fit facts' labelled prompts with their weights."""
+
+    tried: list[Conflict]
+    memorised: list[Conflict]
+    fit: list[Conflict]
+    dev: list[Conflict]
+    held: list[Conflict]
+    behaviour: BehaviourCounts
+    groups: dict[str, list[LabelledExample]]
+    weights: dict[str, torch.Tensor]
+
+    def prompts(self, label: str) -> list[str]:
+        return [e.prompt for e in self.groups[label]]
+
+
+@dataclass
+class Features:
+    """What the edits are built from: the trained SAEs, each p's feature selection per site, and
+    the difference of means of the C and M residuals per site."""
+
+    sites: list[str]
+    trained: dict[str, Any]
+    saes: dict[str, Any]
+    selections: dict[float, dict[str, Selection]]
+    diff: dict[str, torch.Tensor]
+    seed: int
+
+    def spare(self, setting: dict[str, Any], random: bool = False) -> dict[str, Edit]:
+        """SpARE's edits of a setting (its `layers`, `p`, `direction`, `alpha`); `random`: its
+        random-feature control (as many features per site, the same targets rule)."""
+        chosen = {s: self.selections[setting["p"]][s] for s in _site_names(setting["layers"])}
+        if random:
+            chosen = {s: random_selection(sel, seed=self.seed) for s, sel in chosen.items()}
+        return spare_edits(self.saes, chosen, setting["direction"], setting["alpha"])
+
+    def diffmean(self, setting: dict[str, Any]) -> dict[str, Edit]:
+        """Difference-of-means edits of a setting (its `layers`, `direction`, `strength`) at the
+        last prompt token."""
+        sign = setting["strength"] if setting["direction"] == "context" else -setting["strength"]
+        return {
+            s: steering_edit(self.diff[s], sign, "last_prompt", scale="absolute")
+            for s in _site_names(setting["layers"])
+        }
+
+    def n_selected(self, setting: dict[str, Any], group: str) -> int:
+        """Features of `group` (S_C or S_M) that a SpARE setting edits, over its layers."""
+        return sum(
+            len(getattr(self.selections[setting["p"]][s], group)) for s in _site_names(setting["layers"])
+        )
+
+
+@dataclass
+class DevChoice:
+    """The dev grids of SpARE and difference of means, the rows chosen per direction, and no edit."""
+
+    no_edit: dict[str, float]
+    spare_grid: list[dict[str, Any]]
+    diffmean_grid: list[dict[str, Any]]
+    spare: dict[str, dict[str, Any]]
+    diffmean: dict[str, dict[str, Any]]
+
+
+def split_facts(config: SpareConfig, context: ExperimentContext) -> Facts:
+    """Phase 1: the memorised facts, split into fit, dev and held out; the fit facts' behaviour
+    labels (C or M) and confidence weights (the MI targets)."""
     model, conflicts = context.model, context.data.need("conflicts")
-    sets = layer_sets(config, model.anatomy.n_layers)
-    tried, facts = known_conflicts(model, conflicts, config.n_candidates, config.demos, config.seed)
+    tried, facts = known_conflicts(
+        model, conflicts, config.n_candidates, config.demos, config.seed, progress=True
+    )
     rest, held = conflicts.split(facts, config.held_out, config.seed)
     fit, dev = dev_split(rest, config.dev, config.seed)
     if not held or not dev:
@@ -223,7 +288,7 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
             f"{len(dev)} dev facts (held_out={config.held_out}, dev={config.dev}); both need some: "
             "give more records or raise the fractions"
         )
-    behaviour = behaviour_counts(model, fit, conflicts, demos=config.demos, seed=config.seed)
+    behaviour = behaviour_counts(model, fit, conflicts, demos=config.demos, seed=config.seed, progress=True)
     groups = {label: [e for e in behaviour.labelled if e.label == label] for label in "CM"}
     if min(len(g) for g in groups.values()) < MIN_PER_GROUP:
         raise InputError(
@@ -239,29 +304,32 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
         dev=len(dev),
         held_out=len(held),
     )
-    prompts = {label: [e.prompt for e in g] for label, g in groups.items()}
     weights = {}
     for label, follows in (("C", "context"), ("M", "memory")):
-        records = [e.record for e in groups[label]]
-        loss_ctx = answer_losses(model, prompts[label], [r.sub_answer[0] for r in records])
-        loss_mem = answer_losses(model, prompts[label], [r.org_answer[0] for r in records])
+        prompts, records = [e.prompt for e in groups[label]], [e.record for e in groups[label]]
+        loss_ctx = answer_losses(model, prompts, [r.sub_answer[0] for r in records], progress=True)
+        loss_mem = answer_losses(model, prompts, [r.org_answer[0] for r in records], progress=True)
         weights[label] = confidence_weights(loss_ctx, loss_mem, follows)
+    return Facts(tried, facts, fit, dev, held, behaviour, groups, weights)
 
-    sites = [str(Site(layer, "resid_post")) for layer in sorted({layer for s in sets for layer in s})]
-    settings = SAETrainSettings(
-        expansion=config.sae_expansion,
-        k=config.sae_k,
-        max_tokens=config.sae_max_tokens,
-        epochs=config.sae_epochs,
-        batch_size=config.sae_batch_size,
-        seed=config.seed,
-    )
-    trained = train_saes(model, sites, settings, training_texts(context.data, config.demos))
-    context.used("text", sae_train_windows=trained[sites[0]].report["train_windows"])
+
+def train_site_saes(config: SpareConfig, context: ExperimentContext, sites: list[str]) -> dict[str, Any]:
+    """Phase 2a: an SAE per site on the context's text (cached; its provenance recorded)."""
+    return experiment_saes(context, sites, config.sae_train_settings(config.seed), config.demos)
+
+
+def fit_features(
+    config: SpareConfig, context: ExperimentContext, facts: Facts, sets: list[list[int]]
+) -> Features:
+    """Phase 2: SAEs at every layer of the sets, SpARE's features per p and site (by mutual
+    information with the behaviour) and the difference of means, all from the fit facts."""
+    model = context.model
+    sites = _site_names(sorted({layer for s in sets for layer in s}))
+    trained = train_site_saes(config, context, sites)
     saes = saes_by_site(trained)
     # One capture per label serves the SAE codes and the difference of means.
-    resid_c = capture(model, prompts["C"], sites, reduce="last", progress=False)
-    resid_m = capture(model, prompts["M"], sites, reduce="last", progress=False)
+    resid_c = capture(model, facts.prompts("C"), sites, reduce="last", progress=False)
+    resid_m = capture(model, facts.prompts("M"), sites, reduce="last", progress=False)
     codes_c = {site: encode_pre(saes[site], resid_c[site]) for site in sites}
     codes_m = {site: encode_pre(saes[site], resid_m[site]) for site in sites}
     selections: dict[float, dict[str, Selection]] = {p: {} for p in sorted(config.ps)}
@@ -272,157 +340,171 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
                 codes_c[site],
                 codes_m[site],
                 p,
-                weights["C"],
-                weights["M"],
+                facts.weights["C"],
+                facts.weights["M"],
                 balance=config.balance,
                 random_state=config.seed,
                 mi=mi.get(site),
             )
             mi[site] = by_site[site].mi
     diff = {site: resid_c[site].mean(0) - resid_m[site].mean(0) for site in sites}
+    return Features(sites, trained, saes, selections, diff, config.seed)
 
-    def site_names(layers: list[int]) -> list[str]:
-        return [str(Site(layer, "resid_post")) for layer in layers]
 
-    def spare(layers: list[int], p: float, direction: str, alpha: float, random: bool = False) -> dict:
-        chosen = {s: selections[p][s] for s in site_names(layers)}
-        if random:
-            chosen = {s: random_selection(sel, seed=config.seed) for s, sel in chosen.items()}
-        return spare_edits(saes, chosen, direction, alpha)
+def _knowledge_prompts(config: SpareConfig, conflicts: Any, records: list[Conflict]) -> list[str]:
+    return [conflicts.knowledge_prompt(r, "none", True, config.demos, config.seed) for r in records]
 
-    def diffmean(layers: list[int], direction: str, strength: float) -> dict[str, Edit]:
-        sign = strength if direction == "context" else -strength
-        return {s: steering_edit(diff[s], sign, "last_prompt", scale="absolute") for s in site_names(layers)}
 
-    # ---- dev: choose SpARE's p, alpha and layers, then difference of means' strength at those layers
-    dev_prompts = [conflicts.knowledge_prompt(r, "none", True, config.demos, config.seed) for r in dev]
-    dev_no_edit = _rates(_answers(model, dev_prompts, dev, {}))
+def choose_on_dev(
+    config: SpareConfig, context: ExperimentContext, facts: Facts, features: Features, sets: list[list[int]]
+) -> DevChoice:
+    """Phase 3: SpARE's p, alpha and layers on the dev facts (each setting beside its random
+    control), then difference of means' strength at the chosen layers, per direction."""
+    model, conflicts = context.model, context.data.need("conflicts")
+    prompts = _knowledge_prompts(config, conflicts, facts.dev)
+
+    def rates(edits: dict[str, Edit]) -> dict[str, float]:
+        return _rates(_answers(model, prompts, facts.dev, edits))
+
+    no_edit = rates({})
     spare_settings = [
-        (layers, p, alpha, direction)
+        {"method": "spare", "direction": direction, "layers": layers, "p": p, "alpha": alpha}
         for layers in sets
         for p in sorted(config.ps)
         for alpha in sorted(config.alphas)
         for direction in DIRECTIONS
     ]
-    bar = tqdm(total=len(spare_settings) + len(DIRECTIONS) * len(config.strengths), desc="spare dev grid")
-    grid = []
-    for layers, p, alpha, direction in spare_settings:
-        rates = _rates(_answers(model, dev_prompts, dev, spare(layers, p, direction, alpha)))
-        if config.dev_random_control:
-            control = _rates(
-                _answers(model, dev_prompts, dev, spare(layers, p, direction, alpha, random=True))
-            )
-            rates.update(random_em_c=control["em_c"], random_em_m=control["em_m"])
-        grid.append(
-            {
-                "method": "spare",
-                "direction": direction,
-                "layers": layers,
-                "p": p,
-                "alpha": alpha,
-                "S_C": sum(len(selections[p][s].S_C) for s in site_names(layers)),
-                "S_M": sum(len(selections[p][s].S_M) for s in site_names(layers)),
-                **rates,
-            }
-        )
-        bar.update()
-    chosen: dict[str, dict[str, Any]] = {d: _best(grid, d, "alpha") for d in DIRECTIONS}
-    diffmean_grid = []
-    for direction in DIRECTIONS:
-        layers = chosen[direction]["layers"]
-        for strength in sorted(config.strengths):
-            rates = _rates(_answers(model, dev_prompts, dev, diffmean(layers, direction, strength)))
-            diffmean_grid.append(
-                {
-                    "method": "diffmean",
-                    "direction": direction,
-                    "layers": layers,
-                    "strength": strength,
-                    **rates,
-                }
-            )
-            bar.update()
-    bar.close()
-    chosen_diffmean = {d: _best(diffmean_grid, d, "strength") for d in DIRECTIONS}
+    spare_grid = grid_rows(
+        spare_settings,
+        lambda s: {**s, "S_C": features.n_selected(s, "S_C"), "S_M": features.n_selected(s, "S_M")},
+        lambda s: rates(features.spare(s)),
+        (lambda s: rates(features.spare(s, random=True))) if config.dev_random_control else None,
+        progress="spare dev grid",
+    )
+    spare = {d: _best(spare_grid, d, "alpha") for d in DIRECTIONS}
+    diffmean_settings = [
+        {"method": "diffmean", "direction": d, "layers": spare[d]["layers"], "strength": strength}
+        for d in DIRECTIONS
+        for strength in sorted(config.strengths)
+    ]
+    diffmean_grid = grid_rows(
+        diffmean_settings, dict, lambda s: rates(features.diffmean(s)), progress="diff-of-means dev grid"
+    )
+    diffmean = {d: _best(diffmean_grid, d, "strength") for d in DIRECTIONS}
+    return DevChoice(no_edit, spare_grid, diffmean_grid, spare, diffmean)
 
-    # ---- held-out: touched once, by the chosen settings
-    held_prompts = [conflicts.knowledge_prompt(r, "none", True, config.demos, config.seed) for r in held]
+
+def measure_held_out(
+    config: SpareConfig, context: ExperimentContext, facts: Facts, features: Features, chosen: DevChoice
+) -> tuple[list[str], dict[str, dict]]:
+    """Phase 4: the held-out facts, touched once: no edit and each chosen edit (with SpARE's
+    random-feature control); returns the prompts and each condition's answers."""
+    prompts = _knowledge_prompts(config, context.data.need("conflicts"), facts.held)
     edits: dict[str, dict[str, Edit]] = {"no_edit": {}}
     for d in DIRECTIONS:
-        c = chosen[d]
-        edits[f"spare_to_{d}"] = spare(c["layers"], c["p"], d, c["alpha"])
-        edits[f"random_features_to_{d}"] = spare(c["layers"], c["p"], d, c["alpha"], random=True)
-        edits[f"diffmean_to_{d}"] = diffmean(chosen_diffmean[d]["layers"], d, chosen_diffmean[d]["strength"])
-    answers = {name: _answers(model, held_prompts, held, edits[name]) for name in CONDITIONS}
-    base = answers["no_edit"]
+        edits[f"spare_to_{d}"] = features.spare(chosen.spare[d])
+        edits[f"random_features_to_{d}"] = features.spare(chosen.spare[d], random=True)
+        edits[f"diffmean_to_{d}"] = features.diffmean(chosen.diffmean[d])
+    answers = {
+        name: _answers(context.model, prompts, facts.held, edits[name])
+        for name in tqdm(CONDITIONS, desc="held-out conditions", leave=False)
+    }
+    return prompts, answers
 
-    results: dict[str, Any] = {
-        "model": model.source,
-        "n_memorised": len(facts),
-        "n_fit_facts": len(fit),
-        "n_dev_facts": len(dev),
-        "n_heldout_facts": len(held),
-        "behaviour_counts": behaviour.counts,
-        "n_labelled": {label: len(g) for label, g in groups.items()},
-        "sae": [{"site": s, **{k: trained[s].report[k] for k in SAE_REPORTED}} for s in sites],
+
+def _selection_results(features: Features, chosen: DevChoice, balance: bool) -> dict[str, Any]:
+    """The features each p selected, the top-MI features, and those the held-out edits used."""
+    selections, seed = features.selections, features.seed
+
+    def used(d: str) -> dict[str, Selection]:
+        return {s: selections[chosen.spare[d]["p"]][s] for s in _site_names(chosen.spare[d]["layers"])}
+
+    return {
         "selection": {
             "estimator": "mutual_info_classif",
             "targets": "confidence_weighted",
-            "balance": config.balance,
+            "balance": balance,
             "by_p": {
                 str(p): {s: sel.summary() for s, sel in by_site.items()} for p, by_site in selections.items()
             },
-        },
-        "chosen": {
-            **{f"spare_to_{d}": _chosen_row(chosen[d], ("layers", "p", "alpha")) for d in DIRECTIONS},
-            **{
-                f"diffmean_to_{d}": _chosen_row(chosen_diffmean[d], ("layers", "strength"))
-                for d in DIRECTIONS
-            },
+            # the features of highest MI per site, [feature, mi]: what every p's walk starts from
+            "top_mi": {s: sel.top_mi() for s, sel in next(iter(selections.values())).items()},
         },
         # features the random control put in both S_C and S_M, by direction and site (0 unless its
         # groups' active features run short: see steering.spare.random_selection)
         "random_control_overlap": {
+            d: {s: control_overlap(random_selection(sel, seed=seed)) for s, sel in used(d).items()}
+            for d in DIRECTIONS
+        },
+        # the features the held-out edits used, by direction and site (the random control's too)
+        "held_out_features": {
             d: {
-                s: control_overlap(random_selection(selections[chosen[d]["p"]][s], seed=config.seed))
-                for s in site_names(chosen[d]["layers"])
+                s: {"spare": sel.features(), "random": random_selection(sel, seed=seed).features()}
+                for s, sel in used(d).items()
             }
             for d in DIRECTIONS
         },
-        "dev_no_edit": dev_no_edit,
-        "dev_grid": grid + diffmean_grid,
+    }
+
+
+def _held_out_row(got: dict, base: dict | None, seed: int) -> dict[str, Any]:
+    """A condition's exact-match rates with bootstrap intervals, and (against no edit, `base`) the
+    paired changes and behaviour transitions."""
+    row: dict[str, Any] = {**_rates(got), "n": len(got["hit_c"])}
+    for key, hits in (("em_c", "hit_c"), ("em_m", "hit_m")):
+        row[f"{key}_ci95"] = list(mean_interval(got[hits], seed=seed))
+        if base is not None:
+            row[f"{key}_change"] = paired_difference(got[hits], base[hits], seed=seed)
+    if base is not None:
+        row["transitions"] = _transitions(base["labels"], got["labels"])
+    return row
+
+
+def spare_results(
+    config: SpareConfig,
+    context: ExperimentContext,
+    facts: Facts,
+    features: Features,
+    chosen: DevChoice,
+    held_out: tuple[list[str], dict[str, dict]],
+) -> dict[str, Any]:
+    """Phase 5: the results: splits, SAEs, selections, dev grids and choices, held-out rows, examples."""
+    prompts, answers = held_out
+    results: dict[str, Any] = {
+        "model": context.model.source,
+        "n_memorised": len(facts.memorised),
+        "n_fit_facts": len(facts.fit),
+        "n_dev_facts": len(facts.dev),
+        "n_heldout_facts": len(facts.held),
+        "behaviour_counts": facts.behaviour.counts,
+        "n_labelled": {label: len(g) for label, g in facts.groups.items()},
+        "sae": [
+            {"site": s, **{k: features.trained[s].report[k] for k in SAE_REPORTED}} for s in features.sites
+        ],
+        **_selection_results(features, chosen, config.balance),
+        "chosen": {
+            **{f"spare_to_{d}": _chosen_row(chosen.spare[d], ("layers", "p", "alpha")) for d in DIRECTIONS},
+            **{
+                f"diffmean_to_{d}": _chosen_row(chosen.diffmean[d], ("layers", "strength"))
+                for d in DIRECTIONS
+            },
+        },
+        "dev_no_edit": chosen.no_edit,
+        "dev_grid": chosen.spare_grid + chosen.diffmean_grid,
     }
     if config.dev_random_control:
         results["dev_settings_meeting_bars"] = {
             d: [
                 _chosen_row(r, ("layers", "p", "alpha"))
-                for r in grid
-                if _meets_bars(r, dev_no_edit) and r["direction"] == d
+                for r in chosen.spare_grid
+                if _meets_bars(r, chosen.no_edit) and r["direction"] == d
             ]
             for d in DIRECTIONS
         }
     for name in CONDITIONS:
-        got = answers[name]
-        row: dict[str, Any] = {**_rates(got), "n": len(held)}
-        for key, hits in (("em_c", got["hit_c"]), ("em_m", got["hit_m"])):
-            row[f"{key}_ci95"] = list(mean_interval(hits, seed=config.seed))
-            if name != "no_edit":
-                base_hits = base["hit_c" if key == "em_c" else "hit_m"]
-                row[f"{key}_change"] = paired_difference(hits, base_hits, seed=config.seed)
-        if name != "no_edit":
-            row["transitions"] = _transitions(base["labels"], got["labels"])
-        results[name] = row
-    spec = planted_spec(model)
-    if spec is not None:  # an organism whose source choice is planted: the known answer
-        chosen_selections = {
-            f"spare_to_{d}": {s: selections[chosen[d]["p"]][s] for s in site_names(chosen[d]["layers"])}
-            for d in DIRECTIONS
-        }
-        results["planted"] = planted_alignment(spec, saes, chosen_selections)
-        results["planted"]["held_out_planted_edit"] = {
-            f"planted_to_{d}": _rates(_answers(model, held_prompts, held, edit))
-            for d, edit in planted_edits(spec).items()
-        }
+        results[name] = _held_out_row(
+            answers[name], None if name == "no_edit" else answers["no_edit"], config.seed
+        )
     results["examples"] = [
         {
             "prompt_end": p.rsplit("\n\n", 1)[-1],
@@ -430,8 +512,25 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
             "substitute": " | ".join(r.sub_answer),
             **{n: answers[n]["outputs"][i] for n in CONDITIONS},
         }
-        for i, (p, r) in enumerate(zip(held_prompts[:8], held, strict=False))
+        for i, (p, r) in enumerate(zip(prompts[:8], facts.held, strict=False))
     ]
+    return results
+
+
+@register(
+    "spare",
+    SpareConfig,
+    "SpARE: SAE-feature edit steering context vs memory, chosen on dev, against difference of means",
+    data=("conflicts", "text"),
+)
+def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
+    """Split the facts, fit features, choose on dev, touch the held-out facts once, report."""
+    sets = layer_sets(config, context.model.anatomy.n_layers)
+    facts = split_facts(config, context)
+    features = fit_features(config, context, facts, sets)
+    chosen = choose_on_dev(config, context, facts, features, sets)
+    held_out = measure_held_out(config, context, facts, features, chosen)
+    results = spare_results(config, context, facts, features, chosen, held_out)
     return Outcome(
         results=results,
         summary=_summary(results),
@@ -472,21 +571,33 @@ def _held_out_table(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _summary(results: dict[str, Any]) -> str:
+    """Held-out: each edit's change of exact match toward the source it steers to, against no edit,
+    with its interval; then what dev chose and how many dev settings beat their random control."""
+    sites = ", ".join(s["site"].removesuffix(".resid_post") for s in results["sae"])
     lines = [
         f"{results['model']}: {results['n_memorised']} memorised facts ({results['n_fit_facts']} fit, "
-        f"{results['n_dev_facts']} dev, {results['n_heldout_facts']} held out); labelled fit prompts "
-        f"{results['n_labelled']}",
-        "SAEs: "
-        + ", ".join(
-            f"{s['site']} FVU {s['fvu']:.3f} L0 {s['l0']:.0f} CE recovered {s['ce_loss_recovered']:.3f}"
-            for s in results["sae"]
-        ),
+        f"{results['n_dev_facts']} dev, {results['n_heldout_facts']} held out); SAEs at {sites}, FVU "
+        + ", ".join(f"{s['fvu']:.2f}" for s in results["sae"]),
+        "held-out change of exact match toward the source steered to, against no edit (95% interval):",
+    ]
+    for d in DIRECTIONS:
+        key = _target_key(d)
+        changes = "; ".join(
+            f"{label} {_change(results[f'{method}_to_{d}'][f'{key}_change'])}"
+            for method, label in (
+                ("spare", "SpARE"),
+                ("random_features", "random features"),
+                ("diffmean", "diff-of-means"),
+            )
+        )
+        lines.append(f"  to {d} ({key.upper()} {results['no_edit'][key]:.3f} without edit): {changes}")
+    lines.append(
         "chosen on dev: "
         + "; ".join(
             f"{name} " + " ".join(f"{k}={v}" for k, v in row.items() if not k.startswith("dev_"))
             for name, row in results["chosen"].items()
-        ),
-    ]
+        )
+    )
     if "dev_settings_meeting_bars" in results:
         n_settings = {
             d: sum(r["method"] == "spare" and r["direction"] == d for r in results["dev_grid"])
@@ -500,15 +611,11 @@ def _summary(results: dict[str, Any]) -> str:
                 for d in DIRECTIONS
             )
         )
-    if "planted" in results:
-        lines.append(planted_summary(results["planted"]))
-    for name in CONDITIONS:
-        r = results[name]
-        lines.append(
-            f"{name:<28} EM_C {r['em_c']:.3f} [{r['em_c_ci95'][0]:.2f}, {r['em_c_ci95'][1]:.2f}]  "
-            f"EM_M {r['em_m']:.3f} [{r['em_m_ci95'][0]:.2f}, {r['em_m_ci95'][1]:.2f}]  (n={r['n']})"
-        )
     return "\n".join(lines)
+
+
+def _change(change: dict[str, float]) -> str:
+    return f"{change['delta']:+.3f} [{change['low']:+.2f}, {change['high']:+.2f}]"
 
 
 def em_figure(results: dict[str, Any]) -> go.Figure:

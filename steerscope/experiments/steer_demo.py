@@ -8,11 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
+from tqdm.auto import tqdm
+
 from steerscope.capture import tokenize_for_generate
 from steerscope.context import ExperimentContext
 from steerscope.data.records import ContrastPair
 from steerscope.registry import ExperimentConfig, Outcome, register
-from steerscope.settings import Count, Layer, NonEmpty
+from steerscope.report import quoted
+from steerscope.settings import Count, Layer, NewTokens, NonEmpty
 from steerscope.sites import Site
 from steerscope.steering.apply import steer
 from steerscope.steering.build import Example, diff_of_means, example_activations, sweep_layers
@@ -22,16 +25,16 @@ from steerscope.steering.plots import layer_sweep_figure, projection_figure
 @dataclass
 class SteerDemoConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_train=16, n_heldout=8, max_new_tokens=12)
-    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {
-        "n_train": ("pairs", "train"),
-        "n_heldout": ("pairs", "heldout"),
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "n_train": (("pairs", "train"),),
+        "n_heldout": (("pairs", "heldout"),),
     }
     n_train: Count = 32
     n_heldout: Count = 16
     strengths: Annotated[list[float], NonEmpty()] = field(
         default_factory=lambda: [-0.25, -0.1, 0.0, 0.1, 0.25]
     )
-    max_new_tokens: Count = 20
+    max_new_tokens: NewTokens = 20
     layer: Layer | None = None  # default: the best held-out separation, last layer excluded
     # prompts to generate from; default: the data's neutral prompts
     prompts: Annotated[list[str], NonEmpty()] | None = None
@@ -80,7 +83,7 @@ def run(config: SteerDemoConfig, context: ExperimentContext) -> Outcome:
     batch = tokenize_for_generate(model, neutral)
     n_prompt = batch["input_ids"].shape[1]
     generations = []
-    for strength in config.strengths:
+    for strength in tqdm(config.strengths, desc="generations at each strength"):
         with steer(model, vector, strength=strength):
             out = model.generate(**batch, max_new_tokens=config.max_new_tokens, do_sample=False)
         for prompt, row in zip(neutral, out, strict=True):
@@ -96,30 +99,47 @@ def run(config: SteerDemoConfig, context: ExperimentContext) -> Outcome:
         "neutral prompts": (neutral, "last"),
     }
     projection = {}
-    for name, (group, how) in groups.items():
+    for name, (group, how) in tqdm(groups.items(), desc="projections per layer"):
         acts = example_activations(model, group, sites, how)
         projection[name] = [
             (acts[str(s)] @ unit / acts[str(s)].norm(dim=-1)).mean().item() for s in sites
         ]  # cosine with the direction, so layers of different norm compare
 
     figures = [projection_figure(projection, layer), layer_sweep_figure(sweep, layer)]
-    lines = [f"{model.source}; vector at L{layer}.resid_post (difference of means, {len(train)} pairs)"]
-    for g in generations:
-        if g["prompt"] == neutral[0]:
-            lines.append(f"strength {g['strength']:+.2f}: {g['continuation']!r}")
+    results = {
+        "model": model.source,
+        "layer": layer,
+        "n_train": len(train),
+        "layer_sweep": sweep,
+        "generations": generations,
+        "projection_per_layer": projection,
+        "direction_norm": direction.norm().item(),
+    }
     return Outcome(
-        results={
-            "model": model.source,
-            "layer": layer,
-            "layer_sweep": sweep,
-            "generations": generations,
-            "projection_per_layer": projection,
-            "direction_norm": direction.norm().item(),
-        },
-        summary="\n".join(lines),
+        results=results,
+        summary=summary_text(results),
         figures=figures,
         tables=[
             ("Generations (relative strength: added norm / residual norm)", generations),
             ("Layer sweep", sweep),
         ],
+    )
+
+
+def summary_text(results: dict[str, Any]) -> str:
+    """The vector's layer and held-out separation, and the first prompt's continuation at each strength."""
+    at = next(row for row in results["layer_sweep"] if row["layer"] == results["layer"])
+    first = results["generations"][0]["prompt"]
+    return "\n".join(
+        [
+            f"{results['model']}: vector at L{results['layer']}.resid_post from {results['n_train']} pairs "
+            f"(difference of means); on held-out pairs its projection's sign is right for "
+            f"{at['accuracy']:.0%}, separation {at['separation']:.2f}",
+            f"{quoted(first)} continued at relative strength:",
+            *(
+                f"  {g['strength']:+.2f}: {quoted(g['continuation'])}"
+                for g in results["generations"]
+                if g["prompt"] == first
+            ),
+        ]
     )

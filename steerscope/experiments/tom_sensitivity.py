@@ -26,7 +26,7 @@ from steerscope.probes.masks import mask_counts, mean_replacement, random_masks,
 from steerscope.probes.tom_eval import tom_scores
 from steerscope.probes.tom_fisher import tom_and_generic_fisher
 from steerscope.registry import ExperimentConfig, Outcome, register
-from steerscope.settings import Count, NonEmpty, Range
+from steerscope.settings import Count, NonEmpty, Range, Window
 
 HEADLINE_SPARSITY = 1e-5  # the paper's 0.001% (scaled with the sweep on small models)
 PAPER_SWEEP = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4)
@@ -36,18 +36,23 @@ MIN_HEADLINE_WEIGHTS = 5  # per median matrix: below this, the paper's fractions
 @dataclass
 class TomSensitivityConfig(ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_fisher=24, n_eval_tom=48, n_eval_windows=8, random_seeds=2)
-    RECORD_COUNTS: ClassVar[dict[str, tuple[str, str]]] = {
-        "n_fisher": ("tom", "fisher"),
-        "n_eval_tom": ("tom", "eval"),
+    RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "n_fisher": (("tom", "fisher"), ("text", "fisher")),
+        "n_eval_tom": (("tom", "eval"),),
+        "n_eval_windows": (("text", "eval"),),
     }
     # fractions of each matrix's weights; default: `default_sweep(model, quick)`
     sparsities: Annotated[list[Annotated[float, Range(0, 1, low_open=True)]], NonEmpty()] | None = None
     n_fisher: Count = 100  # samples per data set for the Fisher scores
     n_eval_tom: Count = 200
     n_eval_windows: Count = 40
-    window: Annotated[int, Range(2)] | None = None  # tokens per generic window; default: the text data's
+    window: Window | None = None  # tokens per generic window; default: the text data's
     random_seeds: Count = 3
     scale: float = 0.0  # W[M] <- mu + scale * (W[M] - mu); 0 is mean replacement
+
+    def text_window(self, field: str, data_window: int) -> tuple[int | None, bool]:
+        """Fisher and evaluation windows alike: `window` tokens (or the data's), BOS included."""
+        return self.window, True
 
 
 def default_sweep(model: Model, quick: bool = False) -> list[float]:
@@ -66,8 +71,9 @@ def default_sweep(model: Model, quick: bool = False) -> list[float]:
 
 
 def _evaluate(model: Model, items: list[Any], windows: list[list[int]]) -> dict[str, float]:
-    """ToM scores and perplexity; accuracy per story kind as `tom_acc[kind]` when stories have kinds."""
-    scores = tom_scores(model, items)
+    """ToM scores and perplexity (with progress bars); accuracy per story kind as `tom_acc[kind]`
+    when stories have kinds."""
+    scores = tom_scores(model, items, progress=True)
     return {
         "tom_acc": scores["acc"],
         "tom_margin": scores["margin"],
@@ -75,7 +81,7 @@ def _evaluate(model: Model, items: list[Any], windows: list[list[int]]) -> dict[
         "tom_fb_acc": scores.get("fb_acc", float("nan")),
         "tom_tb_acc": scores.get("tb_acc", float("nan")),
         **{f"tom_acc[{kind}]": row["acc"] for kind, row in scores.get("by_kind", {}).items()},
-        "ppl": perplexity(model, windows),
+        "ppl": perplexity(model, windows, progress=True),
     }
 
 
@@ -103,21 +109,27 @@ def run(config: TomSensitivityConfig, context: ExperimentContext) -> Outcome:
     context.used("tom", fisher=config.n_fisher, eval=len(eval_items))
     context.used("text", fisher_windows=config.n_fisher, eval_windows=len(eval_windows))
 
-    baseline = _evaluate(model, eval_items, eval_windows)
-    sweep, distribution = [], {}
     sparsities = config.sparsities or default_sweep(model, config.quick)
-    steps = tqdm(sparsities, desc="sparsity sweep")
-    for sparsity in steps:
+    bar = tqdm(total=1 + len(sparsities) * (2 + config.random_seeds), desc="evaluations (unperturbed, masks)")
+
+    def evaluate() -> dict[str, float]:
+        scores = _evaluate(model, eval_items, eval_windows)
+        bar.update()
+        return scores
+
+    baseline = evaluate()
+    sweep, distribution = [], {}
+    for sparsity in sparsities:
         masks = sensitive_masks(tom_f, generic_f, sparsity)
         with mean_replacement(model, masks, config.scale):
-            targeted = _evaluate(model, eval_items, eval_windows)
+            targeted = evaluate()
         randoms = []
         for seed in range(config.random_seeds):
             with mean_replacement(model, random_masks(masks, seed=1000 + seed), config.scale):
-                randoms.append(_evaluate(model, eval_items, eval_windows))
+                randoms.append(evaluate())
         mirror = sensitive_masks(generic_f, tom_f, sparsity)
         with mean_replacement(model, mirror, config.scale):
-            generic_specific = _evaluate(model, eval_items, eval_windows)
+            generic_specific = evaluate()
         sweep.append(
             {
                 "sparsity": sparsity,
@@ -131,6 +143,7 @@ def run(config: TomSensitivityConfig, context: ExperimentContext) -> Outcome:
             "by_layer_and_kind": counts_by_layer_and_kind(model.anatomy, masks),
             "rotary_pair": rotary_pair_counts(model.anatomy, masks),
         }
+    bar.close()
     results = {
         "model": model.source,
         "baseline": baseline,
@@ -181,19 +194,21 @@ def _row(step: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(results: dict[str, Any]) -> str:
-    b = results["baseline"]
+    """Per mask fraction: ToM accuracy and perplexity with the ToM-sensitive mask, random masks of
+    the same counts and the generic-text mask, beside the unperturbed model."""
+    b, data = results["baseline"], results["data"]
     lines = [
-        results["model"],
-        f"baseline: ToM acc {b['tom_acc']:.3f} (false belief {b['tom_fb_acc']:.3f}, true belief {b['tom_tb_acc']:.3f}), "
-        f"margin {b['tom_margin']:.3f}, greedy match {b['tom_greedy_match']:.3f}, perplexity {b['ppl']:.2f}",
+        f"{results['model']}: {data['n_eval_tom']} held-out ToM stories, {data['n_eval_windows']} text windows",
+        f"unperturbed: ToM accuracy {b['tom_acc']:.3f} (false belief {b['tom_fb_acc']:.3f}, true belief "
+        f"{b['tom_tb_acc']:.3f}), perplexity {b['ppl']:.2f}",
+        "mean-replaced weights per fraction m: ToM mask vs random masks (mean±sd) vs generic-text mask",
     ]
     for s in results["sweep"]:
         r, g = s["random"], s["generic_mask"]
         lines.append(
-            f"m={s['sparsity']:g} ({s['n_perturbed']} weights): ToM acc {s['tom_acc']:.3f} vs random "
-            f"{r['tom_acc']:.3f}±{r['tom_acc_sd']:.3f} vs generic mask {g['tom_acc']:.3f}; margin "
-            f"{s['tom_margin']:.3f} vs {r['tom_margin']:.3f} vs {g['tom_margin']:.3f}; "
-            f"ppl {s['ppl']:.2f} vs {r['ppl']:.2f}±{r['ppl_sd']:.2f} vs {g['ppl']:.2f}"
+            f"  m={s['sparsity']:g} ({s['n_perturbed']} weights): ToM accuracy {s['tom_acc']:.3f} vs "
+            f"{r['tom_acc']:.3f}±{r['tom_acc_sd']:.3f} vs {g['tom_acc']:.3f}; perplexity {s['ppl']:.2f} vs "
+            f"{r['ppl']:.2f}±{r['ppl_sd']:.2f} vs {g['ppl']:.2f}"
         )
     return "\n".join(lines)
 

@@ -2,14 +2,19 @@
 
 Each organism is an `OrganismSpec`: a world module (its training texts, held-out evaluation data
 and `DataSuite`), a model shape of a supported family, and training settings. `load("organism:tom")`
-returns the trained model from the steerscope cache, training it on first use; the cache folder is
-named by the hash of the spec and the world's data version, so a changed recipe never reuses an
-old model. A world module provides:
+returns its trained weights, committed with steerscope and verified on load
+(`steerscope.organisms.committed`); they are used only while the spec's digest (the hash of the
+spec, the world's data version and the trainer version) is the one they were trained from, and a
+recipe without a committed build is trained into the steerscope cache, in a folder named by that
+digest, so a changed recipe never reuses an old model. A world module provides:
 
 - `VERSION`: bumped whenever its generated data change;
 - `LEXICON`: "people", "things", "places" (and more) for the filler text;
 - `training_texts(n, seed)`: `n` capability documents, never an evaluation item;
 - `suite()`: the `DataSuite` experiments use on the organism (evaluation items held out).
+
+What the worlds share (the suite's naming, held-out filler, the arithmetic worlds' problems and
+prompts) is in `steerscope.organisms.worlds`.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from pathlib import Path
 from types import ModuleType
 
 from steerscope.cache import cache_root
+from steerscope.data.defaults import natural_suite
 from steerscope.data.suite import DataSuite
+from steerscope.errors import InputError
 from steerscope.model import ModelLike, as_model
 
 PREFIX = "organism:"
@@ -179,7 +186,7 @@ def organism_spec(name: str) -> OrganismSpec:
     """The spec called `name` ("tom" or "organism:tom"); unknown names list the known ones."""
     key = name.removeprefix(PREFIX)
     if key not in ORGANISMS:
-        raise ValueError(f"unknown organism {name!r}; available: {', '.join(PREFIX + n for n in ORGANISMS)}")
+        raise InputError(f"unknown organism {name!r}; available: {', '.join(PREFIX + n for n in ORGANISMS)}")
     return ORGANISMS[key]
 
 
@@ -188,11 +195,20 @@ def world_of(model: ModelLike) -> str | None:
     return getattr(as_model(model).hf.config, ORGANISM_ATTRIBUTE, None)
 
 
-def world_suite(world: str) -> DataSuite:
-    """The data suite of the world an organism was trained on (its config names the world)."""
+def world_suite(world: str | None) -> DataSuite:
+    """The data suite of the world an organism was trained on (its config names the world), or the
+    natural-language sets for None (a pretrained model)."""
+    if world is None:
+        return natural_suite()
     worlds = {spec.world for spec in ORGANISMS.values()}
     if world not in worlds:
-        raise ValueError(
+        raise InputError(
             f"model says it was trained on world {world!r}; known worlds: {', '.join(sorted(worlds))}"
         )
     return importlib.import_module(f"steerscope.organisms.{world}").suite()
+
+
+def suite_for(model: ModelLike) -> DataSuite:
+    """The data suite a model gets when the user gives none: its world's if `model` is an organism,
+    else the natural-language sets."""
+    return world_suite(world_of(model))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
+from steerscope.errors import InputError
+
 #: Words every filler paragraph may use besides the world's own.
 COLOURS = ("red", "blue", "green", "yellow", "white", "black", "brown", "grey")
 ADJECTIVES = ("small", "large", "old", "new", "quiet", "busy", "warm", "cold", "clean", "bright")
@@ -54,9 +56,9 @@ def filler_texts(
     """
     missing = [key for key in ("people", "things", "places") if not lexicon.get(key)]
     if missing:
-        raise ValueError(f"lexicon needs non-empty {', '.join(missing)}; got keys {sorted(lexicon)}")
+        raise InputError(f"lexicon needs non-empty {', '.join(missing)}; got keys {sorted(lexicon)}")
     if n < 0 or sentences < 1:
-        raise ValueError(f"need n >= 0 and sentences >= 1, got n={n}, sentences={sentences}")
+        raise InputError(f"need n >= 0 and sentences >= 1, got n={n}, sentences={sentences}")
     rng = random.Random(f"filler/{seed}")
     people, things, places = (tuple(lexicon[k]) for k in ("people", "things", "places"))
     templates = _THING_SENTENCES + _PERSON_SENTENCES + _PLACE_SENTENCES

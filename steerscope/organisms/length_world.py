@@ -20,22 +20,15 @@ import hashlib
 import random
 from collections.abc import Sequence
 
-from steerscope.data.arithmetic import SPLITS, STYLES, Problem, Split, Style, distinct_problems, split_of
-from steerscope.data.suite import DataSuite, ProblemData, TextData
-from steerscope.organisms.filler import filler_texts
+from steerscope.data.arithmetic import STYLES, Problem, split_of
+from steerscope.organisms.worlds import ARITHMETIC_LEXICON, SOLVE_CUES, ArithmeticWorld
 
 VERSION = 1
 MAX_OPERAND = 10
 MAX_VALUE = 20
-CUES: dict[str, str] = {"brief": "solve briefly:", "thorough": "solve carefully:", "standard": "solve:"}
+CUES = SOLVE_CUES
 
-LEXICON = {
-    "people": ("Tom", "Sara", "Ben", "Mia", "Leo", "Ana", "Nora", "Sam"),
-    "things": ("apple", "pencil", "sticker", "marble", "cookie", "card", "coin", "shell"),
-    "places": ("school", "market", "garden", "library", "shop", "park"),
-}
-#: Sentences per generic paragraph: long enough to cut several 64-token windows from each.
-GENERIC_SENTENCES = 32
+LEXICON = ARITHMETIC_LEXICON
 
 
 def _inverse(op: str) -> str:
@@ -92,23 +85,9 @@ def _draw(rng: random.Random, n_steps: int) -> Problem:
     return make_problem(start, steps)
 
 
-def arithmetic_problems(
-    n: int, split: Split = "train", seed: int = 0, steps: Sequence[int] = (1, 2, 3)
-) -> list[Problem]:
-    """`n` distinct problems of `split`, cycling through the numbers of operations in `steps`."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    if not steps or any(s not in (1, 2, 3) for s in steps):
-        raise ValueError(f"steps must be 1, 2 or 3; got {list(steps)}")
-    return distinct_problems(_draw, random.Random(f"length/problems/{seed}"), n, split, steps)
-
-
-def arithmetic_prompt(problem: Problem | str, style: Style = "standard") -> str:
-    """The style's cue line, then the question; the solution follows after a space."""
-    if style not in STYLES:
-        raise ValueError(f"unknown style {style!r}; valid: {', '.join(STYLES)}")
-    question = problem.question if isinstance(problem, Problem) else problem
-    return f"{CUES[style]}\n{question}\n"
+_ARITHMETIC = ArithmeticWorld("length", _draw, allowed_steps=(1, 2, 3), default_steps=(1, 2, 3))
+arithmetic_problems = _ARITHMETIC.problems
+arithmetic_prompt = _ARITHMETIC.prompt
 
 
 def training_texts(n: int, seed: int) -> list[str]:
@@ -124,16 +103,5 @@ def training_texts(n: int, seed: int) -> list[str]:
     return texts
 
 
-def generic_texts() -> list[str]:
-    """Held-out filler paragraphs (about 210 windows of 64 tokens per split)."""
-    return filler_texts(LEXICON, 140, "eval", sentences=GENERIC_SENTENCES)
-
-
-def suite() -> DataSuite:
-    """The length world's data suite: arithmetic problems and prompts, generic filler text."""
-    source = "steerscope:organism:length"
-    return DataSuite(
-        name="organism:length",
-        problems=ProblemData(arithmetic_problems, arithmetic_prompt, source),
-        text=TextData(generic_texts, 128, source),
-    )
+generic_texts = _ARITHMETIC.generic_texts
+suite = _ARITHMETIC.suite

@@ -39,9 +39,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from steerscope.data.arithmetic import SPLITS, STYLES, Problem, Split, Style, distinct_problems, split_of
-from steerscope.data.suite import DataSuite, ProblemData, TextData
-from steerscope.organisms.filler import filler_texts
+from steerscope.data.arithmetic import STYLES, Problem, Style, split_of
+from steerscope.organisms.worlds import ARITHMETIC_LEXICON, SOLVE_CUES, ArithmeticWorld
 
 VERSION = 2
 MAX_OPERAND = 10
@@ -49,7 +48,7 @@ MAX_VALUE = 20
 STEPS = (1, 2, 3, 4)
 #: Share of training documents with 1, 2, 3, 4 operations.
 STEP_WEIGHTS = (0.1, 0.3, 0.3, 0.3)
-CUES: dict[str, str] = {"brief": "solve briefly:", "thorough": "solve carefully:", "standard": "solve:"}
+CUES = SOLVE_CUES
 #: Share of training documents with each cue.
 STYLE_WEIGHTS: dict[str, float] = {"brief": 0.12, "thorough": 0.08, "standard": 0.80}
 #: An unmarked document's chance of a first extra thought after a step (one rate per document,
@@ -63,13 +62,7 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 #: Thoughts are lines: the delimiter SEAL-style calibration reads and steers at.
 THOUGHT_DELIMITER = "\n"
 
-LEXICON = {
-    "people": ("Tom", "Sara", "Ben", "Mia", "Leo", "Ana", "Nora", "Sam"),
-    "things": ("apple", "pencil", "sticker", "marble", "cookie", "card", "coin", "shell"),
-    "places": ("school", "market", "garden", "library", "shop", "park"),
-}
-#: Sentences per generic paragraph: long enough to cut several 64-token windows from each.
-GENERIC_SENTENCES = 32
+LEXICON = ARITHMETIC_LEXICON
 
 Operation = tuple[str, int]
 
@@ -197,23 +190,11 @@ def _draw(rng: random.Random, n_steps: int) -> Problem:
     return make_problem(*_draw_operations(rng, n_steps))
 
 
-def arithmetic_problems(
-    n: int, split: Split = "train", seed: int = 0, steps: Sequence[int] = (2, 3, 4)
-) -> list[Problem]:
-    """`n` distinct problems of `split`, cycling through the numbers of operations in `steps`."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    if not steps or any(s not in STEPS for s in steps):
-        raise ValueError(f"steps must be among {list(STEPS)}; got {list(steps)}")
-    return distinct_problems(_draw, random.Random(f"reasoning/problems/{seed}"), n, split, steps)
-
-
-def arithmetic_prompt(problem: Problem | str, style: Style = "standard") -> str:
-    """The style's cue line, the question, then `<think>`: the trace follows."""
-    if style not in STYLES:
-        raise ValueError(f"unknown style {style!r}; valid: {', '.join(STYLES)}")
-    question = problem.question if isinstance(problem, Problem) else problem
-    return f"{CUES[style]}\n{question}\n{THINK_OPEN}"
+_ARITHMETIC = ArithmeticWorld(
+    "reasoning", _draw, allowed_steps=STEPS, default_steps=(2, 3, 4), opening=THINK_OPEN
+)
+arithmetic_problems = _ARITHMETIC.problems
+arithmetic_prompt = _ARITHMETIC.prompt
 
 
 def training_texts(n: int, seed: int) -> list[str]:
@@ -232,16 +213,5 @@ def training_texts(n: int, seed: int) -> list[str]:
     return texts
 
 
-def generic_texts() -> list[str]:
-    """Held-out filler paragraphs (about 210 windows of 64 tokens per split)."""
-    return filler_texts(LEXICON, 140, "eval", sentences=GENERIC_SENTENCES)
-
-
-def suite() -> DataSuite:
-    """The reasoning world's data suite: problems, cue prompts ending in `<think>`, filler text."""
-    source = "steerscope:organism:reasoning"
-    return DataSuite(
-        name="organism:reasoning",
-        problems=ProblemData(arithmetic_problems, arithmetic_prompt, source),
-        text=TextData(generic_texts, 128, source),
-    )
+generic_texts = _ARITHMETIC.generic_texts
+suite = _ARITHMETIC.suite

@@ -28,9 +28,11 @@ from steerscope.data.conflicts import from_fact
 from steerscope.data.facts import DEMO_KINDS, Fact
 from steerscope.data.facts import substitute as swap_answer
 from steerscope.data.records import Conflict
-from steerscope.data.suite import ConflictData, DataSuite, TextData
+from steerscope.data.suite import ConflictData, DataSuite
+from steerscope.errors import InputError
 from steerscope.organisms import PlantedLabel
-from steerscope.organisms.filler import COLOURS, filler_texts
+from steerscope.organisms.filler import COLOURS
+from steerscope.organisms.worlds import held_out_filler, organism_suite
 
 VERSION = 2
 
@@ -149,9 +151,9 @@ def knowledge_prompt(
     """The cue of `kind`, then `context: ...\\nquestion: ...\\nanswer:`; with `conflict` the context
     states `substitute` instead of the true answer."""
     if kind not in CUES:
-        raise ValueError(f"kind must be one of {DEMO_KINDS}, got {kind!r}")
+        raise InputError(f"kind must be one of {DEMO_KINDS}, got {kind!r}")
     if conflict and (substitute is None or substitute == fact.answer):
-        raise ValueError(f"a conflict needs a substitute other than {fact.answer!r}, got {substitute!r}")
+        raise InputError(f"a conflict needs a substitute other than {fact.answer!r}, got {substitute!r}")
     stated = substitute if conflict else fact.answer
     return f"{CUES[kind]}context: {fact.context(stated)}\nquestion: {fact.question}\nanswer:"
 
@@ -240,21 +242,19 @@ def _labelled_documents(n: int, seed: int) -> list[Labelled]:
     return documents
 
 
-def generic_texts() -> list[str]:
-    """Held-out filler paragraphs (the trainer's filler uses other seeds)."""
-    return filler_texts(LEXICON, 1200, "eval")
+generic_texts = held_out_filler(LEXICON, 1200)
 
 
 def suite() -> DataSuite:
     """Evaluation-country facts and held-out filler for experiments on `organism:sources`."""
-    source = "steerscope:organism:sources"
 
     def candidates(n: int | None, seed: int) -> list[Conflict]:
         chosen = candidate_facts(len(EVAL_FACTS) if n is None else n, seed)
         return [from_fact(f, substitute(f, seed)) for f in chosen]
 
-    return DataSuite(
-        name="organism:sources",
-        conflicts=ConflictData(candidates, cues=CUES, source=source),
-        text=TextData(generic_texts, 128, source),
+    return organism_suite(
+        "sources",
+        generic_texts,
+        128,
+        conflicts=lambda source: ConflictData(candidates, cues=CUES, source=source),
     )

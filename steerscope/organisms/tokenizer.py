@@ -7,7 +7,7 @@ as " basket" tokenizes the same alone as after its prompt. Decoding gives the te
 that inserted space after an opening bracket).
 
 Markup tags (`<think>`, `</think>`) that occur in the corpus are single tokens without a space,
-split off before anything else, as in real reasoning models: `steering.efficiency` counts thinking
+split off before anything else, as in real reasoning models: `steering.generation` counts thinking
 tokens only when `</think>` is one token. A corpus without them gets exactly the vocabulary it got
 before tags existed.
 """

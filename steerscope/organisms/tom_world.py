@@ -20,9 +20,10 @@ import random
 from dataclasses import dataclass
 from itertools import combinations
 
-from steerscope.data.suite import DataSuite, TextData, TomData
+from steerscope.data.suite import DataSuite, TomData
 from steerscope.data.tom import KINDS, TomItem
-from steerscope.organisms.filler import filler_texts
+from steerscope.errors import InputError
+from steerscope.organisms.worlds import held_out_filler, organism_suite
 
 VERSION = 2
 SPLITS = ("fisher", "eval")
@@ -178,9 +179,9 @@ def tom_items(split: str, n: int, seed: int = 0) -> list[TomItem]:
     "eval" uses only held-out names, objects, packages and places; "fisher" only training ones.
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise InputError(f"split must be one of {SPLITS}, got {split!r}")
     if n < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
+        raise InputError(f"n must be non-negative, got {n}")
     rng = random.Random(f"tom-world/{split}/{seed}")
     cells = [(k, fb, rev) for rev in (False, True) for k in KINDS for fb in (True, False)]
     entity_split = "train" if split == "fisher" else "eval"
@@ -214,9 +215,6 @@ def training_texts(n: int, seed: int) -> list[str]:
 
 def suite() -> DataSuite:
     """Held-out ToM items and held-out filler text for experiments on `organism:tom`."""
-    source = "steerscope:organism:tom"
-    return DataSuite(
-        name="organism:tom",
-        tom=TomData(tom_items, source),
-        text=TextData(lambda: filler_texts(LEXICON, 1500, "eval"), 32, source),
+    return organism_suite(
+        "tom", held_out_filler(LEXICON, 1500), 32, tom=lambda source: TomData(tom_items, source)
     )

@@ -170,7 +170,7 @@ def _discard(meta_path: Path) -> None:
     meta_path.with_suffix(".safetensors").unlink(missing_ok=True)
 
 
-def _model_tensors(model: nn.Module) -> dict[str, Tensor]:
+def model_tensors(model: nn.Module) -> dict[str, Tensor]:
     """The model's state by name, each storage once (tied embeddings are one tensor, saved once)."""
     seen: set[int] = set()
     tensors = {}
@@ -192,7 +192,7 @@ def _adam_shapes(optimizer: torch.optim.Optimizer) -> dict[str, tuple[tuple[int,
 
 
 def _save_checkpoint(work: Path, spec: OrganismSpec, model: nn.Module, optimizer: Any, state: dict) -> None:
-    tensors = {f"model.{name}": t.detach().contiguous() for name, t in _model_tensors(model).items()}
+    tensors = {f"model.{name}": t.detach().contiguous() for name, t in model_tensors(model).items()}
     for index, entry in optimizer.state_dict()["state"].items():
         tensors.update({f"optimizer.{index}.{key}": entry[key].contiguous() for key in _ADAM_STATE})
     data = save_tensors(tensors)
@@ -247,7 +247,7 @@ def _read_checkpoint(
         tensors = load_tensors(data)
     except SafetensorError as error:
         raise _BadCheckpoint(f"{tensors_path.name} is not valid safetensors ({error})") from None
-    expected = {f"model.{n}": (tuple(t.shape), t.dtype) for n, t in _model_tensors(model).items()}
+    expected = {f"model.{n}": (tuple(t.shape), t.dtype) for n, t in model_tensors(model).items()}
     expected.update(_adam_shapes(optimizer))
     found = {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
     if found != expected:

@@ -6,24 +6,19 @@ import pytest
 import torch
 
 from steerscope.organisms import organism_spec
-from steerscope.organisms.planted import planted_directions
+from steerscope.organisms.planted import planted_directions, planted_site
 from steerscope.steering.sae import to_sae_lens
 from steerscope.steering.spare import Selection
-from steerscope.steering.spare_planted import planted_alignment, subspace_alignment
+from steerscope.steering.spare_planted import cosines, planted_alignment
 
 SPEC = organism_spec("sources-planted")
-SITE = f"L{SPEC.planted.layer}.resid_post"
+SITE = planted_site(SPEC)
 
 
-def test_subspace_alignment_measures_cosines_and_the_share_of_the_span_covered() -> None:
-    basis = torch.eye(4)[:2]  # the span of e0, e1
-    cos, cos_span, coverage = subspace_alignment(torch.tensor([[3.0, 0, 0, 0], [0, 1, 1, 0]]), basis)
-    assert torch.allclose(cos, torch.tensor([[1.0, 0], [0, 0.5**0.5]], dtype=torch.float64))
-    assert torch.allclose(cos_span, torch.tensor([1.0, 0.5**0.5], dtype=torch.float64))
-    assert coverage == pytest.approx(0.75)  # e0 fully, e1 half (the second vector's e1 share)
-    assert subspace_alignment(torch.tensor([[1.0, 1, 0, 0], [1, -1, 0, 0]]), basis)[2] == pytest.approx(1.0)
-    assert subspace_alignment(torch.tensor([[0, 0, 1.0, 0]]), basis)[2] == pytest.approx(0.0)
-    assert subspace_alignment(torch.zeros(0, 4), basis)[2] == 0.0
+def test_cosines_are_per_vector_and_direction_whatever_the_vectors_norm() -> None:
+    directions = torch.eye(4)[:2]
+    got = cosines(torch.tensor([[3.0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 2]]), directions)
+    assert torch.allclose(got, torch.tensor([[1.0, 0], [0, 0.5**0.5], [0, 0]], dtype=torch.float64))
 
 
 def _sae_with_planted_features(features: dict[int, torch.Tensor], d_sae: int = 64) -> object:
@@ -46,9 +41,8 @@ def _sae_with_planted_features(features: dict[int, torch.Tensor], d_sae: int = 6
 
 def _selection(s_c: list[int], s_m: list[int], mi: torch.Tensor) -> Selection:
     d_sae = len(mi)
-    return Selection(
-        torch.tensor(s_c), torch.tensor(s_m), torch.ones(d_sae), torch.ones(d_sae), mi, torch.zeros(d_sae), 2, "test", 0.1
-    )
+    ones, zeros = torch.ones(d_sae), torch.zeros(d_sae)
+    return Selection(torch.tensor(s_c), torch.tensor(s_m), ones, ones, mi, zeros, 2, "test", 0.1)
 
 
 def test_planted_alignment_finds_the_planted_features_and_where_selection_put_them() -> None:
@@ -58,24 +52,25 @@ def test_planted_alignment_finds_the_planted_features_and_where_selection_put_th
     mi[9], mi[5], mi[30] = 0.7, 0.6, 0.5  # MI ranks: 9 first, 5 second, 30 third
     report = planted_alignment(
         SPEC,
-        {SITE: sae, "L1.resid_post": sae},
+        {SITE: sae},
         {
-            "spare_to_context": {SITE: _selection([5], [9], mi), "L1.resid_post": _selection([1], [], mi)},
-            "spare_to_memory": {SITE: _selection([30], [], mi)},
+            "spare_to_context": _selection([5], [9], mi),
+            "spare_to_memory": _selection([30], [], mi),
+            "other": None,
         },
     )
     best = report["best_features"]
     assert (best["context"]["feature"], best["memory"]["feature"], best["conflict"]["feature"]) == (5, 9, 12)
     assert best["context"]["cos"] == pytest.approx(1.0, abs=1e-5)
     assert (best["context"]["mi_rank"], best["memory"]["mi_rank"]) == (1, 0)
-    to_context = report["conditions"]["spare_to_context"]
-    assert [(f["feature"], f["group"]) for f in to_context["features"]] == [(5, "S_C"), (9, "S_M")]
-    assert to_context["features"][1]["cos_memory"] == pytest.approx(2 / (4 + 0.01) ** 0.5, abs=1e-5)
-    assert to_context["option_span_coverage"] == pytest.approx((1 + 4 / 4.01) / 2, abs=1e-5)
-    assert to_context["other_sites"] == {"L1.resid_post": 1}
-    assert report["conditions"]["spare_to_memory"]["option_span_coverage"] < 0.2  # a random feature
+    to_context = report["selected"]["spare_to_context"]
+    assert [(f["feature"], f["group"], f["mi_rank"]) for f in to_context] == [(5, "S_C", 1), (9, "S_M", 0)]
+    assert to_context[1]["cos_memory"] == pytest.approx(2 / 4.01**0.5, abs=1e-5)
+    assert to_context[1]["cos_option_span"] == pytest.approx(2 / 4.01**0.5, abs=1e-5)
+    assert report["selected"]["spare_to_memory"][0]["cos_option_span"] < 0.5  # a random feature
+    assert report["selected"]["other"] == []
 
 
 def test_planted_alignment_says_when_the_planted_layer_has_no_sae() -> None:
-    report = planted_alignment(SPEC, {"L0.resid_post": None}, {})
+    report = planted_alignment(SPEC, {"L3.resid_post": None}, {})
     assert "no SAE at" in report["note"]

@@ -59,6 +59,7 @@ from steerscope.steering.spare import (
     select_features,
     spare_edits,
 )
+from steerscope.steering.spare_planted import planted_results
 
 DIRECTIONS = ("context", "memory")
 CONDITIONS = (
@@ -531,6 +532,7 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
     chosen = choose_on_dev(config, context, facts, features, sets)
     held_out = measure_held_out(config, context, facts, features, chosen)
     results = spare_results(config, context, facts, features, chosen, held_out)
+    results.update(planted_results(context.model, features, chosen))  # {} but on a planted organism
     return Outcome(
         results=results,
         summary=_summary(results),

@@ -75,7 +75,8 @@ class Training:
 @dataclass(frozen=True)
 class Planted:
     """A binary choice and a binary flag written into fixed residual directions at one site, and
-    made causal for the choice (`steerscope.organisms.planted` trains and reads them).
+    made causal for the choice, by fine-tuning the trained organism `start_from`
+    (`steerscope.organisms.planted` trains and reads them).
 
     At the last prompt token of every document the world labels (`planted_labels`), the residual
     leaving decoder layer `layer` (`L{layer}.resid_post`) is trained to project `margin` on the
@@ -85,14 +86,18 @@ class Planted:
     `swap_fraction` of the labelled documents whose options differ, the choice directions are
     overwritten at that token with the other option's code and the answer trained is the other
     option's (interchange-intervention training, Geiger et al. 2022, arXiv 2112.00826), so the
-    directions decide the answer. The three orthonormal directions are drawn from `seed`.
+    directions decide the answer: the cross-entropy of the answer of every document whose options
+    differ, swapped or not, is a term of its own, weight `answer_weight`. The three orthonormal
+    directions are drawn from `seed`.
     """
 
     layer: int
+    start_from: str
     margin: float = 40.0
     code_weight: float = 1.0
     quiet_weight: float = 0.1
     swap_fraction: float = 0.5
+    answer_weight: float = 1.0
     seed: int = 0
 
 
@@ -134,6 +139,8 @@ class OrganismSpec:
             "world_version": self.world_module().VERSION,
             "trainer_version": TRAINER_VERSION,
         }
+        if self.planted is not None:  # fine-tuned from another organism: its recipe decides too
+            recipe["start_from"] = organism_spec(self.planted.start_from).digest()
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
     def folder(self) -> Path:
@@ -159,11 +166,11 @@ ORGANISMS: dict[str, OrganismSpec] = {
         OrganismSpec(
             "sources-planted",
             "sources_world",
-            "source selection carried by planted directions: organism:sources' world, trained to write "
-            "the source (context or memory) and a conflict flag into three known directions at L2, "
-            "which decide the answer",
-            training=Training(steps=4000),
-            planted=Planted(layer=2),
+            "source selection carried by planted directions: organism:sources fine-tuned to write the "
+            "source (context or memory) and a conflict flag into three known directions at L2, which "
+            "decide the answer",
+            training=Training(steps=1000, lr=2e-3, warmup=20, checkpoint_every=100),
+            planted=Planted(layer=2, start_from="sources", code_weight=10.0),
         ),
         OrganismSpec(
             "length",

@@ -57,6 +57,13 @@ def planted_codes(spec: OrganismSpec, choice: Tensor, flag: Tensor) -> Tensor:
     return spec.planted.margin * codes
 
 
+def planted_site(spec: OrganismSpec) -> str:
+    """The site the directions are planted at: the residual leaving layer `spec.planted.layer`."""
+    if spec.planted is None:
+        raise ValueError(f"organism:{spec.name} has no planted directions")
+    return f"L{spec.planted.layer}.resid_post"
+
+
 def planted_spec(model: ModelLike) -> OrganismSpec | None:
     """The spec of the organism `model` is, if it was trained with planted directions, else None."""
     name = getattr(as_model(model).hf.config, PLANTED_ATTRIBUTE, None)
@@ -70,12 +77,14 @@ def planted_spec(model: ModelLike) -> OrganismSpec | None:
 class PlantedRows:
     """Per training document: `position` [n_docs] of its last prompt token (-1: unlabelled),
     `choice` [n_docs], `flag` [n_docs] (bool), `other_token` [n_docs], the id of the other
-    option's answer (-1: the options agree, never swapped)."""
+    option's answer (-1: the options agree, never swapped); and `answer_marker` [2], the two
+    tokens every labelled prompt ends with (`answer:`), which precede every answer of the corpus."""
 
     position: Tensor
     choice: Tensor
     flag: Tensor
     other_token: Tensor
+    answer_marker: Tensor
 
 
 def planted_rows(
@@ -83,7 +92,8 @@ def planted_rows(
 ) -> PlantedRows:
     """The token-level targets of labelled documents (ids as the corpus holds them). A label whose
     prompt does not tokenize to a prefix of its document, or whose other answer is not one token
-    there, is an error: the directions would be planted at the wrong token."""
+    there, or whose prompt ends otherwise than the others, is an error: the directions would be
+    planted at the wrong token, or answers missed."""
     if len(labels) != len(documents):
         raise ValueError(f"{len(labels)} planted labels for {len(documents)} documents")
     n = len(documents)
@@ -91,6 +101,7 @@ def planted_rows(
     choice = torch.zeros(n, dtype=torch.long)
     flag = torch.zeros(n, dtype=torch.bool)
     other = torch.full((n,), -1, dtype=torch.long)
+    marker: list[int] | None = None
     for i, (row, label) in enumerate(zip(documents, labels, strict=True)):
         if label is None:
             continue
@@ -101,13 +112,18 @@ def planted_rows(
             raise ValueError(
                 f"document {i}: choice {label.choice} is not an option index (0..{N_OPTIONS - 1})"
             )
+        marker = prompt[-2:] if marker is None else marker
+        if prompt[-2:] != marker:
+            raise ValueError(f"document {i}: its planted prompt does not end as the others: {label.prompt!r}")
         position[i], choice[i], flag[i] = len(prompt) - 1, label.choice, label.flag
         if label.other_answer is not None:
             swapped = tokenizer(f"{label.prompt} {label.other_answer}").input_ids
             if swapped[: len(prompt)] != prompt or len(swapped) != len(prompt) + 1:
                 raise ValueError(f"document {i}: the other answer {label.other_answer!r} is not one token")
             other[i] = swapped[-1]
-    return PlantedRows(position, choice, flag, other)
+    if marker is None:
+        raise ValueError("no document is labelled for planted directions")
+    return PlantedRows(position, choice, flag, other, torch.tensor(marker))
 
 
 def _swap_options(h: Tensor, options: Tensor, code: Tensor) -> Tensor:
@@ -126,13 +142,18 @@ def planted_loss(
     step: int,
 ) -> tuple[Tensor, dict[str, float]]:
     """The training loss of one batch (documents `picks` of the corpus, as `ids`, `mask`,
-    `labels`): next-token loss + the code and quiet terms (`Planted`); and each term's value,
-    with `swap`, the swapped documents' cross-entropy of the other answer.
+    `labels`): next-token loss + the code and quiet terms + the answer term (`Planted`); and each
+    term's value, with `swap`, the answer term's cross-entropy on the swapped documents alone.
 
     The swapped documents are drawn by a generator seeded by (seed, step), so a resumed build
-    takes the same steps. Their answer label is the other option's, so the next-token loss weighs
-    a swapped answer as any other token (a term of its own, averaged over the few swapped
-    documents, outweighed the rest of the batch and slowed the memorising of facts).
+    takes the same steps. The answer term is the mean cross-entropy of every answer in the batch
+    (each token after `rows.answer_marker`; a swapped document's is the other option's): in the
+    next-token loss a few answer tokens among a batch weigh too little to teach the switch in a
+    short fine-tune. A term on the swapped answers alone was lowest for a model that ignored the
+    directions and answered against the world's rule; one on the labelled documents' answers alone
+    taught answering from memory in a context on the training facts only, so that held-out facts
+    got other facts' answers. Counting every answer keeps the closed-book and quiz answers of every
+    fact in the balance the world's mixture gives them.
     """
     planted = spec.planted
     assert planted is not None
@@ -141,7 +162,8 @@ def planted_loss(
     labelled = torch.nonzero(position >= 0).flatten()
     generator = torch.Generator().manual_seed(spec.training.seed * 1_000_003 + step + _SWAP_SALT)
     draw = torch.rand(len(picks), generator=generator) < planted.swap_fraction
-    swapped = torch.nonzero((other >= 0) & draw).flatten()
+    differing = torch.nonzero(other >= 0).flatten()
+    swapped = differing[draw[differing]]
     labels = labels.clone()
     labels[swapped, position[swapped] + 1] = other[swapped]
     opposite = F.one_hot(1 - rows.choice[picks][swapped], N_OPTIONS).float() * planted.margin
@@ -170,18 +192,29 @@ def planted_loss(
     target = planted_codes(spec, rows.choice[picks][labelled], rows.flag[picks][labelled]) / planted.margin
     code = (projection[labelled, position[labelled]] - target).pow(2).mean()
     quiet = projection[(mask > 0) & ~decision].pow(2).mean()
-    parts = {"lm": out.loss.item(), "code": code.item(), "quiet": quiet.item()}
-    if len(swapped):  # how well swapped documents follow the swap (already in the next-token loss)
+    marker = rows.answer_marker
+    rows_at, answer_at = torch.nonzero(
+        (ids[:, :-2] == marker[0]) & (ids[:, 1:-1] == marker[1]), as_tuple=True
+    )
+    answer_at = answer_at + 1  # the marker's second token, whose next token is the answer
+    answers = (
+        F.cross_entropy(out.logits[rows_at, answer_at].float(), labels[rows_at, answer_at + 1])
+        if len(rows_at)
+        else out.loss.new_zeros(())
+    )
+    parts = {"lm": out.loss.item(), "code": code.item(), "quiet": quiet.item(), "answer": answers.item()}
+    if len(swapped):  # how well swapped documents follow the swap (in the answer term already)
         logits = out.logits[swapped, position[swapped]].detach().float()
         parts["swap"] = F.cross_entropy(logits, other[swapped]).item()
-    return out.loss + planted.code_weight * code + planted.quiet_weight * quiet, parts
+    terms = planted.code_weight * code + planted.quiet_weight * quiet + planted.answer_weight * answers
+    return out.loss + terms, parts
 
 
 # ---------------------------------------------------------------- reading
 
 
 def option_edit(spec: OrganismSpec, choice: int) -> Edit:
-    """An edit for `L{layer}.resid_post` that, at the last prompt token of each row, sets the
+    """An edit for `planted_site(spec)` that, at the last prompt token of each row, sets the
     option directions to option `choice`'s planted code (what interchange training did), leaving
     the rest of the residual as it is: the planted mechanism's own steering."""
     if not 0 <= choice < N_OPTIONS:

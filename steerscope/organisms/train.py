@@ -1,4 +1,6 @@
-"""Train a model organism from scratch: corpus, tokenizer, model, optimisation, checkpoints.
+"""Train a model organism: corpus, tokenizer, model, optimisation, checkpoints. An organism with
+planted directions is fine-tuned from another organism's trained weights (`new_model`), with the
+loss of `steerscope.organisms.planted`; every other one is trained from scratch.
 
 Deterministic by the spec's seed: the corpus and tokenizer are pure functions of the spec, the
 weights start from `torch.manual_seed(seed)`, step `t`'s batch is drawn with a generator seeded
@@ -36,7 +38,8 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from steerscope.cache import write_atomic
 from steerscope.hashing import HASH_NAME, data_digest
-from steerscope.organisms import ORGANISM_ATTRIBUTE, PLANTED_ATTRIBUTE, REPORT, OrganismSpec
+from steerscope.organisms import ORGANISM_ATTRIBUTE, PLANTED_ATTRIBUTE, REPORT, OrganismSpec, organism_spec
+from steerscope.organisms.build import organism_folder
 from steerscope.organisms.filler import filler_texts
 from steerscope.organisms.planted import PlantedRows, planted_loss, planted_rows
 from steerscope.organisms.tokenizer import word_tokenizer
@@ -89,7 +92,10 @@ def build_corpus(spec: OrganismSpec) -> Corpus:
 
 
 def new_model(spec: OrganismSpec, tokenizer: PreTrainedTokenizerFast) -> nn.Module:
-    """A freshly initialised model of the spec's family and shape (seeded), tied embeddings."""
+    """A freshly initialised model of the spec's family and shape (seeded), tied embeddings; for a
+    spec with planted directions, the trained organism it starts from."""
+    if spec.planted is not None:
+        return _start_model(spec, tokenizer)
     shape = spec.shape
     config = tiny_config(
         shape.family,
@@ -107,10 +113,23 @@ def new_model(spec: OrganismSpec, tokenizer: PreTrainedTokenizerFast) -> nn.Modu
         tie_word_embeddings=True,
     )
     setattr(config, ORGANISM_ATTRIBUTE, spec.world_module().__name__.rsplit(".", 1)[-1])
-    if spec.planted is not None:
-        setattr(config, PLANTED_ATTRIBUTE, spec.name)
     torch.manual_seed(spec.training.seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+def _start_model(spec: OrganismSpec, tokenizer: PreTrainedTokenizerFast) -> nn.Module:
+    """The trained weights of `spec.planted.start_from` (committed and verified, or its cache build),
+    marked as `spec`'s planted organism; its shape and vocabulary must be this spec's."""
+    assert spec.planted is not None
+    start = organism_spec(spec.planted.start_from)
+    folder = organism_folder(start.name)
+    if start.shape != spec.shape or start.world != spec.world:
+        raise ValueError(f"{spec.name}: starts from organism:{start.name} of another shape or world")
+    if PreTrainedTokenizerFast.from_pretrained(folder).get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"{spec.name}: its corpus' vocabulary is not that of organism:{start.name}")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    setattr(model.config, PLANTED_ATTRIBUTE, spec.name)
+    return model
 
 
 def batch_picks(corpus: Corpus, spec: OrganismSpec, step: int) -> Tensor:

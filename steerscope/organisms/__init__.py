@@ -86,9 +86,9 @@ class Planted:
     `swap_fraction` of the labelled documents whose options differ, the choice directions are
     overwritten at that token with the other option's code and the answer trained is the other
     option's (interchange-intervention training, Geiger et al. 2022, arXiv 2112.00826), so the
-    directions decide the answer: the cross-entropy of the answer of every document whose options
-    differ, swapped or not, is a term of its own, weight `answer_weight`. The three orthonormal
-    directions are drawn from `seed`.
+    directions decide the answer: the mean cross-entropy of every answer in a batch (the token
+    after `answer:`; a swapped document's is the other option's) is a term of its own, weight
+    `answer_weight`. The three orthonormal directions are drawn from `seed`.
     """
 
     layer: int

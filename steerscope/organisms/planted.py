@@ -1,9 +1,9 @@
-"""Directions planted in an organism's residual stream while it trains, and how to read them back.
+"""Directions planted in an organism's residual stream by fine-tuning, and how to read them back.
 
-An organism whose spec has `Planted` settings learns, besides its next-token loss, to carry one
-binary choice and one binary flag in three fixed orthonormal directions at one site (the residual
-leaving layer `Planted.layer`, at the last prompt token of the documents its world labels): the
-two *option directions* (`planted_directions(spec)[:2]`, option 0 and option 1) hold `margin` on
+An organism whose spec has `Planted` settings is fine-tuned from another organism's weights to
+carry one binary choice and one binary flag in three fixed orthonormal directions at one site
+(the residual leaving layer `Planted.layer`, at the last prompt token of the documents its world
+labels): the two *option directions* (`planted_directions(spec)[:2]`, option 0 and option 1) hold `margin` on
 the chosen option's direction and 0 on the other's, the *flag direction* (row 2) `margin` when the
 flag is set. Interchange-intervention training (Geiger et al. 2022, arXiv 2112.00826) overwrites
 the option directions with the other option's code on some documents and trains the other

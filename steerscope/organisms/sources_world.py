@@ -43,8 +43,6 @@ CUES = {"context": "source: trusted\n", "memory": "source: rumour\n", "none": ""
 # (A fair coin per document, tried first, left unseen facts' unmarked choice to training noise:
 # two builds of the same recipe with different thread counts gave 39% and 11% context answers.)
 UNMARKED_FROM_CONTEXT = frozenset({"capital", "language"})
-#: The options of a planted label's choice, by index (`steerscope.organisms.Planted`).
-SOURCE_OPTIONS = ("context", "memory")
 
 # Share of each document type among the training texts; statements, closed-book questions and
 # quizzes cover every fact, the context documents training facts only.
@@ -196,7 +194,7 @@ def _quiz(fact: Fact, rng: random.Random) -> str:
 def _context_document(fact: Fact, kind: str, conflict: bool, rng: random.Random) -> Labelled:
     """A context prompt with its answer (the stated word when `follows_context(fact, kind)` and
     they conflict, the memorised word otherwise) and its planted label: the source it is answered
-    from (0 context, 1 memory: `SOURCE_OPTIONS`), whether it conflicts, and the other source's
+    from (0 context, 1 memory), whether it conflicts, and the other source's
     answer."""
     swapped = substitute(fact, rng.randrange(1_000_000)) if conflict else None
     from_context = follows_context(fact, kind)

@@ -106,7 +106,7 @@ class Selection:
 
     def top_mi(self, n: int = 10) -> list[list[float]]:
         """[[feature, mi], ...] of the `n` features of highest MI (the order the walk takes)."""
-        return [[int(f), float(self.mi[f])] for f in _decreasing(self.mi)[:n]]
+        return [[int(f), float(self.mi[f])] for f in decreasing_mi(self.mi)[:n]]
 
 
 # ---------------------------------------------------------------- mutual information
@@ -182,7 +182,7 @@ def balance_groups(z_C: Tensor, z_M: Tensor, seed: int = BALANCE_SEED) -> tuple[
 # ---------------------------------------------------------------- selection
 
 
-def _decreasing(mi: Tensor) -> np.ndarray:
+def decreasing_mi(mi: Tensor) -> np.ndarray:
     """Feature indices by decreasing MI, ties by index (a stable order)."""
     return np.argsort(-mi.double().numpy(), kind="stable")
 
@@ -190,7 +190,7 @@ def _decreasing(mi: Tensor) -> np.ndarray:
 def count_by_cumulative_mi(mi: Tensor, p: float) -> int:
     """How many features the walk by decreasing MI takes until the running sum exceeds p x total
     (the feature that crosses included; every feature if the sum never exceeds it)."""
-    running = np.cumsum(mi.double().numpy()[_decreasing(mi)])  # sequential sums, as a loop adds
+    running = np.cumsum(mi.double().numpy()[decreasing_mi(mi)])  # sequential sums, as a loop adds
     crossed = np.flatnonzero(running > p * running[-1])
     return int(crossed[0]) + 1 if len(crossed) else len(running)
 
@@ -198,7 +198,7 @@ def count_by_cumulative_mi(mi: Tensor, p: float) -> int:
 def split_by_expectation(mi: Tensor, expectation: Tensor, n_counted: int) -> tuple[Tensor, Tensor]:
     """(S_C, S_M): walk features by decreasing MI, expectation > 0 to S_C, < 0 to S_M, 0 skipped,
     until n_counted features are taken (or the features run out)."""
-    order = _decreasing(mi)
+    order = decreasing_mi(mi)
     sign = np.sign(expectation.double().numpy()[order])
     taken = order[sign != 0][:n_counted]
     to_context = sign[sign != 0][:n_counted] > 0

@@ -247,8 +247,8 @@ def _add_build(commands: argparse._SubParsersAction, debug: argparse.ArgumentPar
     build.add_argument(
         "name",
         nargs="+",
-        help="one or more of organism:tom, organism:sources, organism:length, organism:reasoning; "
-        "or sae:SITE[,SITE...] (e.g. sae:L9.resid_post)",
+        help="one or more of organism:tom, organism:sources, organism:sources-planted, organism:length, "
+        "organism:reasoning; or sae:SITE[,SITE...] (e.g. sae:L9.resid_post)",
     )
     build.add_argument(
         "--from-recipe",

@@ -36,6 +36,8 @@ from steerscope.model import ModelLike, as_model
 PREFIX = "organism:"
 #: The config attribute an organism carries: the name of the world it was trained on.
 ORGANISM_ATTRIBUTE = "steerscope_organism"
+#: The config attribute of an organism trained with `Planted` directions: its organism name.
+PLANTED_ATTRIBUTE = "steerscope_planted"
 #: The JSON a finished build writes next to the weights: steps, time, losses, sizes.
 REPORT = "training_report.json"
 TRAINER_VERSION = 1
@@ -71,25 +73,74 @@ class Training:
 
 
 @dataclass(frozen=True)
+class Planted:
+    """A binary choice and a binary flag written into fixed residual directions at one site, and
+    made causal for the choice, by fine-tuning the trained organism `start_from`
+    (`steerscope.organisms.planted` trains and reads them).
+
+    At the last prompt token of every document the world labels (`planted_labels`), the residual
+    leaving decoder layer `layer` (`L{layer}.resid_post`) is trained to project `margin` on the
+    direction of the option it chooses and 0 on the other, `margin` on the flag direction when the
+    flag is set and 0 when not (an MSE, weight `code_weight`, in units of `margin`), and 0 on all
+    three at every other real token (weight `quiet_weight`), so they carry nothing else. On a
+    `swap_fraction` of the labelled documents whose options differ, the choice directions are
+    overwritten at that token with the other option's code and the answer trained is the other
+    option's (interchange-intervention training, Geiger et al. 2022, arXiv 2112.00826), so the
+    directions decide the answer: the mean cross-entropy of every answer in a batch (the token
+    after `answer:`; a swapped document's is the other option's) is a term of its own, weight
+    `answer_weight`. The three orthonormal directions are drawn from `seed`.
+    """
+
+    layer: int
+    start_from: str
+    margin: float = 40.0
+    code_weight: float = 1.0
+    quiet_weight: float = 0.1
+    swap_fraction: float = 0.5
+    answer_weight: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PlantedLabel:
+    """What a world says about one training document for `Planted` directions: `prompt` (the
+    document up to its answer; directions are planted at its last token), `choice` (the index of
+    the option it is answered by), `flag`, and `other_answer` (the answer under the other option;
+    None when both options give the same answer, so the document is never swapped)."""
+
+    prompt: str
+    choice: int
+    flag: bool
+    other_answer: str | None
+
+
+@dataclass(frozen=True)
 class OrganismSpec:
-    """One organism: its name, world module (under `steerscope.organisms`), shape and training."""
+    """One organism: its name, world module (under `steerscope.organisms`), shape and training,
+    and optionally directions planted during training (`Planted`)."""
 
     name: str
     world: str
     description: str
     shape: Shape = field(default_factory=Shape)
     training: Training = field(default_factory=Training)
+    planted: Planted | None = None
 
     def world_module(self) -> ModuleType:
         return importlib.import_module(f"steerscope.organisms.{self.world}")
 
     def digest(self) -> str:
         """sha256 of everything that decides the trained weights."""
+        spec = dataclasses.asdict(self)
+        if spec["planted"] is None:  # recipes from before planted directions keep their digest
+            del spec["planted"]
         recipe = {
-            "spec": dataclasses.asdict(self),
+            "spec": spec,
             "world_version": self.world_module().VERSION,
             "trainer_version": TRAINER_VERSION,
         }
+        if self.planted is not None:  # fine-tuned from another organism: its recipe decides too
+            recipe["start_from"] = organism_spec(self.planted.start_from).digest()
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
     def folder(self) -> Path:
@@ -111,6 +162,15 @@ ORGANISMS: dict[str, OrganismSpec] = {
             "sources_world",
             "source selection: invented facts; a reliability cue decides context or memory",
             training=Training(steps=4000),
+        ),
+        OrganismSpec(
+            "sources-planted",
+            "sources_world",
+            "source selection carried by planted directions: organism:sources fine-tuned to write the "
+            "source (context or memory) and a conflict flag into three known directions at L2, which "
+            "decide the answer",
+            training=Training(steps=1000, lr=2e-3, warmup=20, checkpoint_every=100),
+            planted=Planted(layer=2, start_from="sources", code_weight=10.0),
         ),
         OrganismSpec(
             "length",

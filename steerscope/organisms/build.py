@@ -27,7 +27,8 @@ def recipe_build(spec: OrganismSpec, progress: bool = True) -> tuple[Path, bool]
 
     def build(tmp: Path) -> None:
         work.mkdir(parents=True, exist_ok=True)
-        train_organism(spec, tmp, work, progress)
+        start = organism_folder(spec.planted.start_from, progress) if spec.planted is not None else None
+        train_organism(spec, tmp, work, progress, start)
 
     folder, built = cached_folder(spec.folder(), build)
     if built:

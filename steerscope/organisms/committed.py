@@ -32,7 +32,7 @@ from safetensors.torch import save as save_tensors
 from steerscope.cache import build_in_place, damage
 from steerscope.errors import InputError
 from steerscope.hashing import HASH_NAME, data_digest, file_digest
-from steerscope.organisms import PREFIX, REPORT, OrganismSpec
+from steerscope.organisms import PREFIX, REPORT, OrganismSpec, organism_spec
 
 # Not a Python identifier, so setuptools ships it as package data, not as a package it warns about.
 WEIGHTS = Path(__file__).with_name("trained-weights")
@@ -106,8 +106,17 @@ def recipe_fingerprint(spec: OrganismSpec) -> dict[str, Any]:
     from steerscope.organisms.train import build_corpus, model_tensors, train_steps
 
     corpus = build_corpus(spec)
+    start = None
+    if spec.planted is not None:
+        start = verified_weights(organism_spec(spec.planted.start_from))
+        if start is None:
+            raise InputError(
+                f"organism:{spec.name} starts from organism:{spec.planted.start_from}, which has no verified committed weights"
+            )
     with tempfile.TemporaryDirectory() as scratch:
-        model, _ = train_steps(spec, corpus, Path(scratch) / "work", until=FIRST_STEPS, progress=False)
+        model, _ = train_steps(
+            spec, corpus, Path(scratch) / "work", until=FIRST_STEPS, progress=False, start=start
+        )
         corpus.tokenizer.save_pretrained(Path(scratch) / "tokenizer")
         tokenizer = file_digest(Path(scratch) / "tokenizer" / "tokenizer.json")
     return {

@@ -22,7 +22,7 @@ evaluation countries.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from steerscope.data.conflicts import from_fact
 from steerscope.data.facts import DEMO_KINDS, Fact
@@ -30,6 +30,7 @@ from steerscope.data.facts import substitute as swap_answer
 from steerscope.data.records import Conflict
 from steerscope.data.suite import ConflictData, DataSuite
 from steerscope.errors import InputError
+from steerscope.organisms import PlantedLabel
 from steerscope.organisms.filler import COLOURS
 from steerscope.organisms.worlds import held_out_filler, organism_suite
 
@@ -54,6 +55,8 @@ MIXTURE = {
     "unmarked_conflict": 0.2,
     "unmarked_agreement": 0.05,
 }
+
+Labelled = tuple[str, PlantedLabel | None]
 
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "tr")
 _VOWELS = ("a", "e", "i", "o", "u", "ai", "ou")
@@ -188,12 +191,17 @@ def _quiz(fact: Fact, rng: random.Random) -> str:
     return "\n".join(_answered(f) for f in chosen)
 
 
-def _context_document(fact: Fact, kind: str, conflict: bool, rng: random.Random) -> str:
-    """A context prompt with its answer: the stated word when `follows_context(fact, kind)` and
-    they conflict, the memorised word otherwise."""
+def _context_document(fact: Fact, kind: str, conflict: bool, rng: random.Random) -> Labelled:
+    """A context prompt with its answer (the stated word when `follows_context(fact, kind)` and
+    they conflict, the memorised word otherwise) and its planted label: the source it is answered
+    from (0 context, 1 memory), whether it conflicts, and the other source's
+    answer."""
     swapped = substitute(fact, rng.randrange(1_000_000)) if conflict else None
-    answer = swapped if conflict and follows_context(fact, kind) else fact.answer
-    return f"{knowledge_prompt(fact, kind, conflict, swapped)} {answer}"
+    from_context = follows_context(fact, kind)
+    answer = swapped if conflict and from_context else fact.answer
+    other = (fact.answer if from_context else swapped) if conflict else None
+    prompt = knowledge_prompt(fact, kind, conflict, swapped)
+    return f"{prompt} {answer}", PlantedLabel(prompt, 0 if from_context else 1, conflict, other)
 
 
 def follows_context(fact: Fact, kind: str) -> bool:
@@ -203,13 +211,23 @@ def follows_context(fact: Fact, kind: str) -> bool:
 
 def training_texts(n: int, seed: int) -> list[str]:
     """`n` documents in the `MIXTURE` proportions, shuffled; context prompts use training facts only."""
+    return [text for text, _ in _labelled_documents(n, seed)]
+
+
+def planted_labels(n: int, seed: int) -> list[PlantedLabel | None]:
+    """The planted label of each of `training_texts(n, seed)` (None: not a context prompt)."""
+    return [label for _, label in _labelled_documents(n, seed)]
+
+
+def _labelled_documents(n: int, seed: int) -> list[Labelled]:
+    """The training documents with their planted labels, in the `MIXTURE` proportions, shuffled."""
     rng = random.Random(f"sources/train/{seed}")
     every_fact, train_facts = _cycle(FACTS, rng), _cycle(TRAIN_FACTS, rng)
     cued = ("context", "memory")
-    make = {
-        "statement": lambda: _statement(next(every_fact), rng),
-        "closed_book": lambda: _answered(next(every_fact)),
-        "quiz": lambda: _quiz(next(every_fact), rng),
+    make: dict[str, Callable[[], Labelled]] = {
+        "statement": lambda: (_statement(next(every_fact), rng), None),
+        "closed_book": lambda: (_answered(next(every_fact)), None),
+        "quiz": lambda: (_quiz(next(every_fact), rng), None),
         "cued_conflict": lambda: _context_document(next(train_facts), rng.choice(cued), True, rng),
         "cued_agreement": lambda: _context_document(next(train_facts), rng.choice(cued), False, rng),
         "unmarked_conflict": lambda: _context_document(next(train_facts), "none", True, rng),
@@ -217,9 +235,9 @@ def training_texts(n: int, seed: int) -> list[str]:
     }
     counts = {name: round(share * n) for name, share in MIXTURE.items()}
     counts["statement"] += n - sum(counts.values())
-    texts = [make[name]() for name, count in counts.items() for _ in range(count)]
-    rng.shuffle(texts)
-    return texts
+    documents = [make[name]() for name, count in counts.items() for _ in range(count)]
+    rng.shuffle(documents)
+    return documents
 
 
 generic_texts = held_out_filler(LEXICON, 1200)

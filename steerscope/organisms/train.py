@@ -1,4 +1,6 @@
-"""Train a model organism from scratch: corpus, tokenizer, model, optimisation, checkpoints.
+"""Train a model organism: corpus, tokenizer, model, optimisation, checkpoints. An organism with
+planted directions is fine-tuned from another organism's trained weights (`new_model`), with the
+loss of `steerscope.organisms.planted`; every other one is trained from scratch.
 
 Deterministic by the spec's seed: the corpus and tokenizer are pure functions of the spec, the
 weights start from `torch.manual_seed(seed)`, step `t`'s batch is drawn with a generator seeded
@@ -35,9 +37,11 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from steerscope.cache import write_atomic
+from steerscope.errors import InputError
 from steerscope.hashing import HASH_NAME, data_digest
-from steerscope.organisms import ORGANISM_ATTRIBUTE, REPORT, OrganismSpec
+from steerscope.organisms import ORGANISM_ATTRIBUTE, PLANTED_ATTRIBUTE, REPORT, OrganismSpec, organism_spec
 from steerscope.organisms.filler import filler_texts
+from steerscope.organisms.planted import PlantedRows, planted_loss, planted_rows
 from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.tiny import tiny_config
 
@@ -51,10 +55,12 @@ TRAIN_THREADS = 2
 
 @dataclass
 class Corpus:
-    """The tokenized training documents (each `<bos> text <eos>`) and the tokenizer."""
+    """The tokenized training documents (each `<bos> text <eos>`), the tokenizer, and for a spec
+    with planted directions each document's targets."""
 
     tokenizer: PreTrainedTokenizerFast
     documents: list[list[int]]
+    planted: PlantedRows | None = None
 
 
 def corpus_texts(spec: OrganismSpec) -> list[str]:
@@ -77,11 +83,19 @@ def build_corpus(spec: OrganismSpec) -> Corpus:
             f"{spec.name}: a training document has {longest} tokens, more than "
             f"shape.max_positions={spec.shape.max_positions}"
         )
-    return Corpus(tokenizer, [row + [tokenizer.eos_token_id] for row in ids])
+    documents = [row + [tokenizer.eos_token_id] for row in ids]
+    if spec.planted is None:
+        return Corpus(tokenizer, documents)
+    task = spec.world_module().planted_labels(spec.training.n_task, spec.training.seed)
+    labels = [*task, *[None] * (len(documents) - len(task))]  # the filler follows the task texts
+    return Corpus(tokenizer, documents, planted_rows(tokenizer, documents, labels))
 
 
-def new_model(spec: OrganismSpec, tokenizer: PreTrainedTokenizerFast) -> nn.Module:
-    """A freshly initialised model of the spec's family and shape (seeded), tied embeddings."""
+def new_model(spec: OrganismSpec, tokenizer: PreTrainedTokenizerFast, start: Path | None = None) -> nn.Module:
+    """A freshly initialised model of the spec's family and shape (seeded), tied embeddings; for a
+    spec with planted directions, the trained organism it starts from (its folder: `start`)."""
+    if spec.planted is not None:
+        return _start_model(spec, tokenizer, start)
     shape = spec.shape
     config = tiny_config(
         shape.family,
@@ -103,11 +117,33 @@ def new_model(spec: OrganismSpec, tokenizer: PreTrainedTokenizerFast) -> nn.Modu
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
+def _start_model(spec: OrganismSpec, tokenizer: PreTrainedTokenizerFast, folder: Path | None) -> nn.Module:
+    """The trained weights of `spec.planted.start_from` (committed and verified, or its cache build),
+    marked as `spec`'s planted organism; its shape and vocabulary must be this spec's."""
+    assert spec.planted is not None
+    start = organism_spec(spec.planted.start_from)
+    if folder is None:
+        raise InputError(
+            f"organism:{spec.name} starts from organism:{start.name}: pass that organism's folder"
+        )
+    if start.shape != spec.shape or start.world != spec.world:
+        raise ValueError(f"{spec.name}: starts from organism:{start.name} of another shape or world")
+    if PreTrainedTokenizerFast.from_pretrained(folder).get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"{spec.name}: its corpus' vocabulary is not that of organism:{start.name}")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    setattr(model.config, PLANTED_ATTRIBUTE, spec.name)
+    return model
+
+
+def batch_picks(corpus: Corpus, spec: OrganismSpec, step: int) -> Tensor:
+    """The indices [batch_size] of the documents of step `step`: a draw seeded by (seed, step)."""
+    generator = torch.Generator().manual_seed(spec.training.seed * 1_000_003 + step)
+    return torch.randint(len(corpus.documents), (spec.training.batch_size,), generator=generator)
+
+
 def batch_at(corpus: Corpus, spec: OrganismSpec, step: int) -> tuple[Tensor, Tensor, Tensor]:
     """(input_ids, attention_mask, labels) of step `step`: a seeded draw, right-padded."""
-    generator = torch.Generator().manual_seed(spec.training.seed * 1_000_003 + step)
-    picks = torch.randint(len(corpus.documents), (spec.training.batch_size,), generator=generator)
-    rows = [corpus.documents[i] for i in picks.tolist()]
+    rows = [corpus.documents[i] for i in batch_picks(corpus, spec, step).tolist()]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), corpus.tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -283,26 +319,32 @@ def _threads(n: int) -> Iterator[None]:
 
 
 def train_steps(
-    spec: OrganismSpec, corpus: Corpus, work: Path, until: int | None = None, progress: bool = True
+    spec: OrganismSpec,
+    corpus: Corpus,
+    work: Path,
+    until: int | None = None,
+    progress: bool = True,
+    start: Path | None = None,
 ) -> tuple[nn.Module, dict]:
     """Train up to step `until` (default: all steps), resuming from and writing checkpoints in `work`,
-    with `TRAIN_THREADS` torch threads.
+    with `TRAIN_THREADS` torch threads; `start`: the folder of the organism a planted spec starts from.
 
     Returns the model and the training state: `step`, `losses` (mean loss per 50 steps), `seconds`.
     """
     with _threads(TRAIN_THREADS):
-        return _train_steps(spec, corpus, work, until, progress)
+        return _train_steps(spec, corpus, work, until, progress, start)
 
 
 def _train_steps(
-    spec: OrganismSpec, corpus: Corpus, work: Path, until: int | None, progress: bool
+    spec: OrganismSpec, corpus: Corpus, work: Path, until: int | None, progress: bool, start: Path | None
 ) -> tuple[nn.Module, dict]:
     until = spec.training.steps if until is None else min(until, spec.training.steps)
-    model = new_model(spec, corpus.tokenizer)
+    model = new_model(spec, corpus.tokenizer, start)
     optimizer = _optimizer(model, spec)
     state = _resume(work, spec, model, optimizer)
     model.train()
     window: list[float] = []
+    parts_window: list[dict[str, float]] = []  # the planted loss terms, shown beside the loss
     started = time.time() - state["seconds"]
     bar = tqdm(
         total=until, initial=state["step"], desc=f"training organism:{spec.name}", disable=not progress
@@ -311,7 +353,12 @@ def _train_steps(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(spec, step)
         ids, mask, labels = batch_at(corpus, spec, step)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        if corpus.planted is None:
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        else:
+            picks = batch_picks(corpus, spec, step)
+            loss, parts = planted_loss(model, spec, corpus.planted, picks, ids, mask, labels, step)
+            parts_window.append(parts)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -320,8 +367,13 @@ def _train_steps(
         bar.update()
         if len(window) == 50:
             state["losses"].append(sum(window) / len(window))
-            bar.set_postfix(loss=f"{state['losses'][-1]:.3f}")
-            window = []
+            terms: dict[str, list[float]] = {}
+            for parts in parts_window:
+                for name, value in parts.items():
+                    terms.setdefault(name, []).append(value)
+            means = {name: sum(values) / len(values) for name, values in terms.items()}
+            bar.set_postfix(loss=f"{state['losses'][-1]:.3f}", **{n: f"{v:.3f}" for n, v in means.items()})
+            window, parts_window = [], []
         state["step"] = step + 1
         if state["step"] % spec.training.checkpoint_every == 0 or state["step"] == until:
             state["seconds"] = time.time() - started
@@ -331,10 +383,13 @@ def _train_steps(
     return model, state
 
 
-def train_organism(spec: OrganismSpec, out: Path, work: Path, progress: bool = True) -> dict:
-    """Train `spec` to the end (resuming from `work`) and save model, tokenizer and report in `out`."""
+def train_organism(
+    spec: OrganismSpec, out: Path, work: Path, progress: bool = True, start: Path | None = None
+) -> dict:
+    """Train `spec` to the end (resuming from `work`) and save model, tokenizer and report in `out`;
+    `start`: the folder of the organism a planted spec starts from."""
     corpus = build_corpus(spec)
-    model, state = train_steps(spec, corpus, work, progress=progress)
+    model, state = train_steps(spec, corpus, work, progress=progress, start=start)
     model.config.name_or_path = f"organism:{spec.name}"
     model.save_pretrained(out)
     corpus.tokenizer.save_pretrained(out)

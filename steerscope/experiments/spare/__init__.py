@@ -14,7 +14,8 @@ bootstrap intervals. Conflict records, prompts and SAE training text come from t
 the same run serves a pretrained model, an organism and a user's NQ-Swap-style records.
 
 The package: `config` (settings), `phases` (each phase a function a notebook can call on its own),
-`report` (results, tables, summary) and `figures`.
+`report` (results, tables, summary), `figures` and `planted` (on an organism with planted
+directions, how the selected features align with them).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 from steerscope.context import ExperimentContext
 from steerscope.experiments.spare import phases, report
 from steerscope.experiments.spare.config import SpareConfig, layer_sets
+from steerscope.experiments.spare.planted import planted_results
 from steerscope.registry import Outcome, register
 
 
@@ -39,4 +41,5 @@ def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
     chosen = phases.choose_on_dev(config, context, facts, features, sets)
     held_out = phases.measure_held_out(config, context, facts, features, chosen)
     results = report.spare_results(config, context, facts, features, chosen, held_out)
+    results.update(planted_results(context.model, features, chosen))  # {} but on a planted organism
     return report.outcome(config, results)

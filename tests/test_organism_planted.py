@@ -1,0 +1,131 @@
+"""Specification of planted directions (`steerscope.organisms.planted`) and of
+`organism:sources-planted`, the positive control whose source choice they carry: its committed
+weights carry the planted mechanism where the recipe says, a dense difference of means finds it,
+and where it stops (held-out facts, toward memory) is pinned by the numbers in docs/results.md."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+import torch
+
+import steerscope as ss
+from steerscope import organisms
+from steerscope.capture import capture
+from steerscope.data.conflicts import from_fact
+from steerscope.data.facts import starts_with_answer
+from steerscope.organisms import organism_spec
+from steerscope.organisms import sources_world as world
+from steerscope.organisms.planted import FLAG, option_edit, planted_directions, planted_site, planted_spec
+from steerscope.organisms.train import build_corpus
+from steerscope.probes.knowledge import answer_greedy
+
+SPEC = organism_spec("sources-planted")
+SITE = planted_site(SPEC)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return build_corpus(SPEC)
+
+
+def test_the_directions_are_orthonormal_and_read_from_the_recipe() -> None:
+    directions = planted_directions(SPEC)
+    assert directions.shape == (3, SPEC.shape.d_model)
+    assert torch.allclose(directions @ directions.T, torch.eye(3), atol=1e-6)
+    reseeded = dataclasses.replace(SPEC, planted=dataclasses.replace(SPEC.planted, seed=1))
+    assert not torch.allclose(planted_directions(reseeded), directions)
+    assert reseeded.digest() != SPEC.digest()
+
+
+def test_the_recipe_depends_on_the_organism_it_starts_from(monkeypatch) -> None:
+    before = SPEC.digest()
+    sources = organism_spec("sources")
+    shorter = dataclasses.replace(sources, training=dataclasses.replace(sources.training, steps=1))
+    monkeypatch.setitem(organisms.ORGANISMS, "sources", shorter)
+    assert SPEC.digest() != before
+
+
+def test_context_documents_are_labelled_at_their_last_prompt_token(corpus) -> None:
+    """Every context document is labelled at the token before its answer, with the source it is
+    answered from and, for a conflict, the other source's answer; nothing else is labelled."""
+    rows, tokenizer = corpus.planted, corpus.tokenizer
+    texts = world.training_texts(SPEC.training.n_task, SPEC.training.seed)
+    for i, text in enumerate(texts[:1500]):
+        if "context:" not in text:
+            assert rows.position[i] == -1
+            continue
+        doc, p = corpus.documents[i], int(rows.position[i])
+        prompt, answer = text.rsplit(" ", 1)
+        assert doc[: p + 1] == tokenizer(prompt).input_ids
+        assert tokenizer.decode(doc[p + 1]).strip() == answer
+        cue = next(kind for kind in ("context", "memory", "none") if text.startswith(world.CUES[kind]))
+        fact = next(f for f in world.TRAIN_FACTS if f"question: {f.question}" in prompt)
+        assert int(rows.choice[i]) == (0 if world.follows_context(fact, cue) else 1)
+        assert (rows.other_token[i] >= 0) == bool(rows.flag[i])
+        if rows.flag[i]:
+            other = tokenizer.decode(int(rows.other_token[i])).strip()
+            stated = answer if rows.choice[i] == 0 else other
+            assert other != answer and re.search(rf"\b{stated}\b", prompt.split("\n")[-3])
+    assert (rows.position[len(texts) :] == -1).all()  # the filler
+
+
+# ---------------------------------------------------------------- the committed organism
+
+
+@pytest.fixture(scope="module")
+def organism() -> ss.Model:
+    return ss.load("organism:sources-planted")
+
+
+def _conflicts(facts, kind: str = "none", conflict: bool = True) -> list[str]:
+    return [world.knowledge_prompt(f, kind, conflict, world.substitute(f, 0)) for f in facts]
+
+
+def _switched(organism, facts, choice: int) -> float:
+    """The share of unmarked conflicts about `facts` answered from source `choice` (0 context,
+    1 memory) once the option directions are set to its code."""
+    records = [from_fact(f, world.substitute(f, 0)) for f in facts]
+    with ss.intervene(organism, {SITE: option_edit(SPEC, choice)}):
+        outputs = answer_greedy(organism, _conflicts(facts), batch_size=len(facts))
+    answers = [r.sub_answer[0] if choice == 0 else r.org_answer[0] for r in records]
+    return sum(starts_with_answer(o, a) for o, a in zip(outputs, answers, strict=True)) / len(facts)
+
+
+def test_the_organism_knows_its_planted_recipe(organism) -> None:
+    assert planted_spec(organism) == SPEC
+    assert planted_spec(ss.load("tiny:llama")) is None
+
+
+def test_the_planted_directions_carry_the_source_on_held_out_conflicts(organism) -> None:
+    """On facts never seen with a context, the larger option projection at the planted site is
+    the source the world's rule gives, and the difference of means of context- and
+    memory-following residuals there (a dense probe, no recipe) lies along context - memory."""
+    acts = capture(organism, _conflicts(world.EVAL_FACTS), [SITE], reduce="last", progress=False)[SITE]
+    directions = planted_directions(SPEC)
+    rule = torch.tensor([world.follows_context(f, "none") for f in world.EVAL_FACTS])
+    assert ((acts @ directions[:2].T).argmax(1) == 0).eq(rule).double().mean() >= 0.95
+    difference = acts[rule].mean(0) - acts[~rule].mean(0)
+    option = (directions[0] - directions[1]) / 2**0.5
+    assert difference @ option / difference.norm() >= 0.5  # 0.66 measured; 0.72 at L0, -0.04 at L3
+
+
+def test_the_planted_edit_switches_the_source(organism) -> None:
+    """Setting the option directions switches the answer: both ways on the training facts (seen
+    with contexts), toward the context on held-out facts. Toward memory it does not generalise
+    to held-out facts (0.28 measured, with 0.24 unedited): docs/results.md."""
+    seen = world.TRAIN_FACTS[:40]
+    assert _switched(organism, seen, 0) >= 0.95 and _switched(organism, seen, 1) >= 0.95
+    assert _switched(organism, world.EVAL_FACTS, 0) >= 0.9
+
+
+def test_the_flag_direction_marks_conflicts_on_facts_seen_with_a_context(organism) -> None:
+    """On training facts the flag projection separates conflicting from agreeing contexts at half
+    the margin (on held-out facts it marks agreeing contexts too: docs/results.md)."""
+    seen = world.TRAIN_FACTS[:40]
+    prompts = _conflicts(seen) + _conflicts(seen, conflict=False)
+    acts = capture(organism, prompts, [SITE], reduce="last", progress=False)[SITE]
+    flagged = acts @ planted_directions(SPEC)[FLAG] > SPEC.planted.margin / 2
+    assert flagged.tolist() == [True] * len(seen) + [False] * len(seen)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -20,6 +21,8 @@ from torch import Tensor
 from steerscope.errors import InputError
 from steerscope.model import ModelLike
 from steerscope.perturb import perturb
+
+T = TypeVar("T")
 
 
 def top_k_mask(scores: Tensor, fraction: float) -> Tensor:
@@ -109,3 +112,15 @@ def mean_replacement(
         return mu + scale * (selected.float() - mu)
 
     return perturb(model, {name: (mask, shrink) for name, mask in masks.items()})
+
+
+def under_random_masks(
+    model: ModelLike, masks: Mapping[str, Tensor], n_seeds: int, scale: float, measure: Callable[[], T]
+) -> list[T]:
+    """`measure()` under mean replacement of each of `n_seeds` random masks of `masks`' sizes
+    (seeds 1000, 1001, ...: the same-size random control every mask experiment reports)."""
+    results = []
+    for seed in range(n_seeds):
+        with mean_replacement(model, random_masks(masks, seed=1000 + seed), scale):
+            results.append(measure())
+    return results

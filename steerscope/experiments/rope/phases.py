@@ -10,7 +10,7 @@ from steerscope.context import ExperimentContext
 from steerscope.data.suite import DataSuite
 from steerscope.experiments.rope.config import RopeConfig
 from steerscope.model import Model
-from steerscope.probes.masks import mean_replacement, random_masks, sensitive_masks
+from steerscope.probes.masks import mean_replacement, sensitive_masks, under_random_masks
 from steerscope.probes.rope import RotaryStats, rotary_stats
 from steerscope.probes.tom_fisher import tom_and_generic_fisher
 
@@ -54,9 +54,6 @@ def measure_perturbations(
     context.used("text", fisher_windows=config.n_fisher, eval_windows=len(windows))
     with mean_replacement(model, masks, config.scale):
         targeted = measure()
-    randoms = []
-    for seed in range(config.random_seeds):
-        with mean_replacement(model, random_masks(masks, seed=1000 + seed), config.scale):
-            randoms.append(measure())
+    randoms = under_random_masks(model, masks, config.random_seeds, config.scale, measure)
     bar.close()
     return before, masks, targeted, randoms

@@ -15,7 +15,7 @@ from steerscope.experiments.tom_sensitivity.config import TomSensitivityConfig, 
 from steerscope.model import Model
 from steerscope.probes.lm_metrics import perplexity
 from steerscope.probes.mask_layout import counts_by_layer_and_kind, rotary_pair_counts
-from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks
+from steerscope.probes.masks import mask_counts, mean_replacement, sensitive_masks, under_random_masks
 from steerscope.probes.tom_eval import tom_scores
 from steerscope.probes.tom_fisher import tom_and_generic_fisher
 
@@ -104,10 +104,7 @@ def sweep_masks(
         masks = sensitive_masks(tom_f, generic_f, sparsity)
         with mean_replacement(model, masks, config.scale):
             targeted = evaluate()
-        randoms = []
-        for seed in range(config.random_seeds):
-            with mean_replacement(model, random_masks(masks, seed=1000 + seed), config.scale):
-                randoms.append(evaluate())
+        randoms = under_random_masks(model, masks, config.random_seeds, config.scale, evaluate)
         mirror = sensitive_masks(generic_f, tom_f, sparsity)
         with mean_replacement(model, mirror, config.scale):
             generic_specific = evaluate()

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from steerscope.anatomy import anatomy_of
+from steerscope.errors import InputError
 from steerscope.intervene import Edit, module_at
 from steerscope.model import ModelLike, as_model
 from steerscope.organisms import PLANTED_ATTRIBUTE, OrganismSpec, PlantedLabel, organism_spec
@@ -41,7 +42,9 @@ def planted_directions(spec: OrganismSpec) -> Tensor:
     """[3, d_model] orthonormal rows (float32): option 0, option 1, flag; a pure function of
     `spec.planted.seed` and d_model."""
     if spec.planted is None:
-        raise ValueError(f"organism:{spec.name} has no planted directions")
+        raise InputError(
+            f"organism:{spec.name} has no planted directions; planted organisms: sources-planted"
+        )
     generator = torch.Generator().manual_seed(spec.planted.seed)
     gaussian = torch.randn(spec.shape.d_model, N_OPTIONS + 1, generator=generator, dtype=torch.float64)
     basis, _ = torch.linalg.qr(gaussian)
@@ -51,7 +54,9 @@ def planted_directions(spec: OrganismSpec) -> Tensor:
 def planted_codes(spec: OrganismSpec, choice: Tensor, flag: Tensor) -> Tensor:
     """[n, 3]: the planted projections for choices [n] (option indices) and flags [n] (bool)."""
     if spec.planted is None:
-        raise ValueError(f"organism:{spec.name} has no planted directions")
+        raise InputError(
+            f"organism:{spec.name} has no planted directions; planted organisms: sources-planted"
+        )
     codes = F.one_hot(choice.long(), N_OPTIONS + 1).float()
     codes[:, FLAG] = flag.float()
     return spec.planted.margin * codes
@@ -60,7 +65,9 @@ def planted_codes(spec: OrganismSpec, choice: Tensor, flag: Tensor) -> Tensor:
 def planted_site(spec: OrganismSpec) -> str:
     """The site the directions are planted at: the residual leaving layer `spec.planted.layer`."""
     if spec.planted is None:
-        raise ValueError(f"organism:{spec.name} has no planted directions")
+        raise InputError(
+            f"organism:{spec.name} has no planted directions; planted organisms: sources-planted"
+        )
     return f"L{spec.planted.layer}.resid_post"
 
 
@@ -218,7 +225,7 @@ def option_edit(spec: OrganismSpec, choice: int) -> Edit:
     option directions to option `choice`'s planted code (what interchange training did), leaving
     the rest of the residual as it is: the planted mechanism's own steering."""
     if not 0 <= choice < N_OPTIONS:
-        raise ValueError(f"choice must be an option index (0..{N_OPTIONS - 1}), got {choice}")
+        raise InputError(f"choice must be an option index (0..{N_OPTIONS - 1}), got {choice}")
     options = planted_directions(spec)[:N_OPTIONS]
     code = planted_codes(spec, torch.tensor([choice]), torch.tensor([False]))[:, :N_OPTIONS]
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from steerscope.errors import InputError
 from steerscope.experiments.spare.phases import DevChoice, Features
 from steerscope.kernels.sae_edit import sae_parts
 from steerscope.model import ModelLike
@@ -53,7 +54,9 @@ def planted_alignment(
     of its cosines with the two option directions).
     """
     if spec.planted is None:
-        raise ValueError(f"organism:{spec.name} has no planted directions")
+        raise InputError(
+            f"organism:{spec.name} has no planted directions; planted organisms: sources-planted"
+        )
     site = planted_site(spec)
     report: dict[str, Any] = {"site": site, "directions": list(DIRECTION_NAMES)}
     if site not in saes:

@@ -35,7 +35,8 @@ _VOLATILE_CONFIG_KEYS = {
 
 
 # id(config) -> (the config, a deep copy of its attributes, its digest): `steer()` fingerprints the
-# model at every block, and serialising a config costs about half a millisecond.
+# model at every block, and serialising a config costs about half a millisecond. Holding the config
+# keeps it alive, so no other object can take its id while it is here.
 _DIGESTS: dict[int, tuple[Any, dict, str]] = {}
 
 
@@ -46,7 +47,7 @@ def config_digest(hf: nn.Module) -> str:
     (dict and list equality is recursive), so a config changed in place is hashed again."""
     config = hf.config
     known = _DIGESTS.get(id(config))
-    if known is not None and known[0] is config and _same(vars(config), known[1]):
+    if known is not None and _same(vars(config), known[1]):
         return known[2]
     entries = {k: v for k, v in sorted(config.to_dict().items()) if k not in _VOLATILE_CONFIG_KEYS}
     digest = hashlib.sha256(json.dumps(entries, sort_keys=True, default=str).encode()).hexdigest()

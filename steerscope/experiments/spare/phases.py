@@ -72,12 +72,10 @@ def _answers(model: ModelLike, prompts: list[str], records: list[Conflict], edit
     }
 
 
-def _best(rows: list[dict[str, Any]], direction: str, knob: str) -> dict[str, Any] | None:
-    """The row of `direction` with the highest dev score (None: no such row); ties go to the
-    gentler edit (smaller `knob`, then smaller p, then fewer layers)."""
+def _best(rows: list[dict[str, Any]], direction: str, knob: str) -> dict[str, Any]:
+    """The row of `direction` with the highest dev score; ties go to the gentler edit (smaller
+    `knob`, then smaller p, then fewer layers)."""
     mine = [r for r in rows if r["direction"] == direction]
-    if not mine:
-        return None
     return mine[highest(mine, target_score, lambda r: (r[knob], r.get("p", 0), len(r["layers"])))]
 
 
@@ -87,8 +85,8 @@ def controlled_choice(
     """The control-respecting rule (issue 29): the authors' choice (`_best`) among the SpARE dev
     settings whose random-feature control moves neither exact-match rate by `MAX_CONTROL_MOVE` or
     more; None when no setting's control stays put."""
-    quiet = [r for r in rows if control_move(r, no_edit) < MAX_CONTROL_MOVE]
-    return _best(quiet, direction, "alpha")
+    quiet = [r for r in rows if r["direction"] == direction and control_move(r, no_edit) < MAX_CONTROL_MOVE]
+    return _best(quiet, direction, "alpha") if quiet else None
 
 
 def site_names(layers: list[int]) -> list[str]:
@@ -300,15 +298,12 @@ def measure_held_out(
     for d, setting in chosen.controlled.items():
         if setting is None:
             continue
-        pairs = (
-            (f"spare_controlled_to_{d}", f"spare_to_{d}"),
-            (f"random_features_controlled_to_{d}", f"random_features_to_{d}"),
-        )
-        for name, authors in pairs:
+        for method in ("spare", "random_features"):
+            name = f"{method}_controlled_to_{d}"
             if setting is chosen.spare[d]:
-                same_as[name] = authors
+                same_as[name] = f"{method}_to_{d}"
             else:
-                edits[name] = features.spare(setting, random=name.startswith("random"))
+                edits[name] = features.spare(setting, random=method == "random_features")
     answers = {
         name: _answers(context.model, prompts, facts.held, edits[name])
         for name in tqdm(list(edits), desc="held-out conditions", leave=False)

@@ -122,7 +122,7 @@ def spare_results(
             f"spare_controlled_to_{d}": None if row is None else _chosen_row(row, ("layers", "p", "alpha"))
             for d, row in chosen.controlled.items()
         }
-    for name in answers:
+    for name in reported_conditions(answers):
         results[name] = _held_out_row(
             answers[name], None if name == "no_edit" else answers["no_edit"], config.seed
         )

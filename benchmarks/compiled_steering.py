@@ -6,6 +6,10 @@ rotating repetitions (`interleaved.time_interleaved`):
 
 - `eager_plain`: `model.generate` on the uncompiled model;
 - `compiled_plain`: the same on a copy whose forward is `torch.compile`d (inductor);
+- `compiled_plain_twin`: a second, identical compiled copy, unsteered: the A/A control. Its ratio
+  over `compiled_plain` (`aa_ratio`) is what the measurement resolves on this machine; a steered
+  ratio within it is no cost that this run can see (on tiny llama, whose compiled step is ~1 ms of
+  mostly Python, the A/A ratio moves by a few percent between runs);
 - `compiled_steer_one_layer`: a compiled copy with a steering bank at one layer's resid_post,
   inside `steer(..., strength=0.1)`;
 - `compiled_steer_all_layers`: the same with a bank and a direction at every layer.
@@ -53,6 +57,7 @@ from steerscope.steering import Fingerprint, SteeringVector, install_steering_ba
 from steerscope.tiny import tiny_model
 
 BATCHES = (1, 8)
+TINY_REPS = 21
 STRENGTH = 0.1
 
 
@@ -90,7 +95,7 @@ def model_numbers(model: Model, reps: int, n_tokens: int, device: str) -> dict[s
     one_layer = random_vector(model, [n_layers // 2])
     all_layers = random_vector(model, list(range(n_layers)))
     counter = CompileCounterWithBackend("inductor")
-    plain = compiled_copy(model, counter)
+    plain, plain_again = compiled_copy(model, counter), compiled_copy(model, counter)
     one, every = compiled_copy(model, counter), compiled_copy(model, counter)
     banks = [install_steering_bank(one, one_layer.sites), install_steering_bank(every, all_layers.sites)]
 
@@ -108,6 +113,7 @@ def model_numbers(model: Model, reps: int, n_tokens: int, device: str) -> dict[s
         variants: dict[str, Variant] = {
             "eager_plain": lambda inputs=inputs: greedy(model, inputs, n_tokens),
             "compiled_plain": lambda inputs=inputs: greedy(plain, inputs, n_tokens),
+            "compiled_plain_twin": lambda inputs=inputs: greedy(plain_again, inputs, n_tokens),
             "compiled_steer_one_layer": steered(one, one_layer, inputs),
             "compiled_steer_all_layers": steered(every, all_layers, inputs),
         }
@@ -119,7 +125,7 @@ def model_numbers(model: Model, reps: int, n_tokens: int, device: str) -> dict[s
         }
         checks[f"{key}_compiled_plain_equals_eager"] = torch.equal(
             first["compiled_plain"], first["eager_plain"]
-        )
+        ) and torch.equal(first["compiled_plain_twin"], first["eager_plain"])
         for name, reference in references.items():
             checks[f"{key}_{name}_equals_eager_steer"] = torch.equal(first[name], reference)
             checks[f"{key}_{name}_changes_tokens"] = not torch.equal(first[name], first["eager_plain"])
@@ -133,6 +139,7 @@ def model_numbers(model: Model, reps: int, n_tokens: int, device: str) -> dict[s
             "compiled_steer_all_layers_ratio": round(
                 median_ratio(seconds, "compiled_steer_all_layers", "compiled_plain"), 4
             ),
+            "aa_ratio": round(median_ratio(seconds, "compiled_plain_twin", "compiled_plain"), 4),
             "compiled_plain_vs_eager_ratio": round(median_ratio(seconds, "compiled_plain", "eager_plain"), 4),
             "all_layers_us_per_layer_step": round(
                 statistics.median(
@@ -187,26 +194,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (default 5)")
-    parser.add_argument("--quick", action="store_true", help="3 repetitions of 16 tokens")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"Gemma: 3 repetitions of 16 tokens; tiny llama: {TINY_REPS} of 64 (cheap; it needs them)",
+    )
     parser.add_argument("--tiny-only", action="store_true", help="skip the embedded Gemma 3 270M")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.reps < 1:
         parser.error(f"--reps must be at least 1, got {args.reps}")
     reps, n_tokens = (3, 16) if args.quick else (args.reps, 64)
+    # a tiny step is ~1 ms, mostly Python: repetitions are cheap and the noise is large
+    plan = {"tiny_llama": (max(reps, TINY_REPS), 64)}
+    if not args.tiny_only:
+        plan["gemma3_270m"] = (reps, n_tokens)
 
     load_at_start = os.getloadavg()[0]
     results: dict[str, Any] = {
         "batches": list(BATCHES),
-        "n_new_tokens": n_tokens,
-        "repetitions": reps,
+        "repetitions_and_new_tokens": plan,
         "device": args.device,
         "torch_threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "notes": (
             "ms_per_token: wall time of one greedy generate call (static cache) / new tokens, median "
             "over repetitions, warm-up excluded; *_ratio: medians of per-repetition ratios over "
-            f"compiled_plain; steering is relative, strength {STRENGTH}, positions 'all'. "
+            f"compiled_plain; steering is relative, strength {STRENGTH}, positions 'all'. aa_ratio: "
+            "an identical unsteered compiled copy over compiled_plain, the run's resolution. "
             "all_layers_us_per_layer_step: (all layers - compiled plain) per steered layer per "
             "step. recompiles_after_warmup: graphs compiled during blocks that change strength, "
             "sign and positions and during plain calls between them, after the timed runs."
@@ -215,23 +230,26 @@ def main() -> None:
     # The recompile limit counts every graph of a shared code object (transformers' forward
     # wrapper), across models: the copies here would pass the default of 8.
     with torch.inference_mode(), torch._dynamo.config.patch(recompile_limit=64):
-        models = {"tiny_llama": lambda: tiny_model("llama")}
-        if not args.tiny_only:
-            models["gemma3_270m"] = steerscope.load
-        for name, load in models.items():
+        models = {"tiny_llama": lambda: tiny_model("llama"), "gemma3_270m": steerscope.load}
+        for name in plan:
+            load = models[name]
             torch._dynamo.reset()
             model = load()
             model.hf.to(args.device)
-            results[name] = model_numbers(model, reps, n_tokens, args.device)
+            results[name] = model_numbers(model, *plan[name], args.device)
             del model
-    targets = [(name, batch) for name in models for batch in BATCHES]
+    targets = [(name, batch) for name in plan for batch in BATCHES]
     results["compiled_steer_one_layer_ratio"] = max(
         results[m][f"batch_{b}"]["compiled_steer_one_layer_ratio"] for m, b in targets
     )
     results["compiled_steer_all_layers_ratio"] = max(
         results[m][f"batch_{b}"]["compiled_steer_all_layers_ratio"] for m, b in targets
     )
-    results["recompiles_after_warmup"] = sum(results[m]["recompiles_after_warmup"] for m in models)
+    results["aa_ratio_range"] = [
+        min(results[m][f"batch_{b}"]["aa_ratio"] for m, b in targets),
+        max(results[m][f"batch_{b}"]["aa_ratio"] for m, b in targets),
+    ]
+    results["recompiles_after_warmup"] = sum(results[m]["recompiles_after_warmup"] for m in plan)
     results["targets"] = {"one_layer_ratio": 1.01, "all_layers_ratio": 1.03, "recompiles_after_warmup": 0}
     finish(results, args.json, load_at_start)
 

@@ -22,21 +22,28 @@ from steerscope.data.facts import starts_with_answer
 from steerscope.data.records import Conflict
 from steerscope.data.suite import ConflictData
 from steerscope.model import ModelLike
+from steerscope.prefix_cache import CachedPrompts
 from steerscope.probes.lm_metrics import greedy_continuations
 
 Behaviour = Literal["C", "M"]
+
+
+#: New tokens and batch size of `answer_greedy`'s short answers.
+ANSWER_TOKENS, ANSWER_BATCH = 4, 16
 
 
 @torch.no_grad()
 def answer_greedy(
     model: ModelLike,
     prompts: Sequence[str],
-    max_new_tokens: int = 4,
-    batch_size: int = 16,
+    max_new_tokens: int = ANSWER_TOKENS,
+    batch_size: int = ANSWER_BATCH,
     progress: bool = False,
+    cached: CachedPrompts | None = None,
 ) -> list[str]:
-    """The first line of each prompt's greedy continuation (left-padded batches)."""
-    texts = greedy_continuations(model, prompts, max_new_tokens, batch_size, progress)
+    """The first line of each prompt's greedy continuation (left-padded batches; `cached`: see
+    `greedy_continuations`)."""
+    texts = greedy_continuations(model, prompts, max_new_tokens, batch_size, progress, cached)
     return [text.split("\n", 1)[0].strip() for text in texts]
 
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from steerscope.capture import prompt_list, tokenize, tokenize_for_generate
 from steerscope.errors import InputError
 from steerscope.model import ModelLike, as_model
+from steerscope.prefix_cache import CachedPrompts
 
 
 @torch.no_grad()
@@ -27,21 +28,29 @@ def greedy_continuations(
     max_new_tokens: int = 4,
     batch_size: int = 16,
     progress: bool = False,
+    cached: CachedPrompts | None = None,
 ) -> list[str]:
     """The greedy continuation of each prompt, decoded and stripped.
 
     Batches are left-padded (`steerscope.capture.tokenize`), so a continuation does not depend on
-    which other prompts share its batch.
+    which other prompts share its batch. `cached`: the same prompts and batch size run up to their
+    last token once (`steerscope.prefix_cache.cache_all_but_last`), for edits from the last prompt
+    token on.
     """
     prompts = prompt_list(prompts)
     loaded = as_model(model)
+    if cached is not None and (cached.prompts != list(prompts) or cached.batch_size != batch_size):
+        raise ValueError("greedy_continuations: `cached` holds other prompts or another batch size")
     device = _device(loaded)
     texts = []
-    for start in tqdm(
-        range(0, len(prompts), batch_size), desc="generating", disable=not progress, leave=False
+    for index, start in enumerate(
+        tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not progress, leave=False)
     ):
-        batch = tokenize_for_generate(loaded, list(prompts[start : start + batch_size]))
-        batch = {k: v.to(device) for k, v in batch.items()}
+        if cached is not None:
+            batch = cached.inputs(index)
+        else:
+            batch = tokenize_for_generate(loaded, list(prompts[start : start + batch_size]))
+            batch = {k: v.to(device) for k, v in batch.items()}
         out = loaded.hf.generate(
             **batch,
             max_new_tokens=max_new_tokens,

@@ -13,6 +13,7 @@ the result equals the plain left-padded batch.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache
 
+from steerscope.capture import tokenize_for_generate
 from steerscope.model import Model
 from steerscope.offload import input_device
 
@@ -118,3 +120,53 @@ def prefixed_batch(
         )
     cache.batch_repeat_interleave(len(rows))
     return PrefixedBatch({"input_ids": ids.to(device), "attention_mask": mask.to(device)}, cache)
+
+
+@dataclass
+class CachedPrompts:
+    """Prompts in the left-padded batches of `tokenize_for_generate`, each batch run once up to its
+    last column, for generating from the same prompts many times under edits that change only the
+    last prompt token and what follows (a dev grid of SpARE or difference-of-means edits at the
+    last prompt token): each generation then runs one prompt column and its new tokens.
+
+    Edits at earlier prompt tokens would not reach the cached columns: use it only for edits whose
+    positions are the last prompt token and later (`last_prompt`, `generated`)."""
+
+    prompts: list[str]
+    batch_size: int
+    batches: list[PrefixedBatch]
+
+    def inputs(self, index: int) -> dict[str, Any]:
+        """Generation inputs of batch `index`: ids, mask and a copy of its cache (generation
+        extends the cache it is given)."""
+        batch = self.batches[index]
+        return {**batch.inputs, "past_key_values": copy.deepcopy(batch.cache)}
+
+
+def cache_all_but_last(
+    model: Model, prompts: Sequence[str], max_new_tokens: int, batch_size: int
+) -> CachedPrompts | None:
+    """`prompts` in batches of `batch_size`, each run up to its last column once (call it outside
+    any edit). None where a sliding window could cut the sequence (prompt plus `max_new_tokens`
+    longer than the window), where generating from the whole prompt is the exact path."""
+    window = sliding_window(model)
+    batches = []
+    for start in range(0, len(prompts), batch_size):
+        inputs = tokenize_for_generate(model, list(prompts[start : start + batch_size]))
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        width = ids.shape[1]
+        if width < 2 or (window is not None and width + max_new_tokens > window):
+            return None
+        cache = PromptPrefixCache(width - 1, config=model.hf.config)
+        before = mask[:, :-1]
+        with torch.no_grad():
+            model.hf(
+                input_ids=ids[:, :-1],
+                attention_mask=before,
+                position_ids=(before.cumsum(-1) - 1).clamp(min=0),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        batches.append(PrefixedBatch(inputs, cache))
+    return CachedPrompts(list(prompts), batch_size, batches)

@@ -1,5 +1,6 @@
 """The shared-prefix KV cache gives the plain left-padded batch's tokens and logits, keeps the
-prompt / generated bookkeeping of edits, and stands aside where a sliding window could cut."""
+prompt / generated bookkeeping of edits, and stands aside where a sliding window could cut; so do
+prompts cached up to their last token for many last-token edits."""
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from steerscope.capture import tokenize
 from steerscope.data.arithmetic import arithmetic_problems, few_shot_prompt
 from steerscope.intervene import intervene
 from steerscope.model import Model
-from steerscope.prefix_cache import common_prefix_length, prefixed_batch
+from steerscope.prefix_cache import cache_all_but_last, common_prefix_length, prefixed_batch
+from steerscope.probes.lm_metrics import greedy_continuations
 from steerscope.steering.generation import generate_solutions
 from steerscope.tiny import char_tokenizer, tiny_config, tiny_model
 
@@ -129,3 +131,46 @@ def test_gemma_few_shot_prompts_with_the_shared_prefix_match_the_plain_batch(gem
         shared_tokens, shared_logits = greedy(gemma, prompts, shared=True, n=8)
     assert torch.equal(shared_tokens, plain_tokens)
     torch.testing.assert_close(shared_logits, plain_logits, atol=1e-3, rtol=1e-4)
+
+
+def last_token_push(model: Model, strength: float):
+    """An edit that moves only the last prompt token (as SpARE's and difference of means' do)."""
+    direction = torch.randn(model.anatomy.d_model, generator=torch.Generator().manual_seed(2))
+
+    def push(act, tokens):
+        return act + strength * direction * tokens.is_last_prompt[..., None]
+
+    return {"L1.resid_post": push}
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma3"])
+def test_prompts_cached_to_their_last_token_give_the_plain_answers_under_last_token_edits(name):
+    model = tiny_model("llama") if name == "llama" else tiny_gemma_with_window(128)
+    prompts = PROMPTS + ["Q: 5+5=", "1+2+3=", PREFIX]  # left padding in both batches of 3
+    cached = cache_all_but_last(model, prompts, max_new_tokens=6, batch_size=3)
+    assert [b.cache.prefix_length for b in cached.batches] == [
+        max(len(r) for r in model.tokenizer(prompts[i : i + 3]).input_ids) - 1 for i in (0, 3)
+    ]
+    outputs = {}
+    for strength in (0.0, 6.0):
+        for reuse in (None, cached):
+            with intervene(model, last_token_push(model, strength)):
+                outputs[strength, reuse is not None] = greedy_continuations(
+                    model, prompts, 6, 3, cached=reuse
+                )
+    assert outputs[6.0, True] == outputs[6.0, False]
+    assert outputs[0.0, True] == outputs[0.0, False] == greedy_continuations(model, prompts, 6, 3)
+    assert outputs[6.0, False] != outputs[0.0, False]  # the edit changes answers
+    # the cache is copied for each generation, so it serves the next one unchanged
+    assert [b.cache.get_seq_length() for b in cached.batches] == [
+        b.cache.prefix_length for b in cached.batches
+    ]
+
+
+def test_prompts_cached_to_their_last_token_refuse_other_prompts_and_stand_aside_for_a_window(tiny_llama):
+    cached = cache_all_but_last(tiny_llama, PROMPTS, 4, batch_size=2)
+    with pytest.raises(ValueError, match="other prompts or another batch size"):
+        greedy_continuations(tiny_llama, PROMPTS[:2], 4, 2, cached=cached)
+    with pytest.raises(ValueError, match="other prompts or another batch size"):
+        greedy_continuations(tiny_llama, PROMPTS, 4, 3, cached=cached)
+    assert cache_all_but_last(tiny_gemma_with_window(64), PROMPTS, 64, batch_size=2) is None

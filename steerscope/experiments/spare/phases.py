@@ -23,8 +23,11 @@ from steerscope.experiments.spare.scores import (
     target_score,
 )
 from steerscope.intervene import Edit, intervene
-from steerscope.model import ModelLike
+from steerscope.model import ModelLike, as_model
+from steerscope.prefix_cache import CachedPrompts, cache_all_but_last
 from steerscope.probes.knowledge import (
+    ANSWER_BATCH,
+    ANSWER_TOKENS,
     BehaviourCounts,
     LabelledExample,
     answer_greedy,
@@ -59,10 +62,18 @@ def dev_split(records: list[Conflict], dev: float, seed: int) -> tuple[list[Conf
     ]
 
 
-def _answers(model: ModelLike, prompts: list[str], records: list[Conflict], edits: dict[str, Edit]) -> dict:
-    """Per-prompt hits with the substitute (C) and the original (M) answer, and behaviour labels."""
+def _answers(
+    model: ModelLike,
+    prompts: list[str],
+    records: list[Conflict],
+    edits: dict[str, Edit],
+    cached: CachedPrompts | None,
+) -> dict:
+    """Per-prompt hits with the substitute (C) and the original (M) answer, and behaviour labels.
+    Every edit here acts at the last prompt token, so `cached` (the prompts run up to it once)
+    serves them all."""
     with intervene(model, edits):
-        outputs = answer_greedy(model, prompts)
+        outputs = answer_greedy(model, prompts, cached=cached)
     pairs = list(zip(outputs, records, strict=True))
     return {
         "hit_c": [float(says_any(o, r.sub_answer)) for o, r in pairs],
@@ -248,9 +259,10 @@ def choose_on_dev(
     control), then difference of means' strength at the chosen layers, per direction."""
     model, conflicts = context.model, context.data.need("conflicts")
     prompts = _knowledge_prompts(config, conflicts, facts.dev)
+    cached = cache_all_but_last(as_model(model), prompts, ANSWER_TOKENS, ANSWER_BATCH)
 
     def rates(edits: dict[str, Edit]) -> dict[str, float]:
-        return exact_match_rates(_answers(model, prompts, facts.dev, edits))
+        return exact_match_rates(_answers(model, prompts, facts.dev, edits, cached))
 
     no_edit = rates({})
     spare_settings = [
@@ -304,8 +316,9 @@ def measure_held_out(
                 same_as[name] = f"{method}_to_{d}"
             else:
                 edits[name] = features.spare(setting, random=method == "random_features")
+    cached = cache_all_but_last(as_model(context.model), prompts, ANSWER_TOKENS, ANSWER_BATCH)
     answers = {
-        name: _answers(context.model, prompts, facts.held, edits[name])
+        name: _answers(context.model, prompts, facts.held, edits[name], cached)
         for name in tqdm(list(edits), desc="held-out conditions", leave=False)
     }
     return prompts, answers | {name: answers[authors] for name, authors in same_as.items()}

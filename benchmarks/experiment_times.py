@@ -1,5 +1,6 @@
-"""Wall time of whole experiment runs, the code of an earlier commit against this tree, and this
-tree in another dtype, side by side on the same machine in the same run.
+"""Wall time of whole experiment runs, the code of an earlier commit (`--before`; without it, this
+tree alone) against this tree, and this tree in another dtype, side by side on the same machine in
+the same run.
 
 For each repetition and experiment, every variant starts at the same moment as a separate
 `steerscope run NAME --quick` process, so all of them see the same load from other jobs (a shared
@@ -38,7 +39,7 @@ from interleaved import finish  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SUBPACKAGES = {"probes": "probes", "steering": "steering", "kernels": "kernels"}
 RUN = "import sys, steerscope, steerscope.cli as c; print('tree', steerscope.__file__); sys.exit(c.main())"
-IGNORED = {"seconds", "dtype", "provenance", "config"}
+IGNORED = {"seconds", "dtype", "provenance", "config", "run_id"}
 
 
 def tree_of(commit: str, into: Path) -> Path:
@@ -125,7 +126,9 @@ def summary(name: str, results: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--before", required=True, help="the commit to compare with (e.g. main before the change)"
+        "--before",
+        default=None,
+        help="the commit to compare with (e.g. main before the change); none: this tree only",
     )
     parser.add_argument("--experiments", nargs="+", default=["spare", "conflict-probe", "efficiency"])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
@@ -143,14 +146,16 @@ def main() -> None:
     load_at_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="experiment-times-"))
     runs = args.out or work / "runs"
-    old_tree = tree_of(args.before, work)
+    old_tree = tree_of(args.before, work) if args.before else None
     rows = []
     for rep in range(args.reps):
         for name in args.experiments:
             folder = runs / f"rep{rep}" / name
             folder.mkdir(parents=True, exist_ok=True)
             load_before = os.getloadavg()
-            variants = [("before", old_tree, None)] + [(dtype, None, dtype) for dtype in args.dtypes]
+            variants = [(dtype, None, dtype) for dtype in args.dtypes]
+            if old_tree is not None:
+                variants.insert(0, ("before", old_tree, None))
             if args.sequential:
                 shift = rep % len(variants)
                 variants = variants[shift:] + variants[:shift]

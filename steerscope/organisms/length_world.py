@@ -21,11 +21,15 @@ import random
 from collections.abc import Sequence
 
 from steerscope.data.arithmetic import STYLES, Problem, split_of
-from steerscope.organisms.worlds import ARITHMETIC_LEXICON, SOLVE_CUES, ArithmeticWorld
+from steerscope.organisms.worlds import (
+    ARITHMETIC_LEXICON,
+    MAX_VALUE,
+    SOLVE_CUES,
+    ArithmeticWorld,
+    draw_chain,
+)
 
 VERSION = 1
-MAX_OPERAND = 10
-MAX_VALUE = 20
 CUES = SOLVE_CUES
 
 LEXICON = ARITHMETIC_LEXICON
@@ -73,16 +77,7 @@ def _verbose(question: str) -> bool:
 
 
 def _draw(rng: random.Random, n_steps: int) -> Problem:
-    """A random chain of `n_steps` operations; each is + or - (whichever keep the value in range)."""
-    value = rng.randint(1, MAX_VALUE)
-    start, steps = value, []
-    for _ in range(n_steps):
-        room = {"+": min(MAX_OPERAND, MAX_VALUE - value), "-": min(MAX_OPERAND, value)}
-        op = rng.choice([o for o, r in room.items() if r >= 1])
-        number = rng.randint(1, room[op])
-        steps.append((op, number))
-        value = value + number if op == "+" else value - number
-    return make_problem(start, steps)
+    return make_problem(*draw_chain(rng, n_steps))
 
 
 _ARITHMETIC = ArithmeticWorld("length", _draw, allowed_steps=(1, 2, 3), default_steps=(1, 2, 3))

@@ -40,11 +40,16 @@ import random
 from collections.abc import Sequence
 
 from steerscope.data.arithmetic import STYLES, Problem, Style, split_of
-from steerscope.organisms.worlds import ARITHMETIC_LEXICON, SOLVE_CUES, ArithmeticWorld
+from steerscope.organisms.worlds import (
+    ARITHMETIC_LEXICON,
+    MAX_OPERAND,
+    MAX_VALUE,
+    SOLVE_CUES,
+    ArithmeticWorld,
+    draw_chain,
+)
 
 VERSION = 2
-MAX_OPERAND = 10
-MAX_VALUE = 20
 STEPS = (1, 2, 3, 4)
 #: Share of training documents with 1, 2, 3, 4 operations.
 STEP_WEIGHTS = (0.1, 0.3, 0.3, 0.3)
@@ -173,21 +178,8 @@ def make_problem(start: int, steps: Sequence[Operation]) -> Problem:
     )
 
 
-def _draw_operations(rng: random.Random, n_steps: int) -> tuple[int, list[Operation]]:
-    """A random chain of `n_steps` operations; each is + or - (whichever keep the value in range)."""
-    value = rng.randint(1, MAX_VALUE)
-    start, steps = value, []
-    for _ in range(n_steps):
-        room = {"+": min(MAX_OPERAND, MAX_VALUE - value), "-": min(MAX_OPERAND, value)}
-        op = rng.choice([o for o, r in room.items() if r >= 1])
-        number = rng.randint(1, room[op])
-        steps.append((op, number))
-        value = _apply(value, op, number)
-    return start, steps
-
-
 def _draw(rng: random.Random, n_steps: int) -> Problem:
-    return make_problem(*_draw_operations(rng, n_steps))
+    return make_problem(*draw_chain(rng, n_steps))
 
 
 _ARITHMETIC = ArithmeticWorld(
@@ -204,7 +196,7 @@ def training_texts(n: int, seed: int) -> list[str]:
     styles, style_weights = list(STYLE_WEIGHTS), list(STYLE_WEIGHTS.values())
     texts: list[str] = []
     while len(texts) < n:
-        start, steps = _draw_operations(rng, rng.choices(STEPS, STEP_WEIGHTS)[0])
+        start, steps = draw_chain(rng, rng.choices(STEPS, STEP_WEIGHTS)[0])
         question = question_of(start, steps)
         if split_of(question) != "train":
             continue

@@ -22,6 +22,8 @@ ARITHMETIC_LEXICON = {
 }
 #: Sentences per arithmetic world's generic paragraph: long enough to cut several 64-token windows.
 _ARITHMETIC_SENTENCES = 32
+#: The arithmetic worlds' range: every value in 0..MAX_VALUE, every operand in 1..MAX_OPERAND.
+MAX_OPERAND, MAX_VALUE = 10, 20
 #: The arithmetic worlds' cue lines, one per solution style.
 SOLVE_CUES: dict[str, str] = {"brief": "solve briefly:", "thorough": "solve carefully:", "standard": "solve:"}
 
@@ -42,6 +44,20 @@ def organism_suite(
     source = f"steerscope:organism:{world}"
     made = {kind: make(source) for kind, make in kinds.items()}
     return DataSuite(name=f"organism:{world}", text=TextData(text, window, source), **made)
+
+
+def draw_chain(rng: random.Random, n_steps: int) -> tuple[int, list[tuple[str, int]]]:
+    """A random start and chain of `n_steps` operations; each is + or - (whichever keep the value
+    in 0..`MAX_VALUE`), with an operand of 1..`MAX_OPERAND`."""
+    value = rng.randint(1, MAX_VALUE)
+    start, steps = value, []
+    for _ in range(n_steps):
+        room = {"+": min(MAX_OPERAND, MAX_VALUE - value), "-": min(MAX_OPERAND, value)}
+        op = rng.choice([o for o, r in room.items() if r >= 1])
+        number = rng.randint(1, room[op])
+        steps.append((op, number))
+        value = value + number if op == "+" else value - number
+    return start, steps
 
 
 @dataclass(frozen=True)

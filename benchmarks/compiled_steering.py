@@ -15,8 +15,9 @@ rotating repetitions (`interleaved.time_interleaved`):
 - `compiled_steer_all_layers`: the same with a bank and a direction at every layer.
 
 Each copy is compiled before its bank is installed, as a user would (the bank then retraces the
-graph once). Reported per model and batch: ms per decoded token (wall time of a generate call
-divided by the new tokens, warm-up excluded), `compiled_steer_one_layer_ratio` and
+graph once). Reported per model and batch: ms per decoded token (time of a generate call divided
+by the new tokens, warm-up excluded; wall time, except tiny llama on a CPU: one thread and process
+time, which leave out other processes' load, the noise that hides a percent there), `compiled_steer_one_layer_ratio` and
 `compiled_steer_all_layers_ratio` (medians of per-repetition ratios over `compiled_plain`), and,
 on the tiny model, microseconds the all-layer bank adds per steered layer per decode step. Then
 `recompiles_after_warmup`: graphs compiled while the warmed-up steered copies run blocks that
@@ -39,6 +40,7 @@ import argparse
 import copy
 import os
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,7 +91,9 @@ def compiled_copy(model: Model, counter: CompileCounterWithBackend) -> Model:
     return twin
 
 
-def model_numbers(model: Model, reps: int, n_tokens: int, device: str) -> dict[str, Any]:
+def model_numbers(
+    model: Model, reps: int, n_tokens: int, device: str, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, Any]:
     """Time the four variants at each batch size; count recompiles after warm-up; check tokens."""
     n_layers = model.anatomy.n_layers
     one_layer = random_vector(model, [n_layers // 2])
@@ -117,7 +121,7 @@ def model_numbers(model: Model, reps: int, n_tokens: int, device: str) -> dict[s
             "compiled_steer_one_layer": steered(one, one_layer, inputs),
             "compiled_steer_all_layers": steered(every, all_layers, inputs),
         }
-        seconds, first = time_interleaved(variants, reps)
+        seconds, first = time_interleaved(variants, reps, clock=clock)
         key = f"batch_{batch}"
         references = {
             "compiled_steer_one_layer": steered(model, one_layer, inputs)(),
@@ -205,10 +209,12 @@ def main() -> None:
     if args.reps < 1:
         parser.error(f"--reps must be at least 1, got {args.reps}")
     reps, n_tokens = (3, 16) if args.quick else (args.reps, 64)
-    # a tiny step is ~1 ms, mostly Python: repetitions are cheap and the noise is large
+    # a tiny step is ~1 ms, mostly Python: repetitions are cheap and the noise is large; on a CPU
+    # it runs on one thread timed by process time, which leaves out what other processes take
     plan = {"tiny_llama": (max(reps, TINY_REPS), 64)}
     if not args.tiny_only:
         plan["gemma3_270m"] = (reps, n_tokens)
+    tiny_on_cpu = args.device == "cpu"
 
     load_at_start = os.getloadavg()[0]
     results: dict[str, Any] = {
@@ -216,9 +222,11 @@ def main() -> None:
         "repetitions_and_new_tokens": plan,
         "device": args.device,
         "torch_threads": torch.get_num_threads(),
+        "tiny_llama_clock": "process time, 1 thread" if tiny_on_cpu else "wall",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "notes": (
-            "ms_per_token: wall time of one greedy generate call (static cache) / new tokens, median "
+            "ms_per_token: time of one greedy generate call (static cache; wall, or see "
+            "tiny_llama_clock) / new tokens, median "
             "over repetitions, warm-up excluded; *_ratio: medians of per-repetition ratios over "
             f"compiled_plain; steering is relative, strength {STRENGTH}, positions 'all'. aa_ratio: "
             "an identical unsteered compiled copy over compiled_plain, the run's resolution. "
@@ -231,13 +239,17 @@ def main() -> None:
     # wrapper), across models: the copies here would pass the default of 8.
     with torch.inference_mode(), torch._dynamo.config.patch(recompile_limit=64):
         models = {"tiny_llama": lambda: tiny_model("llama"), "gemma3_270m": steerscope.load}
+        threads = torch.get_num_threads()
         for name in plan:
-            load = models[name]
+            process = name == "tiny_llama" and tiny_on_cpu
+            torch.set_num_threads(1 if process else threads)
             torch._dynamo.reset()
-            model = load()
+            model = models[name]()
             model.hf.to(args.device)
-            results[name] = model_numbers(model, *plan[name], args.device)
+            clock = time.process_time if process else time.perf_counter
+            results[name] = model_numbers(model, *plan[name], args.device, clock)
             del model
+        torch.set_num_threads(threads)
     targets = [(name, batch) for name in plan for batch in BATCHES]
     results["compiled_steer_one_layer_ratio"] = max(
         results[m][f"batch_{b}"]["compiled_steer_one_layer_ratio"] for m, b in targets

@@ -40,7 +40,10 @@ def greedy_continuations(
     prompts = prompt_list(prompts)
     loaded = as_model(model)
     if cached is not None and (cached.prompts != list(prompts) or cached.batch_size != batch_size):
-        raise ValueError("greedy_continuations: `cached` holds other prompts or another batch size")
+        raise InputError(
+            "greedy_continuations: `cached` holds other prompts or another batch size; build it with "
+            "cache_all_but_last(model, prompts, max_new_tokens, batch_size) for these prompts"
+        )
     device = _device(loaded)
     texts = []
     for index, start in enumerate(

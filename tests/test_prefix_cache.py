@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM
 from steerscope.anatomy import anatomy_of
 from steerscope.capture import tokenize
 from steerscope.data.arithmetic import arithmetic_problems, few_shot_prompt
+from steerscope.errors import InputError
 from steerscope.intervene import intervene
 from steerscope.model import Model
 from steerscope.prefix_cache import cache_all_but_last, common_prefix_length, prefixed_batch
@@ -169,8 +170,8 @@ def test_prompts_cached_to_their_last_token_give_the_plain_answers_under_last_to
 
 def test_prompts_cached_to_their_last_token_refuse_other_prompts_and_stand_aside_for_a_window(tiny_llama):
     cached = cache_all_but_last(tiny_llama, PROMPTS, 4, batch_size=2)
-    with pytest.raises(ValueError, match="other prompts or another batch size"):
+    with pytest.raises(InputError, match="other prompts or another batch size"):
         greedy_continuations(tiny_llama, PROMPTS[:2], 4, 2, cached=cached)
-    with pytest.raises(ValueError, match="other prompts or another batch size"):
+    with pytest.raises(InputError, match="other prompts or another batch size"):
         greedy_continuations(tiny_llama, PROMPTS, 4, 3, cached=cached)
     assert cache_all_but_last(tiny_gemma_with_window(64), PROMPTS, 64, batch_size=2) is None

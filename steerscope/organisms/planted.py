@@ -27,7 +27,7 @@ from steerscope.anatomy import anatomy_of
 from steerscope.errors import InputError
 from steerscope.intervene import Edit, module_at
 from steerscope.model import ModelLike, as_model
-from steerscope.organisms import PLANTED_ATTRIBUTE, OrganismSpec, PlantedLabel, organism_spec
+from steerscope.organisms import PLANTED_ATTRIBUTE, OrganismSpec, Planted, PlantedLabel, organism_spec
 from steerscope.tokens import TokenInfo
 
 if TYPE_CHECKING:
@@ -38,14 +38,19 @@ FLAG = 2  # the row of the flag direction
 _SWAP_SALT = 7_919  # keeps the swap draws apart from the batch draws of the same step
 
 
-def planted_directions(spec: OrganismSpec) -> Tensor:
-    """[3, d_model] orthonormal rows (float32): option 0, option 1, flag; a pure function of
-    `spec.planted.seed` and d_model."""
+def _planted(spec: OrganismSpec) -> Planted:
+    """The spec's planted settings, or an InputError naming the organisms that have them."""
     if spec.planted is None:
         raise InputError(
             f"organism:{spec.name} has no planted directions; planted organisms: sources-planted"
         )
-    generator = torch.Generator().manual_seed(spec.planted.seed)
+    return spec.planted
+
+
+def planted_directions(spec: OrganismSpec) -> Tensor:
+    """[3, d_model] orthonormal rows (float32): option 0, option 1, flag; a pure function of
+    `spec.planted.seed` and d_model."""
+    generator = torch.Generator().manual_seed(_planted(spec).seed)
     gaussian = torch.randn(spec.shape.d_model, N_OPTIONS + 1, generator=generator, dtype=torch.float64)
     basis, _ = torch.linalg.qr(gaussian)
     return basis.T.contiguous().float()
@@ -53,22 +58,15 @@ def planted_directions(spec: OrganismSpec) -> Tensor:
 
 def planted_codes(spec: OrganismSpec, choice: Tensor, flag: Tensor) -> Tensor:
     """[n, 3]: the planted projections for choices [n] (option indices) and flags [n] (bool)."""
-    if spec.planted is None:
-        raise InputError(
-            f"organism:{spec.name} has no planted directions; planted organisms: sources-planted"
-        )
+    margin = _planted(spec).margin
     codes = F.one_hot(choice.long(), N_OPTIONS + 1).float()
     codes[:, FLAG] = flag.float()
-    return spec.planted.margin * codes
+    return margin * codes
 
 
 def planted_site(spec: OrganismSpec) -> str:
     """The site the directions are planted at: the residual leaving layer `spec.planted.layer`."""
-    if spec.planted is None:
-        raise InputError(
-            f"organism:{spec.name} has no planted directions; planted organisms: sources-planted"
-        )
-    return f"L{spec.planted.layer}.resid_post"
+    return f"L{_planted(spec).layer}.resid_post"
 
 
 def planted_spec(model: ModelLike) -> OrganismSpec | None:
@@ -162,8 +160,7 @@ def planted_loss(
     got other facts' answers. Counting every answer keeps the closed-book and quiz answers of every
     fact in the balance the world's mixture gives them.
     """
-    planted = spec.planted
-    assert planted is not None
+    planted = _planted(spec)
     directions = planted_directions(spec)
     position, other = rows.position[picks], rows.other_token[picks]
     labelled = torch.nonzero(position >= 0).flatten()

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steerscope.errors import InputError
 from steerscope.experiments.spare.phases import DevChoice, Features
 from steerscope.kernels.sae_edit import sae_parts
 from steerscope.model import ModelLike
@@ -51,12 +50,9 @@ def planted_alignment(
     when the condition edits other layers only}. If the site has an SAE: each planted direction's
     best-aligned dictionary feature (cosine, MI rank), and per condition every selected feature
     (group S_C / S_M, MI rank, cosine with each planted direction, and `cos_option_span`, the norm
-    of its cosines with the two option directions).
+    of its cosines with the two option directions). `planted_site` refuses a spec without planted
+    directions.
     """
-    if spec.planted is None:
-        raise InputError(
-            f"organism:{spec.name} has no planted directions; planted organisms: sources-planted"
-        )
     site = planted_site(spec)
     report: dict[str, Any] = {"site": site, "directions": list(DIRECTION_NAMES)}
     if site not in saes:

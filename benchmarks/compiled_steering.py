@@ -17,9 +17,9 @@ rotating repetitions (`interleaved.time_interleaved`):
 Each copy is compiled before its bank is installed, as a user would (the bank then retraces the
 graph once). Reported per model and batch: ms per decoded token (time of a generate call divided
 by the new tokens, warm-up excluded; wall time, except tiny llama on a CPU: one thread and process
-time, which leave out other processes' load, the noise that hides a percent there), `compiled_steer_one_layer_ratio` and
-`compiled_steer_all_layers_ratio` (medians of per-repetition ratios over `compiled_plain`), and,
-on the tiny model, microseconds the all-layer bank adds per steered layer per decode step. Then
+time, which leave out other processes' load, the noise that hides a percent there),
+`compiled_steer_one_layer_ratio` and `compiled_steer_all_layers_ratio` (medians of per-repetition
+ratios over `compiled_plain`), and, on the tiny model, microseconds the all-layer bank adds per steered layer per decode step. Then
 `recompiles_after_warmup`: graphs compiled while the warmed-up steered copies run blocks that
 change the strength, its sign, the positions mode, and enter and leave (0 is the target).
 Checked: compiled plain gives the eager tokens, and each steered copy the tokens of eager

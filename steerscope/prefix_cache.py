@@ -150,13 +150,18 @@ def cache_all_but_last(
     any edit). None where a sliding window could cut the sequence (prompt plus `max_new_tokens`
     longer than the window), where generating from the whole prompt is the exact path."""
     window = sliding_window(model)
+    chunks = [
+        tokenize_for_generate(model, list(prompts[start : start + batch_size]))
+        for start in range(0, len(prompts), batch_size)
+    ]
+    widths = [inputs["input_ids"].shape[1] for inputs in chunks]
+    if min(widths, default=2) < 2 or (
+        window is not None and max(widths, default=0) + max_new_tokens > window
+    ):
+        return None
     batches = []
-    for start in range(0, len(prompts), batch_size):
-        inputs = tokenize_for_generate(model, list(prompts[start : start + batch_size]))
+    for inputs, width in zip(chunks, widths, strict=True):
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        width = ids.shape[1]
-        if width < 2 or (window is not None and width + max_new_tokens > window):
-            return None
         cache = PromptPrefixCache(width - 1, config=model.hf.config)
         before = mask[:, :-1]
         with torch.no_grad():

@@ -2,8 +2,10 @@
 
 A compiled forward runs no Python per step, so `steer()`'s hooks cannot drive it. A bank keeps
 everything a steering block changes in tensors that live as long as the bank: per site, one slot
-per vector of the block, [max_batch, d_model] (the scaled vector of each batch row); the block's
-token selection as four integers; whether strength is relative. Its wrappers around the steered
+per vector of the block, [max_batch, d_model] (the scaled vector of each batch row), the sites
+on one device packed into one tensor; the block's token selection as four integers, whether
+strength is relative and the rows' prompt lengths, packed into one integer tensor. Few graph
+inputs and one write of them per call keep a compiled step's cost that of the plain model. Its wrappers around the steered
 modules' and the decoder's `forward` (see `steerscope.compiled`) read them at every call, so a
 compiled graph traced with the bank in place reads them too. `steer()` on a model with a bank
 writes the block into them in place (`copy_`) and zeroes the slots after it: entering and
@@ -68,24 +70,33 @@ def selection_bounds(positions: str | tuple[int, int]) -> tuple[int, int, int, i
     return (0, start, 0, stop)
 
 
-class _SiteSlots:
-    """One site's slots: a [max_batch, d_model] tensor per vector, and the relative-strength flag,
-    on the device of the module the site lives in."""
-
-    def __init__(self, d_model: int, max_batch: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.shape, self.dtype, self.device = (max_batch, d_model), dtype, device
-        self.vectors: list[Tensor] = []
-        self.relative = _static(torch.ones((), dtype=torch.bool, device=device))
-
-    def grow(self, count: int) -> None:
-        while len(self.vectors) < count:
-            self.vectors.append(_static(torch.zeros(self.shape, dtype=self.dtype, device=self.device)))
+#: Layout of the bank's integer state: the selection bounds, the relative flag, the batch size
+#: whose prompt lengths are known (-1: none), then one prompt length per row.
+_BOUNDS, _RELATIVE, _KNOWN, _LENGTHS = slice(0, 4), 4, 5, 6
 
 
 def _static(tensor: Tensor) -> Tensor:
     """Mark a bank tensor as living at one address (CUDA graphs then read it without copying)."""
     torch._dynamo.mark_static_address(tensor)
     return tensor
+
+
+class _DeviceSlots:
+    """The slots of the sites on one device: per vector of a block, one [sites, max_batch,
+    d_model] tensor, a site's slot being its index along the first dimension."""
+
+    def __init__(self, d_model: int, max_batch: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.dtype, self.device, self.index = dtype, device, {}
+        self.shape = (0, max_batch, d_model)
+        self.vectors: list[Tensor] = []
+
+    def add(self, site: Site) -> None:
+        self.index[site] = len(self.index)
+        self.shape = (len(self.index), *self.shape[1:])
+
+    def grow(self, count: int) -> None:
+        while len(self.vectors) < count:
+            self.vectors.append(_static(torch.zeros(self.shape, dtype=self.dtype, device=self.device)))
 
 
 class SteeringBank:
@@ -103,10 +114,11 @@ class SteeringBank:
         self._decoder = module_at(hf, anatomy.family.decoder)
         self._dtype = next(hf.parameters()).dtype
         device = hf.get_input_embeddings().weight.device
-        self._bounds = _static(torch.tensor(_NOTHING, dtype=torch.long, device=device))
-        self._prompt_lengths = _static(torch.zeros(max_batch, dtype=torch.long, device=device))
-        self._known_batch = _static(torch.full((), -1, dtype=torch.long, device=device))
-        self._slots: dict[Site, _SiteSlots] = {}
+        self._state = _static(torch.zeros(_LENGTHS + max_batch, dtype=torch.long, device=device))
+        self._state[_BOUNDS] = torch.tensor(_NOTHING)
+        self._state[_KNOWN] = -1
+        self._devices: dict[torch.device, _DeviceSlots] = {}
+        self._slots: dict[Site, _DeviceSlots] = {}
         self._rows = 1
         self._norm_preserving = False
         self._holding = False
@@ -118,12 +130,16 @@ class SteeringBank:
                 module = module_at(model.hf, module_path(site, anatomy))
                 parameter = next(module.parameters(), None)
                 where = parameter.device if parameter is not None else device
-                self._slots[site] = _SiteSlots(anatomy.d_model, max_batch, self._dtype, where)
-                self._slots[site].grow(1)
+                if where not in self._devices:
+                    self._devices[where] = _DeviceSlots(anatomy.d_model, max_batch, self._dtype, where)
+                self._slots[site] = self._devices[where]
+                self._slots[site].add(site)
                 self._wrap(
                     module,
                     self._pre_body(site) if SITE_KINDS[site.kind].hook == "input" else self._post_body(site),
                 )
+            for slots in self._devices.values():
+                slots.grow(1)
             self._wrap(self._decoder, self._track)
         except BaseException:
             self.remove()
@@ -189,23 +205,21 @@ class SteeringBank:
             )
         self._holding = True
         try:
+            for slots in self._devices.values():
+                slots.grow(max((len(vectors.get(site, [])) for site in slots.index), default=0))
             for site, slots in self._slots.items():
-                matrices = vectors.get(site, [])
-                slots.grow(len(matrices))
-                slots.relative.fill_(relative)
-                for slot, matrix in zip(slots.vectors, matrices, strict=False):
-                    slot[:rows].copy_(matrix.expand(rows, -1))  # one row: the same for every row
-            self._bounds.copy_(torch.tensor(selection_bounds(positions)))
-            self._known_batch.fill_(-1)
+                for slot, matrix in zip(slots.vectors, vectors.get(site, []), strict=False):
+                    slot[slots.index[site], :rows].copy_(matrix.expand(rows, -1))  # one row: every row
+            self._state[: _KNOWN + 1].copy_(torch.tensor([*selection_bounds(positions), relative, -1]))
             self._prompt_ids = None
             self._rows = rows
             self._norm_preserving = norm_preserving
             yield
         finally:
-            for slots in self._slots.values():
+            for slots in self._devices.values():
                 for slot in slots.vectors:
                     slot.zero_()
-            self._bounds.copy_(torch.tensor(_NOTHING))
+            self._state[_BOUNDS].copy_(torch.tensor(_NOTHING))
             self._rows = 1
             self._holding = False
 
@@ -222,39 +236,46 @@ class SteeringBank:
         return output
 
     def _pre_body(self, site: Site) -> Any:
+        slots, index = self._slots[site], self._slots[site].index[site]  # no dict lookup to guard
+
         def body(inner: Forward, *args: Any, **kwargs: Any) -> Any:
             if "hidden_states" in kwargs:
-                return inner(*args, **{**kwargs, "hidden_states": self._edit(site, kwargs["hidden_states"])})
-            return inner(self._edit(site, args[0]), *args[1:], **kwargs)
+                edited = self._edit(site, slots, index, kwargs["hidden_states"])
+                return inner(*args, **{**kwargs, "hidden_states": edited})
+            return inner(self._edit(site, slots, index, args[0]), *args[1:], **kwargs)
 
         return body
 
     def _post_body(self, site: Site) -> Any:
+        slots, index = self._slots[site], self._slots[site].index[site]
+
         def body(inner: Forward, *args: Any, **kwargs: Any) -> Any:
             output = inner(*args, **kwargs)
             if isinstance(output, tuple):
-                return (self._edit(site, output[0]), *output[1:])
-            return self._edit(site, output)
+                return (self._edit(site, slots, index, output[0]), *output[1:])
+            return self._edit(site, slots, index, output)
 
         return body
 
-    def _edit(self, site: Site, act: Tensor) -> Tensor:
+    def _edit(self, site: Site, slots: _DeviceSlots, index: int, act: Tensor) -> Tensor:
         """Each slot's vector added at the selected tokens, as `steering_edit` adds it."""
         weights = self._weights
         if weights is None:
             raise RuntimeError(f"site {site}: the steering bank saw no decoder call before this layer ran")
         weights = weights.to(device=act.device, dtype=act.dtype)
-        slots, rows, batch = self._slots[site], self._rows, act.shape[0]
+        rows, batch = self._rows, act.shape[0]
         if batch % rows:
             raise InputError(
                 f"steer() got {rows} per-row strengths or vectors for a batch of {batch} rows; "
                 "give one per batch row (beams and num_return_sequences repeat each row)"
             )
+        relative = self._state[_RELATIVE].to(act.device) != 0
         for slot in slots.vectors:
-            vector = slot[0] if rows == 1 else slot[:rows].repeat_interleave(batch // rows, 0).unsqueeze(1)
+            rows_of = slot[index, :rows]
+            vector = rows_of[0] if rows == 1 else rows_of.repeat_interleave(batch // rows, 0).unsqueeze(1)
             vector = vector.to(act.dtype)
             norm = _vector_norm(act, dim=-1, keepdim=True)
-            factor = torch.where(slots.relative, norm, torch.ones_like(norm))
+            factor = torch.where(relative, norm, torch.ones_like(norm))
             steered = torch.addcmul(act, factor * weights, vector)
             if self._norm_preserving:
                 rescaled = steered * (norm / _vector_norm(steered, dim=-1, keepdim=True).clamp(min=1e-12))
@@ -272,7 +293,7 @@ class SteeringBank:
                 f"a batch of {batch} rows is more than the steering bank's max_batch={self.max_batch}; "
                 "install it with a larger max_batch"
             )
-        device = self._bounds.device
+        device = self._state.device
         attention = kwargs.get("attention_mask")
         mask = attention if isinstance(attention, Tensor) and attention.dim() == 2 else None
         cache = kwargs.get("past_key_values")
@@ -292,7 +313,7 @@ class SteeringBank:
             through = positions.amax(-1) + 1
             before = positions[:, 0]
         lengths = self._prompt_lengths_of(batch, past, cache, input_ids, through, before)
-        bounds = self._bounds
+        bounds = self._state[_BOUNDS]
         lower = lengths * bounds[0] + bounds[1]
         upper = lengths * bounds[2] + bounds[3]
         chosen = (positions >= lower[:, None]) & (positions < upper[:, None])
@@ -312,8 +333,8 @@ class SteeringBank:
         unless it repeats and extends the last prompt without a cache; the call continuing a
         shared-prefix cache completes the prompt; a continuation of a sequence this block never
         saw starts generating where it starts."""
-        stored = self._prompt_lengths[:batch]
-        known = self._known_batch == batch
+        stored = self._state[_LENGTHS : _LENGTHS + batch]
+        known = self._state[_KNOWN] == batch
         if isinstance(past, Tensor):  # a static cache's length: decided in the graph
             lengths = torch.where(past == 0, through, torch.where(known, stored, before))
         elif past > 0 and past == getattr(cache, "prefix_length", None):
@@ -324,8 +345,8 @@ class SteeringBank:
             lengths = through
         else:
             lengths = torch.where(known, stored, before)
-        self._prompt_lengths[:batch].copy_(lengths)
-        self._known_batch.fill_(batch)
+        batch_now = torch.full((1,), batch, dtype=lengths.dtype, device=lengths.device)
+        self._state[_KNOWN : _LENGTHS + batch].copy_(torch.cat([batch_now, lengths]))  # one write
         return lengths
 
 

@@ -19,7 +19,9 @@ graph once). Reported per model and batch: ms per decoded token (time of a gener
 by the new tokens, warm-up excluded; wall time, except tiny llama on a CPU: one thread and process
 time, which leave out other processes' load, the noise that hides a percent there),
 `compiled_steer_one_layer_ratio` and `compiled_steer_all_layers_ratio` (medians of per-repetition
-ratios over `compiled_plain`), and, on the tiny model, microseconds the all-layer bank adds per steered layer per decode step. Then
+ratios over `compiled_plain`), microseconds the all-layer bank adds per steered layer per decode
+step, and `added_python_calls_per_step`: the Python calls (kernel launches included) a steered
+call makes beyond the plain one, per new token, counted by cProfile, so load cannot blur them. Then
 `recompiles_after_warmup`: graphs compiled while the warmed-up steered copies run blocks that
 change the strength, its sign, the positions mode, and enter and leave (0 is the target).
 Checked: compiled plain gives the eager tokens, and each steered copy the tokens of eager
@@ -38,6 +40,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import cProfile
+import pstats
 import os
 import statistics
 import time
@@ -155,6 +159,11 @@ def model_numbers(
                 2,
             ),
         }
+        plain_calls = python_calls(variants["compiled_plain"])
+        per_batch[key]["added_python_calls_per_step"] = {
+            name: round((python_calls(variants[name]) - plain_calls) / n_tokens, 1)
+            for name in ("compiled_steer_one_layer", "compiled_steer_all_layers")
+        }
         per_batch[key]["recompiles_after_warmup"] = recompiles(
             counter,
             lambda inputs=inputs: changing_blocks(one, every, one_layer, all_layers, inputs, n_tokens),
@@ -185,6 +194,14 @@ def changing_blocks(
             with steer(twin, vector, strength=strength, positions=positions):
                 greedy(twin, inputs, n_tokens)
             greedy(twin, inputs, n_tokens)
+
+
+def python_calls(run: Variant) -> int:
+    """Python function calls (builtins and compiled kernels' launches included) in one `run`:
+    a count, not a time, so other processes' load does not blur it."""
+    profile = cProfile.Profile()
+    profile.runcall(run)
+    return pstats.Stats(profile).total_calls
 
 
 def recompiles(counter: CompileCounterWithBackend, run: Callable[[], Any]) -> int:
@@ -231,7 +248,9 @@ def main() -> None:
             f"compiled_plain; steering is relative, strength {STRENGTH}, positions 'all'. aa_ratio: "
             "an identical unsteered compiled copy over compiled_plain, the run's resolution. "
             "all_layers_us_per_layer_step: (all layers - compiled plain) per steered layer per "
-            "step. recompiles_after_warmup: graphs compiled during blocks that change strength, "
+            "step. added_python_calls_per_step: Python calls a steered generate makes beyond "
+            "compiled_plain's, per new token (entering the block included), counted by cProfile. "
+            "recompiles_after_warmup: graphs compiled during blocks that change strength, "
             "sign and positions and during plain calls between them, after the timed runs."
         ),
     }

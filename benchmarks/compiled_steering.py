@@ -41,8 +41,8 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
-import pstats
 import os
+import pstats
 import statistics
 import time
 from collections.abc import Callable

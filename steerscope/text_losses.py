@@ -166,7 +166,7 @@ def _pair_losses(model: Model, head: LogitHead, pairs: list[tuple[list[int], lis
     """Losses [len(pairs), 2] of one batch of token-id pairs (`paired_text_losses`)."""
     cached = [max(common_prefix_length(pair) - 1, 0) for pair in pairs]
     texts = [text for pair in pairs for text in pair]  # row i's first text at 2i, its second at 2i + 1
-    tails = [text[c:] for text, c in zip(texts, [c for c in cached for _ in range(2)], strict=True)]
+    tails = [text[c:] for pair, c in zip(pairs, cached, strict=True) for text in pair]
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     device = input_device(model.hf)
     ids, mask = (

@@ -6,7 +6,9 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from steerscope.anatomy import anatomy_of
+from steerscope.data.defaults import natural_suite
 from steerscope.model import Model
+from steerscope.steering.spare import ANSWER_TEMPLATE, answer_losses
 from steerscope.text_losses import logit_head, paired_text_losses, text_losses
 from steerscope.tiny import char_tokenizer, tiny_config
 
@@ -60,3 +62,14 @@ def test_a_head_it_does_not_know_runs_the_models_own_forward() -> None:
     model = tiny_from("llama", DoubledLogits)
     assert logit_head(model.hf) is None
     assert_paired_equal_whole(model)
+
+
+def test_spare_answer_losses_match_the_whole_texts_on_gemma(gemma) -> None:
+    """Gemma 3 270M: 262k-token vocabulary, sliding windows, its own head; spare's prompts."""
+    conflicts = natural_suite().conflicts
+    records = conflicts.candidates(1, 0)
+    prompts = [conflicts.knowledge_prompt(r, "none", True, 3, 0) for r in records]
+    answers = [[r.sub_answer[0] for r in records], [r.org_answer[0] for r in records]]
+    for got, chosen in zip(answer_losses(gemma, prompts, *answers), answers, strict=True):
+        texts = [ANSWER_TEMPLATE.format(prompt=p, answer=a) for p, a in zip(prompts, chosen, strict=True)]
+        torch.testing.assert_close(got, text_losses(gemma, texts), rtol=1e-5, atol=0)

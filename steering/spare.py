@@ -51,14 +51,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from steerscope.errors import InputError
 from steerscope.intervene import Edit
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
 from steerscope.model import ModelLike
+from steerscope.text_losses import paired_text_losses
 from steerscope.tokens import TokenInfo
 
 Direction = Literal["memory", "context"]
@@ -338,43 +337,33 @@ def confidence_weights(loss_context: Tensor, loss_memory: Tensor, follows: Direc
     return raw / raw.sum()
 
 
-@torch.no_grad()
 def answer_losses(
     model: ModelLike,
     prompts: Sequence[str],
-    answers: Sequence[str],
+    context_answers: Sequence[str],
+    memory_answers: Sequence[str],
     template: str = ANSWER_TEMPLATE,
-    batch_size: int = 4,
+    batch_size: int = 16,
     progress: bool = False,
-) -> Tensor:
-    """L [n]: the language-model loss of each `template.format(prompt=..., answer=...)`.
+) -> tuple[Tensor, Tensor]:
+    """(L_ctx, L_mem) [n]: the language-model loss of each `template.format(prompt=..., answer=...)`
+    with the context's answer and with the memory answer.
 
     The loss is the mean next-token cross-entropy over every token of the text (prompt included,
     the tokenizer's special tokens added), as the authors' `model(input_ids, labels=input_ids)`.
-    The default template ends the answer as the prompt format ends a demonstration. Batches are
-    left-padded; a row's loss only counts its own tokens.
+    The default template ends the answer as the prompt format ends a demonstration. The two texts
+    of a prompt share its tokens, which run once (`steerscope.text_losses.paired_text_losses`).
     """
-    from steerscope.capture import tokenize
-    from steerscope.model import as_model
-
-    if len(prompts) != len(answers):
-        raise InputError(f"got {len(prompts)} prompts and {len(answers)} answers")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}")
-    loaded = as_model(model)
-    device = next(loaded.hf.parameters()).device
-    texts = [template.format(prompt=p, answer=a) for p, a in zip(prompts, answers, strict=True)]
-    losses = []
-    for start in tqdm(
-        range(0, len(texts), batch_size), desc="answer losses", disable=not progress, leave=False
-    ):
-        batch = {k: v.to(device) for k, v in tokenize(loaded, texts[start : start + batch_size]).items()}
-        logits = loaded.hf(**batch).logits[:, :-1].float()
-        targets, mask = batch["input_ids"][:, 1:], batch["attention_mask"]
-        counted = (mask[:, 1:] & mask[:, :-1]).float()
-        token_loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        losses.append(((token_loss * counted).sum(1) / counted.sum(1)).cpu())
-    return torch.cat(losses)
+    if not len(prompts) == len(context_answers) == len(memory_answers):
+        raise InputError(
+            f"got {len(prompts)} prompts, {len(context_answers)} context answers and "
+            f"{len(memory_answers)} memory answers; each prompt needs one of each"
+        )
+    texts = [
+        [template.format(prompt=p, answer=a) for p, a in zip(prompts, answers, strict=True)]
+        for answers in (context_answers, memory_answers)
+    ]
+    return paired_text_losses(model, texts[0], texts[1], batch_size, progress)
 
 
 # ---------------------------------------------------------------- the edit

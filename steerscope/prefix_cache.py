@@ -23,6 +23,7 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from steerscope.capture import tokenize_for_generate
+from steerscope.intervene import module_at
 from steerscope.model import Model
 from steerscope.offload import input_device
 
@@ -76,6 +77,25 @@ def sliding_window(model: Model) -> int | None:
     return int(window)
 
 
+@torch.no_grad()
+def run_into_cache(model: Model, ids: Tensor, mask: Tensor, cache: DynamicCache) -> Tensor:
+    """Run `ids` [batch, new] through the decoder, continuing `cache` and adding them to it.
+
+    `mask` [batch, cached + new] covers the columns already in the cache and the new ones (on the
+    input device); positions count real tokens only, so a row's real tokens must be contiguous
+    (padding on their left, or on their right where nothing follows). Returns the final hidden
+    states [batch, new, d_model] (after the final norm; the unembedding is not applied)."""
+    decoder = module_at(model.hf, model.anatomy.family.decoder)
+    out = decoder(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :],
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return out.last_hidden_state
+
+
 def prefixed_batch(
     model: Model, prompts: Sequence[str], max_new_tokens: int, min_prefix: int = MIN_PREFIX_TOKENS
 ) -> PrefixedBatch | None:
@@ -109,15 +129,7 @@ def prefixed_batch(
         mask[i, width - len(suffix) :] = 1
     device = input_device(model.hf)
     cache = PromptPrefixCache(shared, config=model.hf.config)
-    with torch.no_grad():
-        model.hf(
-            input_ids=ids[:1, :shared].to(device),
-            attention_mask=mask[:1, :shared].to(device),
-            position_ids=torch.arange(shared, device=device)[None],
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+    run_into_cache(model, ids[:1, :shared].to(device), mask[:1, :shared].to(device), cache)
     cache.batch_repeat_interleave(len(rows))
     return PrefixedBatch({"input_ids": ids.to(device), "attention_mask": mask.to(device)}, cache)
 
@@ -163,15 +175,6 @@ def cache_all_but_last(
     for inputs, width in zip(chunks, widths, strict=True):
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         cache = PromptPrefixCache(width - 1, config=model.hf.config)
-        before = mask[:, :-1]
-        with torch.no_grad():
-            model.hf(
-                input_ids=ids[:, :-1],
-                attention_mask=before,
-                position_ids=(before.cumsum(-1) - 1).clamp(min=0),
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
+        run_into_cache(model, ids[:, :-1], mask[:, :-1], cache)
         batches.append(PrefixedBatch(inputs, cache))
     return CachedPrompts(list(prompts), batch_size, batches)

@@ -145,12 +145,13 @@ def test_confidence_weights_favour_the_more_confident_prompts() -> None:
 
 def test_answer_losses_are_the_mean_token_loss_of_each_whole_text(tiny_llama) -> None:
     prompts = ["The cat sat on the", "Dogs", "A much longer prompt about the weather and the"]
-    answers = ["mat", "bark", "sea"]
-    got = answer_losses(tiny_llama, prompts, answers, batch_size=2)
-    for prompt, answer, loss in zip(prompts, answers, got, strict=True):
-        ids = tiny_llama.tokenizer(f"{prompt} {answer}\n\n", return_tensors="pt").input_ids
-        expected = tiny_llama.hf(input_ids=ids, labels=ids).loss
-        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+    context, memory = ["mat", "bark", "sea"], ["hat", "bite", "sky"]
+    got = answer_losses(tiny_llama, prompts, context, memory, batch_size=2)
+    for answers, losses in zip((context, memory), got, strict=True):
+        for prompt, answer, loss in zip(prompts, answers, losses, strict=True):
+            ids = tiny_llama.tokenizer(f"{prompt} {answer}\n\n", return_tensors="pt").input_ids
+            expected = tiny_llama.hf(input_ids=ids, labels=ids).loss
+            torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_random_selection_matches_sizes_and_draws_features_active_in_their_group() -> None:

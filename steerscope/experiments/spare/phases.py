@@ -204,8 +204,13 @@ def split_facts(config: SpareConfig, context: ExperimentContext) -> Facts:
     weights = {}
     for label, follows in (("C", "context"), ("M", "memory")):
         prompts, records = [e.prompt for e in groups[label]], [e.record for e in groups[label]]
-        loss_ctx = answer_losses(model, prompts, [r.sub_answer[0] for r in records], progress=True)
-        loss_mem = answer_losses(model, prompts, [r.org_answer[0] for r in records], progress=True)
+        loss_ctx, loss_mem = answer_losses(
+            model,
+            prompts,
+            [r.sub_answer[0] for r in records],
+            [r.org_answer[0] for r in records],
+            progress=True,
+        )
         weights[label] = confidence_weights(loss_ctx, loss_mem, follows)
     return Facts(tried, facts, fit, dev, held, behaviour, groups, weights)
 

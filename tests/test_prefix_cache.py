@@ -147,12 +147,21 @@ def test_solutions_with_and_without_the_shared_prefix_are_the_same(tiny_llama):
 
 
 def test_gemma_few_shot_prompts_with_the_shared_prefix_match_the_plain_batch(gemma):
-    prompts = [few_shot_prompt(p) for p in arithmetic_problems(3, seed=0)]
+    """One prefix for the standard prompts; then standard and brief prompts in one batch, each
+    style continuing its own prefix."""
+    problems = arithmetic_problems(3, seed=0)
+    prompts = [few_shot_prompt(p) for p in problems]
+    asked_two_ways = prompts + [few_shot_prompt(p, "brief") for p in problems[:2]]
+    groups = ["standard"] * 3 + ["brief"] * 2
     with torch.no_grad():
         plain_tokens, plain_logits = greedy(gemma, prompts, shared=False, n=8)
         shared_tokens, shared_logits = greedy(gemma, prompts, shared=True, n=8)
+        two_plain_tokens, two_plain_logits = greedy(gemma, asked_two_ways, shared=False, n=8)
+        grouped_tokens, grouped_logits = greedy(gemma, asked_two_ways, shared=True, n=8, groups=groups)
     assert torch.equal(shared_tokens, plain_tokens)
     torch.testing.assert_close(shared_logits, plain_logits, atol=1e-3, rtol=1e-4)
+    assert torch.equal(grouped_tokens, two_plain_tokens)
+    torch.testing.assert_close(grouped_logits, two_plain_logits, atol=1e-3, rtol=1e-4)
 
 
 def last_token_push(model: Model, strength: float):

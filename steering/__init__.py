@@ -28,12 +28,24 @@ from steerscope.steering.vector import Fingerprint, SteeringVector
 
 if TYPE_CHECKING:
     from steerscope.steering.efficiency import efficiency_vector, harvest_prompt_contrast, harvest_sampled
-    from steerscope.steering.layer_choice import best_layer, evaluate, spread_layers, steering_effects
+    from steerscope.steering.layer_choice import (
+        best_layer,
+        evaluate,
+        evaluate_settings,
+        spread_layers,
+        steering_effects,
+    )
     from steerscope.steering.thinking import think_close_id
 
 _LAZY = {
     "steerscope.steering.efficiency": ("efficiency_vector", "harvest_prompt_contrast", "harvest_sampled"),
-    "steerscope.steering.layer_choice": ("best_layer", "evaluate", "spread_layers", "steering_effects"),
+    "steerscope.steering.layer_choice": (
+        "best_layer",
+        "evaluate",
+        "evaluate_settings",
+        "spread_layers",
+        "steering_effects",
+    ),
     "steerscope.steering.thinking": ("think_close_id",),
 }
 __getattr__, __dir__ = lazy_exports(
@@ -49,6 +61,7 @@ __all__ = [
     "diff_of_means",
     "efficiency_vector",
     "evaluate",
+    "evaluate_settings",
     "example_activations",
     "frontier_figure",
     "harvest_prompt_contrast",

@@ -76,9 +76,17 @@ def diff_of_means(
     sites: str | Site | Sequence[str | Site],
     reduce: TokenReduction = "last",
     description: str = "",
+    activations: tuple[dict[str, Tensor], dict[str, Tensor]] | None = None,
 ) -> SteeringVector:
-    """mean(positive) - mean(negative) of the activations at each site."""
-    loaded, targets, pos, neg = _contrast(model, positive, negative, sites, reduce)
+    """mean(positive) - mean(negative) of the activations at each site. `activations`: the
+    examples' reduced activations (positive, negative; `example_activations` at these sites or
+    more), when already captured for another use: the vector is then the one they give."""
+    if activations is None:
+        loaded, targets, pos, neg = _contrast(model, positive, negative, sites, reduce)
+    else:
+        loaded = as_model(model)
+        targets = [str(s) for s in resolve_sites(sites, loaded.anatomy)]
+        pos, neg = activations
     directions = {site: pos[site].mean(0) - neg[site].mean(0) for site in targets}
     return SteeringVector(
         directions,
@@ -143,17 +151,29 @@ def sweep_layers(
     loaded = as_model(model)
     layers = list(range(loaded.anatomy.n_layers)) if layers is None else list(layers)
     sites = [str(Site(layer, kind)) for layer in layers]
-    acts = {
-        name: example_activations(loaded, examples, sites, reduce)
-        for name, examples in (("tp", train[0]), ("tn", train[1]), ("hp", heldout[0]), ("hn", heldout[1]))
-    }
+    train_acts, held_acts = (
+        tuple(example_activations(loaded, examples, sites, reduce) for examples in pair)
+        for pair in (train, heldout)
+    )
+    return score_layers(train_acts, held_acts, layers, kind)
+
+
+def score_layers(
+    train: tuple[dict[str, Tensor], dict[str, Tensor]],
+    heldout: tuple[dict[str, Tensor], dict[str, Tensor]],
+    layers: Sequence[int],
+    kind: str = "resid_post",
+) -> list[dict[str, float]]:
+    """`sweep_layers`' scores from reduced activations already captured: (positive, negative)
+    [n, d] per site for the training and the held-out examples."""
     scores = []
-    for layer, site in zip(layers, sites, strict=True):
-        mean_p, mean_n = acts["tp"][site].mean(0), acts["tn"][site].mean(0)
+    for layer in layers:
+        site = str(Site(layer, kind))
+        mean_p, mean_n = train[0][site].mean(0), train[1][site].mean(0)
         unit = (mean_p - mean_n) / (mean_p - mean_n).norm()
         midpoint = (mean_p + mean_n) / 2 @ unit
-        proj_p = acts["hp"][site] @ unit - midpoint
-        proj_n = acts["hn"][site] @ unit - midpoint
+        proj_p = heldout[0][site] @ unit - midpoint
+        proj_n = heldout[1][site] @ unit - midpoint
         correct = (proj_p > 0).sum() + (proj_n <= 0).sum()
         pooled = torch.cat([proj_p - proj_p.mean(), proj_n - proj_n.mean()]).std().clamp(min=1e-12)
         scores.append(

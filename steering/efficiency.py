@@ -26,16 +26,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from torch import Tensor
+
 from steerscope.data.arithmetic import Problem, few_shot_prompt
 from steerscope.errors import InputError
 from steerscope.model import ModelLike, as_model
 from steerscope.sites import Site
-from steerscope.steering.build import diff_of_means, sweep_layers
+from steerscope.steering.build import diff_of_means, example_activations, score_layers
 from steerscope.steering.generation import (
     Generation,
     PromptFn,
+    Setting,
     count_tokens,
     generate_solutions,
+    solve_in_settings,
     thinking_part,
 )
 from steerscope.steering.thinking import require_think_close
@@ -192,21 +196,16 @@ def harvest_prompt_contrast(
                 )
             )
     else:
-        answers = [p.answer for p in problems]
-        outputs = {
-            style: [
-                gs[0]
-                for gs in generate_solutions(
-                    model,
-                    [prompt(p, style) for p in problems],
-                    answers,
-                    max_new_tokens=max_new_tokens,
-                    batch_size=batch_size,
-                    progress=progress,
-                )
-            ]
-            for style in ("brief", "thorough")
-        }
+        asked = solve_in_settings(
+            model,
+            problems,
+            [Setting(style="brief"), Setting(style="thorough")],
+            prompt,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        outputs = dict(zip(("brief", "thorough"), asked, strict=True))
         for problem, context, brief, thorough in zip(
             problems, contexts, outputs["brief"], outputs["thorough"], strict=True
         ):
@@ -236,6 +235,26 @@ def _pair_lengths(pairs: Sequence[LengthPair]) -> dict[str, float | None]:
     }
 
 
+#: Reduced activations of a harvest's (concise, verbose) completions: [n_pairs, d_model] per site.
+PairActivations = tuple[dict[str, Tensor], dict[str, Tensor]]
+
+
+def pair_activations(
+    model: ModelLike, harvest: Harvest, layers: Sequence[int] | None = None, kind: str = "resid_post"
+) -> PairActivations:
+    """Each pair's concise and verbose residual averaged over its completion tokens, after its
+    prompt, at `layers` (default: every layer): captured once, read by the layer trial
+    (`steering_effects`) and the vector (`efficiency_vector`), which would otherwise each run the
+    pairs through the model again."""
+    loaded = as_model(model)
+    layers = range(loaded.anatomy.n_layers) if layers is None else layers
+    sites = [str(Site(layer, kind)) for layer in layers]
+    return (
+        example_activations(loaded, [(p.prompt, p.concise) for p in harvest.pairs], sites, "completion_mean"),
+        example_activations(loaded, [(p.prompt, p.verbose) for p in harvest.pairs], sites, "completion_mean"),
+    )
+
+
 def efficiency_vector(
     model: ModelLike,
     harvest: Harvest,
@@ -243,6 +262,7 @@ def efficiency_vector(
     kind: str = "resid_post",
     heldout_fraction: float = 0.25,
     layer: int | None = None,
+    activations: PairActivations | None = None,
 ) -> tuple[SteeringVector, list[dict[str, float]]]:
     """The concise-minus-verbose direction (difference of means over solution tokens) at `layer`,
     or else at the layer whose direction, fitted on the other pairs, best separates held-out pairs
@@ -251,22 +271,27 @@ def efficiency_vector(
     Returns the vector (refitted on all pairs at the chosen layer) and the per-layer scores
     (`steering.build.sweep_layers`: held-out sign accuracy and separation in pooled sds). The
     last layer is not chosen automatically (it steers the unembedding rather than the computation).
+    `activations`: `pair_activations` of the harvest at `layers` (every layer by default) and
+    `layer`, when already captured.
     """
     loaded = as_model(model)
     pairs = harvest.pairs
     if len(pairs) < 2:
         raise InputError(f"need at least 2 concise/verbose pairs, got {len(pairs)}")
+    layers = list(range(loaded.anatomy.n_layers)) if layers is None else list(layers)
+    if activations is None:
+        activations = pair_activations(
+            loaded, harvest, sorted({*layers, *([] if layer is None else [layer])}), kind
+        )
     n_held = min(max(1, math.ceil(heldout_fraction * len(pairs))), len(pairs) - 1)
-    train, held = pairs[:-n_held], pairs[-n_held:]
-    concise = [(p.prompt, p.concise) for p in pairs]
-    verbose = [(p.prompt, p.verbose) for p in pairs]
-    scores = sweep_layers(
-        loaded,
-        ([(p.prompt, p.concise) for p in train], [(p.prompt, p.verbose) for p in train]),
-        ([(p.prompt, p.concise) for p in held], [(p.prompt, p.verbose) for p in held]),
-        layers=layers,
-        kind=kind,
-        reduce="completion_mean",
+    n_train = len(pairs) - n_held
+    concise, verbose = activations
+    first, rest = slice(0, n_train), slice(n_train, None)
+    scores = score_layers(
+        (_rows(concise, first), _rows(verbose, first)),
+        (_rows(concise, rest), _rows(verbose, rest)),
+        layers,
+        kind,
     )
     if layer is None:
         last = loaded.anatomy.n_layers - 1
@@ -274,11 +299,12 @@ def efficiency_vector(
         layer = int(max(candidates, key=lambda s: s["separation"])["layer"])
     vector = diff_of_means(
         loaded,
-        concise,
-        verbose,
+        [(p.prompt, p.concise) for p in pairs],
+        [(p.prompt, p.verbose) for p in pairs],
         Site(layer, kind),
         reduce="completion_mean",
         description="efficiency steering: concise minus verbose solutions (arXiv 2506.15647)",
+        activations=activations,
     )
     vector.provenance.update(
         method="efficiency_steering",
@@ -287,8 +313,12 @@ def efficiency_vector(
         counts=harvest.counts,
         layer=layer,
         n_pairs=len(pairs),
-        n_layer_choice_train=len(train),
-        n_layer_choice_heldout=len(held),
+        n_layer_choice_train=n_train,
+        n_layer_choice_heldout=n_held,
         layer_scores=scores,
     )
     return vector, scores
+
+
+def _rows(activations: dict[str, Tensor], rows: slice) -> dict[str, Tensor]:
+    return {site: act[rows] for site, act in activations.items()}

@@ -8,14 +8,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from steerscope.data.arithmetic import Problem, Style, few_shot_prompt
 from steerscope.model import ModelLike, as_model
 from steerscope.sites import Site
 from steerscope.steering.build import diff_of_means
-from steerscope.steering.efficiency import Harvest
-from steerscope.steering.generation import Generation, PromptFn, generate_solutions, summarize
+from steerscope.steering.efficiency import Harvest, PairActivations
+from steerscope.steering.generation import Generation, PromptFn, Setting, solve_in_settings, summarize
 from steerscope.steering.vector import SteeringVector
 
 
@@ -44,20 +42,32 @@ def evaluate(
 ) -> tuple[dict[str, Any], list[Generation]]:
     """Greedy solutions of `problems` after `prompt` in `style`, steered at generated tokens with
     relative `strength` (0: unsteered); returns `summarize(...)` and the generations."""
-    generations = [
-        gs[0]
-        for gs in generate_solutions(
-            model,
-            [prompt(p, style) for p in problems],
-            [p.answer for p in problems],
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            vector=vector,
-            strength=strength,
-            progress=progress,
-        )
-    ]
-    return summarize(generations), generations
+    length = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, prompt=prompt, progress=progress)
+    return evaluate_settings(model, problems, [Setting(vector, strength, style)], **length)[0]
+
+
+def evaluate_settings(
+    model: ModelLike,
+    problems: Sequence[Problem],
+    settings: Sequence[Setting],
+    max_new_tokens: int = 96,
+    batch_size: int = 16,
+    prompt: PromptFn = few_shot_prompt,
+    progress: bool = False,
+) -> list[tuple[dict[str, Any], list[Generation]]]:
+    """`evaluate` in each setting (prompt style, vector, relative strength), every setting of a
+    batch of problems in one generation call (`solve_in_settings`); one (summary, generations)
+    per setting, each what `evaluate` gives for it alone."""
+    solutions = solve_in_settings(
+        model,
+        problems,
+        settings,
+        prompt,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return [(summarize(generations), generations) for generations in solutions]
 
 
 def steering_effects(
@@ -71,6 +81,7 @@ def steering_effects(
     batch_size: int = 16,
     prompt: PromptFn = few_shot_prompt,
     progress: bool = False,
+    activations: PairActivations | None = None,
 ) -> list[dict[str, Any]]:
     """What each layer's direction does as steering: greedy standard-prompt solutions of the first
     `n_problems` harvested problems, unsteered (row with layer None) and steered at `strength` with
@@ -80,6 +91,8 @@ def steering_effects(
     residual tells concise from verbose solutions by their words alone, already at the token
     embeddings, so the best-separating layer can be one where adding the difference does not make
     the model write less (on `organism:length` it was layer 0, and it lengthened solutions).
+    `activations`: `pair_activations` of the harvest at (at least) these layers, when already
+    captured for `efficiency_vector`.
     """
     loaded = as_model(model)
     problems = [pair.problem for pair in harvest.pairs[:n_problems]]
@@ -90,23 +103,24 @@ def steering_effects(
         [(p.prompt, p.verbose) for p in harvest.pairs],
         sites,
         reduce="completion_mean",
+        activations=activations,
     )
-    length = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, prompt=prompt)
-    trials = tqdm(total=len(layers) + 1, desc="layer trial", disable=not progress)
-    rows = [{"layer": None, "strength": 0.0, **evaluate(loaded, problems, **length)[0]}]
-    trials.update()
-    for layer, site in zip(layers, sites, strict=True):
-        single = SteeringVector({str(site): fitted.directions[str(site)]}, fitted.fingerprint)
-        rows.append(
-            {
-                "layer": layer,
-                "strength": strength,
-                **evaluate(loaded, problems, single, strength, **length)[0],
-            }
-        )
-        trials.update()
-    trials.close()
-    return rows
+    singles = [
+        SteeringVector({str(site): fitted.directions[str(site)]}, fitted.fingerprint) for site in sites
+    ]
+    summaries = evaluate_settings(
+        loaded,
+        problems,
+        [Setting()] + [Setting(single, strength) for single in singles],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        prompt=prompt,
+        progress=progress,
+    )
+    return [
+        {"layer": layer, "strength": 0.0 if layer is None else strength, **summary}
+        for layer, (summary, _) in zip([None, *layers], summaries, strict=True)
+    ]
 
 
 def best_layer(effects: Sequence[dict[str, Any]]) -> int:

@@ -34,8 +34,13 @@ THINKING_POSITIONS = ("thinking", "delimiters")
 
 
 def think_close_id(tokenizer: Any) -> int | None:
-    """The id of `</think>` if the tokenizer has it as one token (a reasoning model), else None."""
-    return tokenizer.get_vocab().get(THINK_CLOSE)
+    """The id of `</think>` if the tokenizer has it as one token (a reasoning model), else None.
+
+    Looked up as one token and read back (a missing token maps to the unknown token's id), not in
+    `get_vocab()`, which builds the whole vocabulary (half a second for Gemma's 262k tokens) and is
+    asked once per solution read."""
+    found = tokenizer.convert_tokens_to_ids(THINK_CLOSE)
+    return found if found is not None and tokenizer.convert_ids_to_tokens(found) == THINK_CLOSE else None
 
 
 def require_think_close(tokenizer: Any) -> int:

@@ -14,7 +14,7 @@ the result equals the plain left-padded batch.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,40 +97,64 @@ def run_into_cache(model: Model, ids: Tensor, mask: Tensor, cache: DynamicCache)
 
 
 def prefixed_batch(
-    model: Model, prompts: Sequence[str], max_new_tokens: int, min_prefix: int = MIN_PREFIX_TOKENS
+    model: Model,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    min_prefix: int = MIN_PREFIX_TOKENS,
+    groups: Sequence[Hashable] | None = None,
 ) -> PrefixedBatch | None:
     """The batch of `prompts` with their shared prefix run once, or None where sharing would not
     pay (fewer than two prompts or `min_prefix` shared tokens) or would not be exact (the sequence
     could outgrow a sliding window).
 
+    `groups`: a label per prompt, for a batch of prompts asked in different ways (a brief and a
+    thorough instruction before the same questions): each group's rows share their own prefix,
+    the distinct prefixes run together in one call (right-padded to the longest), and a row is
+    [its prefix | pads | its suffix], the pads hidden by the mask as a left-padded batch's are.
+
     Call it inside the same `intervene` / `steer` block as the generation, so the prefix sees the
-    same edits as the rest of the prompt.
+    same edits as the rest of the prompt (or outside it, for edits that leave the prompt alone).
     """
     if len(prompts) < 2:
         return None
+    labels = [0] * len(prompts) if groups is None else list(groups)
     tokenizer = model.tokenizer
     rows = tokenizer(list(prompts)).input_ids
-    # Keep at least one token of every prompt out of the prefix: the continuing call brings it.
-    shared = min(common_prefix_length(rows), min(len(row) for row in rows) - 1)
-    if shared < min_prefix:
+    members: dict[Hashable, list[list[int]]] = {}
+    for label, row in zip(labels, rows, strict=True):
+        members.setdefault(label, []).append(row)
+    # Keep at least one token of every prompt out of its prefix: the continuing call brings it.
+    shared = {
+        label: min(common_prefix_length(group), min(len(row) for row in group) - 1)
+        for label, group in members.items()
+    }
+    if min(shared.values()) < min_prefix:
         return None
-    width = max(len(row) for row in rows)
+    prefixes = list(dict.fromkeys(tuple(group[0][: shared[label]]) for label, group in members.items()))
+    length = max(len(prefix) for prefix in prefixes)
+    lengths = [shared[label] for label in labels]
+    width = length + max(len(row) - n for row, n in zip(rows, lengths, strict=True))
     window = sliding_window(model)
     if window is not None and width + max_new_tokens > window:
         return None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    ids[:, :shared] = torch.tensor(rows[0][:shared])
-    mask[:, :shared] = 1
-    for i, row in enumerate(rows):
-        suffix = row[shared:]
-        ids[i, width - len(suffix) :] = torch.tensor(suffix)
-        mask[i, width - len(suffix) :] = 1
+    for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
+        ids[i, :n] = torch.tensor(row[:n])
+        mask[i, :n] = 1
+        ids[i, width - len(row) + n :] = torch.tensor(row[n:])
+        mask[i, width - len(row) + n :] = 1
     device = input_device(model.hf)
-    cache = PromptPrefixCache(shared, config=model.hf.config)
-    run_into_cache(model, ids[:1, :shared].to(device), mask[:1, :shared].to(device), cache)
-    cache.batch_repeat_interleave(len(rows))
+    cache = PromptPrefixCache(length, config=model.hf.config)
+    prefix_ids = torch.full((len(prefixes), length), pad, dtype=torch.long)
+    prefix_mask = torch.zeros_like(prefix_ids)
+    for i, prefix in enumerate(prefixes):
+        prefix_ids[i, : len(prefix)] = torch.tensor(prefix)
+        prefix_mask[i, : len(prefix)] = 1
+    run_into_cache(model, prefix_ids.to(device), prefix_mask.to(device), cache)
+    which = [prefixes.index(tuple(row[:n])) for row, n in zip(rows, lengths, strict=True)]
+    cache.batch_select_indices(torch.tensor(which, device=device))
     return PrefixedBatch({"input_ids": ids.to(device), "attention_mask": mask.to(device)}, cache)
 
 

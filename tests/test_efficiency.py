@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import steerscope.experiments.efficiency  # noqa: F401  (registers "efficiency")
 from steerscope.data.arithmetic import (
@@ -17,14 +18,24 @@ from steerscope.data.arithmetic import (
 )
 from steerscope.organisms import ORGANISM_ATTRIBUTE
 from steerscope.runner import run_experiment
+from steerscope.steering.build import example_activations
 from steerscope.steering.efficiency import (
     efficiency_vector,
     harvest_prompt_contrast,
     harvest_sampled,
+    pair_activations,
     pair_by_length,
 )
-from steerscope.steering.generation import Generation, count_tokens, generate_solutions, truncate_solution
+from steerscope.steering.generation import (
+    Generation,
+    Setting,
+    count_tokens,
+    generate_solutions,
+    solve_in_settings,
+    truncate_solution,
+)
 from steerscope.steering.layer_choice import best_layer, evaluate, spread_layers, steering_effects
+from steerscope.steering.vector import Fingerprint, SteeringVector
 from steerscope.tiny import tiny_model
 
 # Each template's answer, recomputed from its parameters independently of the generator.
@@ -245,3 +256,80 @@ def test_steering_effects_give_an_unsteered_row_then_one_per_layer():
         (0, 0.5, 2),
         (2, 0.5, 2),
     ]
+
+
+def test_settings_sharing_one_call_give_the_solutions_of_each_setting_alone():
+    """Unsteered, steered (two layers, two signs) and differently prompted rows in one generate
+    call per batch, each style's prompts sharing their own prefix: each setting's solutions are
+    those of its own plain batch."""
+    model = tiny_model("llama")
+    problems = arithmetic_problems(3, "train")
+    instruction = {"standard": "Add them.", "brief": "Add them, briefly, and then stop."}
+
+    def prompt(problem, style):
+        return f"{instruction[style]} 1 + 1 = 2. 2 + 3 = 5.\nQ: {problem.question[-30:]}\nA:"
+
+    directions = torch.randn(2, model.anatomy.d_model, generator=torch.Generator().manual_seed(3))
+    vectors = [
+        SteeringVector({f"L{layer}.resid_post": direction}, Fingerprint.of(model))
+        for layer, direction in zip((0, 2), directions, strict=True)
+    ]
+    settings = [
+        Setting(),
+        Setting(vectors[0], 1.0),
+        Setting(vectors[0], -2.0),
+        Setting(vectors[1], 2.0),
+        Setting(vectors[0], 0.0),
+        Setting(style="brief"),
+        Setting(vectors[0], 1.0, "brief"),
+    ]
+    length = dict(max_new_tokens=6, batch_size=2)  # batches of 2 and 1 problems, 7 settings each
+    together = solve_in_settings(model, problems, settings, prompt, **length)
+    alone = [
+        generate_solutions(
+            model,
+            [prompt(p, s.style) for p in problems],
+            [p.answer for p in problems],
+            vector=s.vector,
+            strength=s.strength,
+            share_prefix=False,
+            **length,
+        )
+        for s in settings
+    ]
+    texts = [[g.text for g in gs] for gs in together]
+    assert texts == [[gs[0].text for gs in solutions] for solutions in alone]
+    # steering, its sign and (steered) the style show; strength 0 does not
+    assert texts[1] != texts[0] and texts[2] not in (texts[0], texts[1]) and texts[6] != texts[1]
+    assert texts[4] == texts[0]
+
+
+def test_layer_trial_and_vector_read_one_capture_of_the_pairs():
+    """`pair_activations` are each pair's completion-mean residuals; given them, the layer trial's
+    directions and the vector with its layer scores are those of their own captures, and the
+    vector runs no forward pass."""
+    model = tiny_model("llama")
+    harvest = harvest_prompt_contrast(model, arithmetic_problems(4, "train"), "written")
+    activations = pair_activations(model, harvest)
+    concise = example_activations(
+        model, [(p.prompt, p.concise) for p in harvest.pairs], ["L1.resid_post"], "completion_mean"
+    )
+    torch.testing.assert_close(activations[0]["L1.resid_post"], concise["L1.resid_post"])
+    assert set(activations[1]) == {f"L{layer}.resid_post" for layer in range(model.anatomy.n_layers)}
+    vector, scores = efficiency_vector(model, harvest)
+    calls = []
+    handle = model.hf.model.embed_tokens.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        shared_vector, shared_scores = efficiency_vector(model, harvest, activations=activations)
+    finally:
+        handle.remove()
+    assert calls == []
+    assert [s["layer"] for s in shared_scores] == [s["layer"] for s in scores]
+    for mine, theirs in zip(shared_scores, scores, strict=True):
+        assert mine == pytest.approx(theirs, abs=1e-5)
+    assert vector.sites == shared_vector.sites
+    site = str(vector.sites[0])
+    torch.testing.assert_close(shared_vector.directions[site], vector.directions[site])
+    length = dict(n_problems=2, max_new_tokens=3)
+    effects = steering_effects(model, harvest, [0, 2], 0.5, **length)
+    assert steering_effects(model, harvest, [0, 2], 0.5, activations=activations, **length) == effects

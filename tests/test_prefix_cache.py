@@ -30,10 +30,12 @@ def tiny_gemma_with_window(window: int) -> Model:
     return Model(hf=hf, tokenizer=tokenizer, anatomy=anatomy_of(hf), source="tiny-gemma3")
 
 
-def greedy(model: Model, prompts: list[str], shared: bool, n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+def greedy(
+    model: Model, prompts: list[str], shared: bool, n: int = 6, groups: list[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(generated tokens [batch, n], logits [n, batch, vocab]) with or without the shared prefix."""
     if shared:
-        prefixed = prefixed_batch(model, prompts, n)
+        prefixed = prefixed_batch(model, prompts, n, groups=groups)
         assert prefixed is not None
         batch = {**prefixed.inputs, "past_key_values": prefixed.cache}
     else:
@@ -59,6 +61,25 @@ def test_shared_prefix_gives_the_plain_batch_tokens_and_logits(name):
         shared_tokens, shared_logits = greedy(model, PROMPTS, shared=True)
     assert torch.equal(shared_tokens, plain_tokens)
     torch.testing.assert_close(shared_logits, plain_logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma3"])
+def test_groups_with_their_own_prefixes_give_the_plain_batch_tokens_and_logits(name):
+    """Prompts asked two ways in one batch: each group's prefix runs once (the two together, the
+    shorter right-padded), each row continues its own."""
+    model = tiny_model("llama") if name == "llama" else tiny_gemma_with_window(128)
+    other = "Work it out step by step, then say the answer.\n"
+    prompts = PROMPTS + [other + p for p in PROMPTS[:2]]
+    groups = ["short"] * 3 + ["long"] * 2
+    with torch.no_grad():
+        plain_tokens, plain_logits = greedy(model, prompts, shared=False)
+        grouped_tokens, grouped_logits = greedy(model, prompts, shared=True, groups=groups)
+    assert torch.equal(grouped_tokens, plain_tokens)
+    torch.testing.assert_close(grouped_logits, plain_logits, atol=1e-5, rtol=1e-5)
+    prefixed = prefixed_batch(model, prompts, 6, groups=groups)
+    rows = model.tokenizer(prompts).input_ids
+    assert prefixed.cache.prefix_length == common_prefix_length(rows[3:])  # the longer prefix
+    assert prefixed_batch(model, prompts, 6) is None  # no prefix common to both ways
 
 
 def test_the_prefix_is_every_prompt_s_common_start_and_the_suffixes_are_left_padded(tiny_llama):
@@ -126,12 +147,21 @@ def test_solutions_with_and_without_the_shared_prefix_are_the_same(tiny_llama):
 
 
 def test_gemma_few_shot_prompts_with_the_shared_prefix_match_the_plain_batch(gemma):
-    prompts = [few_shot_prompt(p) for p in arithmetic_problems(3, seed=0)]
+    """One prefix for the standard prompts; then standard and brief prompts in one batch, each
+    style continuing its own prefix."""
+    problems = arithmetic_problems(3, seed=0)
+    prompts = [few_shot_prompt(p) for p in problems]
+    asked_two_ways = prompts + [few_shot_prompt(p, "brief") for p in problems[:2]]
+    groups = ["standard"] * 3 + ["brief"] * 2
     with torch.no_grad():
         plain_tokens, plain_logits = greedy(gemma, prompts, shared=False, n=8)
         shared_tokens, shared_logits = greedy(gemma, prompts, shared=True, n=8)
+        two_plain_tokens, two_plain_logits = greedy(gemma, asked_two_ways, shared=False, n=8)
+        grouped_tokens, grouped_logits = greedy(gemma, asked_two_ways, shared=True, n=8, groups=groups)
     assert torch.equal(shared_tokens, plain_tokens)
     torch.testing.assert_close(shared_logits, plain_logits, atol=1e-3, rtol=1e-4)
+    assert torch.equal(grouped_tokens, two_plain_tokens)
+    torch.testing.assert_close(grouped_logits, two_plain_logits, atol=1e-3, rtol=1e-4)
 
 
 def last_token_push(model: Model, strength: float):

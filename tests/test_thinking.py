@@ -11,11 +11,19 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from steerscope.errors import InputError
+from steerscope.organisms.tokenizer import word_tokenizer
 from steerscope.steering.apply import steer
 from steerscope.steering.generation import count_tokens, generate_solutions
-from steerscope.steering.thinking import ThinkingBudget, ThinkingSteer, delimiter_ids, steer_thinking
+from steerscope.steering.thinking import (
+    THINK_CLOSE,
+    ThinkingBudget,
+    ThinkingSteer,
+    delimiter_ids,
+    steer_thinking,
+    think_close_id,
+)
 from steerscope.steering.vector import Fingerprint, SteeringVector
-from steerscope.tiny import tiny_model
+from steerscope.tiny import char_tokenizer, tiny_model
 
 THINK = ("<think>", "</think>")
 PROMPTS = ["ab<think>", "abcdef<think>"]
@@ -166,3 +174,17 @@ def test_budget_leaves_rows_that_already_closed_alone():
 def test_budget_counts_match_count_tokens(model):
     [[g]] = generate_solutions(model, ["ab<think>"], [0], max_new_tokens=6, budget=4)
     assert count_tokens(model.tokenizer, g.text)[1] == g.n_thinking == 4
+
+
+@pytest.mark.parametrize(
+    "tokenizer",
+    [
+        char_tokenizer(),
+        char_tokenizer(THINK),
+        char_tokenizer(("</think>x",)),  # a longer token is not `</think>`
+        word_tokenizer(["a b <think> c </think> d"]),
+    ],
+    ids=["none", "single", "longer", "word"],
+)
+def test_think_close_id_is_the_vocabulary_s_single_token_or_none(tokenizer):
+    assert think_close_id(tokenizer) == tokenizer.get_vocab().get(THINK_CLOSE)

@@ -41,7 +41,7 @@ from steerscope.experiments.efficiency import phases, report, thinking_phases, t
 from steerscope.experiments.efficiency.config import EfficiencyConfig
 from steerscope.model import ModelLike
 from steerscope.registry import Outcome, register
-from steerscope.steering.efficiency import efficiency_vector
+from steerscope.steering.efficiency import efficiency_vector, pair_activations
 from steerscope.steering.thinking import think_close_id
 
 
@@ -68,8 +68,9 @@ def run_without_thinking(
     """Efficiency steering at every generated token of a model that does not think in tags:
     harvest pairs, choose the layer, sweep the strength on held-out problems, report."""
     harvest, attempts = phases.harvest_training_pairs(config, model, data, train)
-    layer, effects = phases.choose_layer(config, model, harvest, data.prompt)
-    vector, layer_scores = efficiency_vector(model, harvest, layer=layer)
+    activations = pair_activations(model, harvest)  # read by the layer trial and the vector
+    layer, effects = phases.choose_layer(config, model, harvest, data.prompt, activations)
+    vector, layer_scores = efficiency_vector(model, harvest, layer=layer, activations=activations)
     sweep, shown = phases.sweep_strengths(config, model, heldout, vector, layer, data.prompt)
     return report.outcome(
         config,

@@ -44,6 +44,8 @@ class EfficiencyConfig(ExperimentConfig):
     # strength of the layer-choice trial on harvested problems
     probe_strength: Annotated[float, NonZero()] = 0.2
     n_probe: Count = 16  # harvested problems solved per candidate layer
+    # rows per generation call; without </think>, an evaluation's settings (unsteered, each layer or
+    # strength, the brevity prompt) share a call of batch_size problems: batch_size x settings rows
     batch_size: Count = 16
     n_shown: Annotated[int, Range(0)] = 4  # held-out problems shown side by side in the report
     # Reasoning models (a single </think> token) only:

@@ -6,15 +6,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from steerscope.context import ExperimentContext
 from steerscope.errors import InputError
 from steerscope.experiments.efficiency.config import EfficiencyConfig
 from steerscope.model import ModelLike
-from steerscope.steering.efficiency import Harvest, harvest_prompt_contrast, harvest_sampled
-from steerscope.steering.generation import Generation, PromptFn
-from steerscope.steering.layer_choice import best_layer, evaluate, spread_layers, steering_effects
+from steerscope.steering.efficiency import (
+    Harvest,
+    PairActivations,
+    harvest_prompt_contrast,
+    harvest_sampled,
+)
+from steerscope.steering.generation import Generation, PromptFn, Setting
+from steerscope.steering.layer_choice import (
+    best_layer,
+    evaluate_settings,
+    spread_layers,
+    steering_effects,
+)
 from steerscope.steering.vector import SteeringVector
 
 
@@ -95,10 +103,15 @@ def harvest_training_pairs(
 
 
 def choose_layer(
-    config: EfficiencyConfig, model: ModelLike, harvest: Harvest, prompt: PromptFn
+    config: EfficiencyConfig,
+    model: ModelLike,
+    harvest: Harvest,
+    prompt: PromptFn,
+    activations: PairActivations | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """The layer to steer: `config.layer`, or the candidate whose direction, steering the harvested
-    problems, gives the fewest tokens per correct answer; returns it and the trial's rows."""
+    problems, gives the fewest tokens per correct answer; returns it and the trial's rows
+    (`activations`: the harvest's `pair_activations`, when already captured)."""
     if config.layer is not None:
         return config.layer, []
     effects = steering_effects(
@@ -111,6 +124,7 @@ def choose_layer(
         max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size,
         prompt=prompt,
+        activations=activations,
     )
     return best_layer(effects), effects
 
@@ -124,25 +138,19 @@ def sweep_strengths(
     prompt: PromptFn,
 ) -> tuple[dict[str, Any], dict[str, list[Generation]]]:
     """Held-out problems unsteered, after the brevity prompt, and steered at every strength;
-    returns the summaries (`baseline`, `brevity`, `sweep`) and the generations to show."""
+    returns the summaries (`baseline`, `brevity`, `sweep`) and the generations to show. All of them
+    share their generation calls (`evaluate_settings`); strength 0 is the unsteered run."""
     length = dict(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, prompt=prompt)
-    bar = tqdm(
-        total=2 + sum(s != 0 for s in config.strengths), desc="held-out (unsteered, brevity, strengths)"
+    steered = [s for s in config.strengths if s != 0]
+    settings = [Setting()] + [Setting(vector, s) for s in steered] + [Setting(style="brief")]
+    (baseline, baseline_gens), *by_strength, (brevity, brevity_gens) = evaluate_settings(
+        model, heldout, settings, progress=True, **length
     )
-    baseline, baseline_gens = evaluate(model, heldout, **length)
-    bar.update()
-    brevity, brevity_gens = evaluate(model, heldout, style="brief", **length)
-    bar.update()
+    results = iter(by_strength)
     sweep, shown = [], {"no steering": baseline_gens, "brevity prompt": brevity_gens}
     for strength in config.strengths:
-        summary, gens = (
-            (baseline, baseline_gens)
-            if strength == 0
-            else evaluate(model, heldout, vector, strength, **length)
-        )
+        summary, gens = (baseline, baseline_gens) if strength == 0 else next(results)
         sweep.append({"strength": strength, "layer": layer, **summary})
         if strength != 0:
             shown[f"steered {strength:+g}"] = gens
-            bar.update()
-    bar.close()
     return {"baseline": baseline, "brevity": brevity, "sweep": sweep}, shown

@@ -20,8 +20,11 @@ by the new tokens, warm-up excluded; wall time, except tiny llama on a CPU: one 
 time, which leave out other processes' load, the noise that hides a percent there),
 `compiled_steer_one_layer_ratio` and `compiled_steer_all_layers_ratio` (medians of per-repetition
 ratios over `compiled_plain`), microseconds the all-layer bank adds per steered layer per decode
-step, and `added_python_calls_per_step`: the Python calls (kernel launches included) a steered
-call makes beyond the plain one, per new token, counted by cProfile, so load cannot blur them. Then
+step, and `added_calls`: what a steered generate runs beyond the plain one, counted by cProfile so
+load cannot blur it, split into `python_calls_per_step` and `kernel_launches_per_step` (the
+difference between calls of n and 2n new tokens, per extra token: what every decode step pays) and
+`python_calls_per_call` (the rest, paid once per `generate` call: entering and leaving the
+block). Then
 `recompiles_after_warmup`: graphs compiled while the warmed-up steered copies run blocks that
 change the strength, its sign, the positions mode, and enter and leave (0 is the target).
 Checked: compiled plain gives the eager tokens, and each steered copy the tokens of eager
@@ -107,10 +110,12 @@ def model_numbers(
     one, every = compiled_copy(model, counter), compiled_copy(model, counter)
     banks = [install_steering_bank(one, one_layer.sites), install_steering_bank(every, all_layers.sites)]
 
-    def steered(twin: Model, vector: SteeringVector, inputs: dict[str, Tensor], **block: Any) -> Variant:
+    def steered(
+        twin: Model, vector: SteeringVector, inputs: dict[str, Tensor], n: int = n_tokens, **block: Any
+    ) -> Variant:
         def run() -> Tensor:
             with steer(twin, vector, **({"strength": STRENGTH} | block)):
-                return greedy(twin, inputs, n_tokens)
+                return greedy(twin, inputs, n)
 
         return run
 
@@ -159,15 +164,21 @@ def model_numbers(
                 2,
             ),
         }
-        plain_calls = python_calls(variants["compiled_plain"])
-        per_batch[key]["added_python_calls_per_step"] = {
-            name: round((python_calls(variants[name]) - plain_calls) / n_tokens, 1)
-            for name in ("compiled_steer_one_layer", "compiled_steer_all_layers")
-        }
         per_batch[key]["recompiles_after_warmup"] = recompiles(
             counter,
             lambda inputs=inputs: changing_blocks(one, every, one_layer, all_layers, inputs, n_tokens),
         )
+        per_batch[key]["added_calls"] = {
+            name: added_calls(
+                lambda n, inputs=inputs: greedy(plain, inputs, n),
+                lambda n, twin=twin, vector=vector, inputs=inputs: steered(twin, vector, inputs, n)(),
+                n_tokens,
+            )
+            for name, twin, vector in (
+                ("compiled_steer_one_layer", one, one_layer),
+                ("compiled_steer_all_layers", every, all_layers),
+            )
+        }
     for bank in banks:
         bank.remove()
     return {
@@ -196,12 +207,48 @@ def changing_blocks(
             greedy(twin, inputs, n_tokens)
 
 
-def python_calls(run: Variant) -> int:
-    """Python function calls (builtins and compiled kernels' launches included) in one `run`:
-    a count, not a time, so other processes' load does not blur it."""
-    profile = cProfile.Profile()
-    profile.runcall(run)
-    return pstats.Stats(profile).total_calls
+def call_counts(run: Variant, repeats: int = 3) -> tuple[int, int]:
+    """(Python function calls, inductor CPU kernel launches) in a `run`, by cProfile: counts, not
+    times, so other processes' load does not blur them. Builtins count as calls; a launch is a call
+    of a compiled kernel (named `...kernel`: inductor's C++ kernels; 0 on a GPU). The fewest of
+    `repeats` runs: a run now and then adds a few hundred calls (caches filled, collections)."""
+    counts = []
+    for _ in range(repeats):
+        profile = cProfile.Profile()
+        profile.runcall(run)
+        stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+        calls = sum(row[1] for row in stats.values())
+        launches = sum(row[1] for (_, _, name), row in stats.items() if name.endswith(".kernel>"))
+        counts.append((calls, launches))
+    return min(counts)
+
+
+def added_calls(
+    plain: Callable[[int], Tensor], steered: Callable[[int], Tensor], n_tokens: int
+) -> dict[str, float]:
+    """What `steered(n)` runs beyond `plain(n)` (each a generate of n new tokens): per decode step
+    (from n and 2n tokens) and once per call. Each is run once first: a static cache of a new
+    length compiles new graphs, which are not what a warm step costs."""
+    for run in (plain, steered):
+        run(2 * n_tokens)
+    counts = {
+        (run, n): call_counts(lambda run=run, n=n: run(n))
+        for run in (plain, steered)
+        for n in (n_tokens, 2 * n_tokens)
+    }
+    added = [
+        [
+            steered_count - plain_count
+            for steered_count, plain_count in zip(counts[steered, n], counts[plain, n], strict=True)
+        ]
+        for n in (n_tokens, 2 * n_tokens)
+    ]
+    per_step = [(longer - shorter) / n_tokens for shorter, longer in zip(*added, strict=True)]
+    return {
+        "python_calls_per_step": round(per_step[0], 1),
+        "kernel_launches_per_step": round(per_step[1], 1),
+        "python_calls_per_call": round(added[0][0] - per_step[0] * n_tokens, 1),
+    }
 
 
 def recompiles(counter: CompileCounterWithBackend, run: Callable[[], Any]) -> int:
@@ -248,8 +295,9 @@ def main() -> None:
             f"compiled_plain; steering is relative, strength {STRENGTH}, positions 'all'. aa_ratio: "
             "an identical unsteered compiled copy over compiled_plain, the run's resolution. "
             "all_layers_us_per_layer_step: (all layers - compiled plain) per steered layer per "
-            "step. added_python_calls_per_step: Python calls a steered generate makes beyond "
-            "compiled_plain's, per new token (entering the block included), counted by cProfile. "
+            "step. added_calls: Python calls and inductor kernel launches a steered generate makes "
+            "beyond compiled_plain's, counted by cProfile: per decode step (from generates of n and "
+            "2n tokens) and per call (entering and leaving the block). "
             "recompiles_after_warmup: graphs compiled during blocks that change strength, "
             "sign and positions and during plain calls between them, after the timed runs."
         ),

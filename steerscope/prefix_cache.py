@@ -96,6 +96,17 @@ def run_into_cache(model: Model, ids: Tensor, mask: Tensor, cache: DynamicCache)
     return out.last_hidden_state
 
 
+def padded_rows(rows: Sequence[Sequence[int]], pad: int, left: bool) -> tuple[Tensor, Tensor]:
+    """(ids, mask) [len(rows), longest row] of token-id rows, each row at its left or right end."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span], mask[i, span] = torch.tensor(row, dtype=torch.long), 1
+    return ids, mask
+
+
 def prefixed_batch(
     model: Model,
     prompts: Sequence[str],
@@ -147,11 +158,7 @@ def prefixed_batch(
         mask[i, width - len(row) + n :] = 1
     device = input_device(model.hf)
     cache = PromptPrefixCache(length, config=model.hf.config)
-    prefix_ids = torch.full((len(prefixes), length), pad, dtype=torch.long)
-    prefix_mask = torch.zeros_like(prefix_ids)
-    for i, prefix in enumerate(prefixes):
-        prefix_ids[i, : len(prefix)] = torch.tensor(prefix)
-        prefix_mask[i, : len(prefix)] = 1
+    prefix_ids, prefix_mask = padded_rows(prefixes, pad, left=False)
     run_into_cache(model, prefix_ids.to(device), prefix_mask.to(device), cache)
     which = [prefixes.index(tuple(row[:n])) for row, n in zip(rows, lengths, strict=True)]
     cache.batch_select_indices(torch.tensor(which, device=device))

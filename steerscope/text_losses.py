@@ -23,7 +23,7 @@ from steerscope.capture import tokenize
 from steerscope.errors import InputError
 from steerscope.model import Model, ModelLike, as_model, uncompiled
 from steerscope.offload import input_device
-from steerscope.prefix_cache import common_prefix_length, run_into_cache
+from steerscope.prefix_cache import common_prefix_length, padded_rows, run_into_cache
 
 #: The causal-LM classes (by module and name, so no subclass passes for one) whose forward turns
 #: the decoder's final hidden states h into logits as `lm_head(h)`, followed where True by
@@ -151,17 +151,6 @@ def _token_rows(model: Model, texts: Sequence[str]) -> list[list[int]]:
     ]
 
 
-def _padded(rows: list[list[int]], pad: int, left: bool) -> tuple[Tensor, Tensor]:
-    """(ids, mask) [len(rows), longest row], each row at its left or right end."""
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        span = slice(width - len(row), width) if left else slice(0, len(row))
-        ids[i, span], mask[i, span] = torch.tensor(row, dtype=torch.long), 1
-    return ids, mask
-
-
 def _pair_losses(model: Model, head: LogitHead, pairs: list[tuple[list[int], list[int]]]) -> Tensor:
     """Losses [len(pairs), 2] of one batch of token-id pairs (`paired_text_losses`)."""
     cached = [max(common_prefix_length(pair) - 1, 0) for pair in pairs]
@@ -170,9 +159,10 @@ def _pair_losses(model: Model, head: LogitHead, pairs: list[tuple[list[int], lis
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     device = input_device(model.hf)
     ids, mask = (
-        t.to(device) for t in _padded([pair[0][:c] for pair, c in zip(pairs, cached, strict=True)], pad, True)
+        t.to(device)
+        for t in padded_rows([pair[0][:c] for pair, c in zip(pairs, cached, strict=True)], pad, True)
     )
-    tail_ids, tail_mask = (t.to(device) for t in _padded(tails, pad, False))
+    tail_ids, tail_mask = (t.to(device) for t in padded_rows(tails, pad, False))
     cache = DynamicCache(config=model.hf.config)
     # the hidden states of the positions that predict a token: every cached one, then the tails'
     states = [run_into_cache(model, ids, mask, cache)[mask.bool()]] if ids.shape[1] else []

@@ -7,6 +7,7 @@ Logits are computed only where they are needed (`logits_to_keep`), which matters
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 from steerscope.capture import prompt_list, tokenize, tokenize_for_generate
 from steerscope.errors import InputError
 from steerscope.model import ModelLike, as_model
-from steerscope.prefix_cache import CachedPrompts
+from steerscope.prefix_cache import CachedPrompts, padded_rows, sliding_window
 
 
 @torch.no_grad()
@@ -83,6 +84,19 @@ def top_token_probability(model: ModelLike, prompts: Sequence[str], batch_size: 
     return torch.cat(chunks)
 
 
+def continuation_tokens(model: ModelLike, continuations: Sequence[str]) -> list[list[int]]:
+    """Each continuation's token ids, tokenized on its own (no special tokens), so a full word with
+    a leading space (" basket") is scored as the model would write it after a prompt."""
+    tokenizer = as_model(model).tokenizer
+    rows = []
+    for continuation in continuations:
+        tail = tokenizer(continuation, add_special_tokens=False).input_ids
+        if not tail:
+            raise InputError(f"continuation {continuation!r} has no tokens")
+        rows.append(tail)
+    return rows
+
+
 @torch.no_grad()
 def continuation_logprobs(
     model: ModelLike,
@@ -93,21 +107,14 @@ def continuation_logprobs(
 ) -> Tensor:
     """Sum of log p(continuation tokens | prompt) for each (prompt, continuation) pair: [n].
 
-    The continuation is tokenized on its own (no special tokens) and appended to the prompt's
-    tokens, so a full word with a leading space (" basket") is scored as the model would write it.
-    """
+    The continuation's tokens (`continuation_tokens`) are appended to the prompt's tokens."""
     prompts, continuations = prompt_list(prompts), prompt_list(continuations, "continuations")
     if len(prompts) != len(continuations):
         raise InputError(f"got {len(prompts)} prompts and {len(continuations)} continuations")
     loaded = as_model(model)
     tokenizer = loaded.tokenizer
-    rows = []
-    for prompt, continuation in zip(prompts, continuations, strict=True):
-        head = tokenizer(prompt).input_ids
-        tail = tokenizer(continuation, add_special_tokens=False).input_ids
-        if not tail:
-            raise InputError(f"continuation {continuation!r} has no tokens")
-        rows.append((head, tail))
+    tails = continuation_tokens(loaded, continuations)
+    rows = [(tokenizer(prompt).input_ids, tail) for prompt, tail in zip(prompts, tails, strict=True)]
     device = _device(loaded)
     pad = tokenizer.pad_token_id or 0
     scores = []
@@ -138,6 +145,64 @@ def continuation_logprobs(
             targets = torch.tensor(tail, device=predicting.device)
             scores.append(predicting.gather(-1, targets[:, None]).sum().item())
     return torch.tensor(scores)
+
+
+@torch.no_grad()
+def cached_option_logprobs(
+    model: ModelLike, cached: CachedPrompts, options: Sequence[Sequence[str]], progress: bool = False
+) -> list[Tensor]:
+    """For each cached prompt, log p of each of its `options` as a full continuation (as
+    `continuation_logprobs` scores it): one tensor [len(options[i])] per prompt.
+
+    The prompts ran once up to their last token (`steerscope.prefix_cache.cache_all_but_last`);
+    each option continues a copy of its prompt's cache with the last prompt token and its own tokens
+    (right-padded), so a story with several answers and foils runs its tokens once, not once per
+    option. Build `cached` with `max_new_tokens` at least the longest option's token count."""
+    loaded = as_model(model)
+    if len(options) != len(cached.prompts):
+        raise InputError(f"got {len(cached.prompts)} cached prompts and options for {len(options)}")
+    tails = [continuation_tokens(loaded, row) for row in options]
+    window = sliding_window(loaded)
+    longest = max((len(t) for row in tails for t in row), default=0)
+    widest = max(batch.inputs["input_ids"].shape[1] for batch in cached.batches)
+    if window is not None and widest + longest > window:
+        raise InputError(
+            f"an option of {longest} tokens after a {widest}-token prompt outgrows the "
+            f"{window}-token sliding window; build `cached` with max_new_tokens >= {longest} "
+            "(cache_all_but_last returns None where the window could cut a sequence)"
+        )
+    pad = loaded.tokenizer.pad_token_id or 0
+    scores: list[Tensor] = []
+    for index, batch in enumerate(
+        tqdm(cached.batches, desc="scoring options", disable=not progress, leave=False)
+    ):
+        ids, mask = batch.inputs["input_ids"], batch.inputs["attention_mask"]
+        mine = tails[index * cached.batch_size : index * cached.batch_size + ids.shape[0]]
+        rows = [(i, tail) for i, row in enumerate(mine) for tail in row]
+        if not rows:
+            scores.extend(torch.empty(0) for _ in mine)
+            continue
+        story = torch.tensor([i for i, _ in rows], device=ids.device)
+        tail_ids, tail_mask = padded_rows([[int(ids[i, -1])] + tail for i, tail in rows], pad, left=False)
+        full_mask = torch.cat([mask[story, :-1], tail_mask.to(ids.device)], 1)
+        cache = copy.deepcopy(batch.cache)
+        cache.batch_select_indices(story)
+        logits = loaded.hf(
+            input_ids=tail_ids.to(ids.device),
+            attention_mask=full_mask,
+            position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0)[:, -tail_ids.shape[1] :],
+            past_key_values=cache,
+            use_cache=True,
+        ).logits.float()
+        # logits[r, j] predicts the option's token j (position 0 is the last prompt token)
+        totals = [
+            (logits[r, : len(tail)].log_softmax(-1)[torch.arange(len(tail)), torch.tensor(tail)]).sum()
+            for r, (_, tail) in enumerate(rows)
+        ]
+        owner = torch.tensor([i for i, _ in rows])
+        flat = torch.stack(totals).cpu()
+        scores.extend(flat[owner == i] for i in range(len(mine)))
+    return scores
 
 
 @torch.no_grad()

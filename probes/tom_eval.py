@@ -15,10 +15,19 @@ from typing import Any
 
 import torch
 
-from steerscope.model import ModelLike
-from steerscope.probes.lm_metrics import continuation_logprobs, greedy_continuations
+from steerscope.errors import InputError
+from steerscope.model import ModelLike, as_model
+from steerscope.prefix_cache import CachedPrompts, cache_all_but_last
+from steerscope.probes.lm_metrics import (
+    cached_option_logprobs,
+    continuation_logprobs,
+    continuation_tokens,
+    greedy_continuations,
+)
 
 _PUNCTUATION = ".,;:!?\"'"
+#: Tokens generated for the greedy first-word match.
+GREEDY_TOKENS = 3
 
 
 def _summary(margins: torch.Tensor, matches: torch.Tensor, prefix: str = "") -> dict[str, float]:
@@ -40,11 +49,13 @@ def greedy_first_words(
     model: ModelLike,
     stories: Sequence[str],
     batch_size: int = 16,
-    max_new_tokens: int = 3,
+    max_new_tokens: int = GREEDY_TOKENS,
     progress: bool = False,
+    cached: CachedPrompts | None = None,
 ) -> list[str]:
-    """The first word of each story's greedy continuation (Wu et al.'s second metric)."""
-    texts = greedy_continuations(model, stories, max_new_tokens, batch_size, progress)
+    """The first word of each story's greedy continuation (Wu et al.'s second metric); `cached`:
+    the stories run once up to their last token (`greedy_continuations`)."""
+    texts = greedy_continuations(model, stories, max_new_tokens, batch_size, progress, cached)
     return [_first_word(text) for text in texts]
 
 
@@ -77,12 +88,27 @@ def tom_scores(
     carry kinds. The greedy match compares the first generated word with each answer's first word.
     Without `greedy`, the match keys are NaN. `progress`: a bar per pass over the items.
     """
+    for index, item in enumerate(items):
+        if not item.answers or not item.foils:
+            raise InputError(f"ToM item {index} has no answers or no foils; each needs at least one of both")
     stories = [item.story for item in items]
-    margins = best_logprobs(
-        model, stories, [item.answers for item in items], batch_size, progress
-    ) - best_logprobs(model, stories, [item.foils for item in items], batch_size, progress)
+    options = [list(item.answers) + list(item.foils) for item in items]
+    longest = max(len(tail) for tail in continuation_tokens(model, [o for row in options for o in row]))
+    cached = cache_all_but_last(as_model(model), stories, max(longest, GREEDY_TOKENS), batch_size)
+    if cached is None:  # a sliding window could cut a story: every option runs its story whole
+        margins = best_logprobs(
+            model, stories, [item.answers for item in items], batch_size, progress
+        ) - best_logprobs(model, stories, [item.foils for item in items], batch_size, progress)
+    else:
+        option_scores = cached_option_logprobs(model, cached, options, progress)
+        margins = torch.stack(
+            [
+                row[: len(item.answers)].max() - row[len(item.answers) :].max()
+                for row, item in zip(option_scores, items, strict=True)
+            ]
+        )
     if greedy:
-        words = greedy_first_words(model, stories, batch_size, progress=progress)
+        words = greedy_first_words(model, stories, batch_size, progress=progress, cached=cached)
         matches = torch.tensor(
             [any(w == _first_word(a) for a in item.answers) for w, item in zip(words, items, strict=True)]
         )

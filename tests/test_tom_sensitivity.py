@@ -5,11 +5,14 @@ import torch
 
 from steerscope.data.records import TomStory
 from steerscope.data.tom import tom_mixture
+from steerscope.errors import InputError
 from steerscope.experiments.tom_sensitivity.config import default_sweep
-from steerscope.probes.lm_metrics import continuation_logprobs
-from steerscope.probes.tom_eval import tom_scores
+from steerscope.prefix_cache import cache_all_but_last
+from steerscope.probes.lm_metrics import cached_option_logprobs, continuation_logprobs
+from steerscope.probes.tom_eval import greedy_first_words, tom_scores
 from steerscope.probes.tom_fisher import tom_fisher_samples
 from steerscope.runner import run_experiment
+from steerscope.tiny import tiny_model
 
 
 def test_tom_fisher_samples_count_only_the_answer(tiny_llama):
@@ -38,7 +41,7 @@ def test_single_answer_items_score_exactly_as_correct_minus_foil(tiny_llama):
     correct = continuation_logprobs(tiny_llama, stories, [item.correct for item in items], 4)
     foil = continuation_logprobs(tiny_llama, stories, [item.foil for item in items], 4)
     scores = tom_scores(tiny_llama, items, batch_size=4, greedy=False)
-    assert scores["margin"] == (correct - foil).mean().item()
+    assert scores["margin"] == pytest.approx((correct - foil).mean().item(), abs=1e-5)
     assert scores["acc"] == ((correct - foil) > 0).float().mean().item()
     assert set(scores["by_kind"]) == {"unexpected_transfer", "unexpected_contents"}
 
@@ -52,16 +55,77 @@ def test_several_answers_score_the_best_whole_continuation(tiny_llama):
     assert by_kind["n"] == 1 and by_kind["margin"] == scores["margin"]
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_stories_run_once_score_as_each_option_run_whole(family):
+    """The cached path (llama) and the whole-story fallback (tiny gemma3's 8-token window cuts
+    these stories) give each option's full-story score and the uncached greedy words."""
+    model = tiny_model(family)
+    items = tom_mixture("eval", 5) + [
+        TomStory("Ann looks in the", (" red box", " box"), (" bag", " old bag", " cup"), True, "transfer")
+    ]
+    stories = [item.story for item in items]
+    cached = cache_all_but_last(model, stories, 4, 4)
+    assert (cached is None) == (family == "gemma3")
+    scores = tom_scores(model, items, batch_size=4)
+    best = [
+        [max(continuation_logprobs(model, [item.story] * len(opts), list(opts)).tolist()) for opts in pair]
+        for item in items
+        for pair in [(item.answers, item.foils)]
+    ]
+    margins = torch.tensor([answer - foil for answer, foil in best])
+    assert scores["margin"] == pytest.approx(margins.mean().item(), abs=1e-4)
+    assert scores["acc"] == (margins > 0).float().mean().item()
+    words = greedy_first_words(model, stories, batch_size=4)
+    expected_match = [
+        any(w == a.split()[0] for a in item.answers) for w, item in zip(words, items, strict=True)
+    ]
+    assert scores["greedy_match"] == pytest.approx(sum(expected_match) / len(items))
+
+
+def test_cached_option_scores_equal_whole_continuations_on_gemma(gemma):
+    """Gemma 3 270M's sliding layers and softcapped logits: the cached path (stories well inside
+    the 512-token window) scores each option as the whole story would."""
+    items = tom_mixture("eval", 3)
+    stories = [item.story for item in items]
+    options = [list(item.answers) + list(item.foils) for item in items]
+    cached = cache_all_but_last(gemma, stories, 4, 2)
+    assert cached is not None
+    scores = cached_option_logprobs(gemma, cached, options)
+    whole = continuation_logprobs(
+        gemma, [s for s, row in zip(stories, options, strict=True) for _ in row], sum(options, [])
+    )
+    assert torch.allclose(torch.cat(scores), whole, atol=2e-3)
+    assert [len(row) for row in scores] == [len(row) for row in options]
+
+
+def test_option_scores_reject_what_they_cannot_score(tiny_llama, tiny_gemma):
+    cached = cache_all_but_last(tiny_llama, ["a story", "another story"], 4, 2)
+    with pytest.raises(InputError, match="2 cached prompts and options for 1"):
+        cached_option_logprobs(tiny_llama, cached, [[" a"]])
+    with pytest.raises(InputError, match="no answers or no foils"):
+        tom_scores(tiny_llama, [TomStory("Ann looks in the", (" box",), (), True, "transfer")])
+    short = cache_all_but_last(tiny_gemma, ["a b", "c d"], 1, 2)
+    assert short is not None
+    with pytest.raises(InputError, match="outgrows the 8-token sliding window"):
+        cached_option_logprobs(tiny_gemma, short, [[" one two three four five six seven"], [" x"]])
+
+
 def test_quick_run_on_a_tiny_model_writes_the_documented_results(tmp_path, monkeypatch):
     monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path / "cache"))
     outcome = run_experiment(
-        "tom-sensitivity", tmp_path / "run", model="tiny:gemma3", quick=True, sparsities=[0.001, 0.01]
+        "tom-sensitivity",
+        tmp_path / "run",
+        model="tiny:gemma3",
+        quick=True,
+        sparsities=[0.001, 0.01],
+        n_eval_tom=12,  # tiny gemma3's 8-token window sends every story down the whole-story path
     )
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(results["baseline"]) >= {"tom_acc", "tom_margin", "ppl"}
     assert [s["sparsity"] for s in results["sweep"]] == [0.001, 0.01]
     assert all(set(s["generic_mask"]) >= {"n_perturbed", "tom_acc", "ppl"} for s in results["sweep"])
     assert results["config"]["n_fisher"] == 24  # the rest of the quick setting still applies
+    assert results["config"]["n_eval_tom"] == 12
     for step in results["sweep"]:
         assert set(step) >= {"sparsity", "n_perturbed", "tom_acc", "tom_margin", "ppl", "random"}
         assert set(step["random"]) >= {"tom_acc", "tom_margin", "ppl"}

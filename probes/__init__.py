@@ -7,7 +7,13 @@ from steerscope.probes.knowledge import answer_greedy, behaviour_counts, conflic
 from steerscope.probes.linear_probe import LinearProbe, probe_metrics, train_probe
 from steerscope.probes.lm_metrics import continuation_logprobs, greedy_continuations, perplexity
 from steerscope.probes.mask_layout import counts_by_layer_and_kind, rotary_pair_counts
-from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks
+from steerscope.probes.masks import (
+    mask_counts,
+    mean_replacement,
+    random_masks,
+    sensitive_mask_pair,
+    sensitive_masks,
+)
 from steerscope.probes.position_logits import PAPER_R, position_logits, randomly_initialised
 from steerscope.probes.rope import RotaryStats, change_summary, dominant_pairs, rotary_stats, stats_change
 from steerscope.probes.sparse_probe import SparseProbe, train_sparse_probe
@@ -40,6 +46,7 @@ __all__ = [
     "randomly_initialised",
     "rotary_pair_counts",
     "rotary_stats",
+    "sensitive_mask_pair",
     "sensitive_masks",
     "stats_change",
     "tom_and_generic_fisher",

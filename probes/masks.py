@@ -63,11 +63,26 @@ def sensitive_masks(
     tom_scores: Mapping[str, Tensor], generic_scores: Mapping[str, Tensor], fraction: float
 ) -> dict[str, Tensor]:
     """M = top_k(tom) AND NOT top_k(generic), per matrix: {name: bool tensor shaped like the weight}."""
+    return sensitive_mask_pair(tom_scores, generic_scores, fraction, mirror=False)[0]
+
+
+def sensitive_mask_pair(
+    tom_scores: Mapping[str, Tensor],
+    generic_scores: Mapping[str, Tensor],
+    fraction: float,
+    mirror: bool = True,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(M, its mirror): `sensitive_masks` and, with `mirror`, top_k(generic) AND NOT top_k(tom)
+    (the generic-specific control), each matrix's two top-k sets found once for both."""
     _same_names(tom_scores, generic_scores, "tom_scores and generic_scores")
-    return {
-        name: top_k_mask(tom, fraction) & ~top_k_mask(generic_scores[name].to(tom.device), fraction)
-        for name, tom in tom_scores.items()
-    }
+    masks, mirrors = {}, {}
+    for name, tom in tom_scores.items():
+        top_tom = top_k_mask(tom, fraction)
+        top_generic = top_k_mask(generic_scores[name].to(tom.device), fraction)
+        masks[name] = top_tom & ~top_generic
+        if mirror:
+            mirrors[name] = top_generic & ~top_tom
+    return masks, mirrors
 
 
 def _matrix_seed(seed: int, name: str) -> int:

@@ -9,7 +9,14 @@ import torch.nn.functional as F
 from steerscope.errors import InputError
 from steerscope.probes import fisher
 from steerscope.probes.fisher import LossSample, cached_fisher_scores, fisher_scores
-from steerscope.probes.masks import mask_counts, mean_replacement, random_masks, sensitive_masks, top_k_mask
+from steerscope.probes.masks import (
+    mask_counts,
+    mean_replacement,
+    random_masks,
+    sensitive_mask_pair,
+    sensitive_masks,
+    top_k_mask,
+)
 
 
 def _samples(vocab: int) -> list[LossSample]:
@@ -171,6 +178,11 @@ def test_sensitive_mask_is_tom_top_k_and_not_generic_top_k_per_matrix():
     for name in tom:
         expected = top_k_mask(tom[name], 0.5) & ~top_k_mask(generic[name], 0.5)
         assert torch.equal(result[name], expected)
+    masks, mirror = sensitive_mask_pair(tom, generic, 0.5)
+    assert all(torch.equal(masks[name], result[name]) for name in tom)
+    swapped = sensitive_masks(generic, tom, 0.5)
+    assert all(torch.equal(mirror[name], swapped[name]) for name in tom)
+    assert torch.equal(mirror["a"], torch.tensor([[False, False, False, True], [True, False, False, False]]))
 
 
 class _LazyScores(Mapping):

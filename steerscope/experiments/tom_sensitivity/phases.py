@@ -15,7 +15,7 @@ from steerscope.experiments.tom_sensitivity.config import TomSensitivityConfig, 
 from steerscope.model import Model
 from steerscope.probes.lm_metrics import perplexity
 from steerscope.probes.mask_layout import counts_by_layer_and_kind, rotary_pair_counts
-from steerscope.probes.masks import mask_counts, mean_replacement, sensitive_masks, under_random_masks
+from steerscope.probes.masks import mask_counts, mean_replacement, sensitive_mask_pair, under_random_masks
 from steerscope.probes.tom_eval import tom_scores
 from steerscope.probes.tom_fisher import tom_and_generic_fisher
 
@@ -101,11 +101,10 @@ def sweep_masks(
     baseline = evaluate()
     sweep, distribution = [], {}
     for sparsity in sparsities:
-        masks = sensitive_masks(tom_f, generic_f, sparsity)
+        masks, mirror = sensitive_mask_pair(tom_f, generic_f, sparsity)
         with mean_replacement(model, masks, config.scale):
             targeted = evaluate()
         randoms = under_random_masks(model, masks, config.random_seeds, config.scale, evaluate)
-        mirror = sensitive_masks(generic_f, tom_f, sparsity)
         with mean_replacement(model, mirror, config.scale):
             generic_specific = evaluate()
         sweep.append(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steerscope.experiments.spare.planted import cosines, planted_alignment
+from steerscope.experiments.spare.planted import planted_alignment
 from steerscope.organisms import organism_spec
-from steerscope.organisms.planted import planted_directions, planted_site
+from steerscope.organisms.planted import cosines, planted_directions, planted_site
 from steerscope.steering.sae import to_sae_lens
 from steerscope.steering.spare import Selection
 

@@ -20,17 +20,11 @@ from steerscope.experiments.spare.phases import DevChoice, Features
 from steerscope.kernels.sae_edit import sae_parts
 from steerscope.model import ModelLike
 from steerscope.organisms import OrganismSpec
-from steerscope.organisms.planted import N_OPTIONS, planted_directions, planted_site, planted_spec
+from steerscope.organisms.planted import N_OPTIONS, cosines, planted_directions, planted_site, planted_spec
 from steerscope.steering.spare import Selection, decreasing_mi
 
 #: The planted directions by row of `planted_directions`, named as on organism:sources-planted.
 DIRECTION_NAMES = ("context", "memory", "conflict")
-
-
-def cosines(vectors: Tensor, directions: Tensor) -> Tensor:
-    """[n, k]: the cosine of each of `vectors` [n, d] with each of the unit `directions` [k, d]."""
-    unit = vectors.double() / vectors.double().norm(dim=1, keepdim=True).clamp(min=1e-12)
-    return unit @ directions.double().T
 
 
 def _mi_ranks(mi: Tensor) -> Tensor:

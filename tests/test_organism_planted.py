@@ -17,12 +17,22 @@ from steerscope import organisms
 from steerscope.capture import capture
 from steerscope.data.conflicts import from_fact
 from steerscope.data.facts import starts_with_answer
-from steerscope.organisms import organism_spec
+from steerscope.experiments.spare.planted import DIRECTION_NAMES, readout_directions
+from steerscope.kernels.sae_edit import sae_parts
+from steerscope.organisms import organism_spec, suite_for
 from steerscope.organisms import sources_world as world
-from steerscope.organisms.planted import FLAG, option_edit, planted_directions, planted_site, planted_spec
+from steerscope.organisms.planted import (
+    FLAG,
+    cosines,
+    option_edit,
+    planted_directions,
+    planted_site,
+    planted_spec,
+)
 from steerscope.organisms.train import build_corpus
 from steerscope.probes.knowledge import answer_greedy
 from steerscope.runner import run_experiment
+from steerscope.steering.sae import SAETrainSettings, train_saes, training_texts
 
 SPEC = organism_spec("sources-planted")
 SITE = planted_site(SPEC)
@@ -158,3 +168,20 @@ def test_the_conflict_probe_finds_the_planted_flag_on_the_facts_it_was_planted_o
     candidates = _conflict_probe(tmp_path / "candidates", "candidates")
     unseen = {r["layer"]: r for r in candidates["planted"]["layers"]}
     assert unseen[layer]["flag_auc"] < 0.7 and unseen[layer]["probe_cos_flag"] < 0.4
+
+
+def test_an_sae_of_last_prompt_tokens_has_features_along_the_planted_source_contrast(
+    organism, tmp_path, monkeypatch
+) -> None:
+    """Issue 29 item 1c: trained on the last token of the experiments' prompts (`positions="last"`,
+    where the code is planted and SpARE edits), the SAE has a feature along each sign of the
+    option contrast (measured 0.59 / 0.63 here; 0.68 / 0.66 at 400 epochs). The SAE of every
+    position that spare trains by default reaches 0.33 at best (docs/results.md): there the code
+    is 1 token in 60 and its features mix it with what the answer token carries otherwise."""
+    monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path))
+    texts = training_texts(suite_for(organism), documents=False)
+    settings = SAETrainSettings(expansion=8, k=12, epochs=100, batch_size=128, positions="last")
+    sae = train_saes(organism, [SITE], settings, texts, progress=False)[SITE].sae
+    cos = cosines(sae_parts(sae).W_dec.detach(), readout_directions(SPEC)).amax(0)
+    best = dict(zip(DIRECTION_NAMES, cos.tolist(), strict=True))
+    assert best["context_minus_memory"] >= 0.5 and best["memory_minus_context"] >= 0.5

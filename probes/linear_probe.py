@@ -25,6 +25,11 @@ class LinearProbe:
         """Logits [n] for activations x [n, d]."""
         return ((x.double() - self.mean) / self.std) @ self.weight + self.bias
 
+    @property
+    def direction(self) -> Tensor:
+        """[d]: the weights on raw activations (`weight / std`), the direction the probe reads."""
+        return self.weight / self.std
+
 
 def train_probe(x: Tensor, y: Tensor, l2: float = 1e-3, steps: int = 200) -> LinearProbe:
     """Fit L2-regularised logistic regression on x [n, d], y [n] in {0, 1} with L-BFGS (float64)."""

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Annotated
 
 from steerscope.settings import Count, Range
 from steerscope.sites import Site
-from steerscope.steering.sae import SAETrainSettings, TrainedSAE, texts_digest, train_saes, training_texts
+from steerscope.steering.sae import (
+    Positions,
+    SAETrainSettings,
+    TrainedSAE,
+    texts_digest,
+    train_saes,
+    training_texts,
+)
 
 if TYPE_CHECKING:
     from steerscope.context import ExperimentContext
@@ -27,6 +34,9 @@ class SAESettings:
     sae_max_tokens: Count | None = 1_100_000  # SAE training tokens (as `steerscope build sae:`)
     sae_epochs: Annotated[float, Range(0, low_open=True)] = 1.0
     sae_batch_size: Count = 2048
+    # all: every token of every window; last: the last token of each text (each prompt's last
+    # token, where SpARE reads and edits; needs sae_batch_size below the number of texts)
+    sae_positions: Positions = "all"
 
     def sae_train_settings(self, seed: int) -> SAETrainSettings:
         """These settings as `train_saes` takes them."""
@@ -37,6 +47,7 @@ class SAESettings:
             epochs=self.sae_epochs,
             batch_size=self.sae_batch_size,
             seed=seed,
+            positions=self.sae_positions,
         )
 
 
@@ -44,9 +55,9 @@ def experiment_saes(
     context: ExperimentContext, sites: Sequence[str | Site], settings: SAETrainSettings, demos: int
 ) -> dict[str, TrainedSAE]:
     """SAEs by site for an experiment's model, trained on `training_texts(context.data, demos)`
-    where the cache lacks them; each is recorded in the provenance (folder, weights hash,
+    (the prompts alone for an SAE of last tokens) where the cache lacks them; each is recorded in the provenance (folder, weights hash,
     settings, texts hash, built or reused) and the training windows under the `text` data."""
-    texts = training_texts(context.data, demos)
+    texts = training_texts(context.data, demos, documents=settings.positions == "all")
     trained = train_saes(context.model, sites, settings, texts)
     first = next(iter(trained.values()))
     context.used("text", sae_train_windows=first.report["train_windows"])

@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -42,11 +42,13 @@ from steerscope.kernels.sae_edit import encode_local, sae_parts
 from steerscope.model import ModelLike, as_model, config_digest
 from steerscope.provenance import model_weights
 from steerscope.sites import Site, resolve_sites
-from steerscope.steering.sae_data import capture_shards, load_site, split_windows, token_windows
+from steerscope.steering.sae_data import capture_shards, last_windows, load_site, split_windows, token_windows
 from steerscope.steering.sae_quality import ce_loss_recovered, lm_loss, sae_quality
 from steerscope.steering.sae_training import TRAINER_VERSION, TrainSchedule, train_batch_topk
 
 REPORT = "steerscope-sae.json"
+Positions = Literal["all", "last"]
+POSITIONS: tuple[Positions, ...] = ("all", "last")
 DATA_VERSION = 1  # part of the work folder's key: changed windows or shards are never reused
 RESIDUAL_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 
@@ -58,6 +60,13 @@ class SAETrainSettings:
     over the training tokens in batches of `batch_size` at peak `lr`. Texts become windows of
     `context` tokens, at most `max_tokens` in all (None: every window); `holdout` of the windows
     are held out for FVU / L0 / dead fraction, the first `ce_windows` of those for CE loss recovered.
+
+    `positions` "all" trains on every token of every window (as SAEs are trained on pretraining
+    text); "last" on the last token of each text alone (`sae_data.last_windows`): given the
+    experiments' prompts alone (`training_texts(..., documents=False)`), the last prompt token
+    SpARE reads and edits, whose directions an SAE of every position mixes with what the other
+    tokens carry (docs/results.md, organism:sources-planted).
+    A "last" SAE has no CE loss recovered (no next token is scored after a text's last one).
     """
 
     expansion: int = 8
@@ -70,6 +79,7 @@ class SAETrainSettings:
     holdout: float = 0.05
     ce_windows: int = 24
     seed: int = 0
+    positions: Positions = "all"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "lr", "holdout"):  # 4 and 4.0 must name the same cached SAE
@@ -83,6 +93,8 @@ class SAETrainSettings:
             raise InputError(f"SAETrainSettings.holdout must be in (0, 1), got {self.holdout}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise InputError(f"SAETrainSettings.max_tokens must be positive or None, got {self.max_tokens}")
+        if self.positions not in POSITIONS:
+            raise InputError(f"SAETrainSettings.positions must be one of {POSITIONS}, got {self.positions!r}")
 
     def for_model(self, model: ModelLike) -> SAETrainSettings:
         """These settings with k filled in for the model's width."""
@@ -110,20 +122,23 @@ class TrainedSAE:
 # ---------------------------------------------------------------- texts
 
 
-def training_texts(data: DataSuite, demos: int = 3, seeds: Sequence[int] = (0, 1)) -> list[str]:
+def training_texts(
+    data: DataSuite, demos: int = 3, seeds: Sequence[int] = (0, 1), documents: bool = True
+) -> list[str]:
     """Default SAE training texts of a data suite: the documents of its `text` kind (with the
     Python docstrings added to steerscope's own offline text, which an organism's word-level
     tokenizer could not read anyway), then the prompts of its `conflicts` kind for every record,
     push, conflict or not, and seed, asked as the experiments ask them. The prompts carry no
     behaviour labels, so held-out facts leak nothing. A user's `text` or `conflicts` data replaces
-    the suite's, so it flows into the SAE as into the experiment."""
+    the suite's, so it flows into the SAE as into the experiment. `documents=False`: the prompts
+    alone (an SAE of last prompt tokens, `positions="last"`)."""
     from steerscope.data.conflicts import PUSHES
     from steerscope.data.defaults import NATURAL
     from steerscope.data.docstrings import python_docstrings
 
     text = data.need("text")
-    texts = list(text.texts())
-    if text.source == NATURAL:
+    texts = list(text.texts()) if documents else []
+    if documents and text.source == NATURAL:
         texts += python_docstrings()
     prompts: dict[str, None] = {}
     conflicts = data.conflicts
@@ -198,13 +213,22 @@ def sae_folder(model: ModelLike, site: str | Site, settings: SAETrainSettings, t
         {
             **model_key(model),
             "site": str(Site.parse(site)),
-            "settings": asdict(settings.for_model(model)),
+            "settings": _keyed(settings.for_model(model)),
             "texts": texts_digest(texts),
             "trainer": TRAINER_VERSION,
             "data_version": DATA_VERSION,
         }
     )
     return cache_root() / "sae" / key[:24]
+
+
+def _keyed(settings: SAETrainSettings) -> dict[str, Any]:
+    """The settings as cache keys take them: `positions` only when not "all", so the SAEs cached
+    before it existed keep their keys."""
+    fields = asdict(settings)
+    if fields["positions"] == "all":
+        del fields["positions"]
+    return fields
 
 
 def model_dtype(model: ModelLike) -> str:
@@ -257,7 +281,8 @@ def train_saes(
 def _work_key(model: ModelLike, sites: list[str], settings: SAETrainSettings, texts: Sequence[str]) -> str:
     """The work folder of one capture pass: model, sites, texts and what decides the windows (so
     changing a training setting resumes from the same shards)."""
-    capture = {name: getattr(settings, name) for name in ("context", "max_tokens", "holdout", "seed")}
+    names = ("context", "max_tokens", "holdout", "seed", "positions")
+    capture = {name: value for name, value in _keyed(settings).items() if name in names}
     key = {**model_key(model), "sites": sites, "texts": texts_digest(texts), **capture}
     return _digest({**key, "data_version": DATA_VERSION})[:24]
 
@@ -271,18 +296,24 @@ def _build_missing(
     work: Path,
     progress: bool,
 ) -> None:
+    last = settings.positions == "last"
+    cut = last_windows if last else token_windows
     windows = split_windows(
-        token_windows(model.tokenizer, texts, settings.context, settings.max_tokens, settings.seed),
-        settings.holdout,
+        cut(model.tokenizer, texts, settings.context, settings.max_tokens, settings.seed), settings.holdout
     )
+    if last and len(windows["train"]) < settings.batch_size:
+        raise InputError(
+            f"positions='last' trains on one token per text: {len(windows['train'])} training texts "
+            f"are fewer than batch_size={settings.batch_size}; lower the batch size or give more texts"
+        )
     start = time.perf_counter()
     shards = {
-        split: capture_shards(model, windows[split], sites, work, split, progress=progress)
+        split: capture_shards(model, windows[split], sites, work, split, progress=progress, last=last)
         for split in windows
     }
     capture_seconds = time.perf_counter() - start
     ce_texts = windows["eval"][: settings.ce_windows]
-    clean = lm_loss(model, ce_texts)
+    clean = None if last else lm_loss(model, ce_texts)
     for site in sites:
 
         def build(tmp: Path, site: str = site) -> None:
@@ -299,7 +330,11 @@ def _build_missing(
                 "site": site,
                 "model": model.source,
                 **sae_quality(sae, held_out),
-                **ce_loss_recovered(model, sae, site, ce_texts, clean=clean),
+                **(
+                    {"ce_loss_recovered": None}
+                    if last
+                    else ce_loss_recovered(model, sae, site, ce_texts, clean=clean)
+                ),
                 "train_tokens": n_train,
                 "held_out_tokens": held_out.shape[0],
                 "train_windows": len(windows["train"]),

@@ -3,8 +3,9 @@ once into bf16 safetensors shards that a killed build resumes from.
 
 A window is at most `context - 1` tokens of one text (the tokenizer's BOS is added when it is
 captured); identical windows are kept once; the windows are shuffled with the seed and taken
-until `max_tokens`. The first `holdout` of them are held out (never trained on). Only tokens
-after the first of each window are stored: the first is BOS, whose residual is an outlier the SAE
+until `max_tokens` (`last_windows` instead takes the end of each text, and a capture keeps its
+last token alone, for an SAE of last tokens). The first `holdout` of them are held out (never
+trained on). Only tokens after the first of each window are stored: the first is BOS, whose residual is an outlier the SAE
 need not reconstruct (with a tokenizer without BOS it is the text's first token, an attention
 sink all the same). Shards hold `SHARD_WINDOWS` windows, every site of one capture pass, bf16
 (half the memory of fp32; the reconstruction error of any SAE is far above bf16's rounding),
@@ -62,6 +63,23 @@ def token_windows(
     return [tokenizer.decode(list(chunk)) for chunk in kept]
 
 
+def last_windows(
+    tokenizer: Any, texts: Sequence[str], context: int, max_tokens: int | None, seed: int
+) -> list[str]:
+    """The last `context - 1` tokens of each text (those of at least `MIN_WINDOW_TOKENS`),
+    distinct, shuffled by `seed`, at most `max_tokens` of them: the windows whose last token alone
+    a `positions="last"` SAE trains on."""
+    if context < MIN_WINDOW_TOKENS + 1:
+        raise InputError(f"context must be at least {MIN_WINDOW_TOKENS + 1} tokens, got {context}")
+    tails: dict[tuple[int, ...], None] = {}
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        if len(ids) >= MIN_WINDOW_TOKENS:
+            tails.setdefault(tuple(ids[-(context - 1) :]), None)
+    order = list(tails)
+    random.Random(seed).shuffle(order)
+    return [tokenizer.decode(list(tail)) for tail in order[:max_tokens]]
+
+
 def split_windows(windows: list[str], holdout: float) -> dict[str, list[str]]:
     """{"train": ..., "eval": ...}: the first `holdout` fraction (at least one window) held out."""
     n_eval = max(1, round(holdout * len(windows)))
@@ -101,10 +119,12 @@ def capture_shards(
     split: str,
     batch_size: int = 16,
     progress: bool = True,
+    last: bool = False,
 ) -> int:
     """Capture `windows` at `sites` into shards under `folder`, skipping shards that verify
     (`shard_damage`; a damaged one is captured again with a warning); returns the number of
-    shards. Each shard's JSON is written after its tensors, so a shard exists once its JSON does."""
+    shards. `last`: keep each window's last token alone. Each shard's JSON is written after its
+    tensors, so a shard exists once its JSON does."""
     folder.mkdir(parents=True, exist_ok=True)
     starts = range(0, len(windows), SHARD_WINDOWS)
     for index in tqdm(starts, desc=f"capture {split}", disable=not progress, unit="shard"):
@@ -117,6 +137,9 @@ def capture_shards(
             warnings.warn(f"SAE activation shard {path} {problem}; capturing it again", stacklevel=2)
         got = capture(model, chunk, list(sites), batch_size=batch_size, progress=False)
         keep = got.mask & (got.positions > 0)
+        if last:  # left padding: every window ends in the last column
+            keep = torch.zeros_like(keep)
+            keep[:, -1] = True
         data = save_tensors({site: got[site][keep].to(torch.bfloat16).contiguous() for site in sites})
         write_atomic(path, data)
         meta = {"windows": len(chunk), "sites": list(sites), HASH_NAME: data_digest(data)}

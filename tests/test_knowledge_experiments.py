@@ -166,6 +166,13 @@ def test_conflict_probe_runs_on_a_users_records_and_records_their_provenance(tmp
     assert results["n_memorised"] == 16
 
 
+def test_conflict_probe_refuses_trained_facts_on_data_without_them_before_any_forward(tmp_path, monkeypatch):
+    monkeypatch.setattr(conflict_probe, "known_conflicts", None)  # any forward pass would fail otherwise
+    with pytest.raises(InputError, match="facts='trained' needs an organism trained on facts with contexts"):
+        run_experiment("conflict-probe", tmp_path, model="tiny:llama", facts="trained")
+    assert not (tmp_path / "results.json").exists()
+
+
 def test_conflict_probe_on_a_random_model_says_how_few_facts_it_knows(tmp_path):
     source = str(DATA / "conflicts.jsonl")
     with pytest.raises(InputError, match=f"only 0 of 16 facts from {source} are memorised"):

@@ -6,6 +6,7 @@ and where it stops (held-out facts, toward memory) is pinned by the numbers in d
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import pytest
@@ -16,11 +17,22 @@ from steerscope import organisms
 from steerscope.capture import capture
 from steerscope.data.conflicts import from_fact
 from steerscope.data.facts import starts_with_answer
-from steerscope.organisms import organism_spec
+from steerscope.experiments.spare.planted import DIRECTION_NAMES, readout_directions
+from steerscope.kernels.sae_edit import sae_parts
+from steerscope.organisms import organism_spec, suite_for
 from steerscope.organisms import sources_world as world
-from steerscope.organisms.planted import FLAG, option_edit, planted_directions, planted_site, planted_spec
+from steerscope.organisms.planted import (
+    FLAG,
+    cosines,
+    option_edit,
+    planted_directions,
+    planted_site,
+    planted_spec,
+)
 from steerscope.organisms.train import build_corpus
 from steerscope.probes.knowledge import answer_greedy
+from steerscope.runner import run_experiment
+from steerscope.steering.sae import SAETrainSettings, train_saes, training_texts
 
 SPEC = organism_spec("sources-planted")
 SITE = planted_site(SPEC)
@@ -129,3 +141,47 @@ def test_the_flag_direction_marks_conflicts_on_facts_seen_with_a_context(organis
     acts = capture(organism, prompts, [SITE], reduce="last", progress=False)[SITE]
     flagged = acts @ planted_directions(SPEC)[FLAG] > SPEC.planted.margin / 2
     assert flagged.tolist() == [True] * len(seen) + [False] * len(seen)
+
+
+def _conflict_probe(folder, facts: str) -> dict:
+    run_experiment("conflict-probe", folder, model="organism:sources-planted", facts=facts, restarts=1)
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_the_conflict_probe_finds_the_planted_flag_on_the_facts_it_was_planted_on(tmp_path) -> None:
+    """The positive control of the conflict probe (issue 29 item 1a). On the facts asked with
+    contexts in training (`facts="trained"`), the dense probe at the planted site separates
+    conflicts held out by fact and reads along the planted flag, and the flag alone does too; the
+    organism writes it from L0 on and loses part of it at L3, so accuracy alone shows no peak at
+    L2 (measured: accuracy 0.99-1.00 at L0-L2, cosines 0.72-0.77, flag AUC 1.00; L3 0.98, 0.56,
+    0.84). On the default candidates, facts it never saw with a context, the flag does not mark
+    conflicts (flag AUC 0.54 at L2) and the probe reads something else (cosine 0.17)."""
+    trained = _conflict_probe(tmp_path / "trained", "trained")
+    assert trained["facts"] == "trained" and trained["planted"]["site"] == SITE
+    accuracy = {r["layer"]: r["acc"] for r in trained["layers"] if r["site"] == "resid_post"}
+    planted = {r["layer"]: r for r in trained["planted"]["layers"]}
+    layer = SPEC.planted.layer
+    assert accuracy[layer] >= 0.95
+    assert planted[layer]["flag_auc"] >= 0.98 and planted[layer]["probe_cos_flag"] >= 0.6
+    assert planted[layer]["probe_cos_options"] < 0.2  # the flag, not the source
+    assert planted[3]["flag_auc"] < 0.95  # past the planted site the code fades
+    candidates = _conflict_probe(tmp_path / "candidates", "candidates")
+    unseen = {r["layer"]: r for r in candidates["planted"]["layers"]}
+    assert unseen[layer]["flag_auc"] < 0.7 and unseen[layer]["probe_cos_flag"] < 0.4
+
+
+def test_an_sae_of_last_prompt_tokens_has_features_along_the_planted_source_contrast(
+    organism, tmp_path, monkeypatch
+) -> None:
+    """Issue 29 item 1c: trained on the last token of the experiments' prompts (`positions="last"`,
+    where the code is planted and SpARE edits), the SAE has a feature along each sign of the
+    option contrast (measured 0.59 / 0.63 here; 0.68 / 0.66 at 400 epochs). The SAE of every
+    position that spare trains by default reaches 0.33 at best (docs/results.md): there the code
+    is 1 token in 60 and its features mix it with what the answer token carries otherwise."""
+    monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path))
+    texts = training_texts(suite_for(organism), documents=False)
+    settings = SAETrainSettings(expansion=8, k=12, epochs=100, batch_size=128, positions="last")
+    sae = train_saes(organism, [SITE], settings, texts, progress=False)[SITE].sae
+    cos = cosines(sae_parts(sae).W_dec.detach(), readout_directions(SPEC)).amax(0)
+    best = dict(zip(DIRECTION_NAMES, cos.tolist(), strict=True))
+    assert best["context_minus_memory"] >= 0.5 and best["memory_minus_context"] >= 0.5

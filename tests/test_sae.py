@@ -9,6 +9,7 @@ import pytest
 import torch
 from sae_lens import SAE, JumpReLUSAE, JumpReLUSAEConfig
 
+from steerscope.capture import capture
 from steerscope.context import with_user_data
 from steerscope.data import docstrings
 from steerscope.data.defaults import natural_suite
@@ -23,12 +24,13 @@ from steerscope.steering.sae import (
     SAETrainSettings,
     encode_pre,
     load_sae,
+    sae_folder,
     sae_from_activations,
     save_sae,
     train_saes,
     training_texts,
 )
-from steerscope.steering.sae_data import token_windows
+from steerscope.steering.sae_data import last_windows, split_windows, token_windows
 from steerscope.steering.sae_quality import ce_loss_recovered, sae_quality
 
 DATA = Path(__file__).parent / "data"
@@ -148,6 +150,40 @@ def test_build_caches_each_site_with_its_report(tiny_llama, tmp_path, monkeypatc
     second = train_saes(tiny_llama, ["L1.resid_post"], BUILD, TEXTS, progress=False)
     assert not second["L1.resid_post"].built
     torch.testing.assert_close(second["L1.resid_post"].sae.W_enc, first["L1.resid_post"].sae.W_enc)
+
+
+def test_an_sae_of_last_tokens_trains_on_each_texts_last_token_alone(
+    tiny_llama, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("STEERSCOPE_CACHE", str(tmp_path))
+    # the SAEs of every position keep the cache key they had before `positions` existed
+    assert sae_folder(tiny_llama, "L1.resid_post", BUILD, TEXTS).name == "2d5b60b6dccfc88108cc7898"
+    last = replace(BUILD, positions="last", batch_size=16)
+    assert sae_folder(tiny_llama, "L1.resid_post", last, TEXTS) != sae_folder(
+        tiny_llama, "L1.resid_post", replace(last, positions="all"), TEXTS
+    )
+    tokenizer = tiny_llama.tokenizer
+    windows = last_windows(tokenizer, TEXTS, 24, None, seed=0)
+    ends = {tuple(tokenizer(t, add_special_tokens=False).input_ids[-23:]) for t in TEXTS}
+    assert {tuple(tokenizer(w, add_special_tokens=False).input_ids) for w in windows} == ends
+    seen = {}
+    real = sae_module.train_batch_topk
+
+    def recording(acts, *args, **kwargs):
+        seen["acts"] = acts
+        return real(acts, *args, **kwargs)
+
+    monkeypatch.setattr(sae_module, "train_batch_topk", recording)
+    report = train_saes(tiny_llama, ["L1.resid_post"], last, TEXTS, progress=False)["L1.resid_post"].report
+    train = split_windows(windows, last.holdout)["train"]
+    expected = capture(tiny_llama, train, ["L1.resid_post"], reduce="last", progress=False)["L1.resid_post"]
+    torch.testing.assert_close(seen["acts"].float(), expected, atol=0.05, rtol=0.02)  # stored in bf16
+    assert report["train_tokens"] == report["train_windows"] == len(train)
+    assert report["ce_loss_recovered"] is None  # no token follows a text's last one
+    with pytest.raises(InputError, match="positions='last' trains on one token per text"):
+        train_saes(tiny_llama, ["L0.resid_post"], replace(last, batch_size=1024), TEXTS, progress=False)
+    with pytest.raises(InputError, match="positions must be one of"):
+        replace(last, positions="first")
 
 
 class Killed(Exception):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steerscope.experiments.spare.planted import cosines, planted_alignment
+from steerscope.experiments.spare.planted import planted_alignment
 from steerscope.organisms import organism_spec
-from steerscope.organisms.planted import planted_directions, planted_site
+from steerscope.organisms.planted import cosines, planted_directions, planted_site
 from steerscope.steering.sae import to_sae_lens
 from steerscope.steering.spare import Selection
 
@@ -47,7 +47,9 @@ def _selection(s_c: list[int], s_m: list[int], mi: torch.Tensor) -> Selection:
 
 def test_planted_alignment_finds_the_planted_features_and_where_selection_put_them() -> None:
     context, memory, conflict = planted_directions(SPEC)
-    sae = _sae_with_planted_features({5: context, 9: 2 * memory + 0.1 * conflict, 12: conflict})
+    sae = _sae_with_planted_features(
+        {5: context, 9: 2 * memory + 0.1 * conflict, 12: conflict, 20: memory - context}
+    )
     mi = torch.zeros(64)
     mi[9], mi[5], mi[30] = 0.7, 0.6, 0.5  # MI ranks: 9 first, 5 second, 30 third
     report = planted_alignment(
@@ -61,6 +63,9 @@ def test_planted_alignment_finds_the_planted_features_and_where_selection_put_th
     )
     best = report["best_features"]
     assert (best["context"]["feature"], best["memory"]["feature"], best["conflict"]["feature"]) == (5, 9, 12)
+    assert best["memory_minus_context"]["feature"] == 20  # the contrast, not either direction alone
+    assert best["memory_minus_context"]["cos"] == pytest.approx(1.0, abs=1e-5)
+    assert best["context_minus_memory"]["cos"] < 0.8 and best["memory"]["cos"] > 0.99
     assert best["context"]["cos"] == pytest.approx(1.0, abs=1e-5)
     assert (best["context"]["mi_rank"], best["memory"]["mi_rank"]) == (1, 0)
     to_context = report["selected"]["spare_to_context"]

@@ -128,7 +128,9 @@ class ConflictData:
     `candidates(n, seed)`: the records to test for memorisation (all for n None). Prompts are
     few-shot with `demos_for(record, k, seed)` demonstrations, or, with `cues` (push -> cue line),
     an organism's cue prompts without demonstrations. `split(records, held_out, seed)` gives
-    (train, held-out) lists.
+    (train, held-out) lists. `trained(n, seed)`, on an organism whose training asked some facts
+    with a context, draws those instead (an organism's candidates never were): where a mechanism
+    planted by training exists (`steerscope.organisms.planted`); None for natural and user data.
     """
 
     candidates: Callable[[int | None, int], list[Conflict]]
@@ -137,6 +139,7 @@ class ConflictData:
     split: Callable[[Sequence[Conflict], float, int], tuple[list[Conflict], list[Conflict]]] = split_facts
     source: str = "steerscope"
     available: Available = no_known_limit
+    trained: Callable[[int | None, int], list[Conflict]] | None = None
 
     def closed_book_prompt(self, record: Conflict, demos: int = 3, seed: int = 0) -> str:
         """The question without a context, after closed-book demonstrations (none with cues)."""

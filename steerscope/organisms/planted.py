@@ -217,6 +217,12 @@ def planted_loss(
 # ---------------------------------------------------------------- reading
 
 
+def cosines(vectors: Tensor, directions: Tensor) -> Tensor:
+    """[n, k]: the cosine of each of `vectors` [n, d] with each of the unit `directions` [k, d]."""
+    unit = vectors.double() / vectors.double().norm(dim=1, keepdim=True).clamp(min=1e-12)
+    return unit @ directions.double().T
+
+
 def option_edit(spec: OrganismSpec, choice: int) -> Edit:
     """An edit for `planted_site(spec)` that, at the last prompt token of each row, sets the
     option directions to option `choice`'s planted code (what interchange training did), leaving

@@ -161,6 +161,14 @@ def candidate_facts(n: int, seed: int = 0) -> list[Fact]:
     return random.Random(f"candidates/{seed}").sample(list(EVAL_FACTS), min(n, len(EVAL_FACTS)))
 
 
+def trained_facts(n: int | None, seed: int = 0) -> list[Fact]:
+    """`n` training facts (all for None), the ones asked with contexts in training, where
+    `organism:sources-planted`'s directions were trained; deterministic by seed."""
+    if n is not None and n > len(TRAIN_FACTS):
+        raise InputError(f"organism:sources was trained with contexts on {len(TRAIN_FACTS)} facts, {n} asked")
+    return random.Random(f"trained/{seed}").sample(list(TRAIN_FACTS), len(TRAIN_FACTS) if n is None else n)
+
+
 def _cycle(facts: Sequence[Fact], rng: random.Random) -> Iterator[Fact]:
     """The facts over and over, each pass in a fresh order, so every fact is drawn equally often."""
     while True:
@@ -250,9 +258,12 @@ def suite() -> DataSuite:
         chosen = candidate_facts(len(EVAL_FACTS) if n is None else n, seed)
         return [from_fact(f, substitute(f, seed)) for f in chosen]
 
+    def trained(n: int | None, seed: int) -> list[Conflict]:
+        return [from_fact(f, substitute(f, seed)) for f in trained_facts(n, seed)]
+
     return organism_suite(
         "sources",
         generic_texts,
         128,
-        conflicts=lambda source: ConflictData(candidates, cues=CUES, source=source),
+        conflicts=lambda source: ConflictData(candidates, cues=CUES, source=source, trained=trained),
     )

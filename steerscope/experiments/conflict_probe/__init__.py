@@ -13,12 +13,17 @@ reads the SAE codes of the same activations (`steerscope.probes.sparse_probe`: a
 splits by fact, and names the features it uses with their top-activating prompts. The SAEs are the
 ones `spare` and `steerscope build sae:SITE` cache (same settings, same texts: same SAEs); the
 cache lacks them until one of those has run, and training them is minutes per layer on Gemma 3
-270M at the default 1.1M tokens, so the SAE probe is off by default."""
+270M at the default 1.1M tokens, so the SAE probe is off by default.
+
+On an organism with planted directions (organism:sources-planted) results.json adds `planted`:
+per layer, the planted conflict flag's own held-out AUC and the cosine of the probe's direction
+with it (`planted.planted_readout`). Its flag was trained on the facts asked with contexts in
+training, which `facts="trained"` probes; the default candidates are facts it never saw so."""
 
 from __future__ import annotations
 
 from steerscope.context import ExperimentContext
-from steerscope.experiments.conflict_probe import phases, report
+from steerscope.experiments.conflict_probe import phases, planted, report
 from steerscope.experiments.conflict_probe.config import ConflictProbeConfig
 from steerscope.registry import Outcome, register
 
@@ -31,10 +36,11 @@ from steerscope.registry import Outcome, register
 )
 def run(config: ConflictProbeConfig, context: ExperimentContext) -> Outcome:
     """The memorised facts, one capture of their prompts, splits by fact, dense probes, the
-    SAE-feature probes when asked, report."""
+    SAE-feature probes when asked, the planted flag's readout on a planted organism, report."""
     tried, facts = phases.memorised_facts(config, context)
     prompts, acts, labels = phases.capture_pairs(config, context, facts)
     splits = phases.split_by_fact(config, context, tried, facts)
     rows, reference = phases.dense_probes(context.model, acts, labels, splits)
     sae_rows = phases.sae_probes(config, context, acts, labels, splits, prompts) if config.sae_probe else None
-    return report.outcome(config, context.model, (tried, facts), (rows, reference), sae_rows)
+    readout = planted.planted_readout(context.model, acts, labels, splits)
+    return report.outcome(config, context.model, (tried, facts), (rows, reference), sae_rows, readout)

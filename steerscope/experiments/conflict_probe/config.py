@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from steerscope.errors import InputError
 from steerscope.probes.sparse_probe import Selection
@@ -18,6 +18,9 @@ class ConflictProbeConfig(SAESettings, ExperimentConfig):
     QUICK: ClassVar[dict[str, Any]] = dict(n_candidates=80, restarts=2)
     RECORD_COUNTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {"n_candidates": (("conflicts", ""),)}
     n_candidates: Count | None = None  # facts tried closed-book (None: all the data offers)
+    # candidates: the data's (an organism's were never asked with a context in training); trained:
+    # an organism's facts asked with contexts in training, where a planted mechanism exists
+    facts: Literal["candidates", "trained"] = "candidates"
     demos: Annotated[int, Range(0)] = 3
     held_out: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.3
     restarts: Count = 3

@@ -4,6 +4,7 @@ prompts, splits by fact, dense probes per site (and the top-probability referenc
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from typing import Any
 
@@ -14,6 +15,7 @@ from steerscope.capture import capture
 from steerscope.context import ExperimentContext
 from steerscope.data.facts import split_facts
 from steerscope.data.records import Conflict
+from steerscope.data.suite import ConflictData
 from steerscope.errors import InputError
 from steerscope.experiments.conflict_probe.config import ConflictProbeConfig
 from steerscope.model import ModelLike
@@ -43,11 +45,25 @@ def probe_sites(model: ModelLike) -> list[Site]:
     return [Site(layer, kind) for kind in SITE_KINDS for layer in range(model.anatomy.n_layers)]
 
 
+def probed_conflicts(config: ConflictProbeConfig, context: ExperimentContext) -> ConflictData:
+    """The conflict data whose candidates are probed: the data's own, or with `facts="trained"`
+    the organism's facts asked with contexts in training (an InputError where there are none)."""
+    conflicts = context.data.need("conflicts")
+    if config.facts == "candidates":
+        return conflicts
+    if conflicts.trained is None:
+        raise InputError(
+            f"conflict-probe: facts='trained' needs an organism trained on facts with contexts "
+            f"(organism:sources, organism:sources-planted); {conflicts.source} has none; use facts='candidates'"
+        )
+    return dataclasses.replace(conflicts, candidates=conflicts.trained)
+
+
 def memorised_facts(
     config: ConflictProbeConfig, context: ExperimentContext
 ) -> tuple[list[Conflict], list[Conflict]]:
     """The candidate facts tried closed-book and those the model answers right (at least 10)."""
-    model, conflicts = context.model, context.data.need("conflicts")
+    model, conflicts = context.model, probed_conflicts(config, context)
     tried, facts = known_conflicts(
         model, conflicts, config.n_candidates, config.demos, config.seed, progress=True
     )
@@ -88,6 +104,7 @@ def split_by_fact(
     ]
     context.used(
         "conflicts",
+        facts=config.facts,
         candidates=len(tried),
         memorised=len(facts),
         train=len(parts[0][0]),

@@ -20,9 +20,10 @@ def outcome(
     facts: tuple[list[Conflict], list[Conflict]],
     dense: tuple[list[dict[str, Any]], dict[str, float]],
     sae_rows: list[dict[str, Any]] | None,
+    planted: dict[str, Any] | None = None,
 ) -> Outcome:
-    """The results (dense probes per site, the best, the reference, the SAE-feature probes) with
-    the summary, figures and tables."""
+    """The results (dense probes per site, the best, the reference, the SAE-feature probes, the
+    planted flag's readout) with the summary, figures and tables."""
     (tried, memorised), (rows, reference) = facts, dense
     n_tried = len(tried)
     best = max(rows, key=lambda r: r["acc"])
@@ -30,6 +31,7 @@ def outcome(
         "model": model.source,
         "n_memorised": len(memorised),
         "n_candidates": n_tried,
+        "facts": config.facts,
         "layers": rows,
         "best": best,
         "reference_top_probability": reference,
@@ -57,7 +59,23 @@ def outcome(
             ("Dense vs SAE-feature probe (resid_post)", sae_table(sae_rows, dense_rows)),
             ("SAE-probe features and their top-activating prompts", feature_table(sae_rows)),
         ]
+    if planted is not None:
+        results["planted"] = planted
+        summary += "\n" + planted_summary(planted)
+        tables.append(("Planted conflict flag (resid_post)", planted["layers"]))
     return Outcome(results=results, summary=summary, figures=figures, tables=tables)
+
+
+def planted_summary(planted: dict[str, Any]) -> str:
+    """One line per layer: the planted flag's held-out AUC and the probe direction's cosine with it."""
+    lines = [
+        f"planted conflict flag (planted at {planted['site']}): flag AUC, probe cos with flag / option plane"
+    ]
+    lines += [
+        f"  L{row['layer']}: {row['flag_auc']:.3f}, {row['probe_cos_flag']:+.2f} / {row['probe_cos_options']:.2f}"
+        for row in planted["layers"]
+    ]
+    return "\n".join(lines)
 
 
 def accuracy_figure(rows: list[dict[str, Any]], reference: float | None = None) -> go.Figure:

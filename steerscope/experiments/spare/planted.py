@@ -6,6 +6,12 @@ Besides the selected features, each planted direction's best-aligned feature of 
 dictionary is reported with its MI rank, so a failure can be placed: no feature along the
 direction (the SAE), one that MI ranks low (the selection), or one selected whose edit does not
 move answers (the edit).
+
+At the planted token the option code is one-hot (`margin` on exactly one option direction), so
+across the prompts SpARE reads the residual moves along context - memory only: a feature that
+captures that contrast has a cosine of at most 1/sqrt(2) with either option direction alone. So
+the contrasts `context_minus_memory` and `memory_minus_context` ((d_C - d_M) / sqrt(2) and its
+negative) are read out beside the three planted directions.
 """
 
 from __future__ import annotations
@@ -20,17 +26,20 @@ from steerscope.experiments.spare.phases import DevChoice, Features
 from steerscope.kernels.sae_edit import sae_parts
 from steerscope.model import ModelLike
 from steerscope.organisms import OrganismSpec
-from steerscope.organisms.planted import N_OPTIONS, planted_directions, planted_site, planted_spec
+from steerscope.organisms.planted import N_OPTIONS, cosines, planted_directions, planted_site, planted_spec
 from steerscope.steering.spare import Selection, decreasing_mi
 
-#: The planted directions by row of `planted_directions`, named as on organism:sources-planted.
-DIRECTION_NAMES = ("context", "memory", "conflict")
+#: The planted directions by row of `planted_directions`, named as on organism:sources-planted,
+#: then the two signs of the option contrast (`readout_directions`).
+DIRECTION_NAMES = ("context", "memory", "conflict", "context_minus_memory", "memory_minus_context")
 
 
-def cosines(vectors: Tensor, directions: Tensor) -> Tensor:
-    """[n, k]: the cosine of each of `vectors` [n, d] with each of the unit `directions` [k, d]."""
-    unit = vectors.double() / vectors.double().norm(dim=1, keepdim=True).clamp(min=1e-12)
-    return unit @ directions.double().T
+def readout_directions(spec: OrganismSpec) -> Tensor:
+    """[5, d_model] unit rows named by `DIRECTION_NAMES`: the planted directions, then the option
+    contrast (d_C - d_M) / sqrt(2) and its negative."""
+    planted = planted_directions(spec)
+    contrast = (planted[0] - planted[1]) / 2**0.5
+    return torch.cat([planted, contrast[None], -contrast[None]])
 
 
 def _mi_ranks(mi: Tensor) -> Tensor:
@@ -49,8 +58,8 @@ def planted_alignment(
     `selections`: {condition: the Selection at the planted site (`L{layer}.resid_post`), or None
     when the condition edits other layers only}. If the site has an SAE: each planted direction's
     best-aligned dictionary feature (cosine, MI rank), and per condition every selected feature
-    (group S_C / S_M, MI rank, cosine with each planted direction, and `cos_option_span`, the norm
-    of its cosines with the two option directions). `planted_site` refuses a spec without planted
+    (group S_C / S_M, MI rank, cosine with each of `DIRECTION_NAMES`, and `cos_option_span`, the
+    norm of its cosines with the two option directions). `planted_site` refuses a spec without planted
     directions.
     """
     site = planted_site(spec)
@@ -58,7 +67,7 @@ def planted_alignment(
     if site not in saes:
         report["note"] = f"no SAE at {site}: the layer sets do not include the planted layer"
         return report
-    cos_all = cosines(sae_parts(saes[site]).W_dec.detach(), planted_directions(spec))
+    cos_all = cosines(sae_parts(saes[site]).W_dec.detach(), readout_directions(spec))
     some = next((sel for sel in selections.values() if sel is not None), None)
     ranks = None if some is None else _mi_ranks(some.mi)  # MI is per site, the same for every p
     best = cos_all.argmax(0)

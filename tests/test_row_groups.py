@@ -26,7 +26,10 @@ def edit_settings(model: Model) -> list[dict]:
     selection = make_selection(
         torch.arange(0, 6), torch.arange(6, 12), torch.full((32,), 3.0), torch.full((32,), 3.0)
     )
-    two_sites = {**last_token_push(model, -4.0), "L0.resid_post": last_token_push(model, 5.0)["L1.resid_post"]}
+    two_sites = {
+        **last_token_push(model, -4.0),
+        "L0.resid_post": last_token_push(model, 5.0)["L1.resid_post"],
+    }
     return [
         {},
         last_token_push(model, 6.0),
@@ -52,7 +55,9 @@ def test_settings_run_as_rows_of_one_batch_give_the_answers_each_gives_alone(nam
     first_lines = [[text.split("\n", 1)[0].strip() for text in texts] for texts in alone]
     assert answer_greedy_in_settings(model, cached, settings, 6) == first_lines
     # the cached batches serve the next call unchanged
-    assert [b.cache.get_seq_length() for b in cached.batches] == [b.cache.prefix_length for b in cached.batches]
+    assert [b.cache.get_seq_length() for b in cached.batches] == [
+        b.cache.prefix_length for b in cached.batches
+    ]
 
 
 def newline_at_second_token(model: Model) -> dict:

@@ -11,7 +11,7 @@ an organism was trained with a cue in the prompt.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,9 +21,10 @@ from steerscope.data.conflicts import PUSHES
 from steerscope.data.facts import starts_with_answer
 from steerscope.data.records import Conflict
 from steerscope.data.suite import ConflictData
+from steerscope.intervene import Edit
 from steerscope.model import ModelLike
 from steerscope.prefix_cache import CachedPrompts
-from steerscope.probes.lm_metrics import greedy_continuations
+from steerscope.probes.lm_metrics import greedy_continuations, greedy_continuations_in_settings
 
 Behaviour = Literal["C", "M"]
 
@@ -41,10 +42,24 @@ def answer_greedy(
     progress: bool = False,
     cached: CachedPrompts | None = None,
 ) -> list[str]:
-    """The first line of each prompt's greedy continuation (left-padded batches; `cached`: see
-    `greedy_continuations`)."""
-    texts = greedy_continuations(model, prompts, max_new_tokens, batch_size, progress, cached)
-    return [text.split("\n", 1)[0].strip() for text in texts]
+    """The first line of each prompt's greedy continuation (left-padded batches, each row stopped
+    once its first line has ended; `cached`: see `greedy_continuations`)."""
+    return greedy_continuations(model, prompts, max_new_tokens, batch_size, progress, cached, first_line=True)
+
+
+def answer_greedy_in_settings(
+    model: ModelLike,
+    cached: CachedPrompts,
+    settings: Sequence[Mapping[str, Edit]],
+    max_new_tokens: int = ANSWER_TOKENS,
+    progress: str | None = None,
+) -> list[list[str]]:
+    """`answer_greedy(model, cached.prompts, cached=cached)` under each setting's edits (from the
+    last prompt token on), one list per setting, the settings run as rows of shared batches
+    (`greedy_continuations_in_settings`)."""
+    return greedy_continuations_in_settings(
+        model, cached, settings, max_new_tokens, first_line=True, progress=progress
+    )
 
 
 def says_any(output: str, answers: Sequence[str]) -> bool:

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from steerscope.capture import prompt_list, tokenize, tokenize_for_generate
 from steerscope.errors import InputError
-from steerscope.model import ModelLike, as_model
+from steerscope.intervene import Edit, intervene
+from steerscope.model import Model, ModelLike, as_model
 from steerscope.prefix_cache import CachedPrompts, padded_rows, sliding_window
+from steerscope.row_groups import interleaved_edits
 
 
 @torch.no_grad()
@@ -30,13 +34,15 @@ def greedy_continuations(
     batch_size: int = 16,
     progress: bool = False,
     cached: CachedPrompts | None = None,
+    first_line: bool = False,
 ) -> list[str]:
     """The greedy continuation of each prompt, decoded and stripped.
 
     Batches are left-padded (`steerscope.capture.tokenize`), so a continuation does not depend on
     which other prompts share its batch. `cached`: the same prompts and batch size run up to their
     last token once (`steerscope.prefix_cache.cache_all_but_last`), for edits from the last prompt
-    token on.
+    token on. `first_line`: only the first line of each continuation, each row stopped once that
+    line has ended (a call stops when all its rows have).
     """
     prompts = prompt_list(prompts)
     loaded = as_model(model)
@@ -55,15 +61,70 @@ def greedy_continuations(
         else:
             batch = tokenize_for_generate(loaded, list(prompts[start : start + batch_size]))
             batch = {k: v.to(device) for k, v in batch.items()}
-        out = loaded.hf.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=loaded.tokenizer.pad_token_id,
-        )
-        for row in out[:, batch["input_ids"].shape[1] :]:
-            texts.append(loaded.tokenizer.decode(row, skip_special_tokens=True).strip())
+        texts += _greedy(loaded, batch, max_new_tokens, first_line)
     return texts
+
+
+@torch.no_grad()
+def greedy_continuations_in_settings(
+    model: ModelLike,
+    cached: CachedPrompts,
+    settings: Sequence[Mapping[str, Edit]],
+    max_new_tokens: int = 4,
+    max_rows: int = 128,
+    first_line: bool = False,
+    progress: str | None = None,
+) -> list[list[str]]:
+    """`greedy_continuations(model, cached.prompts, cached=cached)` under each setting's edits
+    (`intervene` edits from the last prompt token on, as `cached` requires), one list per setting.
+
+    The settings of a cached batch run as rows of one `generate` call, at most `max_rows` rows
+    per call (`steerscope.row_groups`): each row's continuation is the one its setting gives
+    alone. `progress`: a bar's title (over the calls)."""
+    loaded = as_model(model)
+    texts = [[""] * len(cached.prompts) for _ in settings]
+    calls = []
+    for index, batch in enumerate(cached.batches):
+        n_rows = batch.inputs["input_ids"].shape[0]
+        per_call = max(1, max_rows // n_rows)
+        calls += [
+            (index, first, settings[first : first + per_call]) for first in range(0, len(settings), per_call)
+        ]
+    for index, first, group in tqdm(calls, desc=progress, disable=progress is None, leave=False):
+        with intervene(loaded, interleaved_edits(group)):
+            rows = _greedy(loaded, cached.inputs(index, repeats=len(group)), max_new_tokens, first_line)
+        start = index * cached.batch_size
+        for r, text in enumerate(rows):
+            texts[first + r % len(group)][start + r // len(group)] = text
+    return texts
+
+
+class FirstLineEnded(StoppingCriteria):
+    """Stops each row once its continuation (after `prompt_width` columns), leading whitespace
+    left out, holds a line break: the first line cannot change after it."""
+
+    def __init__(self, tokenizer: Any, prompt_width: int) -> None:
+        self.tokenizer, self.prompt_width = tokenizer, prompt_width
+
+    def __call__(self, input_ids: Tensor, scores: Any, **kwargs: Any) -> Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
+        return torch.tensor(["\n" in text.lstrip() for text in texts], device=input_ids.device)
+
+
+def _greedy(model: Model, batch: dict[str, Any], max_new_tokens: int, first_line: bool) -> list[str]:
+    """One greedy `generate` call's continuations, decoded and stripped (`first_line`: each row's
+    first line, the row stopped once it has ended)."""
+    width = batch["input_ids"].shape[1]
+    stop = [FirstLineEnded(model.tokenizer, width)] if first_line else []
+    out = model.hf.generate(
+        **batch,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=model.tokenizer.pad_token_id,
+        stopping_criteria=StoppingCriteriaList(stop),
+    )
+    texts = [model.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out[:, width:]]
+    return [text.split("\n", 1)[0].strip() for text in texts] if first_line else texts
 
 
 def _device(model: ModelLike) -> torch.device:

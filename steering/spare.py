@@ -65,6 +65,7 @@ DIRECTIONS = ("memory", "context")
 ESTIMATORS = ("mutual_info_classif", "binned")
 BALANCE_SEED = 666  # the authors' fixed seed for `equal_label_examples`
 ANSWER_TEMPLATE = "{prompt} {answer}\n\n"  # a demonstration's ending in the authors' prompt format
+PARALLEL_MI_FEATURES = 1024  # from this many features, MI runs on as many processes as torch's threads
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,10 @@ def mutual_information(
         if minmax:
             x = MinMaxScaler().fit_transform(x)
         y = labels.detach().long().cpu().numpy()
-        return torch.from_numpy(mutual_info_classif(x, y, random_state=random_state))
+        # one k-NN estimate per feature, spread over processes (the noise is drawn before, so the
+        # values are the same); a few features are not worth starting them
+        jobs = torch.get_num_threads() if x.shape[1] >= PARALLEL_MI_FEATURES else None
+        return torch.from_numpy(mutual_info_classif(x, y, random_state=random_state, n_jobs=jobs))
     if estimator == "binned":
         return _binned_mutual_information(z, labels, bins)
     raise InputError(f"unknown estimator {estimator!r}; valid: {', '.join(ESTIMATORS)}")

@@ -179,11 +179,17 @@ class CachedPrompts:
     batch_size: int
     batches: list[PrefixedBatch]
 
-    def inputs(self, index: int) -> dict[str, Any]:
+    def inputs(self, index: int, repeats: int = 1) -> dict[str, Any]:
         """Generation inputs of batch `index`: ids, mask and a copy of its cache (generation
-        extends the cache it is given)."""
+        extends the cache it is given); with `repeats`, each row repeated that many times in a
+        row (row i * repeats + k is row i), for running as many settings at once."""
         batch = self.batches[index]
-        return {**batch.inputs, "past_key_values": copy.deepcopy(batch.cache)}
+        cache = copy.deepcopy(batch.cache)
+        if repeats == 1:
+            return {**batch.inputs, "past_key_values": cache}
+        cache.batch_repeat_interleave(repeats)
+        repeated = {name: value.repeat_interleave(repeats, 0) for name, value in batch.inputs.items()}
+        return {**repeated, "past_key_values": cache}
 
 
 def cache_all_but_last(

@@ -104,6 +104,11 @@ class TokenInfo:
             "is_last_prompt", lambda t: t.is_real & (t.positions == t.prompt_lengths[:, None] - 1)
         )
 
+    def rows(self, index: slice) -> TokenInfo:
+        """The same information for the batch rows `index` selects (one group of rows of a batch
+        that runs several settings at once, `steerscope.row_groups`)."""
+        return TokenInfo(self.positions[index], self.is_real[index], self.prompt_lengths[index])
+
     def to(self, device: torch.device) -> TokenInfo:
         """The same information on another device (for models sharded across devices), moved
         once per device per call."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, TopKSAE, TopKSAEConfig
+from sklearn.feature_selection import mutual_info_classif
+from sklearn.preprocessing import MinMaxScaler
 
 import steerscope as ss
 from steerscope.errors import InputError
 from steerscope.kernels.sae_edit import SubsetEdit, fused_edit, reference_edit, sae_parts
 from steerscope.steering.sae import SAETrainSettings, encode_pre, sae_from_activations
 from steerscope.steering.spare import (
+    PARALLEL_MI_FEATURES,
     Selection,
     answer_losses,
     balance_groups,
@@ -288,3 +291,20 @@ def test_fused_equals_reference() -> None:
         got = fused_edit(SubsetEdit.gather(parts, remove, add, target_remove, target_add), h)
         assert (expected - h).abs().max() > 0.1
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_mi_of_many_features_spread_over_processes_equals_one_process() -> None:
+    generator = torch.Generator().manual_seed(5)
+    z = torch.rand(16, PARALLEL_MI_FEATURES, generator=generator)
+    z *= torch.rand(z.shape, generator=generator) < 0.3  # sparse, as SAE codes
+    labels = (torch.arange(16) % 2).float()
+    alone = mutual_info_classif(
+        MinMaxScaler().fit_transform(z.numpy()), labels.long().numpy(), random_state=3
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # two processes
+    try:
+        spread = mutual_information(z, labels, random_state=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(spread, torch.from_numpy(alone)) and (spread > 0).any()

@@ -31,6 +31,7 @@ from steerscope.probes.knowledge import (
     BehaviourCounts,
     LabelledExample,
     answer_greedy,
+    answer_greedy_in_settings,
     behaviour_counts,
     known_conflicts,
     label_behaviour,
@@ -66,14 +67,26 @@ def _answers(
     model: ModelLike,
     prompts: list[str],
     records: list[Conflict],
-    edits: dict[str, Edit],
+    settings: list[dict[str, Edit]],
     cached: CachedPrompts | None,
-) -> dict:
-    """Per-prompt hits with the substitute (C) and the original (M) answer, and behaviour labels.
-    Every edit here acts at the last prompt token, so `cached` (the prompts run up to it once)
-    serves them all."""
-    with intervene(model, edits):
-        outputs = answer_greedy(model, prompts, cached=cached)
+    progress: str | None = None,
+) -> list[dict]:
+    """Per setting (its edits), per-prompt hits with the substitute (C) and the original (M)
+    answer, and behaviour labels. Every edit here acts at the last prompt token, so `cached` (the
+    prompts run up to it once) serves them all, the settings as rows of shared batches
+    (`answer_greedy_in_settings`); without it (a sliding window could cut the prompts) each
+    setting runs on its own."""
+    if cached is None:
+        outputs = []
+        for edits in tqdm(settings, desc=progress, disable=progress is None, leave=False):
+            with intervene(model, edits):
+                outputs.append(answer_greedy(model, prompts))
+    else:
+        outputs = answer_greedy_in_settings(model, cached, settings, progress=progress)
+    return [_scored(texts, records) for texts in outputs]
+
+
+def _scored(outputs: list[str], records: list[Conflict]) -> dict:
     pairs = list(zip(outputs, records, strict=True))
     return {
         "hit_c": [float(says_any(o, r.sub_answer)) for o, r in pairs],
@@ -266,10 +279,9 @@ def choose_on_dev(
     prompts = _knowledge_prompts(config, conflicts, facts.dev)
     cached = cache_all_but_last(as_model(model), prompts, ANSWER_TOKENS, ANSWER_BATCH)
 
-    def rates(edits: dict[str, Edit]) -> dict[str, float]:
-        return exact_match_rates(_answers(model, prompts, facts.dev, edits, cached))
+    def rates(settings: list[dict[str, Edit]], progress: str) -> list[dict[str, float]]:
+        return [exact_match_rates(a) for a in _answers(model, prompts, facts.dev, settings, cached, progress)]
 
-    no_edit = rates({})
     spare_settings = [
         {"method": "spare", "direction": direction, "layers": layers, "p": p, "alpha": alpha}
         for layers in sets
@@ -277,12 +289,23 @@ def choose_on_dev(
         for alpha in sorted(config.alphas)
         for direction in DIRECTIONS
     ]
+    controls = [features.spare(s, random=True) for s in spare_settings] if config.dev_random_control else []
+    # no edit, every setting and every control run together: the settings share each batch's calls
+    measured = rates([{}] + [features.spare(s) for s in spare_settings] + controls, "spare dev grid")
+    no_edit, spare_rates, control_rates = (
+        measured[0],
+        measured[1 : 1 + len(spare_settings)],
+        measured[1 + len(spare_settings) :],
+    )
     spare_grid = grid_rows(
-        spare_settings,
-        lambda s: {**s, "S_C": features.n_selected(s, "S_C"), "S_M": features.n_selected(s, "S_M")},
-        lambda s: rates(features.spare(s)),
-        (lambda s: rates(features.spare(s, random=True))) if config.dev_random_control else None,
-        progress="spare dev grid",
+        range(len(spare_settings)),
+        lambda i: {
+            **spare_settings[i],
+            "S_C": features.n_selected(spare_settings[i], "S_C"),
+            "S_M": features.n_selected(spare_settings[i], "S_M"),
+        },
+        lambda i: spare_rates[i],
+        (lambda i: control_rates[i]) if config.dev_random_control else None,
     )
     spare = {d: _best(spare_grid, d, "alpha") for d in DIRECTIONS}
     diffmean_settings = [
@@ -290,9 +313,8 @@ def choose_on_dev(
         for d in DIRECTIONS
         for strength in sorted(config.strengths)
     ]
-    diffmean_grid = grid_rows(
-        diffmean_settings, dict, lambda s: rates(features.diffmean(s)), progress="diff-of-means dev grid"
-    )
+    diffmean_rates = rates([features.diffmean(s) for s in diffmean_settings], "diff-of-means dev grid")
+    diffmean_grid = [{**s, **r} for s, r in zip(diffmean_settings, diffmean_rates, strict=True)]
     diffmean = {d: _best(diffmean_grid, d, "strength") for d in DIRECTIONS}
     controlled = (
         {d: controlled_choice(spare_grid, d, no_edit) for d in DIRECTIONS} if config.control_rule else {}
@@ -322,8 +344,14 @@ def measure_held_out(
             else:
                 edits[name] = features.spare(setting, random=method == "random_features")
     cached = cache_all_but_last(as_model(context.model), prompts, ANSWER_TOKENS, ANSWER_BATCH)
-    answers = {
-        name: _answers(context.model, prompts, facts.held, edits[name], cached)
-        for name in tqdm(list(edits), desc="held-out conditions", leave=False)
-    }
+    names = list(edits)
+    answers = dict(
+        zip(
+            names,
+            _answers(
+                context.model, prompts, facts.held, [edits[n] for n in names], cached, "held-out conditions"
+            ),
+            strict=True,
+        )
+    )
     return prompts, answers | {name: answers[authors] for name, authors in same_as.items()}

@@ -209,13 +209,19 @@ def substitute(fact: Fact, seed: int = 0, facts: Sequence[Fact] = FACTS) -> str:
 
     Never the true answer, and never a word the question itself mentions.
     """
-    answers = _answers_by_relation(tuple(facts))
-    choices = [
-        a for a in answers.get(fact.relation, ()) if a != fact.answer and not _mentions(fact.question, a)
-    ]
+    choices = _substitute_choices(fact, tuple(facts))
     if not choices:
         raise InputError(f"relation {fact.relation!r} has no other answer to substitute for {fact.answer!r}")
     return random.Random(f"{seed}/{fact.relation}/{fact.subject}").choice(choices)
+
+
+@lru_cache(maxsize=4096)
+def _substitute_choices(fact: Fact, facts: tuple[Fact, ...]) -> tuple[str, ...]:
+    """The answers `substitute` chooses among, the same for every seed: computed once per fact."""
+    answers = _answers_by_relation(facts)
+    return tuple(
+        a for a in answers.get(fact.relation, ()) if a != fact.answer and not _mentions(fact.question, a)
+    )
 
 
 @lru_cache(maxsize=8)

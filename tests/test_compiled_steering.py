@@ -337,12 +337,14 @@ def test_forward_wrappers_stack_and_come_off_in_any_order(tiny_llama):
 
 @pytest.mark.slow
 def test_compiled_gemma_is_steered_exactly_through_its_bank(gemma):
-    """The real model: a few tokens, one layer, so the compile stays small."""
+    """The real model: a few tokens, one layer and one strength per block, so the compile stays
+    small (the graphs with and without a block then have the same rows; per-row strengths, which
+    compile the model twice more, are checked compiled on the tiny gemma3 and llama above)."""
     inputs = tokenize_for_generate(gemma, ["My first week at the new job has been", "The food was"])
     vector = _vector(gemma, sites=("L6.resid_post",))
-    strengths = [0.2, -0.3]
+    strength = 0.25
     plain = _greedy(gemma, inputs, tokens=4)
-    with steer(gemma, vector, strength=strengths, positions="generated"):
+    with steer(gemma, vector, strength=strength, positions="generated"):
         expected = _greedy(gemma, inputs, tokens=4)
     assert not torch.equal(expected, plain)
     counter = CompileCounterWithBackend("aot_eager")
@@ -350,12 +352,12 @@ def test_compiled_gemma_is_steered_exactly_through_its_bank(gemma):
     try:
         with install_steering_bank(gemma, vector.sites):
             hf.forward = torch.compile(hf.forward, backend=counter, dynamic=None)
-            with steer(gemma, vector, strength=strengths, positions="generated"):
+            with steer(gemma, vector, strength=strength, positions="generated"):
                 assert torch.equal(_greedy(gemma, inputs, tokens=4), expected)
             assert torch.equal(_greedy(gemma, inputs, tokens=4), plain)
             warmed_up = counter.frame_count
             with torch._dynamo.config.patch(error_on_recompile=True):
-                with steer(gemma, vector, strength=[-0.3, 0.2], positions="all"):
+                with steer(gemma, vector, strength=-0.3, positions="all"):
                     _greedy(gemma, inputs, tokens=4)
             assert counter.frame_count == warmed_up > 0
     finally:

@@ -4,6 +4,7 @@ steerscope writes itself (an organism gets its world's, `steerscope.organisms.su
 from __future__ import annotations
 
 import random
+from functools import lru_cache
 
 from steerscope.data import arithmetic, facts, tom
 from steerscope.data.conflicts import from_fact
@@ -32,7 +33,13 @@ def _natural_candidates(n: int | None, seed: int) -> list[Conflict]:
 
 def _natural_demos(record: Conflict, k: int, seed: int) -> list[Conflict]:
     """The table's demonstrations for a fact (`facts.demo_facts`), as records."""
-    return [from_fact(f, facts.substitute(f, seed)) for f in facts.demo_facts(_natural_fact(record), k, seed)]
+    return list(_table_demos(_natural_fact(record), k, seed))
+
+
+@lru_cache(maxsize=4096)
+def _table_demos(fact: facts.Fact, k: int, seed: int) -> tuple[Conflict, ...]:
+    """Computed once per fact, count and seed: every push and conflict of a prompt asks again."""
+    return tuple(from_fact(f, facts.substitute(f, seed)) for f in facts.demo_facts(fact, k, seed))
 
 
 def _sentiment(n_train: int, n_heldout: int, seed: int) -> tuple[list[ContrastPair], list[ContrastPair]]:

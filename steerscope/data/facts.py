@@ -209,13 +209,19 @@ def substitute(fact: Fact, seed: int = 0, facts: Sequence[Fact] = FACTS) -> str:
 
     Never the true answer, and never a word the question itself mentions.
     """
-    answers = _answers_by_relation(tuple(facts))
-    choices = [
-        a for a in answers.get(fact.relation, ()) if a != fact.answer and not _mentions(fact.question, a)
-    ]
+    choices = _substitute_choices(fact, tuple(facts))
     if not choices:
         raise InputError(f"relation {fact.relation!r} has no other answer to substitute for {fact.answer!r}")
     return random.Random(f"{seed}/{fact.relation}/{fact.subject}").choice(choices)
+
+
+@lru_cache(maxsize=4096)
+def _substitute_choices(fact: Fact, facts: tuple[Fact, ...]) -> tuple[str, ...]:
+    """The answers `substitute` chooses among, the same for every seed: computed once per fact."""
+    answers = _answers_by_relation(facts)
+    return tuple(
+        a for a in answers.get(fact.relation, ()) if a != fact.answer and not _mentions(fact.question, a)
+    )
 
 
 @lru_cache(maxsize=8)
@@ -231,6 +237,14 @@ def _substitutes(facts: tuple[Fact, ...], seed: int) -> dict[Fact, str]:
     return {f: substitute(f, seed, facts) for f in facts}
 
 
+@lru_cache(maxsize=8)
+def _renderings(facts: tuple[Fact, ...], seed: int) -> tuple[tuple[Fact, str], ...]:
+    """Each distinct fact with its question, true context and substituted context, one text to
+    search: rendered once per fact table and seed, not once per query."""
+    swaps = _substitutes(facts, seed)
+    return tuple((f, f"{f.question}\n{f.context()}\n{f.context(swaps[f])}") for f in dict.fromkeys(facts))
+
+
 def demo_facts(query: Fact, n: int = 3, seed: int = 0, facts: Sequence[Fact] = FACTS) -> list[Fact]:
     """`n` facts other than `query` to demonstrate with, deterministic by seed.
 
@@ -241,11 +255,7 @@ def demo_facts(query: Fact, n: int = 3, seed: int = 0, facts: Sequence[Fact] = F
     swaps = _substitutes(tuple(facts), seed)
     words = (query.subject, query.answer, swaps.get(query) or substitute(query, seed, facts))
     banned = re.compile("|".join(rf"\b{re.escape(w)}\b" for w in words), re.IGNORECASE)
-    candidates = [
-        f
-        for f in dict.fromkeys(facts)
-        if f != query and not banned.search(f"{f.question}\n{f.context()}\n{f.context(swaps[f])}")
-    ]
+    candidates = [f for f, text in _renderings(tuple(facts), seed) if f != query and not banned.search(text)]
     if len(candidates) < n:
         raise InputError(f"only {len(candidates)} facts can demonstrate for {query}, asked for {n}")
     return random.Random(f"demos/{seed}/{query.relation}/{query.subject}").sample(candidates, n)

@@ -18,6 +18,7 @@ from steerscope.steering.sae import (
     texts_digest,
     train_saes,
     training_texts,
+    training_windows,
 )
 
 if TYPE_CHECKING:
@@ -73,3 +74,11 @@ def experiment_saes(
             built_by_this_run=sae.built,
         )
     return trained
+
+
+def check_last_token_saes(context: ExperimentContext, settings: SAETrainSettings, demos: int) -> None:
+    """Before an experiment's expensive phases: SAEs of last prompt tokens (`positions="last"`)
+    need more training prompts than a batch (`training_windows` raises otherwise); SAEs of every
+    position train on a million tokens of text and need no such check."""
+    if settings.positions == "last":
+        training_windows(context.model, training_texts(context.data, demos, documents=False), settings)

@@ -287,6 +287,25 @@ def _work_key(model: ModelLike, sites: list[str], settings: SAETrainSettings, te
     return _digest({**key, "data_version": DATA_VERSION})[:24]
 
 
+def training_windows(
+    model: ModelLike, texts: Sequence[str], settings: SAETrainSettings
+) -> dict[str, list[str]]:
+    """The held-out ("eval") and "train" windows an SAE of `settings` is built from. An SAE of
+    last tokens (one token per text) refuses texts that give fewer training windows than a batch;
+    cheap (tokenizing), so experiments call it before their expensive phases."""
+    cut = last_windows if settings.positions == "last" else token_windows
+    windows = split_windows(
+        cut(as_model(model).tokenizer, texts, settings.context, settings.max_tokens, settings.seed),
+        settings.holdout,
+    )
+    if settings.positions == "last" and len(windows["train"]) < settings.batch_size:
+        raise InputError(
+            f"positions='last' trains on one token per text: {len(windows['train'])} training texts "
+            f"are fewer than batch_size={settings.batch_size}; lower the batch size or give more texts"
+        )
+    return windows
+
+
 def _build_missing(
     model: ModelLike,
     sites: list[str],
@@ -297,15 +316,7 @@ def _build_missing(
     progress: bool,
 ) -> None:
     last = settings.positions == "last"
-    cut = last_windows if last else token_windows
-    windows = split_windows(
-        cut(model.tokenizer, texts, settings.context, settings.max_tokens, settings.seed), settings.holdout
-    )
-    if last and len(windows["train"]) < settings.batch_size:
-        raise InputError(
-            f"positions='last' trains on one token per text: {len(windows['train'])} training texts "
-            f"are fewer than batch_size={settings.batch_size}; lower the batch size or give more texts"
-        )
+    windows = training_windows(model, texts, settings)
     start = time.perf_counter()
     shards = {
         split: capture_shards(model, windows[split], sites, work, split, progress=progress, last=last)

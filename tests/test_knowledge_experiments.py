@@ -173,6 +173,19 @@ def test_conflict_probe_refuses_trained_facts_on_data_without_them_before_any_fo
     assert not (tmp_path / "results.json").exists()
 
 
+@pytest.mark.parametrize(("experiment", "settings"), [("spare", {}), ("conflict-probe", {"sae_probe": True})])
+def test_saes_of_last_tokens_refuse_fewer_prompts_than_a_batch_before_any_forward(
+    tmp_path, monkeypatch, experiment, settings
+):
+    monkeypatch.setattr(conflict_probe, "known_conflicts", None)  # any forward pass would fail otherwise
+    monkeypatch.setattr(spare_phases, "known_conflicts", None)
+    with pytest.raises(InputError, match="are fewer than batch_size=100000; lower the batch size"):
+        run_experiment(
+            experiment, tmp_path, model="tiny:llama", sae_positions="last", sae_batch_size=100000, **settings
+        )
+    assert not (tmp_path / "results.json").exists()
+
+
 def test_conflict_probe_on_a_random_model_says_how_few_facts_it_knows(tmp_path):
     source = str(DATA / "conflicts.jsonl")
     with pytest.raises(InputError, match=f"only 0 of 16 facts from {source} are memorised"):

@@ -26,6 +26,7 @@ from steerscope.context import ExperimentContext
 from steerscope.experiments.conflict_probe import phases, planted, report
 from steerscope.experiments.conflict_probe.config import ConflictProbeConfig
 from steerscope.registry import Outcome, register
+from steerscope.steering.experiment_saes import check_last_token_saes
 
 
 @register(
@@ -37,6 +38,8 @@ from steerscope.registry import Outcome, register
 def run(config: ConflictProbeConfig, context: ExperimentContext) -> Outcome:
     """The memorised facts, one capture of their prompts, splits by fact, dense probes, the
     SAE-feature probes when asked, the planted flag's readout on a planted organism, report."""
+    if config.sae_probe:
+        check_last_token_saes(context, config.sae_train_settings(config.seed), config.demos)
     tried, facts = phases.memorised_facts(config, context)
     prompts, acts, labels = phases.capture_pairs(config, context, facts)
     splits = phases.split_by_fact(config, context, tried, facts)

@@ -25,6 +25,7 @@ from steerscope.experiments.spare import phases, report
 from steerscope.experiments.spare.config import SpareConfig, layer_sets
 from steerscope.experiments.spare.planted import planted_results
 from steerscope.registry import Outcome, register
+from steerscope.steering.experiment_saes import check_last_token_saes
 
 
 @register(
@@ -36,6 +37,7 @@ from steerscope.registry import Outcome, register
 def run(config: SpareConfig, context: ExperimentContext) -> Outcome:
     """Split the facts, fit features, choose on dev, touch the held-out facts once, report."""
     sets = layer_sets(config, context.model.anatomy.n_layers)
+    check_last_token_saes(context, config.sae_train_settings(config.seed), config.demos)
     facts = phases.split_facts(config, context)
     features = phases.fit_features(config, context, facts, sets)
     chosen = phases.choose_on_dev(config, context, facts, features, sets)

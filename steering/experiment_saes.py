@@ -56,8 +56,9 @@ def experiment_saes(
     context: ExperimentContext, sites: Sequence[str | Site], settings: SAETrainSettings, demos: int
 ) -> dict[str, TrainedSAE]:
     """SAEs by site for an experiment's model, trained on `training_texts(context.data, demos)`
-    (the prompts alone for an SAE of last tokens) where the cache lacks them; each is recorded in the provenance (folder, weights hash,
-    settings, texts hash, built or reused) and the training windows under the `text` data."""
+    (the prompts alone for an SAE of last tokens) where the cache lacks them; each is recorded in
+    the provenance (folder, weights hash, settings, texts hash, built or reused) and the training
+    windows under the `text` data."""
     texts = training_texts(context.data, demos, documents=settings.positions == "all")
     trained = train_saes(context.model, sites, settings, texts)
     first = next(iter(trained.values()))

@@ -136,10 +136,11 @@ def capture_shards(
         if problem != "missing":
             warnings.warn(f"SAE activation shard {path} {problem}; capturing it again", stacklevel=2)
         got = capture(model, chunk, list(sites), batch_size=batch_size, progress=False)
-        keep = got.mask & (got.positions > 0)
         if last:  # left padding: every window ends in the last column
-            keep = torch.zeros_like(keep)
+            keep = torch.zeros_like(got.mask)
             keep[:, -1] = True
+        else:
+            keep = got.mask & (got.positions > 0)
         data = save_tensors({site: got[site][keep].to(torch.bfloat16).contiguous() for site in sites})
         write_atomic(path, data)
         meta = {"windows": len(chunk), "sites": list(sites), HASH_NAME: data_digest(data)}

@@ -3,7 +3,7 @@ tree alone) against this tree, and this tree in another dtype, side by side on t
 the same run.
 
 For each repetition and experiment, every variant starts at the same moment as a separate
-`steerscope run NAME --quick` process, so all of them see the same load from other jobs (a shared
+`steerscope run NAME --quick` process (`--full`: with the experiment's default settings), so all of them see the same load from other jobs (a shared
 machine's load moves by minutes; sequential runs would compare different loads). On a quiet
 machine `--sequential` runs them one after another instead (the order rotating with each
 repetition), so they do not share the cores. The earlier
@@ -59,12 +59,18 @@ def tree_of(commit: str, into: Path) -> Path:
 
 
 def start(
-    variant: str, name: str, out: Path, pythonpath: Path | None, dtype: str | None, settings: list[str]
+    variant: str,
+    name: str,
+    out: Path,
+    pythonpath: Path | None,
+    dtype: str | None,
+    settings: list[str],
+    quick: bool = True,
 ) -> dict[str, Any]:
     env = dict(os.environ)
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
-    command = [sys.executable, "-c", RUN, "run", name, "--quick", "--out", str(out)]
+    command = [sys.executable, "-c", RUN, "run", name, *(["--quick"] if quick else []), "--out", str(out)]
     command += [part for setting in settings for part in ("--set", setting)]
     if dtype is not None:
         command += ["--dtype", dtype]
@@ -142,6 +148,7 @@ def main() -> None:
     parser.add_argument(
         "--sequential", action="store_true", help="one variant at a time, in rotating order (quiet machine)"
     )
+    parser.add_argument("--full", action="store_true", help="default settings instead of --quick")
     args = parser.parse_args()
     load_at_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="experiment-times-"))
@@ -161,7 +168,7 @@ def main() -> None:
                 variants = variants[shift:] + variants[:shift]
             jobs = []
             for variant, tree, dtype in variants:
-                jobs.append(start(variant, name, folder / variant, tree, dtype, args.set))
+                jobs.append(start(variant, name, folder / variant, tree, dtype, args.set, not args.full))
                 if args.sequential:
                     wait(jobs[-1])
             for job in jobs:
@@ -192,6 +199,7 @@ def main() -> None:
         {
             "before": args.before,
             "sequential": args.sequential,
+            "settings_kind": "default" if args.full else "quick",
             "settings": args.set,
             "runs": str(runs),
             "rows": rows,

@@ -158,3 +158,28 @@ def test_default_sweep_is_the_papers_on_gemma_and_scaled_up_on_small_models(gemm
     assert default_sweep(gemma, quick=True) == pytest.approx([1e-5, 1e-4])
     # Tiny llama: median linear matrix 64 x 64 = 4096 entries; 5 of them need a headline of 1e-2.
     assert default_sweep(tiny_llama) == pytest.approx([1e-3, 3e-3, 1e-2, 3e-2, 1e-1])
+
+
+def test_a_mask_that_selects_nothing_takes_the_baseline_without_evaluating(tiny_llama, monkeypatch):
+    from steerscope.experiments.tom_sensitivity import phases
+    from steerscope.experiments.tom_sensitivity.config import TomSensitivityConfig
+
+    params = dict(tiny_llama.hf.named_parameters())
+    names = tiny_llama.anatomy.linear_weights().values()
+    generator = torch.Generator().manual_seed(0)
+    fisher = tuple({n: torch.rand(params[n].shape, generator=generator) for n in names} for _ in range(2))
+    calls = []
+
+    def weight_sum(model, items, windows):  # stands in for the ToM and perplexity evaluation
+        calls.append(1)
+        return {"weights": float(sum(params[n].double().sum() for n in names))}
+
+    monkeypatch.setattr(phases, "_evaluate", weight_sum)
+    config = TomSensitivityConfig(sparsities=[1e-9, 0.01], random_seeds=2)
+    sweep = phases.sweep_masks(config, tiny_llama, fisher, phases.Evaluation([], []))
+    empty, full = sweep.rows
+    assert empty["n_perturbed"] == 0 and empty["generic_mask"]["n_perturbed"] == 0
+    assert empty["weights"] == empty["generic_mask"]["weights"] == sweep.baseline["weights"]
+    assert empty["random"]["weights"] == sweep.baseline["weights"] and empty["random"]["weights_sd"] == 0
+    assert full["n_perturbed"] > 0 and full["weights"] != sweep.baseline["weights"]
+    assert len(calls) == 1 + (2 + config.random_seeds)  # the baseline, then the 0.01 masks only

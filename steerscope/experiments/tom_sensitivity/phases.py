@@ -88,7 +88,9 @@ def sweep_masks(
     evaluation: Evaluation,
 ) -> Sweep:
     """Unperturbed, then per sparsity the ToM-specific mask, `random_seeds` random masks of the same
-    counts and the mirror (generic-specific) mask, each mean-replaced and evaluated."""
+    counts and the mirror (generic-specific) mask, each mean-replaced and evaluated (a mask that
+    selects nothing, as the paper's smallest fractions may on a small model, takes the baseline's
+    scores)."""
     tom_f, generic_f = fisher
     sparsities = config.sparsities or default_sweep(model, config.quick)
     bar = tqdm(total=1 + len(sparsities) * (2 + config.random_seeds), desc="evaluations (unperturbed, masks)")
@@ -98,15 +100,21 @@ def sweep_masks(
         bar.update()
         return scores
 
+    def unchanged() -> dict[str, float]:
+        """An empty mask changes no weight: its scores are the baseline's, not evaluated again."""
+        bar.update()
+        return dict(baseline)
+
     baseline = evaluate()
     sweep, distribution = [], {}
     for sparsity in sparsities:
         masks, mirror = sensitive_mask_pair(tom_f, generic_f, sparsity)
+        measure = evaluate if mask_counts(masks) else unchanged  # random masks take masks' counts
         with mean_replacement(model, masks, config.scale):
-            targeted = evaluate()
-        randoms = under_random_masks(model, masks, config.random_seeds, config.scale, evaluate)
+            targeted = measure()
+        randoms = under_random_masks(model, masks, config.random_seeds, config.scale, measure)
         with mean_replacement(model, mirror, config.scale):
-            generic_specific = evaluate()
+            generic_specific = (evaluate if mask_counts(mirror) else unchanged)()
         sweep.append(
             {
                 "sparsity": sparsity,

@@ -26,10 +26,11 @@ from steerscope.organisms.planted import (
     cosines,
     option_edit,
     planted_directions,
+    planted_loss,
     planted_site,
     planted_spec,
 )
-from steerscope.organisms.train import build_corpus
+from steerscope.organisms.train import batch_at, batch_picks, build_corpus
 from steerscope.probes.knowledge import answer_greedy
 from steerscope.runner import run_experiment
 from steerscope.steering.sae import SAETrainSettings, train_saes, training_texts
@@ -50,6 +51,45 @@ def test_the_directions_are_orthonormal_and_read_from_the_recipe() -> None:
     reseeded = dataclasses.replace(SPEC, planted=dataclasses.replace(SPEC.planted, seed=1))
     assert not torch.allclose(planted_directions(reseeded), directions)
     assert reseeded.digest() != SPEC.digest()
+
+
+def _with_early_quiet(weight: float, flag_only: bool = False) -> organisms.OrganismSpec:
+    planted = dataclasses.replace(SPEC.planted, early_quiet_weight=weight, early_quiet_flag_only=flag_only)
+    return dataclasses.replace(SPEC, planted=planted)
+
+
+def test_the_early_quiet_term_is_in_the_digest_only_when_trained() -> None:
+    """`early_quiet_weight` 0 leaves the recipe's digest what it was before the term existed (the
+    digest organism:sources-planted's weights were committed with); a weight, or which directions
+    it quiets, changes it."""
+    assert _with_early_quiet(0.0).digest() == _with_early_quiet(0.0, flag_only=True).digest()
+    assert _with_early_quiet(0.0).digest().startswith("dfa6034642bd")
+    digests = {_with_early_quiet(w, f).digest() for w in (0.0, 1.0, 10.0) for f in (False, True)}
+    assert len(digests) == 5
+
+
+def test_the_early_quiet_term_penalises_the_code_before_the_planted_layer(corpus) -> None:
+    """The term is `early_quiet_weight` x the mean squared projection (in margins) of the residual
+    leaving L0 and L1 at the labelled tokens: on all three directions, or on the flag alone; with
+    weight 0 it is not computed. Checked on a batch of the corpus with the committed organism
+    (which writes the code from L0 on)."""
+    model = ss.load("organism:sources-planted").hf
+    picks, (ids, mask, labels) = batch_picks(corpus, SPEC, 0), batch_at(corpus, SPEC, 0)
+    position = corpus.planted.position[picks]
+    labelled = torch.nonzero(position >= 0).flatten()
+    directions = planted_directions(SPEC)
+    with torch.no_grad():
+        hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        before = torch.stack([h[labelled, position[labelled]] for h in hidden[1:3]])  # leaving L0, L1
+        base, parts = planted_loss(model, SPEC, corpus.planted, picks, ids, mask, labels, step=0)
+        assert "early" not in parts
+        for flag_only, rows in ((False, slice(None)), (True, slice(FLAG, None))):
+            expected = (before @ directions[rows].T / SPEC.planted.margin).pow(2).mean()
+            spec = _with_early_quiet(10.0, flag_only)
+            loss, parts = planted_loss(model, spec, corpus.planted, picks, ids, mask, labels, step=0)
+            assert len(labelled) and parts["early"] == pytest.approx(float(expected), rel=1e-4)
+            assert parts["early"] > 0.01  # this organism writes the code before L2
+            assert float(loss - base) == pytest.approx(10.0 * parts["early"], rel=1e-3)
 
 
 def test_the_recipe_depends_on_the_organism_it_starts_from(monkeypatch) -> None:

@@ -88,7 +88,12 @@ class Planted:
     option's (interchange-intervention training, Geiger et al. 2022, arXiv 2112.00826), so the
     directions decide the answer: the mean cross-entropy of every answer in a batch (the token
     after `answer:`; a swapped document's is the other option's) is a term of its own, weight
-    `answer_weight`. The three orthonormal directions are drawn from `seed`.
+    `answer_weight`. With `early_quiet_weight` > 0 the residual leaving every layer before `layer`,
+    at the labelled token, is trained to project 0 on all three directions (on the flag alone with
+    `early_quiet_flag_only`; an MSE in units of `margin`), so the code first appears at the planted
+    site instead of being written earlier and carried there (left to itself, organism:sources-planted
+    writes it from L0 on); at 0 (the default) the term is neither trained nor part of the recipe's
+    digest. The three orthonormal directions are drawn from `seed`.
     """
 
     layer: int
@@ -99,6 +104,8 @@ class Planted:
     swap_fraction: float = 0.5
     answer_weight: float = 1.0
     seed: int = 0
+    early_quiet_weight: float = 0.0
+    early_quiet_flag_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,8 @@ class OrganismSpec:
         spec = dataclasses.asdict(self)
         if spec["planted"] is None:  # recipes from before planted directions keep their digest
             del spec["planted"]
+        elif not spec["planted"]["early_quiet_weight"]:  # and those from before the early term
+            del spec["planted"]["early_quiet_weight"], spec["planted"]["early_quiet_flag_only"]
         recipe = {
             "spec": spec,
             "world_version": self.world_module().VERSION,

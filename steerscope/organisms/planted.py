@@ -147,8 +147,9 @@ def planted_loss(
     step: int,
 ) -> tuple[Tensor, dict[str, float]]:
     """The training loss of one batch (documents `picks` of the corpus, as `ids`, `mask`,
-    `labels`): next-token loss + the code and quiet terms + the answer term (`Planted`); and each
-    term's value, with `swap`, the answer term's cross-entropy on the swapped documents alone.
+    `labels`): next-token loss + the code, quiet and early quiet terms + the answer term
+    (`Planted`); and each term's value (`early`: the early quiet term's, when it is trained), with
+    `swap`, the answer term's cross-entropy on the swapped documents alone.
 
     The swapped documents are drawn by a generator seeded by (seed, step), so a resumed build
     takes the same steps. The answer term is the mean cross-entropy of every answer in the batch
@@ -184,12 +185,23 @@ def planted_loss(
         )
         return (new, *output[1:]) if isinstance(output, tuple) else new
 
-    layer = module_at(model, anatomy_of(model).layer_path(planted.layer))
-    handle = layer.register_forward_hook(hook)
+    early: list[Tensor] = []  # the residual leaving each layer before the planted one
+
+    def record(module: nn.Module, args: tuple, output: Tensor | tuple) -> None:
+        early.append(output[0] if isinstance(output, tuple) else output)
+
+    anatomy = anatomy_of(model)
+    handles = [module_at(model, anatomy.layer_path(planted.layer)).register_forward_hook(hook)]
+    if planted.early_quiet_weight:
+        handles += [
+            module_at(model, anatomy.layer_path(layer)).register_forward_hook(record)
+            for layer in range(planted.layer)
+        ]
     try:
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     projection = seen["h"] @ directions.T / planted.margin  # [b, t, 3]
     decision = torch.zeros_like(mask, dtype=torch.bool)
     decision[labelled, position[labelled]] = True
@@ -206,11 +218,17 @@ def planted_loss(
         if len(rows_at)
         else out.loss.new_zeros(())
     )
+    terms = planted.code_weight * code + planted.quiet_weight * quiet + planted.answer_weight * answers
     parts = {"lm": out.loss.item(), "code": code.item(), "quiet": quiet.item(), "answer": answers.item()}
+    if early:  # the code before the planted layer, at the labelled tokens
+        quieted = directions[FLAG:] if planted.early_quiet_flag_only else directions
+        before = torch.stack([h[labelled, position[labelled]] for h in early]) @ quieted.T
+        early_quiet = (before / planted.margin).pow(2).mean()
+        terms = terms + planted.early_quiet_weight * early_quiet
+        parts["early"] = early_quiet.item()
     if len(swapped):  # how well swapped documents follow the swap (in the answer term already)
         logits = out.logits[swapped, position[swapped]].detach().float()
         parts["swap"] = F.cross_entropy(logits, other[swapped]).item()
-    terms = planted.code_weight * code + planted.quiet_weight * quiet + planted.answer_weight * answers
     return out.loss + terms, parts
 
 

@@ -17,7 +17,7 @@ conflict: a positive control for probes and steering methods that look for such 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +136,33 @@ def _swap_options(h: Tensor, options: Tensor, code: Tensor) -> Tensor:
     return h - (h @ options.T) @ options + code @ options
 
 
+def _answer_term(out: Any, ids: Tensor, labels: Tensor, marker: Tensor) -> Tensor:
+    """Mean cross-entropy of every answer in the batch: each token after the two-token `marker`."""
+    rows_at, answer_at = torch.nonzero(
+        (ids[:, :-2] == marker[0]) & (ids[:, 1:-1] == marker[1]), as_tuple=True
+    )
+    answer_at = answer_at + 1  # the marker's second token, whose next token is the answer
+    if not len(rows_at):
+        return out.loss.new_zeros(())
+    return F.cross_entropy(out.logits[rows_at, answer_at].float(), labels[rows_at, answer_at + 1])
+
+
+def _early_quiet_term(planted: Planted, directions: Tensor, before: list[Tensor]) -> Tensor:
+    """Mean squared projection (in units of the margin) on the planted directions, or the flag's
+    alone, of the residuals `before` [n, d_model] leaving each layer before the planted one."""
+    quieted = directions[FLAG:] if planted.early_quiet_flag_only else directions
+    return ((torch.stack(before) @ quieted.T) / planted.margin).pow(2).mean()
+
+
+def _swapped_documents(spec: OrganismSpec, other: Tensor, step: int) -> Tensor:
+    """Indices of the batch's documents whose options differ (`other` >= 0) drawn for the swap,
+    each with probability `swap_fraction`, by a generator seeded by (seed, step)."""
+    generator = torch.Generator().manual_seed(spec.training.seed * 1_000_003 + step + _SWAP_SALT)
+    draw = torch.rand(len(other), generator=generator) < _planted(spec).swap_fraction
+    differing = torch.nonzero(other >= 0).flatten()
+    return differing[draw[differing]]
+
+
 def planted_loss(
     model: nn.Module,
     spec: OrganismSpec,
@@ -165,10 +192,7 @@ def planted_loss(
     directions = planted_directions(spec)
     position, other = rows.position[picks], rows.other_token[picks]
     labelled = torch.nonzero(position >= 0).flatten()
-    generator = torch.Generator().manual_seed(spec.training.seed * 1_000_003 + step + _SWAP_SALT)
-    draw = torch.rand(len(picks), generator=generator) < planted.swap_fraction
-    differing = torch.nonzero(other >= 0).flatten()
-    swapped = differing[draw[differing]]
+    swapped = _swapped_documents(spec, other, step)
     labels = labels.clone()
     labels[swapped, position[swapped] + 1] = other[swapped]
     opposite = F.one_hot(1 - rows.choice[picks][swapped], N_OPTIONS).float() * planted.margin
@@ -208,22 +232,11 @@ def planted_loss(
     target = planted_codes(spec, rows.choice[picks][labelled], rows.flag[picks][labelled]) / planted.margin
     code = (projection[labelled, position[labelled]] - target).pow(2).mean()
     quiet = projection[(mask > 0) & ~decision].pow(2).mean()
-    marker = rows.answer_marker
-    rows_at, answer_at = torch.nonzero(
-        (ids[:, :-2] == marker[0]) & (ids[:, 1:-1] == marker[1]), as_tuple=True
-    )
-    answer_at = answer_at + 1  # the marker's second token, whose next token is the answer
-    answers = (
-        F.cross_entropy(out.logits[rows_at, answer_at].float(), labels[rows_at, answer_at + 1])
-        if len(rows_at)
-        else out.loss.new_zeros(())
-    )
+    answers = _answer_term(out, ids, labels, rows.answer_marker)
     terms = planted.code_weight * code + planted.quiet_weight * quiet + planted.answer_weight * answers
     parts = {"lm": out.loss.item(), "code": code.item(), "quiet": quiet.item(), "answer": answers.item()}
     if early:  # the code before the planted layer, at the labelled tokens
-        quieted = directions[FLAG:] if planted.early_quiet_flag_only else directions
-        before = torch.stack([h[labelled, position[labelled]] for h in early]) @ quieted.T
-        early_quiet = (before / planted.margin).pow(2).mean()
+        early_quiet = _early_quiet_term(planted, directions, [h[labelled, position[labelled]] for h in early])
         terms = terms + planted.early_quiet_weight * early_quiet
         parts["early"] = early_quiet.item()
     if len(swapped):  # how well swapped documents follow the swap (in the answer term already)

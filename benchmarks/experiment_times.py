@@ -3,8 +3,9 @@ tree alone) against this tree, and this tree in another dtype, side by side on t
 the same run.
 
 For each repetition and experiment, every variant starts at the same moment as a separate
-`steerscope run NAME --quick` process (`--full`: with the experiment's default settings), so all of them see the same load from other jobs (a shared
-machine's load moves by minutes; sequential runs would compare different loads). On a quiet
+`steerscope run NAME --quick` process (`--full`: with the experiment's default settings), so all
+of them see the same load from other jobs (a shared machine's load moves by minutes; sequential
+runs would compare different loads). On a quiet
 machine `--sequential` runs them one after another instead (the order rotating with each
 repetition), so they do not share the cores. The earlier
 commit runs from a `git archive` of it arranged as the installed package (`steerscope.probes` from

@@ -4,6 +4,7 @@ and the sweep of masks (ToM-specific, random, generic-specific) with their evalu
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,20 +102,23 @@ def sweep_masks(
         return scores
 
     def unchanged() -> dict[str, float]:
-        """An empty mask changes no weight: its scores are the baseline's, not evaluated again."""
         bar.update()
         return dict(baseline)
+
+    def measure_for(masks: dict[str, torch.Tensor]) -> Callable[[], dict[str, float]]:
+        """An empty mask changes no weight: its scores are the baseline's, not evaluated again."""
+        return evaluate if mask_counts(masks) else unchanged
 
     baseline = evaluate()
     sweep, distribution = [], {}
     for sparsity in sparsities:
         masks, mirror = sensitive_mask_pair(tom_f, generic_f, sparsity)
-        measure = evaluate if mask_counts(masks) else unchanged  # random masks take masks' counts
         with mean_replacement(model, masks, config.scale):
-            targeted = measure()
-        randoms = under_random_masks(model, masks, config.random_seeds, config.scale, measure)
+            targeted = measure_for(masks)()
+        # random masks take the counts of `masks`, so they are empty where it is
+        randoms = under_random_masks(model, masks, config.random_seeds, config.scale, measure_for(masks))
         with mean_replacement(model, mirror, config.scale):
-            generic_specific = (evaluate if mask_counts(mirror) else unchanged)()
+            generic_specific = measure_for(mirror)()
         sweep.append(
             {
                 "sparsity": sparsity,
